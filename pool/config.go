@@ -1,0 +1,252 @@
+package pool
+
+import (
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"go4.org/netipx"
+)
+
+// DefaultLifetime is how long a mapping may sit unused before its address
+// may be given to another domain of the same client.
+const DefaultLifetime = 48 * time.Hour
+
+// maxPoolSize keeps every pool index inside an int32, with room to spare.
+// It is a /1; nobody needs more, and a typo like 0.0.0.0/0 is caught.
+const maxPoolSize = 1 << 31
+
+// Config is the replicated pool configuration. It is set once when a cluster
+// is bootstrapped and changed only by an explicit operation, so every server
+// allocates from the same addresses with the same lifetime.
+type Config struct {
+	// Pool is the union of the configured prefixes and ranges, sorted.
+	Pool []netipx.IPRange
+	// Exclude is subtracted from Pool; it may reach outside it.
+	Exclude []netipx.IPRange
+	// Lifetime is how long a mapping may stay unused before it expires.
+	Lifetime time.Duration
+}
+
+// ParseConfig builds a Config from the operator's text: comma-separated
+// prefixes ("10.0.0.0/16"), ranges ("10.0.0.1-10.0.0.99") or single addresses.
+// It refuses IPv6, malformed, empty or overlapping items, naming the item.
+func ParseConfig(pool, exclude string, lifetime time.Duration) (Config, error) {
+	p, err := ParseRanges(pool)
+	if err != nil {
+		return Config{}, err
+	}
+	x, err := ParseRanges(exclude)
+	if err != nil {
+		return Config{}, errorf(CodeInvalidConfig, "exclude: %v", err)
+	}
+	c := Config{Pool: p, Exclude: x, Lifetime: lifetime}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// ParseRanges parses a comma-separated list of IPv4 prefixes, ranges and
+// addresses, sorted by first address. An empty string is an empty list.
+func ParseRanges(s string) ([]netipx.IPRange, error) {
+	var out []netipx.IPRange
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		r, err := parseRange(item)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	sortRanges(out)
+	return out, nil
+}
+
+func parseRange(item string) (netipx.IPRange, error) {
+	switch {
+	case strings.Contains(item, "/"):
+		p, err := netip.ParsePrefix(item)
+		if err != nil {
+			return netipx.IPRange{}, errorf(CodeInvalidConfig, "%q is not a valid prefix: %v", item, err)
+		}
+		if !p.Addr().Is4() {
+			return netipx.IPRange{}, errorf(CodeInvalidConfig, "%q is not IPv4; the pool holds IPv4 addresses only", item)
+		}
+		if p.Masked() != p {
+			return netipx.IPRange{}, errorf(CodeInvalidConfig, "%q has host bits set; did you mean %s?", item, p.Masked())
+		}
+		return netipx.RangeOfPrefix(p), nil
+	case strings.Contains(item, "-"):
+		from, to, _ := strings.Cut(item, "-")
+		a, err1 := netip.ParseAddr(strings.TrimSpace(from))
+		b, err2 := netip.ParseAddr(strings.TrimSpace(to))
+		if err1 != nil || err2 != nil {
+			return netipx.IPRange{}, errorf(CodeInvalidConfig, "%q is not a valid range: want FIRST-LAST, like 10.0.0.1-10.0.0.99", item)
+		}
+		if !a.Is4() || !b.Is4() {
+			return netipx.IPRange{}, errorf(CodeInvalidConfig, "%q is not IPv4; the pool holds IPv4 addresses only", item)
+		}
+		if b.Less(a) {
+			return netipx.IPRange{}, errorf(CodeInvalidConfig, "range %q is empty: its last address is below its first", item)
+		}
+		return netipx.IPRangeFrom(a, b), nil
+	default:
+		a, err := netip.ParseAddr(item)
+		if err != nil {
+			return netipx.IPRange{}, errorf(CodeInvalidConfig, "%q is not a prefix, a range or an address", item)
+		}
+		if !a.Is4() {
+			return netipx.IPRange{}, errorf(CodeInvalidConfig, "%q is not IPv4; the pool holds IPv4 addresses only", item)
+		}
+		return netipx.IPRangeFrom(a, a), nil
+	}
+}
+
+func sortRanges(rs []netipx.IPRange) {
+	sort.Slice(rs, func(i, j int) bool { return rs[i].From().Less(rs[j].From()) })
+}
+
+// Validate checks what ParseConfig checks, for a Config built in code or
+// decoded from the log.
+func (c Config) Validate() error {
+	if len(c.Pool) == 0 {
+		return errorf(CodeInvalidConfig, "the pool is empty: give at least one IPv4 prefix or range")
+	}
+	if c.Lifetime <= 0 {
+		return errorf(CodeInvalidConfig, "lifetime %v is not positive", c.Lifetime)
+	}
+	for _, list := range [][]netipx.IPRange{c.Pool, c.Exclude} {
+		for i, r := range list {
+			if !r.IsValid() || !r.From().Is4() || !r.To().Is4() {
+				return errorf(CodeInvalidConfig, "%s is not a valid IPv4 range", r)
+			}
+			if i > 0 && !list[i-1].From().Less(r.From()) {
+				return errorf(CodeInvalidConfig, "ranges are not sorted at %s", r)
+			}
+		}
+	}
+	for i := 1; i < len(c.Pool); i++ {
+		if c.Pool[i-1].Overlaps(c.Pool[i]) {
+			return errorf(CodeInvalidConfig, "pool items %s and %s overlap", rangeString(c.Pool[i-1]), rangeString(c.Pool[i]))
+		}
+	}
+	set, err := c.addrSet()
+	if err != nil {
+		return err
+	}
+	if set.size == 0 {
+		return errorf(CodeInvalidConfig, "the pool %s has no address left after excluding %s", c.PoolString(), c.ExcludeString())
+	}
+	return nil
+}
+
+// Equal reports whether two configurations describe the same pool.
+func (c Config) Equal(o Config) bool {
+	return c.Lifetime == o.Lifetime && slices.Equal(c.Pool, o.Pool) && slices.Equal(c.Exclude, o.Exclude)
+}
+
+// PoolString renders the pool in the form ParseConfig reads.
+func (c Config) PoolString() string { return rangesString(c.Pool) }
+
+// ExcludeString renders the exclusions in the form ParseConfig reads.
+func (c Config) ExcludeString() string { return rangesString(c.Exclude) }
+
+func (c Config) String() string {
+	s := "pool " + c.PoolString()
+	if len(c.Exclude) > 0 {
+		s += " exclude " + c.ExcludeString()
+	}
+	return s + " lifetime " + c.Lifetime.String()
+}
+
+func rangesString(rs []netipx.IPRange) string {
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = rangeString(r)
+	}
+	return strings.Join(parts, ",")
+}
+
+func rangeString(r netipx.IPRange) string {
+	if r.From() == r.To() {
+		return r.From().String()
+	}
+	if p, ok := r.Prefix(); ok {
+		return p.String()
+	}
+	return r.From().String() + "-" + r.To().String()
+}
+
+// span is one run of consecutive pool addresses; before counts the pool
+// addresses in earlier spans, so pool index and address convert in O(log spans).
+type span struct {
+	from, to uint32
+	before   uint32
+}
+
+// addrSet is the effective pool: Pool minus Exclude, as sorted disjoint spans.
+type addrSet struct {
+	spans []span
+	size  uint32
+}
+
+func (c Config) addrSet() (addrSet, error) {
+	var b netipx.IPSetBuilder
+	for _, r := range c.Pool {
+		b.AddRange(r)
+	}
+	for _, r := range c.Exclude {
+		b.RemoveRange(r)
+	}
+	ipset, err := b.IPSet()
+	if err != nil {
+		return addrSet{}, errorf(CodeInvalidConfig, "building the pool: %v", err)
+	}
+	var s addrSet
+	var total uint64
+	for _, r := range ipset.Ranges() {
+		from, to := addrToU32(r.From()), addrToU32(r.To())
+		s.spans = append(s.spans, span{from: from, to: to, before: uint32(total)})
+		total += uint64(to-from) + 1
+		if total > maxPoolSize {
+			return addrSet{}, errorf(CodeInvalidConfig, "the pool has more than %d addresses; use a smaller prefix", uint64(maxPoolSize))
+		}
+	}
+	s.size = uint32(total)
+	return s, nil
+}
+
+// indexOf returns the pool index of a, or false when a is not in the pool.
+func (s *addrSet) indexOf(a uint32) (uint32, bool) {
+	i := sort.Search(len(s.spans), func(i int) bool { return s.spans[i].to >= a })
+	if i == len(s.spans) || s.spans[i].from > a {
+		return 0, false
+	}
+	return s.spans[i].before + (a - s.spans[i].from), true
+}
+
+// addrAt returns the address at pool index idx < size.
+func (s *addrSet) addrAt(idx uint32) uint32 {
+	i := sort.Search(len(s.spans), func(i int) bool { return s.spans[i].before > idx }) - 1
+	return s.spans[i].from + (idx - s.spans[i].before)
+}
+
+func (s *addrSet) contains(a uint32) bool {
+	_, ok := s.indexOf(a)
+	return ok
+}
+
+func addrToU32(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+func u32ToAddr(v uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}

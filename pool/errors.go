@@ -1,0 +1,64 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code classifies an error so that front ends can map it to a status (HTTP,
+// DNS rcode) without parsing its text. The words are part of the HTTP API.
+type Code string
+
+const (
+	CodeInvalidClient  Code = "invalid_client"
+	CodeInvalidDomain  Code = "invalid_domain"
+	CodeInvalidAddress Code = "invalid_address"
+	CodeInvalidConfig  Code = "invalid_config"
+	CodeNotFound       Code = "not_found"
+	CodePoolExhausted  Code = "pool_exhausted"
+	CodeNotConfigured  Code = "not_configured"
+	CodeBadCommand     Code = "bad_command"
+	CodeBadSnapshot    Code = "bad_snapshot"
+	CodeInternal       Code = "internal"
+)
+
+// Error is the error type of every operation of this package. Its text is a
+// sentence meant for an operator; Code is meant for programs.
+type Error struct {
+	Code Code
+	Msg  string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// Is makes errors.Is(err, ErrNotFound) and friends match on the code alone.
+func (e *Error) Is(target error) bool {
+	var t *Error
+	return errors.As(target, &t) && t.Code == e.Code && t.Msg == ""
+}
+
+// Sentinels for errors.Is; they carry no text of their own.
+var (
+	ErrInvalidClient  = &Error{Code: CodeInvalidClient}
+	ErrInvalidDomain  = &Error{Code: CodeInvalidDomain}
+	ErrInvalidAddress = &Error{Code: CodeInvalidAddress}
+	ErrInvalidConfig  = &Error{Code: CodeInvalidConfig}
+	ErrNotFound       = &Error{Code: CodeNotFound}
+	ErrPoolExhausted  = &Error{Code: CodePoolExhausted}
+	ErrNotConfigured  = &Error{Code: CodeNotConfigured}
+	ErrBadCommand     = &Error{Code: CodeBadCommand}
+	ErrBadSnapshot    = &Error{Code: CodeBadSnapshot}
+)
+
+func errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}
+}
+
+// CodeOf returns the code of err, or CodeInternal when err is not an *Error.
+func CodeOf(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}

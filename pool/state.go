@@ -1,0 +1,470 @@
+// Package pool is the ippool state machine: for every client, the pairing of
+// domains and IPv4 addresses drawn from one shared pool configuration.
+//
+// It does no I/O, reads no clock and starts no goroutine. Every operation is
+// given its time, so a log of operations applied to two States leaves them
+// byte-identical (DESIGN.md S9). A State is not safe for concurrent use; the
+// cluster and the single-machine pool put a lock around it.
+package pool
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Mapping is one client's pairing of a domain and an address.
+type Mapping struct {
+	Client   string
+	Domain   string
+	Addr     netip.Addr
+	LastUsed time.Time
+}
+
+// State holds every client's mappings and the pool configuration.
+type State struct {
+	cfg        Config
+	set        addrSet
+	configured bool
+
+	clients  map[string]*client
+	domains  domainTable
+	idle     []*client // heap by lastActivity: the next client to forget is on top
+	mappings int
+
+	dedup dedupWindow
+}
+
+// NewState returns an empty, unconfigured State.
+func NewState() *State {
+	return &State{clients: make(map[string]*client), domains: newDomainTable(), dedup: newDedupWindow(defaultDedupSize)}
+}
+
+// client is one client's mappings. A mapping lives in slab; byAddr and
+// byDomain index it both ways; expiry orders it for reuse (S2).
+type client struct {
+	id       string
+	byAddr   map[uint32]int32
+	byDomain map[uint32]int32
+	slab     []mapping
+	expiryAt []int32 // position of slab[i] in expiry
+	expiry   []int32 // heap of slab indices, least recently used first
+
+	// Fresh addresses: every pool index below next that holds no mapping is
+	// in free; indices from next on are scanned on demand, so a client that
+	// was restored or re-pooled costs nothing until it allocates.
+	free []uint32
+	next uint32
+
+	// lastActivity is the latest last-used time this client ever had, so
+	// when it is over a lifetime ago every mapping has expired.
+	lastActivity int64
+	idleAt       int
+}
+
+type mapping struct {
+	addr     uint32
+	domain   uint32
+	lastUsed int64
+}
+
+func newClient(id string) *client {
+	return &client{id: id, byAddr: make(map[uint32]int32), byDomain: make(map[uint32]int32)}
+}
+
+type expiryOrder struct{ c *client }
+
+func (o expiryOrder) less(a, b int32) bool {
+	ma, mb := &o.c.slab[a], &o.c.slab[b]
+	return ma.lastUsed < mb.lastUsed || ma.lastUsed == mb.lastUsed && ma.addr < mb.addr
+}
+func (o expiryOrder) placed(i int32, pos int) { o.c.expiryAt[i] = int32(pos) }
+
+type idleOrder struct{}
+
+func (idleOrder) less(a, b *client) bool {
+	return a.lastActivity < b.lastActivity || a.lastActivity == b.lastActivity && a.id < b.id
+}
+func (idleOrder) placed(c *client, pos int) { c.idleAt = pos }
+
+// Config returns the pool configuration, and false before one is set.
+func (s *State) Config() (Config, bool) { return s.cfg, s.configured }
+
+// PoolSize is the number of addresses each client can hold.
+func (s *State) PoolSize() int { return int(s.set.size) }
+
+// Counts returns the number of clients, mappings and distinct domains held.
+func (s *State) Counts() (clients, mappings, domains int) {
+	return len(s.clients), s.mappings, len(s.domains.ids)
+}
+
+// Contains reports whether addr is in the pool.
+func (s *State) Contains(addr netip.Addr) bool {
+	return addr.Is4() && s.set.contains(addrToU32(addr))
+}
+
+// Lookup returns the mapping of the client's address (S3), without marking
+// it used. It allocates nothing.
+func (s *State) Lookup(clientID string, addr netip.Addr) (Mapping, bool) {
+	c := s.clients[clientID]
+	if c == nil || !addr.Is4() {
+		return Mapping{}, false
+	}
+	i, ok := c.byAddr[addrToU32(addr)]
+	if !ok {
+		return Mapping{}, false
+	}
+	return s.mappingOf(c, i), true
+}
+
+// Get returns the client's mapping for domain, if any, without allocating.
+// domain must be normalized (see NormalizeDomain).
+func (s *State) Get(clientID, domain string) (Mapping, bool) {
+	c := s.clients[clientID]
+	if c == nil {
+		return Mapping{}, false
+	}
+	d, ok := s.domains.ids[domain]
+	if !ok {
+		return Mapping{}, false
+	}
+	i, ok := c.byDomain[d]
+	if !ok {
+		return Mapping{}, false
+	}
+	return s.mappingOf(c, i), true
+}
+
+// Mappings returns the client's mappings in address order.
+func (s *State) Mappings(clientID string) []Mapping {
+	c := s.clients[clientID]
+	if c == nil {
+		return nil
+	}
+	out := make([]Mapping, len(c.slab))
+	for i := range c.slab {
+		out[i] = s.mappingOf(c, int32(i))
+	}
+	slices.SortFunc(out, func(a, b Mapping) int { return a.Addr.Compare(b.Addr) })
+	return out
+}
+
+// Clients returns every client ID in sorted order.
+func (s *State) Clients() []string {
+	ids := make([]string, 0, len(s.clients))
+	for id := range s.clients {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// Expired reports whether a mapping last used at lastUsed is expired at now (S6).
+func (s *State) Expired(lastUsed, now time.Time) bool {
+	return now.UnixNano()-lastUsed.UnixNano() > int64(s.cfg.Lifetime)
+}
+
+func (s *State) mappingOf(c *client, i int32) Mapping {
+	m := &c.slab[i]
+	return Mapping{Client: c.id, Domain: s.domains.names[m.domain], Addr: u32ToAddr(m.addr), LastUsed: time.Unix(0, m.lastUsed).UTC()}
+}
+
+// SetConfig installs a pool configuration. Mappings whose address is outside
+// the new pool are released; it returns how many.
+func (s *State) SetConfig(cfg Config, now time.Time) (int, error) {
+	if err := cfg.Validate(); err != nil {
+		return 0, err
+	}
+	set, err := cfg.addrSet()
+	if err != nil {
+		return 0, err
+	}
+	s.cfg, s.set, s.configured = cfg, set, true
+	released := 0
+	// Sorted so that the order of releases, and so every internal index,
+	// is the same on every server.
+	for _, id := range s.Clients() {
+		c := s.clients[id]
+		for i := len(c.slab) - 1; i >= 0; i-- {
+			if !set.contains(c.slab[i].addr) {
+				s.removeMapping(c, int32(i))
+				released++
+			}
+		}
+		// Pool indices changed meaning: rescan lazily from the start.
+		c.free, c.next = c.free[:0], 0
+		s.dropIfEmpty(c)
+	}
+	s.forgetIdleClients(now.UnixNano())
+	return released, nil
+}
+
+// Allocate returns the client's address for domain, allocating one if the
+// client has none (S1, S2), and marks it used at now.
+func (s *State) Allocate(clientID, domain string, now time.Time) (netip.Addr, error) {
+	if err := ValidateClientID(clientID); err != nil {
+		return netip.Addr{}, err
+	}
+	domain, err := NormalizeDomain(domain)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	a, err := s.allocate(clientID, domain, now.UnixNano())
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	return u32ToAddr(a), nil
+}
+
+func (s *State) allocate(clientID, domain string, now int64) (uint32, error) {
+	if !s.configured {
+		return 0, errorf(CodeNotConfigured, "the pool is not configured yet")
+	}
+	c := s.clients[clientID]
+	if c != nil {
+		if d, ok := s.domains.ids[domain]; ok {
+			if i, ok := c.byDomain[d]; ok {
+				s.touch(c, i, now)
+				s.forgetIdleClients(now)
+				return c.slab[i].addr, nil
+			}
+		}
+	} else {
+		c = newClient(clientID)
+	}
+	if idx, ok := c.takeFresh(&s.set); ok {
+		if len(c.slab) == 0 {
+			s.clients[clientID] = c
+			c.lastActivity = now
+			s.idle = heapPush(s.idle, c, idleOrder{})
+		}
+		a := s.set.addrAt(idx)
+		s.addMapping(c, a, s.domains.intern(domain), now)
+		s.forgetIdleClients(now)
+		return a, nil
+	}
+	if len(c.expiry) > 0 {
+		i := c.expiry[0]
+		m := &c.slab[i]
+		if now-m.lastUsed > int64(s.cfg.Lifetime) {
+			// Reuse: the old domain loses the address in both directions.
+			delete(c.byDomain, m.domain)
+			s.domains.release(m.domain)
+			m.domain = s.domains.intern(domain)
+			c.byDomain[m.domain] = i
+			s.touch(c, i, now)
+			s.forgetIdleClients(now)
+			return m.addr, nil
+		}
+	}
+	return 0, errorf(CodePoolExhausted, "pool exhausted for client %q: all %d addresses are mapped and none has been idle longer than %v", clientID, s.set.size, s.cfg.Lifetime)
+}
+
+// takeFresh returns the lowest pool index that holds no mapping.
+func (c *client) takeFresh(set *addrSet) (uint32, bool) {
+	if len(c.free) > 0 {
+		var idx uint32
+		idx, c.free = heapPop(c.free)
+		return idx, true
+	}
+	for c.next < set.size {
+		idx := c.next
+		c.next++
+		if _, mapped := c.byAddr[set.addrAt(idx)]; !mapped {
+			return idx, true
+		}
+	}
+	return 0, false
+}
+
+func (s *State) addMapping(c *client, addr, domain uint32, now int64) {
+	i := int32(len(c.slab))
+	c.slab = append(c.slab, mapping{addr: addr, domain: domain, lastUsed: now})
+	c.expiryAt = append(c.expiryAt, 0)
+	c.byAddr[addr] = i
+	c.byDomain[domain] = i
+	c.expiry = heapPush(c.expiry, i, expiryOrder{c})
+	s.mappings++
+	s.noteActivity(c, now)
+}
+
+// touch marks slab[i] used at now; time never moves backwards.
+func (s *State) touch(c *client, i int32, now int64) {
+	if now > c.slab[i].lastUsed {
+		c.slab[i].lastUsed = now
+	}
+	heapFix(c.expiry, int(c.expiryAt[i]), expiryOrder{c})
+	s.noteActivity(c, now)
+}
+
+func (s *State) noteActivity(c *client, now int64) {
+	if now > c.lastActivity {
+		c.lastActivity = now
+		heapFix(s.idle, c.idleAt, idleOrder{})
+	}
+}
+
+// removeMapping deletes slab[i], moving the last slab entry into its place.
+func (s *State) removeMapping(c *client, i int32) {
+	m := c.slab[i]
+	c.expiry = heapRemove(c.expiry, int(c.expiryAt[i]), expiryOrder{c})
+	delete(c.byAddr, m.addr)
+	delete(c.byDomain, m.domain)
+	s.domains.release(m.domain)
+	if idx, ok := s.set.indexOf(m.addr); ok && idx < c.next {
+		c.free = heapPush(c.free, idx, indexOrder{})
+	}
+	last := int32(len(c.slab) - 1)
+	if i != last {
+		moved := c.slab[last]
+		c.slab[i] = moved
+		c.expiryAt[i] = c.expiryAt[last]
+		c.expiry[c.expiryAt[i]] = i
+		c.byAddr[moved.addr] = i
+		c.byDomain[moved.domain] = i
+	}
+	c.slab = c.slab[:last]
+	c.expiryAt = c.expiryAt[:last]
+	s.mappings--
+}
+
+// dropIfEmpty forgets a client that holds no mapping.
+func (s *State) dropIfEmpty(c *client) {
+	if len(c.slab) == 0 {
+		s.idle = heapRemove(s.idle, c.idleAt, idleOrder{})
+		delete(s.clients, c.id)
+	}
+}
+
+// forgetIdleClients forgets the clients whose every mapping has expired at
+// now, so the state is bounded by live use. It runs after each write, at the
+// write's time, so every server forgets the same clients at the same point
+// of the log.
+func (s *State) forgetIdleClients(now int64) {
+	for len(s.idle) > 0 && now-s.idle[0].lastActivity > int64(s.cfg.Lifetime) {
+		c := s.idle[0]
+		for i := len(c.slab) - 1; i >= 0; i-- {
+			s.removeMapping(c, int32(i))
+		}
+		s.dropIfEmpty(c)
+	}
+}
+
+// MarkUsed records that the client's addr was used for domain at at (S5). It
+// changes nothing and returns false when addr now maps to another domain or
+// the mapping was already marked at a later time.
+func (s *State) MarkUsed(clientID string, addr netip.Addr, domain string, at time.Time) bool {
+	if !addr.Is4() {
+		return false
+	}
+	return s.markUsed(clientID, addrToU32(addr), domain, at.UnixNano())
+}
+
+func (s *State) markUsed(clientID string, addr uint32, domain string, at int64) bool {
+	defer s.forgetIdleClients(at)
+	c := s.clients[clientID]
+	if c == nil {
+		return false
+	}
+	i, ok := c.byAddr[addr]
+	if !ok || s.domains.names[c.slab[i].domain] != domain || c.slab[i].lastUsed >= at {
+		return false
+	}
+	s.touch(c, i, at)
+	return true
+}
+
+// Release drops the client's mapping for domain and reports whether it had one.
+func (s *State) Release(clientID, domain string, now time.Time) (bool, error) {
+	if err := ValidateClientID(clientID); err != nil {
+		return false, err
+	}
+	domain, err := NormalizeDomain(domain)
+	if err != nil {
+		return false, err
+	}
+	return s.release(clientID, domain, now.UnixNano()), nil
+}
+
+func (s *State) release(clientID, domain string, now int64) bool {
+	defer s.forgetIdleClients(now)
+	c := s.clients[clientID]
+	if c == nil {
+		return false
+	}
+	d, ok := s.domains.ids[domain]
+	if !ok {
+		return false
+	}
+	i, ok := c.byDomain[d]
+	if !ok {
+		return false
+	}
+	s.removeMapping(c, i)
+	s.dropIfEmpty(c)
+	return true
+}
+
+// ReleaseClient drops every mapping of the client and returns how many.
+func (s *State) ReleaseClient(clientID string, now time.Time) (int, error) {
+	if err := ValidateClientID(clientID); err != nil {
+		return 0, err
+	}
+	return s.releaseClient(clientID, now.UnixNano()), nil
+}
+
+func (s *State) releaseClient(clientID string, now int64) int {
+	defer s.forgetIdleClients(now)
+	c := s.clients[clientID]
+	if c == nil {
+		return 0
+	}
+	n := len(c.slab)
+	for i := n - 1; i >= 0; i-- {
+		s.removeMapping(c, int32(i))
+	}
+	s.dropIfEmpty(c)
+	return n
+}
+
+// domainTable interns domain names so that a name shared by many clients is
+// stored once; mappings hold its index.
+type domainTable struct {
+	ids   map[string]uint32
+	names []string
+	refs  []uint32
+	free  []uint32
+}
+
+func newDomainTable() domainTable { return domainTable{ids: make(map[string]uint32)} }
+
+func (t *domainTable) intern(name string) uint32 {
+	if id, ok := t.ids[name]; ok {
+		t.refs[id]++
+		return id
+	}
+	// Copy so the table never pins a caller's larger buffer (a decoded log
+	// entry, a request body).
+	name = strings.Clone(name)
+	var id uint32
+	if n := len(t.free); n > 0 {
+		id, t.free = t.free[n-1], t.free[:n-1]
+		t.names[id], t.refs[id] = name, 1
+	} else {
+		id = uint32(len(t.names))
+		t.names = append(t.names, name)
+		t.refs = append(t.refs, 1)
+	}
+	t.ids[name] = id
+	return id
+}
+
+func (t *domainTable) release(id uint32) {
+	t.refs[id]--
+	if t.refs[id] == 0 {
+		delete(t.ids, t.names[id])
+		t.names[id] = ""
+		t.free = append(t.free, id)
+	}
+}
