@@ -191,11 +191,13 @@ func (s *State) checkInvariants() error {
 		if len(c.slab) == 0 {
 			return fmt.Errorf("client %s is empty but kept", id)
 		}
-		if len(c.byAddr) != len(c.slab) || len(c.byDomain) != len(c.slab) || len(c.expiry) != len(c.slab) {
-			return fmt.Errorf("client %s: %d mappings but %d/%d/%d index entries", id, len(c.slab), len(c.byAddr), len(c.byDomain), len(c.expiry))
+		if c.byAddr.n != len(c.slab) || c.byDomain.n != len(c.slab) || len(c.expiry) != len(c.slab) {
+			return fmt.Errorf("client %s: %d mappings but %d/%d/%d index entries", id, len(c.slab), c.byAddr.n, c.byDomain.n, len(c.expiry))
 		}
 		for i, m := range c.slab {
-			if c.byAddr[m.addr] != int32(i) || c.byDomain[m.domain] != int32(i) || c.expiry[c.expiryAt[i]] != int32(i) {
+			ai, _ := c.findAddr(m.addr)
+			di, _ := c.findDomain(m.domain)
+			if ai != int32(i) || di != int32(i) || c.expiry[c.expiryAt[i]] != int32(i) {
 				return fmt.Errorf("client %s: mapping %d is not indexed consistently", id, i)
 			}
 			if !s.set.contains(m.addr) {
@@ -215,7 +217,7 @@ func (s *State) checkInvariants() error {
 			if f >= c.next {
 				return fmt.Errorf("client %s: free index %d at or above next %d", id, f, c.next)
 			}
-			if _, mapped := c.byAddr[s.set.addrAt(f)]; mapped {
+			if _, mapped := c.findAddr(s.set.addrAt(f)); mapped {
 				return fmt.Errorf("client %s: free index %d is mapped", id, f)
 			}
 		}

@@ -496,7 +496,7 @@ func (r *snapReader) client(s *State, domainIDs []uint32) *client {
 		}
 		addr = uint32(next)
 		d := domainIDs[rank]
-		if _, dup := c.byDomain[d]; dup {
+		if _, dup := c.findDomain(d); dup {
 			r.fail("snapshot client %q maps domain %q twice", id, s.domains.names[d])
 			break
 		}

@@ -45,8 +45,8 @@ func NewState() *State {
 // byDomain index it both ways; expiry orders it for reuse (S2).
 type client struct {
 	id       string
-	byAddr   map[uint32]int32
-	byDomain map[uint32]int32
+	byAddr   slotIndex
+	byDomain slotIndex
 	slab     []mapping
 	expiryAt []int32 // position of slab[i] in expiry
 	expiry   []int32 // heap of slab indices, least recently used first
@@ -69,8 +69,14 @@ type mapping struct {
 	lastUsed int64
 }
 
-func newClient(id string) *client {
-	return &client{id: id, byAddr: make(map[uint32]int32), byDomain: make(map[uint32]int32)}
+func newClient(id string) *client { return &client{id: id} }
+
+func (c *client) findAddr(a uint32) (int32, bool) {
+	return find(&c.byAddr, a, byAddrKey{c.slab})
+}
+
+func (c *client) findDomain(d uint32) (int32, bool) {
+	return find(&c.byDomain, d, byDomainKey{c.slab})
 }
 
 type expiryOrder struct{ c *client }
@@ -111,7 +117,7 @@ func (s *State) Lookup(clientID string, addr netip.Addr) (Mapping, bool) {
 	if c == nil || !addr.Is4() {
 		return Mapping{}, false
 	}
-	i, ok := c.byAddr[addrToU32(addr)]
+	i, ok := c.findAddr(addrToU32(addr))
 	if !ok {
 		return Mapping{}, false
 	}
@@ -129,7 +135,7 @@ func (s *State) Get(clientID, domain string) (Mapping, bool) {
 	if !ok {
 		return Mapping{}, false
 	}
-	i, ok := c.byDomain[d]
+	i, ok := c.findDomain(d)
 	if !ok {
 		return Mapping{}, false
 	}
@@ -224,7 +230,7 @@ func (s *State) allocate(clientID, domain string, now int64) (uint32, error) {
 	c := s.clients[clientID]
 	if c != nil {
 		if d, ok := s.domains.ids[domain]; ok {
-			if i, ok := c.byDomain[d]; ok {
+			if i, ok := c.findDomain(d); ok {
 				s.touch(c, i, now)
 				s.forgetIdleClients(now)
 				return c.slab[i].addr, nil
@@ -249,10 +255,10 @@ func (s *State) allocate(clientID, domain string, now int64) (uint32, error) {
 		m := &c.slab[i]
 		if now-m.lastUsed > int64(s.cfg.Lifetime) {
 			// Reuse: the old domain loses the address in both directions.
-			delete(c.byDomain, m.domain)
+			remove(&c.byDomain, i, byDomainKey{c.slab})
 			s.domains.release(m.domain)
 			m.domain = s.domains.intern(domain)
-			c.byDomain[m.domain] = i
+			insert(&c.byDomain, i, byDomainKey{c.slab})
 			s.touch(c, i, now)
 			s.forgetIdleClients(now)
 			return m.addr, nil
@@ -271,7 +277,7 @@ func (c *client) takeFresh(set *addrSet) (uint32, bool) {
 	for c.next < set.size {
 		idx := c.next
 		c.next++
-		if _, mapped := c.byAddr[set.addrAt(idx)]; !mapped {
+		if _, mapped := c.findAddr(set.addrAt(idx)); !mapped {
 			return idx, true
 		}
 	}
@@ -282,8 +288,8 @@ func (s *State) addMapping(c *client, addr, domain uint32, now int64) {
 	i := int32(len(c.slab))
 	c.slab = append(c.slab, mapping{addr: addr, domain: domain, lastUsed: now})
 	c.expiryAt = append(c.expiryAt, 0)
-	c.byAddr[addr] = i
-	c.byDomain[domain] = i
+	insert(&c.byAddr, i, byAddrKey{c.slab})
+	insert(&c.byDomain, i, byDomainKey{c.slab})
 	c.expiry = heapPush(c.expiry, i, expiryOrder{c})
 	s.mappings++
 	s.noteActivity(c, now)
@@ -309,8 +315,8 @@ func (s *State) noteActivity(c *client, now int64) {
 func (s *State) removeMapping(c *client, i int32) {
 	m := c.slab[i]
 	c.expiry = heapRemove(c.expiry, int(c.expiryAt[i]), expiryOrder{c})
-	delete(c.byAddr, m.addr)
-	delete(c.byDomain, m.domain)
+	remove(&c.byAddr, i, byAddrKey{c.slab})
+	remove(&c.byDomain, i, byDomainKey{c.slab})
 	s.domains.release(m.domain)
 	if idx, ok := s.set.indexOf(m.addr); ok && idx < c.next {
 		c.free = heapPush(c.free, idx, indexOrder{})
@@ -318,11 +324,11 @@ func (s *State) removeMapping(c *client, i int32) {
 	last := int32(len(c.slab) - 1)
 	if i != last {
 		moved := c.slab[last]
+		replace(&c.byAddr, last, i, byAddrKey{c.slab})
+		replace(&c.byDomain, last, i, byDomainKey{c.slab})
 		c.slab[i] = moved
 		c.expiryAt[i] = c.expiryAt[last]
 		c.expiry[c.expiryAt[i]] = i
-		c.byAddr[moved.addr] = i
-		c.byDomain[moved.domain] = i
 	}
 	c.slab = c.slab[:last]
 	c.expiryAt = c.expiryAt[:last]
@@ -367,7 +373,7 @@ func (s *State) markUsed(clientID string, addr uint32, domain string, at int64) 
 	if c == nil {
 		return false
 	}
-	i, ok := c.byAddr[addr]
+	i, ok := c.findAddr(addr)
 	if !ok || s.domains.names[c.slab[i].domain] != domain || c.slab[i].lastUsed >= at {
 		return false
 	}
@@ -397,7 +403,7 @@ func (s *State) release(clientID, domain string, now int64) bool {
 	if !ok {
 		return false
 	}
-	i, ok := c.byDomain[d]
+	i, ok := c.findDomain(d)
 	if !ok {
 		return false
 	}

@@ -1,0 +1,94 @@
+// Package localpool is an address pool for one process, with no replication:
+// the pool state machine behind a lock, with the wall clock as its time. It
+// is what natc calls SingleMachineIPPool, for programs that need no cluster.
+package localpool
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/ippool/ippool"
+	"github.com/ippool/ippool/pool"
+)
+
+// Pool is safe for concurrent use.
+type Pool struct {
+	mu    sync.RWMutex
+	state *pool.State
+	// Now is the clock; tests may replace it before first use.
+	Now func() time.Time
+}
+
+var _ ippool.IPPool = (*Pool)(nil)
+
+// New returns a pool allocating from cfg.
+func New(cfg pool.Config) (*Pool, error) {
+	s := pool.NewState()
+	if _, err := s.SetConfig(cfg, time.Now()); err != nil {
+		return nil, err
+	}
+	return &Pool{state: s, Now: time.Now}, nil
+}
+
+// IPForDomain implements ippool.IPPool.
+func (p *Pool) IPForDomain(_ context.Context, client, domain string) (netip.Addr, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state.Allocate(client, domain, p.Now())
+}
+
+// DomainForIP implements ippool.IPPool. The mark is taken under the write
+// lock only when it moves last-used forward, so repeated lookups at the same
+// instant share the read lock.
+func (p *Pool) DomainForIP(_ context.Context, client string, addr netip.Addr, at time.Time) (string, error) {
+	p.mu.RLock()
+	m, ok := p.state.Lookup(client, addr)
+	p.mu.RUnlock()
+	if !ok {
+		return "", notFound(client, addr)
+	}
+	if at.After(m.LastUsed) {
+		p.mu.Lock()
+		p.state.MarkUsed(client, addr, m.Domain, at)
+		p.mu.Unlock()
+	}
+	return m.Domain, nil
+}
+
+// Get returns the client's mapping for domain without allocating.
+func (p *Pool) Get(client, domain string) (pool.Mapping, bool) {
+	d, err := pool.NormalizeDomain(domain)
+	if err != nil {
+		return pool.Mapping{}, false
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.state.Get(client, d)
+}
+
+// Mappings returns the client's mappings in address order.
+func (p *Pool) Mappings(client string) []pool.Mapping {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.state.Mappings(client)
+}
+
+// Release drops the client's mapping for domain and reports whether it had one.
+func (p *Pool) Release(client, domain string) (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state.Release(client, domain, p.Now())
+}
+
+// ReleaseClient drops every mapping of the client and returns how many.
+func (p *Pool) ReleaseClient(client string) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state.ReleaseClient(client, p.Now())
+}
+
+func notFound(client string, addr netip.Addr) error {
+	return &pool.Error{Code: pool.CodeNotFound, Msg: "client " + client + " has no mapping for " + addr.String()}
+}
