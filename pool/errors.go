@@ -20,6 +20,11 @@ const (
 	CodeBadCommand     Code = "bad_command"
 	CodeBadSnapshot    Code = "bad_snapshot"
 	CodeInternal       Code = "internal"
+	// The cluster's: the write could not be committed.
+	CodeNoQuorum Code = "no_quorum"
+	CodeNoLeader Code = "no_leader"
+	// A per-client limit on new allocations was reached.
+	CodeRateLimited Code = "rate_limited"
 )
 
 // Error is the error type of every operation of this package. Its text is a
@@ -48,7 +53,14 @@ var (
 	ErrNotConfigured  = &Error{Code: CodeNotConfigured}
 	ErrBadCommand     = &Error{Code: CodeBadCommand}
 	ErrBadSnapshot    = &Error{Code: CodeBadSnapshot}
+	ErrNoQuorum       = &Error{Code: CodeNoQuorum}
+	ErrNoLeader       = &Error{Code: CodeNoLeader}
+	ErrRateLimited    = &Error{Code: CodeRateLimited}
 )
+
+// Errorf returns an *Error with the given code; other packages use it so that
+// every error a front end sees carries a code.
+func Errorf(code Code, format string, args ...any) *Error { return errorf(code, format, args...) }
 
 func errorf(code Code, format string, args ...any) *Error {
 	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}
