@@ -1,0 +1,275 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ippool/ippool/pool"
+)
+
+// The cluster's own requests travel as HTTP/1.1 over the mux's RPC
+// connections: servers forward writes to the leader, ask it for a read index,
+// and ask to join. Only servers holding a certificate from the cluster CA get
+// this far when TLS is on.
+const (
+	rpcInfo      = "/internal/v1/info"
+	rpcApply     = "/internal/v1/apply"
+	rpcReadIndex = "/internal/v1/readindex"
+	rpcJoin      = "/internal/v1/join"
+	rpcStatus    = "/internal/v1/status"
+
+	maxApplyBody = 16 << 20
+)
+
+// Info is what a server says of itself to its peers.
+type Info struct {
+	ID           string `json:"id"`
+	Addr         string `json:"addr"`
+	Bootstrapped bool   `json:"bootstrapped"`
+	LeaderID     string `json:"leader_id,omitempty"`
+	LeaderAddr   string `json:"leader_addr,omitempty"`
+	Pool         string `json:"pool,omitempty"`
+	Exclude      string `json:"exclude,omitempty"`
+	Lifetime     string `json:"lifetime,omitempty"`
+	// Peers are the servers it knows of, so that bootstrap discovery spreads
+	// even when each server was given only some of the others.
+	Peers []Peer `json:"peers,omitempty"`
+}
+
+// Peer names a server.
+type Peer struct {
+	ID   string `json:"id"`
+	Addr string `json:"addr"`
+}
+
+type wireResult struct {
+	Addr  string    `json:"addr,omitempty"`
+	Count int       `json:"count,omitempty"`
+	Code  pool.Code `json:"code,omitempty"`
+	Error string    `json:"error,omitempty"`
+}
+
+type rpcError struct {
+	Code    pool.Code `json:"code"`
+	Message string    `json:"error"`
+	// Retry tells the forwarder that another attempt may succeed (the
+	// target is not, or no longer, the leader).
+	Retry bool `json:"retry,omitempty"`
+}
+
+type joinRequest struct {
+	ID       string `json:"id"`
+	Addr     string `json:"addr"`
+	Pool     string `json:"pool,omitempty"`
+	Exclude  string `json:"exclude,omitempty"`
+	Lifetime string `json:"lifetime,omitempty"`
+}
+
+func (n *Node) rpcHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+rpcInfo, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, n.info())
+	})
+	mux.HandleFunc("POST "+rpcApply, n.handleApply)
+	mux.HandleFunc("POST "+rpcReadIndex, func(w http.ResponseWriter, r *http.Request) {
+		idx, err := n.leaderReadIndex(r.Context())
+		if err != nil {
+			writeRPCError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]uint64{"index": idx})
+	})
+	mux.HandleFunc("POST "+rpcJoin, n.handleJoin)
+	mux.HandleFunc("GET "+rpcStatus, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, n.statusInfo())
+	})
+	return mux
+}
+
+func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxApplyBody))
+	if err != nil {
+		writeRPCError(w, pool.Errorf(pool.CodeBadCommand, "reading the forwarded command: %v", err))
+		return
+	}
+	// Refuse garbage here, before it costs a log entry on every server.
+	if _, err := pool.DecodeCommand(body); err != nil {
+		writeRPCError(w, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.WriteTimeout)
+	defer cancel()
+	results, err := n.applyLocal(ctx, body)
+	if err != nil {
+		writeRPCError(w, err)
+		return
+	}
+	out := make([]wireResult, len(results))
+	for i, res := range results {
+		if res.Addr.IsValid() {
+			out[i].Addr = res.Addr.String()
+		}
+		out[i].Count = res.Count
+		if res.Err != nil {
+			out[i].Code, out[i].Error = pool.CodeOf(res.Err), res.Err.Error()
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
+	var req joinRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil || req.ID == "" || req.Addr == "" {
+		writeRPCError(w, pool.Errorf(pool.CodeInvalidConfig, "a join request needs a server ID and address"))
+		return
+	}
+	if n.raft.State() != raft.Leader {
+		writeRPCError(w, errNotLeader)
+		return
+	}
+	if req.Pool != "" {
+		if theirs, err := pool.ParseConfig(req.Pool, req.Exclude, parseDurationOr(req.Lifetime, pool.DefaultLifetime)); err == nil {
+			if ours, ok := n.PoolConfig(); ok && !ours.Equal(theirs) {
+				writeRPCError(w, &pool.Error{Code: pool.CodeInvalidConfig, Msg: fmt.Sprintf(
+					"server %s asks to join with %s, but the cluster has %s; start it without --pool, or with the cluster's", req.ID, theirs, ours)})
+				return
+			}
+		}
+	}
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		writeRPCError(w, err)
+		return
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == raft.ServerID(req.ID) && s.Address == raft.ServerAddress(req.Addr) {
+			writeJSON(w, http.StatusOK, n.info())
+			return
+		}
+		if s.ID == raft.ServerID(req.ID) || s.Address == raft.ServerAddress(req.Addr) {
+			// Same ID at a new address, or a new ID at a known address: the
+			// old entry is stale; replace it.
+			if err := n.raft.RemoveServer(s.ID, 0, n.cfg.WriteTimeout).Error(); err != nil {
+				writeRPCError(w, err)
+				return
+			}
+		}
+	}
+	if err := n.raft.AddVoter(raft.ServerID(req.ID), raft.ServerAddress(req.Addr), 0, n.cfg.WriteTimeout).Error(); err != nil {
+		writeRPCError(w, err)
+		return
+	}
+	n.log.Info("server joined", "id", req.ID, "addr", req.Addr)
+	writeJSON(w, http.StatusOK, n.info())
+}
+
+func parseDurationOr(s string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(s); err == nil {
+		return d
+	}
+	return def
+}
+
+var errNotLeader = &rpcError{Code: pool.CodeNoLeader, Message: "this server is not the leader", Retry: true}
+
+func (e *rpcError) Error() string { return e.Message }
+
+// Is lets errors.Is(err, pool.ErrNoQuorum) and friends see through an RPC.
+func (e *rpcError) Is(target error) bool {
+	return (&pool.Error{Code: e.Code, Msg: e.Message}).Is(target)
+}
+
+func writeRPCError(w http.ResponseWriter, err error) {
+	var re *rpcError
+	switch {
+	case errors.As(err, &re):
+	case errors.As(err, new(errRetry)):
+		re = &rpcError{Code: pool.CodeNoLeader, Message: err.Error(), Retry: true}
+	default:
+		re = &rpcError{Code: pool.CodeOf(err), Message: err.Error()}
+	}
+	writeJSON(w, http.StatusConflict, re)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// rpcClient calls other servers over the mux.
+type rpcClient struct {
+	http *http.Client
+}
+
+func newRPCClient(m *mux) *rpcClient {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			timeout := 2 * time.Second
+			if dl, ok := ctx.Deadline(); ok {
+				timeout = time.Until(dl)
+			}
+			return m.dial(addr, protoRPC, timeout)
+		},
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     time.Minute,
+	}
+	return &rpcClient{http: &http.Client{Transport: tr}}
+}
+
+func (c *rpcClient) close() { c.http.CloseIdleConnections() }
+
+// call sends a request to addr and decodes a 200 answer into out. An error
+// answer comes back as *rpcError.
+func (c *rpcClient) call(ctx context.Context, addr, path string, body []byte, out any) error {
+	method := http.MethodGet
+	if body != nil {
+		method = http.MethodPost
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(io.LimitReader(resp.Body, maxApplyBody))
+	if resp.StatusCode != http.StatusOK {
+		var re rpcError
+		if err := dec.Decode(&re); err != nil {
+			return fmt.Errorf("%s answered %s", addr, resp.Status)
+		}
+		return &re
+	}
+	return dec.Decode(out)
+}
+
+func decodeResults(wire []wireResult) ([]pool.Result, error) {
+	out := make([]pool.Result, len(wire))
+	for i, w := range wire {
+		if w.Addr != "" {
+			a, err := netip.ParseAddr(w.Addr)
+			if err != nil {
+				return nil, fmt.Errorf("leader sent a bad address %q", w.Addr)
+			}
+			out[i].Addr = a
+		}
+		out[i].Count = w.Count
+		if w.Code != "" {
+			out[i].Err = &pool.Error{Code: w.Code, Msg: w.Error}
+		}
+	}
+	return out, nil
+}

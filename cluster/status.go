@@ -1,0 +1,124 @@
+package cluster
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Status is one server's view of the cluster.
+type Status struct {
+	ID         string         `json:"id"`
+	Addr       string         `json:"addr"`
+	State      string         `json:"state"`
+	LeaderID   string         `json:"leader_id"`
+	LeaderAddr string         `json:"leader_addr"`
+	Term       uint64         `json:"term"`
+	Commit     uint64         `json:"commit_index"`
+	Applied    uint64         `json:"applied_index"`
+	LastIndex  uint64         `json:"last_index"`
+	Pool       string         `json:"pool,omitempty"`
+	Servers    []ServerStatus `json:"servers"`
+}
+
+// ServerStatus describes one member as this server sees it, with what the
+// member said of itself when asked just now.
+type ServerStatus struct {
+	ID        string `json:"id"`
+	Addr      string `json:"addr"`
+	Voter     bool   `json:"voter"`
+	Role      string `json:"role"`
+	Reachable bool   `json:"reachable"`
+	Term      uint64 `json:"term,omitempty"`
+	Applied   uint64 `json:"applied_index,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+// Local returns this server's own numbers.
+func (n *Node) Local() Status {
+	lid, laddr := n.Leader()
+	s := Status{
+		ID: n.cfg.ID, Addr: n.cfg.ClusterAddr, State: n.raft.State().String(),
+		LeaderID: lid, LeaderAddr: laddr,
+		Term: n.raft.CurrentTerm(), Commit: n.raft.CommitIndex(), Applied: n.fsm.applied.Load(), LastIndex: n.raft.LastIndex(),
+	}
+	if c, ok := n.PoolConfig(); ok {
+		s.Pool = c.String()
+	}
+	return s
+}
+
+// Status asks every member for its state, each within a short timeout.
+func (n *Node) Status(ctx context.Context) Status {
+	st := n.Local()
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return st
+	}
+	servers := f.Configuration().Servers
+	st.Servers = make([]ServerStatus, len(servers))
+	var wg sync.WaitGroup
+	for i, s := range servers {
+		ss := &st.Servers[i]
+		ss.ID, ss.Addr, ss.Voter = string(s.ID), string(s.Address), s.Suffrage == raft.Voter
+		ss.Role = "follower"
+		if ss.ID == st.LeaderID {
+			ss.Role = "leader"
+		}
+		if ss.ID == n.cfg.ID {
+			ss.Reachable, ss.Term, ss.Applied = true, st.Term, st.Applied
+			ss.Role = roleOf(n.raft.State())
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			var peer statusInfo
+			if err := n.rpc.call(c, ss.Addr, rpcStatus, nil, &peer); err != nil {
+				ss.Error = err.Error()
+				return
+			}
+			ss.Reachable, ss.Term, ss.Applied, ss.Role = true, peer.Term, peer.Applied, peer.Role
+		}()
+	}
+	wg.Wait()
+	return st
+}
+
+type statusInfo struct {
+	Role    string `json:"role"`
+	Term    uint64 `json:"term"`
+	Applied uint64 `json:"applied_index"`
+}
+
+func roleOf(s raft.RaftState) string {
+	switch s {
+	case raft.Leader:
+		return "leader"
+	case raft.Candidate:
+		return "candidate"
+	case raft.Follower:
+		return "follower"
+	}
+	return "shutdown"
+}
+
+func (n *Node) statusInfo() statusInfo {
+	return statusInfo{Role: roleOf(n.raft.State()), Term: n.raft.CurrentTerm(), Applied: n.fsm.applied.Load()}
+}
+
+// RaftStats returns Raft's own counters as numbers where they are numbers.
+func (n *Node) RaftStats() map[string]uint64 {
+	out := map[string]uint64{}
+	for k, v := range n.raft.Stats() {
+		if u, err := strconv.ParseUint(v, 10, 64); err == nil {
+			out[k] = u
+		}
+	}
+	return out
+}

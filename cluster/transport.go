@@ -1,0 +1,166 @@
+package cluster
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// One cluster address carries all server-to-server traffic. Every connection
+// opens with one byte that says what follows, like Consul's RPC port.
+const (
+	protoRaft byte = 'R'
+	protoRPC  byte = 'C'
+)
+
+// mux accepts connections on the cluster address, completes TLS when it is
+// on, reads the protocol byte and hands the connection to Raft or to the
+// cluster's own RPC server.
+type mux struct {
+	ln     net.Listener
+	tls    *tls.Config // nil: plain TCP
+	raftCh chan net.Conn
+	rpcCh  chan net.Conn
+	done   chan struct{}
+	once   sync.Once
+	log    func(msg string, args ...any)
+}
+
+func newMux(ln net.Listener, tlsConf *tls.Config, log func(string, ...any)) *mux {
+	return &mux{ln: ln, tls: tlsConf, raftCh: make(chan net.Conn), rpcCh: make(chan net.Conn), done: make(chan struct{}), log: log}
+}
+
+func (m *mux) serve() {
+	for {
+		c, err := m.ln.Accept()
+		if err != nil {
+			select {
+			case <-m.done:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			m.log("cluster listener stopped", "err", err)
+			return
+		}
+		go m.handshake(c)
+	}
+}
+
+// handshake runs per connection so a slow or hostile peer holds up nobody.
+func (m *mux) handshake(c net.Conn) {
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if m.tls != nil {
+		tc := tls.Server(c, m.tls)
+		if err := tc.Handshake(); err != nil {
+			m.log("refused a cluster connection", "remote", c.RemoteAddr(), "err", err)
+			c.Close()
+			return
+		}
+		c = tc
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		c.Close()
+		return
+	}
+	c.SetDeadline(time.Time{})
+	var ch chan net.Conn
+	switch b[0] {
+	case protoRaft:
+		ch = m.raftCh
+	case protoRPC:
+		ch = m.rpcCh
+	default:
+		m.log("refused a cluster connection with an unknown protocol byte", "remote", c.RemoteAddr(), "byte", b[0])
+		c.Close()
+		return
+	}
+	select {
+	case ch <- c:
+	case <-m.done:
+		c.Close()
+	}
+}
+
+func (m *mux) close() {
+	m.once.Do(func() {
+		close(m.done)
+		m.ln.Close()
+	})
+}
+
+// dial opens a connection to a cluster address for the given protocol.
+func (m *mux) dial(addr string, proto byte, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if m.tls != nil {
+		tc := tls.Client(c, m.tls)
+		tc.SetDeadline(time.Now().Add(timeout))
+		if err := tc.Handshake(); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+		}
+		tc.SetDeadline(time.Time{})
+		c = tc
+	}
+	if _, err := c.Write([]byte{proto}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// chanListener is a net.Listener fed by the mux.
+type chanListener struct {
+	m      *mux
+	ch     chan net.Conn
+	addr   net.Addr
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newChanListener(m *mux, ch chan net.Conn, addr net.Addr) *chanListener {
+	return &chanListener{m: m, ch: ch, addr: addr, closed: make(chan struct{})}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.m.done:
+		return nil, net.ErrClosed
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// raftLayer is the raft.StreamLayer over the mux.
+type raftLayer struct {
+	*chanListener
+	advertise net.Addr
+}
+
+func (l *raftLayer) Addr() net.Addr { return l.advertise }
+
+func (l *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return l.m.dial(string(address), protoRaft, timeout)
+}

@@ -1,0 +1,238 @@
+package dnsfront
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// upstreamAnswer is what the front end needs to know of an upstream reply:
+// whether the name exists, which records to pass through when the name is
+// exempt from the pool, and how long all of that may be believed.
+type upstreamAnswer struct {
+	rcode int // dns.RcodeSuccess or dns.RcodeNameError; other codes are errors
+	// rrs is the upstream answer section restricted to the asked type and
+	// CNAMEs, kept as received so that ignored names pass through unchanged.
+	rrs []dns.RR
+	// ignored is true when an A record lies in Config.IgnoreDestinations;
+	// computed once at store time so cache hits cost nothing.
+	ignored bool
+	expires time.Time
+}
+
+type cacheKey struct {
+	name  string // normalized, no trailing dot
+	qtype uint16
+}
+
+// cache holds upstream answers. It is bounded because with Domains "." any
+// client can make it hold one entry per name it invents.
+type cache struct {
+	mu      sync.RWMutex
+	entries map[cacheKey]*upstreamAnswer
+	max     int
+}
+
+func (c *cache) get(k cacheKey, now time.Time) (*upstreamAnswer, bool) {
+	c.mu.RLock()
+	a, ok := c.entries[k]
+	c.mu.RUnlock()
+	if !ok || !now.Before(a.expires) {
+		return nil, false
+	}
+	return a, true
+}
+
+func (c *cache) put(k cacheKey, a *upstreamAnswer, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.entries[k]; !ok && len(c.entries) >= c.max {
+		for key, e := range c.entries {
+			if !now.Before(e.expires) {
+				delete(c.entries, key)
+			}
+		}
+		// Still full of live entries: drop arbitrary ones (map order is
+		// random enough) rather than refuse to cache, so an attacker's
+		// flood cannot pin the cache and slow every other lookup.
+		for key := range c.entries {
+			if len(c.entries) < c.max*7/8 {
+				break
+			}
+			delete(c.entries, key)
+		}
+	}
+	c.entries[k] = a
+}
+
+// flight coalesces concurrent upstream lookups of one key, so that a burst of
+// queries for a name that just expired costs one upstream round trip. It is a
+// few lines, and golang.org/x/sync is not a dependency of this module.
+type flight struct {
+	mu    sync.Mutex
+	calls map[cacheKey]*flightCall
+}
+
+type flightCall struct {
+	done chan struct{}
+	ans  *upstreamAnswer
+	err  error
+}
+
+func (f *flight) do(k cacheKey, fn func() (*upstreamAnswer, error)) (*upstreamAnswer, error) {
+	f.mu.Lock()
+	if c, ok := f.calls[k]; ok {
+		f.mu.Unlock()
+		<-c.done
+		return c.ans, c.err
+	}
+	c := &flightCall{done: make(chan struct{})}
+	f.calls[k] = c
+	f.mu.Unlock()
+
+	c.ans, c.err = fn()
+
+	f.mu.Lock()
+	delete(f.calls, k)
+	f.mu.Unlock()
+	close(c.done)
+	return c.ans, c.err
+}
+
+// errUpstream marks a lookup that no upstream answered usefully.
+var errUpstream = errors.New("upstream lookup failed")
+
+// lookup returns the upstream answer for name and qtype, from the cache when
+// it is fresh.
+func (s *Server) lookup(name string, qtype uint16) (*upstreamAnswer, error) {
+	k := cacheKey{name: name, qtype: qtype}
+	if a, ok := s.cache.get(k, s.now()); ok {
+		s.stats.cacheHits.Add(1)
+		return a, nil
+	}
+	return s.flight.do(k, func() (*upstreamAnswer, error) {
+		// Another flight may have filled the cache between our miss and
+		// our becoming the leader of this one.
+		if a, ok := s.cache.get(k, s.now()); ok {
+			s.stats.cacheHits.Add(1)
+			return a, nil
+		}
+		s.stats.cacheMisses.Add(1)
+		a, err := s.resolve(name, qtype)
+		if err != nil {
+			s.stats.upstreamErrors.Add(1)
+			return nil, err
+		}
+		s.cache.put(k, a, s.now())
+		return a, nil
+	})
+}
+
+// resolve asks each upstream in turn. The lookup runs under the server's
+// context, not the query's, because coalesced waiters share its result and
+// one client giving up must not fail the others.
+func (s *Server) resolve(name string, qtype uint16) (*upstreamAnswer, error) {
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(name), qtype)
+	q.RecursionDesired = true
+	// Ask for a large UDP reply so that long answers rarely need TCP.
+	q.SetEdns0(ednsUDPSize, false)
+
+	var errs []error
+	for _, up := range s.upstreams {
+		r, err := s.exchange(q, up)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", up, err))
+			continue
+		}
+		if r.Rcode != dns.RcodeSuccess && r.Rcode != dns.RcodeNameError {
+			errs = append(errs, fmt.Errorf("%s: rcode %s", up, dns.RcodeToString[r.Rcode]))
+			continue
+		}
+		return s.digest(r, qtype), nil
+	}
+	err := fmt.Errorf("%w for %s %s: %w", errUpstream, name, dns.TypeToString[qtype], errors.Join(errs...))
+	s.log.Warn("upstream lookup failed", "name", name, "type", dns.TypeToString[qtype], "err", err)
+	return nil, err
+}
+
+func (s *Server) exchange(q *dns.Msg, up string) (*dns.Msg, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.UpstreamTimeout)
+	defer cancel()
+	// A fresh ID per try, so a late reply to an earlier try is not taken
+	// for this one.
+	q.Id = dns.Id()
+	r, _, err := s.udpClient.ExchangeContext(ctx, q, up)
+	if err == nil && r.Truncated {
+		r, _, err = s.tcpClient.ExchangeContext(ctx, q, up)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(r.Question) != 1 || r.Question[0].Qtype != q.Question[0].Qtype ||
+		!strings.EqualFold(r.Question[0].Name, q.Question[0].Name) {
+		return nil, errors.New("reply is for another question")
+	}
+	return r, nil
+}
+
+// digest turns an upstream reply into a cache entry. Negative answers live
+// for the SOA minimum (RFC 2308) so that a name that does not exist is not
+// asked for again on every query.
+func (s *Server) digest(r *dns.Msg, qtype uint16) *upstreamAnswer {
+	a := &upstreamAnswer{rcode: r.Rcode}
+	var ttl uint32
+	first := true
+	for _, rr := range r.Answer {
+		h := rr.Header()
+		if h.Rrtype != qtype && h.Rrtype != dns.TypeCNAME {
+			continue
+		}
+		a.rrs = append(a.rrs, rr)
+		if first || h.Ttl < ttl {
+			ttl, first = h.Ttl, false
+		}
+		if v, ok := rr.(*dns.A); ok && len(s.cfg.IgnoreDestinations) > 0 {
+			if ip, ok := netip.AddrFromSlice(v.A); ok && s.isIgnored(ip.Unmap()) {
+				a.ignored = true
+			}
+		}
+	}
+	hasAddr := false
+	for _, rr := range a.rrs {
+		if rr.Header().Rrtype == qtype {
+			hasAddr = true
+			break
+		}
+	}
+	d := s.cfg.CacheMinTTL
+	switch {
+	case a.rcode == dns.RcodeSuccess && hasAddr:
+		d = time.Duration(ttl) * time.Second
+	default:
+		for _, rr := range r.Ns {
+			if soa, ok := rr.(*dns.SOA); ok {
+				d = time.Duration(min(soa.Hdr.Ttl, soa.Minttl)) * time.Second
+				break
+			}
+		}
+	}
+	d = max(s.cfg.CacheMinTTL, min(d, s.cfg.CacheMaxTTL))
+	a.expires = s.now().Add(d)
+	return a
+}
+
+func (s *Server) isIgnored(ip netip.Addr) bool {
+	for _, p := range s.cfg.IgnoreDestinations {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
