@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -23,7 +24,8 @@ type fsm struct {
 	// can keep its record of it on disk. It runs outside the lock.
 	onConfig func(pool.Config)
 
-	badEntries func() // counts entries that did not decode
+	badEntries   func() // counts entries that did not decode
+	snapshotTook func(time.Duration)
 
 	// applied is the index of the last entry this FSM has seen (commands and
 	// configurations) or of the snapshot it restored. Raft's own applied
@@ -45,7 +47,7 @@ type applyResponse struct {
 var _ raft.BatchingFSM = (*fsm)(nil)
 
 func newFSM(log *slog.Logger) *fsm {
-	return &fsm{state: pool.NewState(), log: log, onConfig: func(pool.Config) {}, badEntries: func() {}, progress: make(chan struct{})}
+	return &fsm{state: pool.NewState(), log: log, onConfig: func(pool.Config) {}, badEntries: func() {}, snapshotTook: func(time.Duration) {}, progress: make(chan struct{})}
 }
 
 // progressCh returns a channel closed at the next applied batch or restore.
@@ -105,9 +107,11 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 // and Persist then only writes bytes.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	var buf bytes.Buffer
+	start := time.Now()
 	f.mu.RLock()
 	err := f.state.WriteSnapshot(&buf)
 	f.mu.RUnlock()
+	f.snapshotTook(time.Since(start))
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ type Metrics interface {
 	LeadershipChange(isLeader bool)
 	Batch(ops int, forwarded bool, d time.Duration, err error)
 	ReadIndex(d time.Duration, err error)
+	Snapshot(d time.Duration)
 }
 
 type nopMetrics struct{}
@@ -17,3 +18,4 @@ func (nopMetrics) BadEntry()                             {}
 func (nopMetrics) LeadershipChange(bool)                 {}
 func (nopMetrics) Batch(int, bool, time.Duration, error) {}
 func (nopMetrics) ReadIndex(time.Duration, error)        {}
+func (nopMetrics) Snapshot(time.Duration)                {}

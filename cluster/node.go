@@ -6,6 +6,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -230,6 +231,7 @@ func Start(cfg Config) (*Node, error) {
 	n.fsm.snapshot = n.snaps
 	n.fsm.onConfig = n.saveConfig
 	n.fsm.badEntries = cfg.Metrics.BadEntry
+	n.fsm.snapshotTook = cfg.Metrics.Snapshot
 
 	advertise, err := net.ResolveTCPAddr("tcp", cfg.ClusterAddr)
 	if err != nil {
@@ -658,4 +660,43 @@ func (n *Node) closeAll() {
 	if n.store != nil {
 		n.store.Close()
 	}
+}
+
+// Restore replaces the cluster's state with a snapshot, through the leader:
+// Raft installs it at a new index and ships it to every follower.
+func (n *Node) Restore(ctx context.Context, snapshot []byte) error {
+	if !n.IsLeader() {
+		_, addr := n.Leader()
+		if addr == "" {
+			return pool.Errorf(pool.CodeNoLeader, "no leader is known to restore through")
+		}
+		var out struct{}
+		err := n.rpc.call(ctx, addr, rpcRestore, snapshot, &out)
+		var re *rpcError
+		if errors.As(err, &re) {
+			return &pool.Error{Code: re.Code, Msg: re.Message}
+		}
+		return err
+	}
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: int64(len(snapshot))}
+	return n.raft.Restore(meta, bytes.NewReader(snapshot), timeLeft(ctx, time.Minute))
+}
+
+// RemoveServer takes a server out of the cluster, through the leader.
+func (n *Node) RemoveServer(ctx context.Context, id string) error {
+	if n.IsLeader() {
+		return n.Remove(ctx, id)
+	}
+	_, addr := n.Leader()
+	if addr == "" {
+		return pool.Errorf(pool.CodeNoLeader, "no leader is known to remove the server through")
+	}
+	body, _ := json.Marshal(map[string]string{"id": id})
+	var out struct{}
+	err := n.rpc.call(ctx, addr, rpcRemove, body, &out)
+	var re *rpcError
+	if errors.As(err, &re) {
+		return &pool.Error{Code: re.Code, Msg: re.Message}
+	}
+	return err
 }

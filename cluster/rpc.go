@@ -27,6 +27,10 @@ const (
 	rpcReadIndex = "/internal/v1/readindex"
 	rpcJoin      = "/internal/v1/join"
 	rpcStatus    = "/internal/v1/status"
+	rpcRestore   = "/internal/v1/restore"
+	rpcRemove    = "/internal/v1/remove"
+
+	maxRestoreBody = 4 << 30
 
 	maxApplyBody = 16 << 20
 )
@@ -90,6 +94,36 @@ func (n *Node) rpcHandler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]uint64{"index": idx})
 	})
 	mux.HandleFunc("POST "+rpcJoin, n.handleJoin)
+	mux.HandleFunc("POST "+rpcRestore, func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRestoreBody))
+		if err == nil {
+			_, err = pool.ReadSnapshot(bytes.NewReader(body))
+		}
+		if err == nil {
+			if !n.IsLeader() {
+				err = errNotLeader
+			} else {
+				err = n.Restore(r.Context(), body)
+			}
+		}
+		if err != nil {
+			writeRPCError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, struct{}{})
+	})
+	mux.HandleFunc("POST "+rpcRemove, func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ ID string }
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<12)).Decode(&req); err != nil {
+			writeRPCError(w, pool.Errorf(pool.CodeInvalidConfig, "bad remove request: %v", err))
+			return
+		}
+		if err := n.Remove(r.Context(), req.ID); err != nil {
+			writeRPCError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, struct{}{})
+	})
 	mux.HandleFunc("GET "+rpcStatus, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.statusInfo())
 	})

@@ -52,10 +52,13 @@ type Op struct {
 type Result struct {
 	// Addr is the allocated address (OpAllocate).
 	Addr netip.Addr
-	// Count is what the op changed: mappings released, or 1 when a mark or a
-	// release took effect.
+	// Count is what the op changed: mappings released; 1 when a mark or a
+	// release took effect; 1 when an allocation made a new mapping and 0
+	// when it returned the client's existing one.
 	Count int
-	Err   error
+	// Reused is set when an allocation took an expired mapping's address.
+	Reused bool
+	Err    error
 }
 
 // commandVersion is the first byte of every log entry this package writes.
@@ -362,12 +365,13 @@ func (s *State) applyOp(op *Op) Result {
 	var res Result
 	switch op.Kind {
 	case OpAllocate:
-		a, err := s.allocate(op.Client, op.Domain, now)
+		a, how, err := s.allocate(op.Client, op.Domain, now)
 		if err != nil {
 			return Result{Err: err}
 		}
-		s.dedup.remember(op.ID, dedupResult{addr: a, count: 1, hasAddr: true})
-		return Result{Addr: u32ToAddr(a), Count: 1}
+		count := min(how, 1)
+		s.dedup.remember(op.ID, dedupResult{addr: a, count: uint32(count), hasAddr: true})
+		return Result{Addr: u32ToAddr(a), Count: count, Reused: how == allocReused}
 	case OpMarkUsed:
 		if s.markUsed(op.Client, addrToU32(op.Addr), op.Domain, now) {
 			res.Count = 1

@@ -216,16 +216,23 @@ func (s *State) Allocate(clientID, domain string, now time.Time) (netip.Addr, er
 	if err != nil {
 		return netip.Addr{}, err
 	}
-	a, err := s.allocate(clientID, domain, now.UnixNano())
+	a, _, err := s.allocate(clientID, domain, now.UnixNano())
 	if err != nil {
 		return netip.Addr{}, err
 	}
 	return u32ToAddr(a), nil
 }
 
-func (s *State) allocate(clientID, domain string, now int64) (uint32, error) {
+// How an allocation was satisfied.
+const (
+	allocExisting = 0
+	allocFresh    = 1
+	allocReused   = 2
+)
+
+func (s *State) allocate(clientID, domain string, now int64) (uint32, int, error) {
 	if !s.configured {
-		return 0, errorf(CodeNotConfigured, "the pool is not configured yet")
+		return 0, 0, errorf(CodeNotConfigured, "the pool is not configured yet")
 	}
 	c := s.clients[clientID]
 	if c != nil {
@@ -233,7 +240,7 @@ func (s *State) allocate(clientID, domain string, now int64) (uint32, error) {
 			if i, ok := c.findDomain(d); ok {
 				s.touch(c, i, now)
 				s.forgetIdleClients(now)
-				return c.slab[i].addr, nil
+				return c.slab[i].addr, allocExisting, nil
 			}
 		}
 	} else {
@@ -248,7 +255,7 @@ func (s *State) allocate(clientID, domain string, now int64) (uint32, error) {
 		a := s.set.addrAt(idx)
 		s.addMapping(c, a, s.domains.intern(domain), now)
 		s.forgetIdleClients(now)
-		return a, nil
+		return a, allocFresh, nil
 	}
 	if len(c.expiry) > 0 {
 		i := c.expiry[0]
@@ -261,10 +268,10 @@ func (s *State) allocate(clientID, domain string, now int64) (uint32, error) {
 			insert(&c.byDomain, i, byDomainKey{c.slab})
 			s.touch(c, i, now)
 			s.forgetIdleClients(now)
-			return m.addr, nil
+			return m.addr, allocReused, nil
 		}
 	}
-	return 0, errorf(CodePoolExhausted, "pool exhausted for client %q: all %d addresses are mapped and none has been idle longer than %v", clientID, s.set.size, s.cfg.Lifetime)
+	return 0, 0, errorf(CodePoolExhausted, "pool exhausted for client %q: all %d addresses are mapped and none has been idle longer than %v", clientID, s.set.size, s.cfg.Lifetime)
 }
 
 // takeFresh returns the lowest pool index that holds no mapping.

@@ -1,0 +1,350 @@
+// Package httpapi serves ippool's HTTP API (DESIGN.md "Interfaces"): JSON
+// under /v1, Prometheus metrics, health and readiness. Handlers parse and
+// validate, call the service, and render; they hold no logic of their own.
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ippool/ippool/pool"
+	"github.com/ippool/ippool/service"
+)
+
+// MaxBody bounds request bodies other than snapshot restores: the API's
+// requests are small, and a huge body is either a mistake or an attack.
+const MaxBody = 64 << 10
+
+// maxSnapshotBody bounds a restore upload.
+const maxSnapshotBody = 4 << 30
+
+// Handler returns the API's handler.
+func Handler(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Logger) http.Handler {
+	a := &api{svc: svc, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/clients/{client}/domains/{domain}", a.alloc)
+	mux.HandleFunc("GET /v1/clients/{client}/domains/{domain}", a.get)
+	mux.HandleFunc("DELETE /v1/clients/{client}/domains/{domain}", a.release)
+	mux.HandleFunc("GET /v1/clients/{client}/ips/{ip}", a.lookup)
+	mux.HandleFunc("GET /v1/clients/{client}", a.list)
+	mux.HandleFunc("DELETE /v1/clients/{client}", a.releaseClient)
+	mux.HandleFunc("GET /v1/cluster", a.cluster)
+	mux.HandleFunc("DELETE /v1/cluster/servers/{id}", a.removeServer)
+	mux.HandleFunc("GET /v1/snapshot", a.snapshot)
+	mux.HandleFunc("PUT /v1/snapshot", a.restore)
+	mux.HandleFunc("GET /v1/pool", a.getPool)
+	mux.HandleFunc("PUT /v1/pool", a.setPool)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", a.ready)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	return limitBody(mux)
+}
+
+// limitBody refuses oversized bodies before any handler runs, so a client
+// learns at once that its request is too large and nothing is changed.
+func limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		limit := int64(MaxBody)
+		if r.URL.Path == "/v1/snapshot" && r.Method == http.MethodPut {
+			limit = maxSnapshotBody
+		}
+		if r.ContentLength > limit {
+			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("request body of %d bytes exceeds the limit of %d", r.ContentLength, limit))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		next.ServeHTTP(w, r)
+	})
+}
+
+type api struct {
+	svc *service.Service
+	log *slog.Logger
+}
+
+type mappingJSON struct {
+	Client   string `json:"client"`
+	Domain   string `json:"domain"`
+	IP       string `json:"ip"`
+	LastUsed string `json:"last_used,omitempty"`
+}
+
+func mappingOut(m pool.Mapping, withTime bool) mappingJSON {
+	out := mappingJSON{Client: m.Client, Domain: m.Domain, IP: m.Addr.String()}
+	if withTime {
+		out.LastUsed = m.LastUsed.UTC().Format(time.RFC3339Nano)
+	}
+	return out
+}
+
+// drainBody reads a body the endpoint does not use, so an oversized one is
+// refused rather than ignored.
+func drainBody(w http.ResponseWriter, r *http.Request) bool {
+	if _, err := io.Copy(io.Discard, r.Body); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("request body exceeds the limit of %d bytes", mbe.Limit))
+		} else {
+			writeError(w, http.StatusBadRequest, "bad_request", "reading the request body: "+err.Error())
+		}
+		return false
+	}
+	return true
+}
+
+func (a *api) alloc(w http.ResponseWriter, r *http.Request) {
+	if !drainBody(w, r) {
+		return
+	}
+	client, domain := r.PathValue("client"), r.PathValue("domain")
+	addr, err := a.svc.IPForDomain(r.Context(), client, domain)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	d, _ := pool.NormalizeDomain(domain)
+	writeJSON(w, http.StatusOK, mappingJSON{Client: client, Domain: d, IP: addr.String()})
+}
+
+func (a *api) get(w http.ResponseWriter, r *http.Request) {
+	m, err := a.svc.GetConsistent(r.Context(), r.PathValue("client"), r.PathValue("domain"))
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, mappingOut(m, true))
+}
+
+func (a *api) lookup(w http.ResponseWriter, r *http.Request) {
+	addr, err := netip.ParseAddr(r.PathValue("ip"))
+	if err != nil || !addr.Is4() {
+		writeError(w, http.StatusBadRequest, string(pool.CodeInvalidAddress), fmt.Sprintf("%q is not an IPv4 address", r.PathValue("ip")))
+		return
+	}
+	m, err := a.svc.Lookup(r.Context(), r.PathValue("client"), addr, time.Now())
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, mappingOut(m, true))
+}
+
+func (a *api) release(w http.ResponseWriter, r *http.Request) {
+	if !drainBody(w, r) {
+		return
+	}
+	client, domain := r.PathValue("client"), r.PathValue("domain")
+	released, err := a.svc.Release(r.Context(), client, domain)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	d, _ := pool.NormalizeDomain(domain)
+	writeJSON(w, http.StatusOK, map[string]any{"client": client, "domain": d, "released": released})
+}
+
+func (a *api) releaseClient(w http.ResponseWriter, r *http.Request) {
+	if !drainBody(w, r) {
+		return
+	}
+	client := r.PathValue("client")
+	n, err := a.svc.ReleaseClient(r.Context(), client)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"client": client, "released": n})
+}
+
+func (a *api) list(w http.ResponseWriter, r *http.Request) {
+	client := r.PathValue("client")
+	consistent, _ := strconv.ParseBool(r.URL.Query().Get("consistent"))
+	ms, err := a.svc.Mappings(r.Context(), client, consistent)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	type entry struct {
+		Domain   string `json:"domain"`
+		IP       string `json:"ip"`
+		LastUsed string `json:"last_used"`
+	}
+	out := make([]entry, len(ms))
+	for i, m := range ms {
+		out[i] = entry{m.Domain, m.Addr.String(), m.LastUsed.UTC().Format(time.RFC3339Nano)}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"client": client, "mappings": out})
+}
+
+func (a *api) cluster(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.svc.Node().Status(r.Context()))
+}
+
+func (a *api) removeServer(w http.ResponseWriter, r *http.Request) {
+	if !drainBody(w, r) {
+		return
+	}
+	id := r.PathValue("id")
+	if err := a.svc.Node().RemoveServer(r.Context(), id); err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"removed": id})
+}
+
+func (a *api) snapshot(w http.ResponseWriter, r *http.Request) {
+	node := a.svc.Node()
+	local := node.Local()
+	var buf writerBuffer
+	if err := a.svc.Snapshot(r.Context(), &buf); err != nil {
+		a.fail(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("X-Ippool-Index", strconv.FormatUint(node.Local().Applied, 10))
+	w.Header().Set("X-Ippool-Term", strconv.FormatUint(local.Term, 10))
+	w.Header().Set("X-Ippool-Server", local.ID)
+	w.Header().Set("Content-Length", strconv.Itoa(len(buf.b)))
+	w.Write(buf.b)
+}
+
+type writerBuffer struct{ b []byte }
+
+func (w *writerBuffer) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	return len(p), nil
+}
+
+func (a *api) restore(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", err.Error())
+		return
+	}
+	if err := a.svc.Restore(r.Context(), body); err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"restored": true})
+}
+
+type poolJSON struct {
+	Pool     string `json:"pool"`
+	Exclude  string `json:"exclude"`
+	Lifetime string `json:"lifetime"`
+	Released *int   `json:"released,omitempty"`
+}
+
+func (a *api) getPool(w http.ResponseWriter, r *http.Request) {
+	cfg, ok := a.svc.Node().PoolConfig()
+	if !ok {
+		writeError(w, http.StatusServiceUnavailable, string(pool.CodeNotConfigured), "the pool is not configured yet")
+		return
+	}
+	writeJSON(w, http.StatusOK, poolJSON{Pool: cfg.PoolString(), Exclude: cfg.ExcludeString(), Lifetime: cfg.Lifetime.String()})
+}
+
+func (a *api) setPool(w http.ResponseWriter, r *http.Request) {
+	var req poolJSON
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", err.Error())
+			return
+		}
+		writeError(w, http.StatusBadRequest, "bad_request", "the body must be JSON like {\"pool\":\"10.0.0.0/16\",\"exclude\":\"\",\"lifetime\":\"48h\"}: "+err.Error())
+		return
+	}
+	lifetime := pool.DefaultLifetime
+	if req.Lifetime != "" {
+		d, err := time.ParseDuration(req.Lifetime)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, string(pool.CodeInvalidConfig), fmt.Sprintf("lifetime %q is not a duration like 48h", req.Lifetime))
+			return
+		}
+		lifetime = d
+	}
+	cfg, err := pool.ParseConfig(req.Pool, req.Exclude, lifetime)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	n, err := a.svc.SetPool(r.Context(), cfg)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, poolJSON{Pool: cfg.PoolString(), Exclude: cfg.ExcludeString(), Lifetime: cfg.Lifetime.String(), Released: &n})
+}
+
+// ready reports whether this server knows a leader and has applied what it
+// knows to be committed, the point at which its local reads are current.
+func (a *api) ready(w http.ResponseWriter, r *http.Request) {
+	st := a.svc.Node().Local()
+	switch {
+	case st.LeaderID == "":
+		writeError(w, http.StatusServiceUnavailable, string(pool.CodeNoLeader), "no leader is known")
+	case st.Applied < st.Commit:
+		writeError(w, http.StatusServiceUnavailable, "catching_up", fmt.Sprintf("applied %d of %d committed entries", st.Applied, st.Commit))
+	case st.Pool == "":
+		writeError(w, http.StatusServiceUnavailable, string(pool.CodeNotConfigured), "the pool is not configured yet")
+	default:
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "leader": st.LeaderID, "applied_index": st.Applied})
+	}
+}
+
+// statusOf maps an error code to an HTTP status (DESIGN.md).
+func statusOf(code pool.Code) int {
+	switch code {
+	case pool.CodeInvalidClient, pool.CodeInvalidDomain, pool.CodeInvalidAddress, pool.CodeInvalidConfig, pool.CodeBadCommand, pool.CodeBadSnapshot:
+		return http.StatusBadRequest
+	case pool.CodeNotFound:
+		return http.StatusNotFound
+	case pool.CodePoolExhausted:
+		return http.StatusConflict
+	case pool.CodeNoQuorum, pool.CodeNoLeader, pool.CodeNotConfigured:
+		return http.StatusServiceUnavailable
+	case pool.CodeRateLimited:
+		return http.StatusTooManyRequests
+	}
+	return http.StatusInternalServerError
+}
+
+func (a *api) fail(w http.ResponseWriter, err error) {
+	code := pool.CodeOf(err)
+	status := statusOf(code)
+	if status == http.StatusInternalServerError {
+		a.log.Error("request failed", "err", err)
+	}
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeError(w, status, string(code), err.Error())
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg, "code": code})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,138 @@
+package service
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ippool/ippool/cluster"
+	"github.com/ippool/ippool/pool"
+)
+
+// Metrics are the service's and the cluster's Prometheus collectors, all
+// under the ippool_ prefix.
+type Metrics struct {
+	Allocations  *prometheus.CounterVec
+	Reuses       prometheus.Counter
+	Exhaustions  prometheus.Counter
+	Lookups      *prometheus.CounterVec
+	MarkBatches  *prometheus.CounterVec
+	MarksDropped prometheus.Counter
+	Batches      *prometheus.HistogramVec
+	BatchOps     prometheus.Histogram
+	ReadBarriers *prometheus.HistogramVec
+	Snapshots    prometheus.Histogram
+	BadEntries   prometheus.Counter
+	Leadership   prometheus.Counter
+}
+
+var latencyBuckets = []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5}
+
+// NewMetrics creates the collectors and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Allocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ippool_allocations_total",
+			Help: "IPForDomain answers, by path: local (S7 fast path, no consensus), new (a new mapping through the log), existing (an existing mapping refreshed through the log).",
+		}, []string{"path"}),
+		Reuses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ippool_reuses_total", Help: "Allocations that took the address of an expired mapping.",
+		}),
+		Exhaustions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ippool_exhaustions_total", Help: "Allocations refused because the client's pool was exhausted.",
+		}),
+		Lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ippool_lookups_total",
+			Help: "DomainForIP lookups by result: hit (local), miss (not found after the read barrier), confirmed (found after the read barrier), error.",
+		}, []string{"result"}),
+		MarkBatches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ippool_mark_batches_total", Help: "Batches of coalesced mark-used writes, by result.",
+		}, []string{"result"}),
+		MarksDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ippool_marks_dropped_total", Help: "Mark-used writes dropped because the buffer was full.",
+		}),
+		Batches: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "ippool_write_batch_seconds", Help: "Time to commit one batch of writes, by whether it was forwarded to the leader and its result.",
+			Buckets: latencyBuckets,
+		}, []string{"forwarded", "result"}),
+		BatchOps: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "ippool_write_batch_ops", Help: "Ops per committed batch (group commit).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+		}),
+		ReadBarriers: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "ippool_read_barrier_seconds", Help: "Time of read barriers (S4), by result.", Buckets: latencyBuckets,
+		}, []string{"result"}),
+		Snapshots: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "ippool_snapshot_encode_seconds", Help: "Time to encode the state for a Raft snapshot (applies wait meanwhile).",
+			Buckets: latencyBuckets,
+		}),
+		BadEntries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ippool_bad_log_entries_total", Help: "Log entries that did not decode and were refused (S10).",
+		}),
+		Leadership: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ippool_leadership_changes_total", Help: "Times this server gained or lost leadership.",
+		}),
+	}
+	reg.MustRegister(m.Allocations, m.Reuses, m.Exhaustions, m.Lookups, m.MarkBatches, m.MarksDropped,
+		m.Batches, m.BatchOps, m.ReadBarriers, m.Snapshots, m.BadEntries, m.Leadership)
+	return m
+}
+
+var _ cluster.Metrics = (*Metrics)(nil)
+
+func (m *Metrics) BadEntry()             { m.BadEntries.Inc() }
+func (m *Metrics) LeadershipChange(bool) { m.Leadership.Inc() }
+
+func (m *Metrics) Batch(ops int, forwarded bool, d time.Duration, err error) {
+	m.Batches.WithLabelValues(boolLabel(forwarded), resultLabel(err)).Observe(d.Seconds())
+	if err == nil {
+		m.BatchOps.Observe(float64(ops))
+	}
+}
+
+func (m *Metrics) ReadIndex(d time.Duration, err error) {
+	m.ReadBarriers.WithLabelValues(resultLabel(err)).Observe(d.Seconds())
+}
+
+func (m *Metrics) Snapshot(d time.Duration) { m.Snapshots.Observe(d.Seconds()) }
+
+func boolLabel(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}
+
+func resultLabel(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, pool.ErrNoQuorum), errors.Is(err, pool.ErrNoLeader):
+		return "unavailable"
+	}
+	return "error"
+}
+
+// RegisterClusterGauges exports the Raft state of node and the size of the
+// state, read at scrape time.
+func RegisterClusterGauges(reg prometheus.Registerer, node *cluster.Node) {
+	gauge := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+	}
+	r := node.Raft()
+	gauge("ippool_raft_state", "Raft state: 0 follower, 1 candidate, 2 leader, 3 shutdown.", func() float64 { return float64(r.State()) })
+	gauge("ippool_raft_term", "Current Raft term.", func() float64 { return float64(r.CurrentTerm()) })
+	gauge("ippool_raft_commit_index", "Raft commit index known to this server.", func() float64 { return float64(r.CommitIndex()) })
+	gauge("ippool_raft_applied_index", "Index of the last entry applied to this server's state.", func() float64 { return float64(node.Local().Applied) })
+	gauge("ippool_raft_last_snapshot_index", "Index of the last snapshot.", func() float64 { return float64(node.RaftStats()["last_snapshot_index"]) })
+	var clients, mappings float64
+	sizes := func() {
+		node.Read(func(s *pool.State) {
+			c, m, _ := s.Counts()
+			clients, mappings = float64(c), float64(m)
+		})
+	}
+	gauge("ippool_clients", "Clients with at least one mapping.", func() float64 { sizes(); return clients })
+	gauge("ippool_mappings", "Mappings held.", func() float64 { sizes(); return mappings })
+}

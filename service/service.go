@@ -1,0 +1,358 @@
+// Package service turns requests into pool operations on a cluster node: the
+// S7 fast path, the S4 read barrier on a local miss, and the S5 coalescing of
+// mark-used writes. The HTTP and DNS front ends call it.
+package service
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/ippool/ippool"
+	"github.com/ippool/ippool/cluster"
+	"github.com/ippool/ippool/pool"
+)
+
+// Options tune a Service.
+type Options struct {
+	// MarkWindow is how stale a mapping's last-used time may get before a
+	// lookup writes a fresher one (S5); 0 means min(5m, lifetime/10).
+	MarkWindow time.Duration
+	// MarkFlush is how often buffered marks are written.
+	MarkFlush time.Duration
+	// MarkBuffer bounds the marks waiting to be written; more are dropped
+	// and counted.
+	MarkBuffer int
+	Now        func() time.Time
+	Logger     *slog.Logger
+	Metrics    *Metrics
+}
+
+// Service is safe for concurrent use.
+type Service struct {
+	node    *cluster.Node
+	opts    Options
+	marks   *markBuffer
+	metrics *Metrics
+	log     *slog.Logger
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+var _ ippool.IPPool = (*Service)(nil)
+
+// New starts a Service on node.
+func New(node *cluster.Node, opts Options) *Service {
+	if opts.MarkFlush == 0 {
+		opts.MarkFlush = time.Second
+	}
+	if opts.MarkBuffer == 0 {
+		opts.MarkBuffer = 1 << 17
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{node: node, opts: opts, metrics: opts.Metrics, log: opts.Logger, stop: make(chan struct{}), done: make(chan struct{})}
+	s.marks = newMarkBuffer(opts.MarkBuffer)
+	go s.flushMarks()
+	return s
+}
+
+// Close writes the marks still buffered and stops the flusher.
+func (s *Service) Close() {
+	close(s.stop)
+	<-s.done
+}
+
+// Node returns the cluster node.
+func (s *Service) Node() *cluster.Node { return s.node }
+
+func (s *Service) lifetime() time.Duration {
+	cfg, ok := s.node.PoolConfig()
+	if !ok {
+		return pool.DefaultLifetime
+	}
+	return cfg.Lifetime
+}
+
+func (s *Service) markWindow() time.Duration {
+	if s.opts.MarkWindow > 0 {
+		return s.opts.MarkWindow
+	}
+	return min(5*time.Minute, s.lifetime()/10)
+}
+
+// IPForDomain implements ippool.IPPool. A mapping this server already holds
+// and that is more than half a lifetime from expiring is answered locally
+// (S7): it cannot be reused before the mark written for it lands.
+func (s *Service) IPForDomain(ctx context.Context, client, domain string) (netip.Addr, error) {
+	if err := pool.ValidateClientID(client); err != nil {
+		return netip.Addr{}, err
+	}
+	domain, err := pool.NormalizeDomain(domain)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	now := s.opts.Now()
+	var m pool.Mapping
+	var ok bool
+	var lifetime time.Duration
+	s.node.Read(func(st *pool.State) {
+		m, ok = st.Get(client, domain)
+		cfg, _ := st.Config()
+		lifetime = cfg.Lifetime
+	})
+	if ok && now.Sub(m.LastUsed) < lifetime/2 {
+		s.count("local")
+		s.mark(client, m, now)
+		return m.Addr, nil
+	}
+	op := pool.Op{Kind: pool.OpAllocate, ID: s.node.NextRequestID(), Time: now, Client: client, Domain: domain}
+	res, err := s.node.Propose(ctx, []pool.Op{op})
+	if err == nil {
+		err = res[0].Err
+	}
+	if err != nil {
+		if errors.Is(err, pool.ErrPoolExhausted) && s.metrics != nil {
+			s.metrics.Exhaustions.Inc()
+		}
+		return netip.Addr{}, err
+	}
+	if res[0].Count == 1 {
+		s.count("new")
+	} else {
+		s.count("existing")
+	}
+	if res[0].Reused && s.metrics != nil {
+		s.metrics.Reuses.Inc()
+	}
+	return res[0].Addr, nil
+}
+
+func (s *Service) count(path string) {
+	if s.metrics != nil {
+		s.metrics.Allocations.WithLabelValues(path).Inc()
+	}
+}
+
+// DomainForIP implements ippool.IPPool.
+func (s *Service) DomainForIP(ctx context.Context, client string, addr netip.Addr, at time.Time) (string, error) {
+	m, err := s.Lookup(ctx, client, addr, at)
+	return m.Domain, err
+}
+
+// Lookup returns the mapping of the client's address and marks it used at at
+// (S3). A local miss is confirmed through the read barrier (S4) before it
+// is reported as not found.
+func (s *Service) Lookup(ctx context.Context, client string, addr netip.Addr, at time.Time) (pool.Mapping, error) {
+	if err := pool.ValidateClientID(client); err != nil {
+		return pool.Mapping{}, err
+	}
+	if !addr.Is4() {
+		return pool.Mapping{}, pool.Errorf(pool.CodeInvalidAddress, "%v is not an IPv4 address", addr)
+	}
+	var m pool.Mapping
+	var ok, inPool bool
+	s.node.Read(func(st *pool.State) {
+		m, ok = st.Lookup(client, addr)
+		inPool = st.Contains(addr)
+	})
+	result := "hit"
+	if !ok {
+		if _, configured := s.node.PoolConfig(); configured && !inPool {
+			return pool.Mapping{}, pool.Errorf(pool.CodeInvalidAddress, "%v is outside the pool", addr)
+		}
+		if err := s.node.ReadBarrier(ctx); err != nil {
+			s.lookupResult("error")
+			return pool.Mapping{}, err
+		}
+		s.node.Read(func(st *pool.State) { m, ok = st.Lookup(client, addr) })
+		result = "confirmed"
+		if !ok {
+			s.lookupResult("miss")
+			return pool.Mapping{}, pool.Errorf(pool.CodeNotFound, "client %s has no mapping for %v", client, addr)
+		}
+	}
+	s.lookupResult(result)
+	s.mark(client, m, at)
+	return m, nil
+}
+
+func (s *Service) lookupResult(r string) {
+	if s.metrics != nil {
+		s.metrics.Lookups.WithLabelValues(r).Inc()
+	}
+}
+
+// mark queues a mark-used unless the mapping was marked within the window.
+func (s *Service) mark(client string, m pool.Mapping, at time.Time) {
+	if at.Sub(m.LastUsed) < s.markWindow() {
+		return
+	}
+	if !s.marks.add(client, m.Addr, m.Domain, at) && s.metrics != nil {
+		s.metrics.MarksDropped.Inc()
+	}
+}
+
+// Get returns the client's mapping for a normalized domain from local state.
+func (s *Service) Get(client, domain string) (pool.Mapping, bool) {
+	var m pool.Mapping
+	var ok bool
+	s.node.Read(func(st *pool.State) { m, ok = st.Get(client, domain) })
+	return m, ok
+}
+
+// GetConsistent is Get with a local miss confirmed through the read barrier.
+func (s *Service) GetConsistent(ctx context.Context, client, domain string) (pool.Mapping, error) {
+	if err := pool.ValidateClientID(client); err != nil {
+		return pool.Mapping{}, err
+	}
+	domain, err := pool.NormalizeDomain(domain)
+	if err != nil {
+		return pool.Mapping{}, err
+	}
+	if m, ok := s.Get(client, domain); ok {
+		return m, nil
+	}
+	if err := s.node.ReadBarrier(ctx); err != nil {
+		return pool.Mapping{}, err
+	}
+	if m, ok := s.Get(client, domain); ok {
+		return m, nil
+	}
+	return pool.Mapping{}, pool.Errorf(pool.CodeNotFound, "client %s has no mapping for %s", client, domain)
+}
+
+// Mappings returns the client's mappings, after a read barrier when
+// consistent is set.
+func (s *Service) Mappings(ctx context.Context, client string, consistent bool) ([]pool.Mapping, error) {
+	if err := pool.ValidateClientID(client); err != nil {
+		return nil, err
+	}
+	if consistent {
+		if err := s.node.ReadBarrier(ctx); err != nil {
+			return nil, err
+		}
+	}
+	var out []pool.Mapping
+	s.node.Read(func(st *pool.State) { out = st.Mappings(client) })
+	return out, nil
+}
+
+// Release drops the client's mapping for domain; it reports whether there was one.
+func (s *Service) Release(ctx context.Context, client, domain string) (bool, error) {
+	if err := pool.ValidateClientID(client); err != nil {
+		return false, err
+	}
+	domain, err := pool.NormalizeDomain(domain)
+	if err != nil {
+		return false, err
+	}
+	n, err := s.write(ctx, pool.Op{Kind: pool.OpRelease, Client: client, Domain: domain})
+	return n == 1, err
+}
+
+// ReleaseClient drops every mapping of the client and returns how many.
+func (s *Service) ReleaseClient(ctx context.Context, client string) (int, error) {
+	if err := pool.ValidateClientID(client); err != nil {
+		return 0, err
+	}
+	return s.write(ctx, pool.Op{Kind: pool.OpReleaseClient, Client: client})
+}
+
+// SetPool changes the pool; mappings outside the new pool are released and
+// counted in the result.
+func (s *Service) SetPool(ctx context.Context, cfg pool.Config) (int, error) {
+	if err := cfg.Validate(); err != nil {
+		return 0, err
+	}
+	return s.write(ctx, pool.Op{Kind: pool.OpSetConfig, Config: cfg})
+}
+
+func (s *Service) write(ctx context.Context, op pool.Op) (int, error) {
+	op.ID, op.Time = s.node.NextRequestID(), s.opts.Now()
+	res, err := s.node.Propose(ctx, []pool.Op{op})
+	if err != nil {
+		return 0, err
+	}
+	return res[0].Count, res[0].Err
+}
+
+// Snapshot writes a consistent backup: the state after a read barrier, so it
+// holds every write acknowledged before the call.
+func (s *Service) Snapshot(ctx context.Context, w io.Writer) error {
+	if err := s.node.ReadBarrier(ctx); err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	var err error
+	s.node.Read(func(st *pool.State) { err = st.WriteSnapshot(&buf) })
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(buf.Bytes())
+	return err
+}
+
+// Restore replaces the whole cluster's state with a backup.
+func (s *Service) Restore(ctx context.Context, backup []byte) error {
+	if _, err := pool.ReadSnapshot(bytes.NewReader(backup)); err != nil {
+		return err
+	}
+	return s.node.Restore(ctx, backup)
+}
+
+func (s *Service) flushMarks() {
+	defer close(s.done)
+	t := time.NewTicker(s.opts.MarkFlush)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			s.writeMarks()
+		case <-s.stop:
+			s.writeMarks()
+			return
+		}
+	}
+}
+
+// writeMarks sends the buffered marks as batch entries. A failure is
+// logged and counted; the marks are lost, which at worst lets a mapping
+// expire up to one window early.
+func (s *Service) writeMarks() {
+	marks := s.marks.take()
+	if len(marks) == 0 {
+		return
+	}
+	ops := make([]pool.Op, len(marks))
+	for i, m := range marks {
+		ops[i] = pool.Op{Kind: pool.OpMarkUsed, Time: m.at, Client: m.client, Addr: m.addr, Domain: m.domain}
+	}
+	for len(ops) > 0 {
+		chunk := ops[:min(len(ops), 1024)]
+		ops = ops[len(chunk):]
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := s.node.Propose(ctx, chunk)
+		cancel()
+		result := "ok"
+		if err != nil {
+			result = "error"
+			s.log.Warn("could not write mark-used batch", "marks", len(chunk), "err", err)
+		}
+		if s.metrics != nil {
+			s.metrics.MarkBatches.WithLabelValues(result).Inc()
+		}
+	}
+}
+
+// String describes the service for logs.
+func (s *Service) String() string { return fmt.Sprintf("service on %s", s.node.ID()) }
