@@ -26,6 +26,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 
 	"github.com/ippool/ippool/pool"
 )
@@ -150,6 +151,7 @@ type Node struct {
 	raft  *raft.Raft
 	fsm   *fsm
 	store *wal.WAL
+	meta  *metadb.BoltMetaDB
 	snaps *snapshotStore
 	mux   *mux
 	rpc   *rpcClient
@@ -218,7 +220,10 @@ func Start(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(walDir, 0o700); err != nil {
 		return nil, err
 	}
-	n.store, err = wal.Open(walDir)
+	// raft-wal's Close leaves its meta DB open (and locked); own it so a
+	// restart in the same process can open the data dir again.
+	n.meta = &metadb.BoltMetaDB{}
+	n.store, err = wal.Open(walDir, wal.WithMetaStore(n.meta))
 	if err != nil {
 		return nil, fmt.Errorf("opening the Raft log in %s: %w", cfg.DataDir, err)
 	}
@@ -659,6 +664,9 @@ func (n *Node) closeAll() {
 	}
 	if n.store != nil {
 		n.store.Close()
+	}
+	if n.meta != nil {
+		n.meta.Close()
 	}
 }
 

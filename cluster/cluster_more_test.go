@@ -1,0 +1,186 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ippool/ippool/pool"
+)
+
+func tlsFiles(t *testing.T, dir string, i int) TLSFiles {
+	return TLSFiles{CA: filepath.Join(dir, "ca.pem"), Cert: filepath.Join(dir, fmt.Sprintf("server-%d.pem", i)), Key: filepath.Join(dir, fmt.Sprintf("server-%d-key.pem", i))}
+}
+
+func TestMutualTLSRefusesAnotherCA(t *testing.T) {
+	good, bad := t.TempDir(), t.TempDir()
+	if _, err := InitTLS(good, 3, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := InitTLS(bad, 1, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	tc := startCluster(t, 2, func(i int, c *Config) {
+		conf, err := tlsFiles(t, good, i+1).Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.TLS = conf
+	})
+	leader := tc.waitReady(2)
+	res, err := leader.Propose(context.Background(), []pool.Op{allocOp(leader, "c", "a.example")})
+	if err != nil || res[0].Err != nil {
+		t.Fatalf("write over TLS: %v %v", err, res)
+	}
+
+	// An intruder with a certificate from another CA tries to join.
+	conf, err := tlsFiles(t, bad, 1).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	intruder, err := Start(Config{ID: "intruder", DataDir: t.TempDir(), ClusterAddr: freeAddr(t), Join: []string{tc.cfgs[0].ClusterAddr}, TLS: conf, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer intruder.Shutdown()
+	// It can neither reach the RPC port nor get itself added.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var inf Info
+	if err := intruder.rpc.call(ctx, tc.cfgs[0].ClusterAddr, rpcInfo, nil, &inf); err == nil {
+		t.Fatal("a server with another CA's certificate got an answer from the cluster")
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		f := leader.raft.GetConfiguration()
+		if err := f.Error(); err == nil && len(f.Configuration().Servers) != 2 {
+			t.Fatalf("the cluster now has %d servers", len(f.Configuration().Servers))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestNoQuorumFailsFastAndReadsStillAnswer(t *testing.T) {
+	tc := startCluster(t, 3, func(i int, c *Config) { c.WriteTimeout = time.Second })
+	leader := tc.waitReady(3)
+	res, err := leader.Propose(context.Background(), []pool.Op{allocOp(leader, "c", "kept.example")})
+	if err != nil || res[0].Err != nil {
+		t.Fatal(err, res)
+	}
+	addr := res[0].Addr
+	// Keep one follower, caught up; stop the other two servers.
+	var survivor *Node
+	for i, n := range tc.nodes {
+		if survivor == nil && n != leader {
+			survivor = n
+			if err := n.ReadBarrier(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		n.Shutdown()
+		tc.nodes[i] = nil
+	}
+	start := time.Now()
+	_, err = survivor.Propose(context.Background(), []pool.Op{allocOp(survivor, "c", "new.example")})
+	took := time.Since(start)
+	if !errors.Is(err, pool.ErrNoQuorum) {
+		t.Fatalf("write without quorum: %v, want no_quorum", err)
+	}
+	// Bounded by the write timeout, with slack for a loaded machine.
+	if took > 10*time.Second {
+		t.Fatalf("write without quorum took %v", took)
+	}
+	var m pool.Mapping
+	var ok bool
+	survivor.Read(func(s *pool.State) { m, ok = s.Lookup("c", addr) })
+	if !ok || m.Domain != "kept.example" {
+		t.Fatalf("local read without quorum: %+v %v", m, ok)
+	}
+}
+
+func TestFullClusterRestartKeepsMappings(t *testing.T) {
+	tc := startCluster(t, 3, func(i int, c *Config) {
+		c.SnapshotThreshold = 50
+		c.TrailingLogs = 10
+		c.SnapshotInterval = 100 * time.Millisecond
+	})
+	tc.waitReady(3)
+	want := map[string]string{}
+	for i := range 300 {
+		n := tc.nodes[i%3]
+		d := fmt.Sprintf("d%d.example", i)
+		res, err := n.Propose(context.Background(), []pool.Op{allocOp(n, "c", d)})
+		if err != nil || res[0].Err != nil {
+			t.Fatal(err, res)
+		}
+		want[d] = res[0].Addr.String()
+	}
+	tc.stopAll()
+	for i := range tc.nodes {
+		n, err := Start(tc.cfgs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.nodes[i] = n
+	}
+	tc.waitReady(3)
+	for _, n := range tc.nodes {
+		if err := n.ReadBarrier(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		n.Read(func(s *pool.State) {
+			for d, a := range want {
+				if m, ok := s.Get("c", d); !ok || m.Addr.String() != a {
+					t.Fatalf("%s after restart: %s -> %+v, want %s", n.ID(), d, m, a)
+				}
+			}
+		})
+	}
+	if snaps, _ := tc.nodes[0].snaps.List(); len(snaps) == 0 {
+		t.Fatal("no snapshot was taken: compaction is not exercised")
+	}
+}
+
+func TestRestartWithDifferentPoolIsRefused(t *testing.T) {
+	p, _ := pool.ParseConfig("10.0.0.0/24", "", time.Hour)
+	dir := t.TempDir()
+	cfg := Config{ID: "solo", DataDir: dir, ClusterAddr: freeAddr(t), Pool: &p, Logger: testLogger(t)}
+	n, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, ok := n.PoolConfig(); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("pool never configured")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	n.Shutdown()
+	other, _ := pool.ParseConfig("10.9.0.0/24", "", time.Hour)
+	cfg.Pool = &other
+	_, err = Start(cfg)
+	if err == nil || !contains(err.Error(), "10.0.0.0/24") || !contains(err.Error(), "10.9.0.0/24") {
+		t.Fatalf("restart with another pool: %v; want an error naming both pools", err)
+	}
+}
+
+func contains(s, sub string) bool {
+	return len(s) >= len(sub) && (s == sub || len(sub) == 0 || indexOf(s, sub) >= 0)
+}
+
+func indexOf(s, sub string) int {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return i
+		}
+	}
+	return -1
+}
