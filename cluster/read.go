@@ -83,6 +83,17 @@ func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
 	return idx, nil
 }
 
+// CaughtUp reports whether this server's state holds every entry it knows
+// to be committed.
+func (n *Node) CaughtUp() bool {
+	return n.appliedThrough(n.raft.CommitIndex())
+}
+
+func (n *Node) appliedThrough(idx uint64) bool {
+	applied := n.fsm.applied.Load()
+	return applied >= idx || n.raft.AppliedIndex() >= idx && n.onlyInternalEntries(applied+1, idx)
+}
+
 // waitApplied waits until the FSM holds every entry up to idx. Raft's own
 // applied index is not enough (it counts entries queued for the FSM), and
 // the FSM never sees no-op entries, so when the FSM is behind idx the log is
@@ -90,8 +101,7 @@ func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
 func (n *Node) waitApplied(ctx context.Context, idx uint64) error {
 	for {
 		progress := n.fsm.progressCh()
-		applied := n.fsm.applied.Load()
-		if applied >= idx || n.raft.AppliedIndex() >= idx && n.onlyInternalEntries(applied+1, idx) {
+		if n.appliedThrough(idx) {
 			return nil
 		}
 		select {

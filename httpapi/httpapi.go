@@ -297,11 +297,12 @@ func (a *api) setPool(w http.ResponseWriter, r *http.Request) {
 // ready reports whether this server knows a leader and has applied what it
 // knows to be committed, the point at which its local reads are current.
 func (a *api) ready(w http.ResponseWriter, r *http.Request) {
-	st := a.svc.Node().Local()
+	node := a.svc.Node()
+	st := node.Local()
 	switch {
 	case st.LeaderID == "":
 		writeError(w, http.StatusServiceUnavailable, string(pool.CodeNoLeader), "no leader is known")
-	case st.Applied < st.Commit:
+	case !node.CaughtUp():
 		writeError(w, http.StatusServiceUnavailable, "catching_up", fmt.Sprintf("applied %d of %d committed entries", st.Applied, st.Commit))
 	case st.Pool == "":
 		writeError(w, http.StatusServiceUnavailable, string(pool.CodeNotConfigured), "the pool is not configured yet")

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/ippool/ippool"
@@ -35,13 +36,14 @@ type Options struct {
 
 // Service is safe for concurrent use.
 type Service struct {
-	node    *cluster.Node
-	opts    Options
-	marks   *markBuffer
-	metrics *Metrics
-	log     *slog.Logger
-	stop    chan struct{}
-	done    chan struct{}
+	node      *cluster.Node
+	opts      Options
+	marks     *markBuffer
+	metrics   *Metrics
+	log       *slog.Logger
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
 }
 
 var _ ippool.IPPool = (*Service)(nil)
@@ -68,7 +70,7 @@ func New(node *cluster.Node, opts Options) *Service {
 
 // Close writes the marks still buffered and stops the flusher.
 func (s *Service) Close() {
-	close(s.stop)
+	s.closeOnce.Do(func() { close(s.stop) })
 	<-s.done
 }
 
