@@ -364,9 +364,10 @@ func (n *Node) saveConfig(c pool.Config) {
 	if err := n.writeRecord(r); err != nil {
 		n.log.Warn("could not record the pool configuration", "err", err)
 	}
-	if n.cfg.Pool != nil && !n.cfg.Pool.Equal(c) {
-		n.fail(fmt.Errorf("the cluster has %s, but this server was started with %s; start it without --pool, --exclude and --lifetime, or with the cluster's", c, *n.cfg.Pool))
-	}
+	// No comparison with the flags here: the log replays every pool the
+	// cluster ever had, and a change through the API is legitimate. The
+	// flags are checked against the record at start and against the
+	// cluster's pool when joining.
 }
 
 // ID returns the server's ID.

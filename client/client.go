@@ -1,0 +1,557 @@
+// Package client talks to ippool servers over their HTTP API (/v1). It is
+// what the ippool CLI uses, and what other programs import to allocate and
+// look up addresses without speaking HTTP themselves.
+//
+// A Client holds one or more server addresses. Any server of a cluster can
+// answer any request (followers forward writes to the leader), so the
+// addresses are only for failing over: a request goes to the server that
+// last answered, and moves on to the next address when that one cannot be
+// reached or answers 503 (no leader, no quorum), until the context ends.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/ippool/ippool/cluster"
+	"github.com/ippool/ippool/pool"
+)
+
+// Mapping is one (client, domain) <-> address pairing as a server reports it.
+type Mapping struct {
+	Client   string     `json:"client"`
+	Domain   string     `json:"domain"`
+	IP       netip.Addr `json:"ip"`
+	LastUsed time.Time  `json:"last_used"`
+}
+
+// SnapshotInfo says where in the replicated log a snapshot was taken, and by
+// which server, so a backup can be told apart from another.
+type SnapshotInfo struct {
+	Index  uint64
+	Term   uint64
+	Server string
+}
+
+// PoolInfo is the pool configuration in the form the --pool and --exclude
+// flags take.
+type PoolInfo struct {
+	Pool     string        `json:"pool"`
+	Exclude  string        `json:"exclude"`
+	Lifetime time.Duration `json:"-"`
+}
+
+type poolInfoJSON struct {
+	Pool     string          `json:"pool"`
+	Exclude  string          `json:"exclude"`
+	Lifetime json.RawMessage `json:"lifetime"`
+}
+
+// MarshalJSON writes the lifetime as a Go duration ("48h0m0s"): people read
+// this JSON, and a count of nanoseconds reads badly.
+func (p PoolInfo) MarshalJSON() ([]byte, error) {
+	lt, _ := json.Marshal(p.Lifetime.String())
+	return json.Marshal(poolInfoJSON{Pool: p.Pool, Exclude: p.Exclude, Lifetime: lt})
+}
+
+// UnmarshalJSON takes the lifetime as a duration string or, as
+// encoding/json writes a time.Duration, a number of nanoseconds.
+func (p *PoolInfo) UnmarshalJSON(b []byte) error {
+	var j poolInfoJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	p.Pool, p.Exclude, p.Lifetime = j.Pool, j.Exclude, 0
+	d, err := parseLifetime(j.Lifetime)
+	if err != nil {
+		return err
+	}
+	p.Lifetime = d
+	return nil
+}
+
+func parseLifetime(raw json.RawMessage) (time.Duration, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return 0, fmt.Errorf("lifetime %q is not a duration", s)
+		}
+		return d, nil
+	}
+	var n int64
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return 0, fmt.Errorf("lifetime %s is neither a duration nor a number", raw)
+	}
+	return time.Duration(n), nil
+}
+
+// APIError is an error a server answered with. Message is the server's
+// sentence for an operator, Code its word for programs (see pool.Code).
+type APIError struct {
+	Status  int
+	Code    string
+	Message string
+
+	// retryAfter is the server's Retry-After hint, for failing over.
+	retryAfter time.Duration
+}
+
+func (e *APIError) Error() string { return e.Message }
+
+// Is lets errors.Is(err, pool.ErrNotFound) and the other pool sentinels match
+// a server's answer by its code, as they match the pool's own errors.
+func (e *APIError) Is(target error) bool {
+	switch t := target.(type) {
+	case *pool.Error:
+		return t.Msg == "" && string(t.Code) == e.Code
+	case *APIError:
+		return t.Code == e.Code && (t.Status == 0 || t.Status == e.Status) && t.Message == ""
+	}
+	return false
+}
+
+// Code names what went wrong in one word: the server's code for an
+// *APIError, "timeout" or "canceled" when the context ended, "unreachable"
+// when no server could be reached, "error" otherwise. The bench verb counts
+// errors by it.
+func Code(err error) string {
+	var ae *APIError
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &ae) && ae.Code != "":
+		return ae.Code
+	case errors.As(err, &ae):
+		return "http_" + strconv.Itoa(ae.Status)
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case isConnError(err):
+		return "unreachable"
+	}
+	return "error"
+}
+
+// Client is safe for concurrent use; share one per set of servers so that
+// connections are reused.
+type Client struct {
+	bases []string // "http://host:port", no trailing slash
+	hc    *http.Client
+	// cur is the index of the server that answered last: requests stick to a
+	// working server rather than trying a dead first one every time.
+	cur atomic.Uint32
+
+	// RetryFor bounds retrying when a request's context has no deadline;
+	// without it a cluster without quorum would hold the caller forever.
+	RetryFor time.Duration
+}
+
+// New returns a Client for the servers at addrs, each "host:port" or a base
+// URL ("http://host:port", "https://host:port").
+func New(addrs ...string) (*Client, error) {
+	if len(addrs) == 0 {
+		return nil, errors.New("no server address given")
+	}
+	c := &Client{RetryFor: 10 * time.Second}
+	for _, a := range addrs {
+		b, err := baseURL(a)
+		if err != nil {
+			return nil, err
+		}
+		c.bases = append(c.bases, b)
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	// The bench verb and busy gateways run hundreds of requests at once to
+	// a handful of servers; Go's default of 2 idle connections per host
+	// would make most of them open a new connection.
+	t.MaxIdleConns = 1024
+	t.MaxIdleConnsPerHost = 256
+	t.IdleConnTimeout = 90 * time.Second
+	c.hc = &http.Client{Transport: t}
+	return c, nil
+}
+
+// Addrs returns the servers' base URLs, in the order given.
+func (c *Client) Addrs() []string { return append([]string(nil), c.bases...) }
+
+func baseURL(a string) (string, error) {
+	a = strings.TrimSpace(a)
+	if a == "" {
+		return "", errors.New("empty server address")
+	}
+	if !strings.Contains(a, "://") {
+		a = "http://" + a
+	}
+	u, err := url.Parse(a)
+	if err != nil {
+		return "", fmt.Errorf("server address %q: %v", a, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("server address %q is not host:port or an http(s) URL", a)
+	}
+	return strings.TrimRight(u.Scheme+"://"+u.Host+u.Path, "/"), nil
+}
+
+// Alloc returns the client's address for domain, allocating one if it has
+// none (S1).
+func (c *Client) Alloc(ctx context.Context, client, domain string) (Mapping, error) {
+	var m Mapping
+	err := c.call(ctx, http.MethodPost, path("clients", client, "domains", domain), nil, &m)
+	return m, err
+}
+
+// Get returns the client's mapping for domain without allocating; an error
+// matching pool.ErrNotFound if it has none.
+func (c *Client) Get(ctx context.Context, client, domain string) (Mapping, error) {
+	var m Mapping
+	err := c.call(ctx, http.MethodGet, path("clients", client, "domains", domain), nil, &m)
+	return m, err
+}
+
+// Lookup returns the domain the client's address stands for (S3); an error
+// matching pool.ErrNotFound if none.
+func (c *Client) Lookup(ctx context.Context, client string, ip netip.Addr) (Mapping, error) {
+	var m Mapping
+	err := c.call(ctx, http.MethodGet, path("clients", client, "ips", ip.String()), nil, &m)
+	return m, err
+}
+
+// Release drops the client's mapping for domain and reports whether there
+// was one.
+func (c *Client) Release(ctx context.Context, client, domain string) (bool, error) {
+	var r struct {
+		Released bool `json:"released"`
+	}
+	err := c.call(ctx, http.MethodDelete, path("clients", client, "domains", domain), nil, &r)
+	return r.Released, err
+}
+
+// ReleaseClient drops every mapping of the client and returns how many there
+// were.
+func (c *Client) ReleaseClient(ctx context.Context, client string) (int, error) {
+	var r struct {
+		Released int `json:"released"`
+	}
+	err := c.call(ctx, http.MethodDelete, path("clients", client), nil, &r)
+	return r.Released, err
+}
+
+// List returns the client's mappings. consistent asks the server to confirm
+// its state with the leader first, so the list includes every allocation
+// already answered anywhere in the cluster.
+func (c *Client) List(ctx context.Context, client string, consistent bool) ([]Mapping, error) {
+	p := path("clients", client)
+	if consistent {
+		p += "?consistent=true"
+	}
+	var r struct {
+		Client   string    `json:"client"`
+		Mappings []Mapping `json:"mappings"`
+	}
+	if err := c.call(ctx, http.MethodGet, p, nil, &r); err != nil {
+		return nil, err
+	}
+	for i := range r.Mappings {
+		if r.Mappings[i].Client == "" {
+			r.Mappings[i].Client = client
+		}
+	}
+	return r.Mappings, nil
+}
+
+// Cluster returns the answering server's view of the cluster.
+func (c *Client) Cluster(ctx context.Context) (cluster.Status, error) {
+	var s cluster.Status
+	err := c.call(ctx, http.MethodGet, "/v1/cluster", nil, &s)
+	return s, err
+}
+
+// RemoveServer removes the server with the given ID from the cluster.
+func (c *Client) RemoveServer(ctx context.Context, id string) error {
+	return c.call(ctx, http.MethodDelete, path("cluster", "servers", id), nil, nil)
+}
+
+// Snapshot streams a consistent snapshot of the pool state into w. It is
+// retried on another server only until its first byte is written.
+func (c *Client) Snapshot(ctx context.Context, w io.Writer) (SnapshotInfo, error) {
+	info, body, err := c.OpenSnapshot(ctx)
+	if err != nil {
+		return info, err
+	}
+	defer body.Close()
+	if _, err := io.Copy(w, body); err != nil {
+		return info, fmt.Errorf("reading the snapshot: %w", err)
+	}
+	return info, nil
+}
+
+// OpenSnapshot starts a snapshot download and returns where it was taken
+// before its bytes, so a caller can write a header ahead of them; the
+// caller closes body.
+func (c *Client) OpenSnapshot(ctx context.Context) (info SnapshotInfo, body io.ReadCloser, err error) {
+	resp, err := c.do(ctx, http.MethodGet, "/v1/snapshot", nil)
+	if err != nil {
+		return SnapshotInfo{}, nil, err
+	}
+	h := resp.Header
+	info.Server = h.Get("X-Ippool-Server")
+	info.Index, _ = strconv.ParseUint(h.Get("X-Ippool-Index"), 10, 64)
+	info.Term, _ = strconv.ParseUint(h.Get("X-Ippool-Term"), 10, 64)
+	return info, resp.Body, nil
+}
+
+// Restore replaces the whole cluster's pool state with the snapshot read
+// from r. A reader that is not an io.ReadSeeker is read into memory first, so
+// the request can be sent again to another server.
+func (c *Client) Restore(ctx context.Context, r io.Reader) error {
+	b, err := replayable(r)
+	if err != nil {
+		return err
+	}
+	return c.call(ctx, http.MethodPut, "/v1/snapshot", b, nil)
+}
+
+// Pool returns the pool configuration.
+func (c *Client) Pool(ctx context.Context) (PoolInfo, error) {
+	var p PoolInfo
+	err := c.call(ctx, http.MethodGet, "/v1/pool", nil, &p)
+	return p, err
+}
+
+// SetPool changes the pool configuration and returns how many mappings fell
+// outside the new pool and were released.
+func (c *Client) SetPool(ctx context.Context, p PoolInfo) (int, error) {
+	body, err := json.Marshal(p)
+	if err != nil {
+		return 0, err
+	}
+	var r struct {
+		Released int `json:"released"`
+	}
+	err = c.call(ctx, http.MethodPut, "/v1/pool", bodyBytes(body), &r)
+	return r.Released, err
+}
+
+// path joins escaped segments under /v1, so a client ID or domain can never
+// step into another route.
+func path(segs ...string) string {
+	var b strings.Builder
+	b.WriteString("/v1")
+	for _, s := range segs {
+		b.WriteByte('/')
+		b.WriteString(url.PathEscape(s))
+	}
+	return b.String()
+}
+
+// body yields a fresh reader over the same bytes for every attempt.
+type body interface {
+	open() (io.Reader, int64, error)
+}
+
+type bodyBytes []byte
+
+func (b bodyBytes) open() (io.Reader, int64, error) { return bytes.NewReader(b), int64(len(b)), nil }
+
+type bodySeeker struct {
+	r     io.ReadSeeker
+	start int64
+	size  int64
+}
+
+func (b *bodySeeker) open() (io.Reader, int64, error) {
+	if _, err := b.r.Seek(b.start, io.SeekStart); err != nil {
+		return nil, 0, err
+	}
+	return io.LimitReader(b.r, b.size), b.size, nil
+}
+
+func replayable(r io.Reader) (body, error) {
+	if rs, ok := r.(io.ReadSeeker); ok {
+		start, err := rs.Seek(0, io.SeekCurrent)
+		if err == nil {
+			end, err := rs.Seek(0, io.SeekEnd)
+			if err == nil {
+				return &bodySeeker{r: rs, start: start, size: end - start}, nil
+			}
+		}
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	return bodyBytes(b), nil
+}
+
+// call sends a request and decodes a 2xx answer's JSON into out (if not nil).
+func (c *Client) call(ctx context.Context, method, p string, b body, out any) error {
+	resp, err := c.do(ctx, method, p, b)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		drain(resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decoding the answer: %w", method, p, err)
+	}
+	drain(resp.Body)
+	return nil
+}
+
+// do sends the request to the current server and fails over to the next on
+// a connection error or a 503, round robin, pausing after each full round,
+// until the context ends (or RetryFor has passed, when it has no deadline).
+// It returns a 2xx response, or the last error.
+func (c *Client) do(ctx context.Context, method, p string, b body) (*http.Response, error) {
+	var giveUp time.Time
+	if _, ok := ctx.Deadline(); !ok && c.RetryFor > 0 {
+		giveUp = time.Now().Add(c.RetryFor)
+	}
+	n := len(c.bases)
+	start := int(c.cur.Load()) % n
+	backoff := 50 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		i := (start + attempt) % n
+		resp, retry, err := c.once(ctx, c.bases[i], method, p, b)
+		if err == nil {
+			c.cur.Store(uint32(i))
+			return resp, nil
+		}
+		if !retry || ctx.Err() != nil || (!giveUp.IsZero() && time.Now().After(giveUp)) {
+			return nil, err
+		}
+		// After every server has failed once, wait before the next round:
+		// an election takes a moment, and hammering does not speed it up.
+		if (attempt+1)%n == 0 {
+			// Retry-After is whole seconds, coarser than an election on a
+			// LAN, so it caps the pause rather than setting it.
+			wait := backoff
+			var ae *APIError
+			if errors.As(err, &ae) && ae.retryAfter > 0 {
+				wait = min(wait, ae.retryAfter)
+			}
+			backoff = min(2*backoff, time.Second)
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, err
+			case <-t.C:
+			}
+		}
+	}
+}
+
+// once makes one attempt. retry says whether another server might do better.
+func (c *Client) once(ctx context.Context, base, method, p string, b body) (resp *http.Response, retry bool, err error) {
+	var rd io.Reader
+	var size int64
+	if b != nil {
+		r, n, err := b.open()
+		if err != nil {
+			return nil, false, err
+		}
+		rd, size = r, n
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+p, rd)
+	if err != nil {
+		return nil, false, err
+	}
+	if b != nil {
+		req.ContentLength = size
+		if method == http.MethodPut && strings.HasSuffix(p, "/snapshot") {
+			req.Header.Set("Content-Type", "application/octet-stream")
+		} else {
+			req.Header.Set("Content-Type", "application/json")
+		}
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err = c.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, false, fmt.Errorf("%s %s: %w", method, base, ctx.Err())
+		}
+		// No answer came back (refused, reset, TLS failure): another server
+		// may well answer.
+		// *url.Error repeats the method and the whole URL; the server's
+		// address is enough to say which one failed.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = &connError{base: base, err: ue.Err}
+		}
+		return nil, true, err
+	}
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return resp, false, nil
+	}
+	ae := readAPIError(resp)
+	resp.Body.Close()
+	return nil, resp.StatusCode == http.StatusServiceUnavailable, ae
+}
+
+// readAPIError turns a non-2xx answer into an *APIError, with a sentence
+// made up from the status when the body is not the API's error JSON (a proxy
+// in between, say).
+func readAPIError(resp *http.Response) *APIError {
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	e := &APIError{Status: resp.StatusCode}
+	var j struct {
+		Error string `json:"error"`
+		Code  string `json:"code"`
+	}
+	if json.Unmarshal(raw, &j) == nil && j.Error != "" {
+		e.Message, e.Code = j.Error, j.Code
+	} else {
+		text := strings.TrimSpace(string(raw))
+		if len(text) > 200 {
+			text = text[:200] + "..."
+		}
+		e.Message = fmt.Sprintf("server answered %s", resp.Status)
+		if text != "" {
+			e.Message += ": " + text
+		}
+	}
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+		e.retryAfter = time.Duration(s) * time.Second
+	}
+	return e
+}
+
+func drain(r io.Reader) { _, _ = io.Copy(io.Discard, io.LimitReader(r, 64<<10)) }
+
+// connError is a request that got no answer from the server at base.
+type connError struct {
+	base string
+	err  error
+}
+
+func (e *connError) Error() string { return "server " + e.base + " did not answer: " + e.err.Error() }
+func (e *connError) Unwrap() error { return e.err }
+
+// isConnError reports whether err means no answer came back from a server.
+func isConnError(err error) bool {
+	var ce *connError
+	var ue *url.Error
+	var oe *net.OpError
+	return errors.As(err, &ce) || errors.As(err, &ue) || errors.As(err, &oe)
+}

@@ -1,0 +1,496 @@
+package main
+
+// The client verbs: each parses its arguments, makes one call through the
+// client package and renders the answer, as text for people or, with
+// --json, as the API's JSON for programs.
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"runtime/debug"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ippool/ippool/client"
+	"github.com/ippool/ippool/cluster"
+	"github.com/ippool/ippool/pool"
+)
+
+// stdout is where results go; a variable so that tests can capture it.
+var stdout io.Writer = os.Stdout
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// mappingJSON is a mapping as the API writes it; last_used is left out when
+// the server did not send one (alloc does not).
+type mappingJSON struct {
+	Client   string     `json:"client"`
+	Domain   string     `json:"domain"`
+	IP       string     `json:"ip"`
+	LastUsed *time.Time `json:"last_used,omitempty"`
+}
+
+func toJSON(m client.Mapping) mappingJSON {
+	out := mappingJSON{Client: m.Client, Domain: m.Domain, IP: m.IP.String()}
+	if !m.LastUsed.IsZero() {
+		t := m.LastUsed
+		out.LastUsed = &t
+	}
+	return out
+}
+
+// AllocCmd is `ippool alloc CLIENT DOMAIN`.
+type AllocCmd struct {
+	Client string `arg:"" help:"Client ID."`
+	Domain string `arg:"" help:"Domain name."`
+	JSON   bool   `name:"json" help:"Print the API's JSON instead of the address."`
+}
+
+func (c *AllocCmd) Help() string {
+	return "Prints the address alone, so a script can capture it. Example:\n\n    ip=$(ippool alloc node1 example.com)"
+}
+
+func (c *AllocCmd) Run(cli *CLI) error {
+	cl, err := cli.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := cli.context()
+	defer cancel()
+	m, err := cl.Alloc(ctx, c.Client, c.Domain)
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		return printJSON(toJSON(m))
+	}
+	_, err = fmt.Fprintln(stdout, m.IP)
+	return err
+}
+
+// LookupCmd is `ippool lookup CLIENT IP`.
+type LookupCmd struct {
+	Client string `arg:"" help:"Client ID."`
+	IP     string `arg:"" help:"An address the client was given."`
+	JSON   bool   `name:"json" help:"Print the API's JSON instead of the domain."`
+}
+
+func (c *LookupCmd) Help() string {
+	return "Prints the domain alone; exits 2 when the address maps to nothing, 1 on other errors. Example:\n\n    ippool lookup node1 198.18.0.1"
+}
+
+func (c *LookupCmd) Run(cli *CLI) error {
+	ip, err := netip.ParseAddr(c.IP)
+	if err != nil {
+		return fmt.Errorf("%q is not an IP address", c.IP)
+	}
+	cl, err := cli.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := cli.context()
+	defer cancel()
+	m, err := cl.Lookup(ctx, c.Client, ip)
+	if errors.Is(err, pool.ErrNotFound) {
+		return &exitError{status: 2, err: err}
+	}
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		return printJSON(toJSON(m))
+	}
+	_, err = fmt.Fprintln(stdout, m.Domain)
+	return err
+}
+
+// ReleaseCmd is `ippool release CLIENT [DOMAIN]`.
+type ReleaseCmd struct {
+	Client string `arg:"" help:"Client ID."`
+	Domain string `arg:"" optional:"" help:"Domain to release; without it, every mapping of the client."`
+	JSON   bool   `name:"json" help:"Print the API's JSON."`
+}
+
+func (c *ReleaseCmd) Help() string {
+	return "Examples:\n\n    ippool release node1 example.com    # one mapping\n    ippool release node1                # all of node1's mappings"
+}
+
+func (c *ReleaseCmd) Run(cli *CLI) error {
+	cl, err := cli.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := cli.context()
+	defer cancel()
+	if c.Domain == "" {
+		n, err := cl.ReleaseClient(ctx, c.Client)
+		if err != nil {
+			return err
+		}
+		if c.JSON {
+			return printJSON(map[string]any{"client": c.Client, "released": n})
+		}
+		_, err = fmt.Fprintf(stdout, "released %d mapping%s of %s\n", n, plural(n), c.Client)
+		return err
+	}
+	ok, err := cl.Release(ctx, c.Client, c.Domain)
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		return printJSON(map[string]any{"client": c.Client, "domain": c.Domain, "released": ok})
+	}
+	if ok {
+		_, err = fmt.Fprintf(stdout, "released %s of %s\n", c.Domain, c.Client)
+	} else {
+		_, err = fmt.Fprintf(stdout, "%s had no mapping for %s\n", c.Client, c.Domain)
+	}
+	return err
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// ListCmd is `ippool list CLIENT`.
+type ListCmd struct {
+	Client     string `arg:"" help:"Client ID."`
+	Consistent bool   `help:"Confirm with the leader first, so the list has every allocation already answered anywhere."`
+	JSON       bool   `name:"json" help:"Print the API's JSON."`
+}
+
+func (c *ListCmd) Help() string {
+	return "Example:\n\n    ippool list node1 --consistent"
+}
+
+func (c *ListCmd) Run(cli *CLI) error {
+	cl, err := cli.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := cli.context()
+	defer cancel()
+	ms, err := cl.List(ctx, c.Client, c.Consistent)
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		type entry struct {
+			Domain   string     `json:"domain"`
+			IP       string     `json:"ip"`
+			LastUsed *time.Time `json:"last_used,omitempty"`
+		}
+		out := struct {
+			Client   string  `json:"client"`
+			Mappings []entry `json:"mappings"`
+		}{Client: c.Client, Mappings: []entry{}}
+		for _, m := range ms {
+			j := toJSON(m)
+			out.Mappings = append(out.Mappings, entry{j.Domain, j.IP, j.LastUsed})
+		}
+		return printJSON(out)
+	}
+	if len(ms) == 0 {
+		fmt.Fprintf(os.Stderr, "%s has no mappings\n", c.Client)
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DOMAIN\tIP\tLAST USED")
+	now := time.Now()
+	for _, m := range ms {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", m.Domain, m.IP, ago(m.LastUsed, now))
+	}
+	return tw.Flush()
+}
+
+// ago renders a time with how long ago it was, which is what an operator
+// checking for expiry wants to know.
+func ago(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := now.Sub(t).Round(time.Second)
+	if d < 0 {
+		d = 0
+	}
+	return fmt.Sprintf("%s (%s ago)", t.Local().Format(time.DateTime), d)
+}
+
+// ClusterCmd groups the membership verbs.
+type ClusterCmd struct {
+	Status ClusterStatusCmd `cmd:"" help:"Show the servers, their roles and how far each has applied the log."`
+	Remove ClusterRemoveCmd `cmd:"" help:"Remove a server from the cluster."`
+}
+
+type ClusterStatusCmd struct {
+	JSON bool `name:"json" help:"Print the API's JSON."`
+}
+
+func (c *ClusterStatusCmd) Help() string {
+	return "Example:\n\n    ippool --addr 10.0.0.1:7480 cluster status"
+}
+
+func (c *ClusterStatusCmd) Run(cli *CLI) error {
+	cl, err := cli.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := cli.context()
+	defer cancel()
+	st, err := cl.Cluster(ctx)
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		return printJSON(st)
+	}
+	return writeStatus(stdout, st)
+}
+
+func writeStatus(w io.Writer, st cluster.Status) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "server\t%s (%s), %s, term %d\n", st.ID, st.Addr, st.State, st.Term)
+	leader := "none"
+	if st.LeaderID != "" {
+		leader = fmt.Sprintf("%s (%s)", st.LeaderID, st.LeaderAddr)
+	}
+	fmt.Fprintf(tw, "leader\t%s\n", leader)
+	fmt.Fprintf(tw, "log\tcommit %d, applied %d, last %d\n", st.Commit, st.Applied, st.LastIndex)
+	if st.Pool != "" {
+		fmt.Fprintf(tw, "pool\t%s\n", st.Pool)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(st.Servers) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tADDRESS\tROLE\tVOTER\tREACHABLE\tTERM\tAPPLIED\tERROR")
+	for _, s := range st.Servers {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.ID, s.Addr, s.Role, yesNo(s.Voter), yesNo(s.Reachable), s.Term, s.Applied, s.Error)
+	}
+	return tw.Flush()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+type ClusterRemoveCmd struct {
+	ID string `arg:"" help:"ID of the server to remove."`
+}
+
+func (c *ClusterRemoveCmd) Help() string {
+	return "Removes a dead or retired server so it no longer counts toward the quorum. Example:\n\n    ippool cluster remove s3"
+}
+
+func (c *ClusterRemoveCmd) Run(cli *CLI) error {
+	cl, err := cli.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := cli.context()
+	defer cancel()
+	if err := cl.RemoveServer(ctx, c.ID); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "removed %s\n", c.ID)
+	return err
+}
+
+// PoolCmd groups the pool configuration verbs.
+type PoolCmd struct {
+	Show PoolShowCmd `cmd:"" help:"Show the pool configuration."`
+	Set  PoolSetCmd  `cmd:"" help:"Change the pool configuration; mappings outside the new pool are released."`
+}
+
+type PoolShowCmd struct {
+	JSON bool `name:"json" help:"Print the API's JSON."`
+}
+
+func (c *PoolShowCmd) Help() string { return "Example:\n\n    ippool pool show" }
+
+func (c *PoolShowCmd) Run(cli *CLI) error {
+	cl, err := cli.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := cli.context()
+	defer cancel()
+	p, err := cl.Pool(ctx)
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		return printJSON(p)
+	}
+	return writePool(stdout, p)
+}
+
+func writePool(w io.Writer, p client.PoolInfo) error {
+	exclude := p.Exclude
+	if exclude == "" {
+		exclude = "-"
+	}
+	_, err := fmt.Fprintf(w, "pool      %s\nexclude   %s\nlifetime  %s\n", p.Pool, exclude, p.Lifetime)
+	return err
+}
+
+// PoolSetCmd changes only what is given: the other settings are read from
+// the cluster first, so `pool set --lifetime 24h` keeps the addresses.
+type PoolSetCmd struct {
+	Pool     *string        `help:"Addresses to hand out: comma-separated IPv4 prefixes, FIRST-LAST ranges or addresses."`
+	Exclude  *string        `help:"Addresses never handed out, same syntax; empty for none."`
+	Lifetime *time.Duration `help:"How long a mapping may sit unused before its address may be reused."`
+	JSON     bool           `name:"json" help:"Print the API's JSON."`
+}
+
+func (c *PoolSetCmd) Help() string {
+	return "Example:\n\n    ippool pool set --pool 100.64.0.0/16 --exclude 100.64.0.0-100.64.0.9 --lifetime 24h"
+}
+
+func (c *PoolSetCmd) Run(cli *CLI) error {
+	if c.Pool == nil && c.Exclude == nil && c.Lifetime == nil {
+		return errors.New("nothing to change: give --pool, --exclude or --lifetime")
+	}
+	if c.Lifetime != nil && *c.Lifetime <= 0 {
+		return fmt.Errorf("--lifetime %v is not positive", *c.Lifetime)
+	}
+	cl, err := cli.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := cli.context()
+	defer cancel()
+	p, err := cl.Pool(ctx)
+	if err != nil {
+		return err
+	}
+	if c.Pool != nil {
+		p.Pool = *c.Pool
+	}
+	if c.Exclude != nil {
+		p.Exclude = *c.Exclude
+	}
+	if c.Lifetime != nil {
+		p.Lifetime = *c.Lifetime
+	}
+	n, err := cl.SetPool(ctx, p)
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		return printJSON(struct {
+			client.PoolInfo
+			Released int `json:"released"`
+		}{p, n})
+	}
+	if err := writePool(stdout, p); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "released  %d mapping%s outside the new pool\n", n, plural(n))
+	return err
+}
+
+// TLSCmd groups the certificate verbs.
+type TLSCmd struct {
+	Init TLSInitCmd `cmd:"" help:"Create a cluster CA and server certificates."`
+}
+
+type TLSInitCmd struct {
+	Dir      string        `help:"Directory to write the CA and certificates into." default:"./ippool-tls"`
+	Servers  int           `help:"Number of server certificates." default:"3"`
+	ValidFor time.Duration `help:"How long the certificates are valid." default:"8760h"`
+}
+
+func (c *TLSInitCmd) Help() string {
+	return "Writes ca.pem, ca-key.pem and server-N.pem, server-N-key.pem; existing files are kept. Example:\n\n    ippool tls init --dir /etc/ippool/tls --servers 3\n    ippool serve --tls-ca /etc/ippool/tls/ca.pem --tls-cert /etc/ippool/tls/server-1.pem --tls-key /etc/ippool/tls/server-1-key.pem"
+}
+
+func (c *TLSInitCmd) Run(cli *CLI) error {
+	if c.Servers < 1 || c.Servers > 1000 {
+		return fmt.Errorf("--servers %d is not between 1 and 1000", c.Servers)
+	}
+	if c.ValidFor <= 0 {
+		return fmt.Errorf("--valid-for %v is not positive", c.ValidFor)
+	}
+	files, err := cluster.InitTLS(c.Dir, c.Servers, c.ValidFor)
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		fmt.Fprintln(stdout, f)
+	}
+	return nil
+}
+
+// VersionCmd prints what the binary was built from, for bug reports.
+type VersionCmd struct {
+	JSON bool `name:"json" help:"Print JSON."`
+}
+
+func (c *VersionCmd) Help() string { return "Example:\n\n    ippool version" }
+
+type versionInfo struct {
+	Version  string `json:"version"`
+	Revision string `json:"revision,omitempty"`
+	Modified bool   `json:"modified,omitempty"`
+	Go       string `json:"go"`
+}
+
+func buildVersion() versionInfo {
+	v := versionInfo{Version: "unknown", Go: "unknown"}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return v
+	}
+	v.Go = bi.GoVersion
+	if bi.Main.Version != "" {
+		v.Version = bi.Main.Version
+	}
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			v.Revision = s.Value
+		case "vcs.modified":
+			v.Modified = s.Value == "true"
+		}
+	}
+	return v
+}
+
+func (c *VersionCmd) Run(cli *CLI) error {
+	v := buildVersion()
+	if c.JSON {
+		return printJSON(v)
+	}
+	var b strings.Builder
+	b.WriteString("ippool " + v.Version)
+	if v.Revision != "" {
+		b.WriteString(" (" + v.Revision)
+		if v.Modified {
+			b.WriteString(", modified")
+		}
+		b.WriteString(")")
+	}
+	b.WriteString(" " + v.Go)
+	_, err := fmt.Fprintln(stdout, b.String())
+	return err
+}

@@ -1,0 +1,121 @@
+// Command ippool is the ippool server and its command-line client: `serve`
+// runs a server; every other verb talks to a server's HTTP API.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/ippool/ippool/client"
+	"github.com/ippool/ippool/pool"
+)
+
+// CLI is the whole command line; kong fills it and calls the chosen verb's
+// Run with it, so every verb sees the global flags.
+type CLI struct {
+	Addr    []string      `help:"Server HTTP address(es); several spread load and fail over." env:"IPPOOL_ADDR" default:"127.0.0.1:7480" sep:","`
+	Timeout time.Duration `help:"Longest a command may wait for the servers, failover included (bench: per operation)." env:"IPPOOL_TIMEOUT" default:"30s"`
+
+	Serve    ServeCmd    `cmd:"" help:"Run an ippool server."`
+	Alloc    AllocCmd    `cmd:"" help:"Print a client's address for a domain, allocating one if needed."`
+	Lookup   LookupCmd   `cmd:"" help:"Print the domain a client's address stands for (exit 2 if none)."`
+	Release  ReleaseCmd  `cmd:"" help:"Release a client's mapping for a domain, or all of its mappings."`
+	List     ListCmd     `cmd:"" help:"List a client's mappings."`
+	Cluster  ClusterCmd  `cmd:"" help:"Show or change the cluster's membership."`
+	Snapshot SnapshotCmd `cmd:"" help:"Back up, restore or inspect the pool state."`
+	Pool     PoolCmd     `cmd:"" help:"Show or change the pool configuration."`
+	TLS      TLSCmd      `cmd:"" name:"tls" help:"Make certificates for mutual TLS between servers."`
+	Bench    BenchCmd    `cmd:"" help:"Generate load against servers and report latency."`
+	Version  VersionCmd  `cmd:"" help:"Print the version of this binary."`
+}
+
+func main() {
+	var cli CLI
+	parser, err := kong.New(&cli,
+		kong.Name("ippool"),
+		kong.Description("A highly available IPv4 address pool replicated with Raft."),
+		kong.UsageOnError(),
+		kong.Bind(&cli),
+	)
+	if err != nil {
+		// The CLI struct itself is wrong: a bug, not bad input.
+		fmt.Fprintf(os.Stderr, "ippool: %v\n", err)
+		os.Exit(1)
+	}
+	kctx, err := parser.Parse(os.Args[1:])
+	if err != nil {
+		var pe *kong.ParseError
+		if errors.As(err, &pe) {
+			_ = pe.Context.PrintUsage(true)
+			fmt.Fprintln(os.Stderr)
+		}
+		fmt.Fprintf(os.Stderr, "ippool: %v\n", err)
+		os.Exit(1)
+	}
+	if err := kctx.Run(); err != nil {
+		os.Exit(report(os.Stderr, err))
+	}
+}
+
+// exitError carries an exit status other than 1, so a script can tell one
+// outcome (say, "not found") from a failure.
+type exitError struct {
+	status int
+	err    error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// report prints err as "ippool: <message> (<code>)" and returns the exit
+// status. The code is the API's word, for scripts that grep for it.
+func report(w io.Writer, err error) int {
+	status := 1
+	var ee *exitError
+	if errors.As(err, &ee) {
+		status = ee.status
+	}
+	if code := errCode(err); code != "" {
+		fmt.Fprintf(w, "ippool: %v (%s)\n", err, code)
+	} else {
+		fmt.Fprintf(w, "ippool: %v\n", err)
+	}
+	return status
+}
+
+// errCode is the code of a server's or the pool's error, "" for others.
+func errCode(err error) string {
+	var ae *client.APIError
+	if errors.As(err, &ae) {
+		return ae.Code
+	}
+	var pe *pool.Error
+	if errors.As(err, &pe) {
+		return string(pe.Code)
+	}
+	return ""
+}
+
+// client returns a Client for the --addr servers.
+func (cli *CLI) client() (*client.Client, error) {
+	return client.New(cli.Addr...)
+}
+
+// context ends on --timeout or on Ctrl-C, whichever first, so a command
+// against an unreachable cluster gives up instead of hanging.
+func (cli *CLI) context() (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if cli.Timeout <= 0 {
+		return ctx, stop
+	}
+	ctx, cancel := context.WithTimeout(ctx, cli.Timeout)
+	return ctx, func() { cancel(); stop() }
+}

@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/ippool/ippool/cluster"
+	"github.com/ippool/ippool/dnsfront"
+	"github.com/ippool/ippool/httpapi"
+	"github.com/ippool/ippool/pool"
+	"github.com/ippool/ippool/service"
+)
+
+// ServeCmd runs a server. With no flags it is a single-server cluster on
+// loopback with its state in ./ippool-data; every flag can also be set as
+// IPPOOL_<NAME> in the environment.
+type ServeCmd struct {
+	ID                string        `help:"Server ID, unique in the cluster and fixed across restarts (default: the one recorded in the data dir, else the host name)." env:"IPPOOL_ID"`
+	DataDir           string        `help:"Directory for the Raft log, snapshots and the server's record." default:"ippool-data" env:"IPPOOL_DATA_DIR"`
+	Pool              string        `help:"Addresses to hand out: comma-separated IPv4 prefixes, FIRST-LAST ranges or addresses (default: the cluster's, or 198.18.0.0/15 for a new one)." env:"IPPOOL_POOL"`
+	Exclude           string        `help:"Addresses never handed out, same syntax as --pool." env:"IPPOOL_EXCLUDE"`
+	Lifetime          time.Duration `help:"How long a mapping may sit unused before its address may be reused (default 48h)." env:"IPPOOL_LIFETIME"`
+	HTTPAddr          string        `help:"Address of the HTTP API, metrics and health." default:"127.0.0.1:7480" env:"IPPOOL_HTTP_ADDR"`
+	DNSAddr           string        `help:"Address of the DNS server (UDP and TCP); empty: no DNS." env:"IPPOOL_DNS_ADDR"`
+	ClusterAddr       string        `help:"Address for all server-to-server traffic; other servers dial it." default:"127.0.0.1:7481" env:"IPPOOL_CLUSTER_ADDR"`
+	Join              []string      `help:"Cluster addresses of other servers to join or to bootstrap with." env:"IPPOOL_JOIN" sep:","`
+	BootstrapExpect   int           `help:"Wait for this many servers (this one included, found through --join) and bootstrap them together." env:"IPPOOL_BOOTSTRAP_EXPECT"`
+	TLSCA             string        `name:"tls-ca" help:"Cluster CA certificate (PEM); with --tls-cert and --tls-key turns on mutual TLS between servers." env:"IPPOOL_TLS_CA"`
+	TLSCert           string        `name:"tls-cert" help:"This server's certificate (PEM), signed by the cluster CA." env:"IPPOOL_TLS_CERT"`
+	TLSKey            string        `name:"tls-key" help:"This server's private key (PEM)." env:"IPPOOL_TLS_KEY"`
+	Insecure          bool          `help:"Allow plain TCP between servers on non-loopback addresses." env:"IPPOOL_INSECURE"`
+	RaftTimeout       time.Duration `help:"Raft heartbeat and election timeout; failover takes one to two of it." default:"500ms" env:"IPPOOL_RAFT_TIMEOUT"`
+	SnapshotThreshold uint64        `help:"Log entries between snapshots." default:"16384" env:"IPPOOL_SNAPSHOT_THRESHOLD"`
+	SnapshotInterval  time.Duration `help:"How often to check whether a snapshot is due." default:"30s" env:"IPPOOL_SNAPSHOT_INTERVAL"`
+	WriteTimeout      time.Duration `help:"Longest a write may take, retries included, before it fails with no_quorum." default:"4s" env:"IPPOOL_WRITE_TIMEOUT"`
+	MarkWindow        time.Duration `help:"A lookup writes a fresher last-used time only when the stored one is older than this (default min(5m, lifetime/10))." env:"IPPOOL_MARK_WINDOW"`
+
+	DNSDomains         []string      `name:"dns-domains" help:"Names the DNS server answers ('.' for all); others get REFUSED." default:"." env:"IPPOOL_DNS_DOMAINS" sep:","`
+	DNSUpstream        []string      `name:"dns-upstream" help:"Upstream resolvers host:port (default: /etc/resolv.conf's)." env:"IPPOOL_DNS_UPSTREAM" sep:","`
+	IgnoreDestinations []string      `help:"Prefixes: a name resolving into one is answered with its real addresses." env:"IPPOOL_IGNORE_DESTINATIONS" sep:","`
+	V6Prefix           string        `name:"v6-prefix" help:"A /96 ULA prefix; AAAA answers carry the pool address in its last 32 bits." env:"IPPOOL_V6_PREFIX"`
+	DNSTTL             time.Duration `name:"dns-ttl" help:"TTL of DNS answers." default:"60s" env:"IPPOOL_DNS_TTL"`
+	DNSClientMap       string        `name:"dns-client-map" help:"File of 'prefix client-id' lines mapping query sources to client IDs." env:"IPPOOL_DNS_CLIENT_MAP"`
+	DNSRateLimit       float64       `name:"dns-rate-limit" help:"New allocations per second per DNS client (0: no limit)." default:"100" env:"IPPOOL_DNS_RATE_LIMIT"`
+	DNSBurst           int           `name:"dns-burst" help:"Burst of new allocations per DNS client." default:"200" env:"IPPOOL_DNS_BURST"`
+
+	LogLevel  string `help:"debug, info, warn or error." default:"info" enum:"debug,info,warn,error" env:"IPPOOL_LOG_LEVEL"`
+	LogFormat string `help:"text or json." default:"text" enum:"text,json" env:"IPPOOL_LOG_FORMAT"`
+}
+
+// Help is shown by `ippool serve --help`.
+func (c *ServeCmd) Help() string {
+	return `Examples:
+  ippool serve                                  # one server on loopback, state in ./ippool-data
+  ippool serve --pool 100.64.0.0/16 --dns-addr 127.0.0.1:5353
+  ippool serve --id s1 --cluster-addr 10.0.0.1:7481 --join 10.0.0.2:7481,10.0.0.3:7481 \
+      --bootstrap-expect 3 --tls-ca ca.pem --tls-cert server-1.pem --tls-key server-1-key.pem`
+}
+
+func (c *ServeCmd) logger() *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(c.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// clusterConfig turns the flags into the cluster's configuration.
+func (c *ServeCmd) clusterConfig(log *slog.Logger) (cluster.Config, error) {
+	cfg := cluster.Config{
+		ID: c.ID, DataDir: c.DataDir, ClusterAddr: c.ClusterAddr, Join: c.Join, BootstrapExpect: c.BootstrapExpect,
+		Insecure: c.Insecure, RaftTimeout: c.RaftTimeout, SnapshotThreshold: c.SnapshotThreshold,
+		SnapshotInterval: c.SnapshotInterval, WriteTimeout: c.WriteTimeout, Logger: log,
+	}
+	if cfg.ID == "" {
+		cfg.ID = recordedID(c.DataDir)
+	}
+	if c.Pool != "" {
+		lifetime := c.Lifetime
+		if lifetime == 0 {
+			lifetime = pool.DefaultLifetime
+		}
+		p, err := pool.ParseConfig(c.Pool, c.Exclude, lifetime)
+		if err != nil {
+			return cfg, fmt.Errorf("--pool/--exclude: %w", err)
+		}
+		cfg.Pool = &p
+	} else if c.Exclude != "" || c.Lifetime != 0 {
+		return cfg, errors.New("--exclude and --lifetime describe a pool: give --pool with them")
+	}
+	files := cluster.TLSFiles{CA: c.TLSCA, Cert: c.TLSCert, Key: c.TLSKey}
+	if files.Enabled() {
+		t, err := files.Load()
+		if err != nil {
+			return cfg, err
+		}
+		cfg.TLS = t
+	}
+	return cfg, nil
+}
+
+// recordedID is the ID a data dir was used with, else the host name.
+func recordedID(dataDir string) string {
+	var r struct{ ID string }
+	if b, err := os.ReadFile(filepath.Join(dataDir, "server.json")); err == nil && json.Unmarshal(b, &r) == nil && r.ID != "" {
+		return r.ID
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "ippool-1"
+}
+
+func (c *ServeCmd) dnsConfig(log *slog.Logger) (dnsfront.Config, error) {
+	cfg := dnsfront.Config{
+		Addr: c.DNSAddr, Domains: c.DNSDomains, Upstreams: c.DNSUpstream, TTL: c.DNSTTL, ClientMap: c.DNSClientMap,
+		RateLimit: c.DNSRateLimit, Burst: c.DNSBurst, Logger: log,
+	}
+	for _, s := range c.IgnoreDestinations {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			return cfg, fmt.Errorf("--ignore-destinations: %q is not a prefix", s)
+		}
+		cfg.IgnoreDestinations = append(cfg.IgnoreDestinations, p)
+	}
+	if c.V6Prefix != "" {
+		p, err := netip.ParsePrefix(c.V6Prefix)
+		if err != nil || !p.Addr().Is6() || p.Bits() != 96 {
+			return cfg, fmt.Errorf("--v6-prefix %q must be an IPv6 /96, like fd7a:115c:a1e0:b1a::/96", c.V6Prefix)
+		}
+		cfg.V6Prefix = p.Masked()
+	}
+	return cfg, nil
+}
+
+// Run starts the server and blocks until SIGINT or SIGTERM, then stops it
+// gracefully: the HTTP and DNS servers drain, buffered marks are written and
+// a leader hands over leadership.
+func (c *ServeCmd) Run(cli *CLI) error {
+	log := c.logger()
+	ccfg, err := c.clusterConfig(log)
+	if err != nil {
+		return err
+	}
+	var dcfg dnsfront.Config
+	if c.DNSAddr != "" {
+		if dcfg, err = c.dnsConfig(log.With("component", "dns")); err != nil {
+			return err
+		}
+	}
+	httpLn, err := net.Listen("tcp", c.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listening on the HTTP address: %w", err)
+	}
+	defer httpLn.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := service.NewMetrics(reg)
+	ccfg.Metrics = metrics
+	node, err := cluster.Start(ccfg)
+	if err != nil {
+		return err
+	}
+	defer node.Shutdown()
+	service.RegisterClusterGauges(reg, node)
+	svc := service.New(node, service.Options{MarkWindow: c.MarkWindow, Logger: log, Metrics: metrics})
+	defer svc.Close()
+
+	httpSrv := &http.Server{Handler: httpapi.Handler(svc, reg, log), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	httpErr := make(chan error, 1)
+	go func() { httpErr <- httpSrv.Serve(httpLn) }()
+
+	var dns *dnsfront.Server
+	if c.DNSAddr != "" {
+		dns, err = dnsfront.New(dcfg, svc)
+		if err == nil {
+			err = dns.Start()
+		}
+		if err != nil {
+			return fmt.Errorf("starting DNS: %w", err)
+		}
+		registerDNSMetrics(reg, dns)
+	}
+
+	httpURL := "http://" + httpLn.Addr().String()
+	log.Info("ippool is serving", "id", node.ID(), "http", httpURL, "cluster", node.ClusterAddr(), "dns", c.DNSAddr, "data_dir", c.DataDir)
+	fmt.Fprintf(os.Stderr, "\nippool %s is up. Try:\n  curl -X POST %s/v1/clients/node1/domains/example.com\n\n", node.ID(), httpURL)
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	var runErr error
+	select {
+	case s := <-sig:
+		log.Info("stopping", "signal", s.String())
+	case err := <-node.Fatal():
+		runErr = err
+	case err := <-httpErr:
+		runErr = fmt.Errorf("HTTP server: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if dns != nil {
+		dns.Shutdown(ctx)
+	}
+	httpSrv.Shutdown(ctx)
+	svc.Close()
+	if err := node.Shutdown(); err != nil {
+		log.Warn("cluster shutdown", "err", err)
+	}
+	log.Info("stopped")
+	return runErr
+}
+
+func registerDNSMetrics(reg prometheus.Registerer, dns *dnsfront.Server) {
+	counter := func(name, help string, f func(dnsfront.Stats) uint64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(f(dns.Stats())) }))
+	}
+	counter("ippool_dns_queries_total", "DNS queries received.", func(s dnsfront.Stats) uint64 { return s.Queries })
+	counter("ippool_dns_answered_total", "DNS replies with NOERROR or NXDOMAIN.", func(s dnsfront.Stats) uint64 { return s.Answered })
+	counter("ippool_dns_refused_total", "DNS replies with REFUSED.", func(s dnsfront.Stats) uint64 { return s.Refused })
+	counter("ippool_dns_servfail_total", "DNS replies with SERVFAIL.", func(s dnsfront.Stats) uint64 { return s.ServFail })
+	counter("ippool_dns_rate_limited_total", "DNS allocations refused by the per-client rate limit.", func(s dnsfront.Stats) uint64 { return s.RateLimited })
+	counter("ippool_dns_upstream_errors_total", "Upstream lookups no upstream answered.", func(s dnsfront.Stats) uint64 { return s.UpstreamErrors })
+	counter("ippool_dns_cache_hits_total", "Upstream lookups answered from the cache.", func(s dnsfront.Stats) uint64 { return s.CacheHits })
+}

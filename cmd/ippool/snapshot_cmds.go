@@ -1,0 +1,306 @@
+package main
+
+// Backups. A backup file is one header line, then the raw snapshot exactly
+// as GET /v1/snapshot sent it:
+//
+//	ippool-backup {"index":N,"term":N,"server":"id","time":"RFC3339"}\n
+//	IPPOOLS1...
+//
+// The header says where in the log the state was taken, which the snapshot
+// itself does not carry; the snapshot bytes stay untouched so that their
+// checksums (and pool.ReadSnapshot) still vouch for them. Raw snapshots
+// without a header are accepted too.
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ippool/ippool/pool"
+)
+
+const backupMagic = "ippool-backup "
+
+// maxHeader bounds the header line, so a file that merely starts with the
+// magic cannot make inspect read all of it looking for a newline.
+const maxHeader = 4096
+
+type backupHeader struct {
+	Index  uint64    `json:"index"`
+	Term   uint64    `json:"term"`
+	Server string    `json:"server"`
+	Time   time.Time `json:"time"`
+}
+
+// formatBackupHeader returns the header line, newline included.
+func formatBackupHeader(h backupHeader) []byte {
+	b, _ := json.Marshal(h)
+	return append(append([]byte(backupMagic), b...), '\n')
+}
+
+// readBackupHeader consumes the header from r if there is one, and returns
+// it with its length in bytes; nil and 0 for a raw snapshot.
+func readBackupHeader(r *bufio.Reader) (*backupHeader, int, error) {
+	peek, _ := r.Peek(len(backupMagic))
+	if string(peek) != backupMagic {
+		return nil, 0, nil
+	}
+	var line []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		line = append(line, chunk...)
+		if len(line) > maxHeader {
+			return nil, 0, fmt.Errorf("backup header is longer than %d bytes", maxHeader)
+		}
+		if err == nil {
+			break
+		}
+		if err != bufio.ErrBufferFull {
+			return nil, 0, errors.New("backup header is not followed by a snapshot")
+		}
+	}
+	h, err := parseBackupHeader(line)
+	if err != nil {
+		return nil, 0, err
+	}
+	return h, len(line), nil
+}
+
+// parseBackupHeader parses one header line, with or without its newline.
+func parseBackupHeader(line []byte) (*backupHeader, error) {
+	rest, ok := bytes.CutPrefix(line, []byte(backupMagic))
+	if !ok {
+		return nil, errors.New("not an ippool backup header")
+	}
+	rest = bytes.TrimSuffix(rest, []byte("\n"))
+	var h backupHeader
+	dec := json.NewDecoder(bytes.NewReader(rest))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&h); err != nil {
+		return nil, fmt.Errorf("backup header is malformed: %v", err)
+	}
+	if dec.More() {
+		return nil, errors.New("backup header has trailing data")
+	}
+	return &h, nil
+}
+
+// SnapshotCmd groups the backup verbs.
+type SnapshotCmd struct {
+	Save    SnapshotSaveCmd    `cmd:"" help:"Save a consistent backup of the pool state to a file."`
+	Restore SnapshotRestoreCmd `cmd:"" help:"Replace the whole cluster's pool state with a backup."`
+	Inspect SnapshotInspectCmd `cmd:"" help:"Check a backup and summarize what it holds, offline."`
+}
+
+type SnapshotSaveCmd struct {
+	File string `arg:"" help:"File to write; replaced only once the backup is complete."`
+}
+
+func (c *SnapshotSaveCmd) Help() string {
+	return "Example:\n\n    ippool snapshot save ippool-$(date +%F).backup"
+}
+
+func (c *SnapshotSaveCmd) Run(cli *CLI) error {
+	cl, err := cli.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := cli.context()
+	defer cancel()
+	info, body, err := cl.OpenSnapshot(ctx)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+
+	// A temporary file in the same directory, renamed over the target when
+	// complete: an interrupted save never leaves a torn backup behind, nor
+	// destroys the previous one.
+	tmp, err := os.CreateTemp(filepath.Dir(c.File), "."+filepath.Base(c.File)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after the rename, fails harmlessly
+	h := backupHeader{Index: info.Index, Term: info.Term, Server: info.Server, Time: time.Now().UTC().Truncate(time.Second)}
+	w := bufio.NewWriterSize(tmp, 256<<10)
+	w.Write(formatBackupHeader(h))
+	n, err := io.Copy(w, body)
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("saving the snapshot: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), c.File); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "saved %s: %d bytes, index %d, term %d, from %s\n", c.File, n, info.Index, info.Term, info.Server)
+	return nil
+}
+
+type SnapshotRestoreCmd struct {
+	File string `arg:"" help:"Backup (or raw snapshot) to restore."`
+}
+
+func (c *SnapshotRestoreCmd) Help() string {
+	return "Every server's state is replaced: mappings made since the backup are lost. Example:\n\n    ippool snapshot restore ippool-2025-01-02.backup"
+}
+
+func (c *SnapshotRestoreCmd) Run(cli *CLI) error {
+	f, err := os.Open(c.File)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	// Check the whole file first: a corrupt backup is refused here, with
+	// the reason, before the cluster's state is touched.
+	if _, err := inspect(io.NewSectionReader(f, 0, fi.Size())); err != nil {
+		return fmt.Errorf("%s: %w", c.File, err)
+	}
+	h, off, err := readBackupHeader(bufio.NewReaderSize(io.NewSectionReader(f, 0, fi.Size()), maxHeader+16))
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.File, err)
+	}
+	cl, err := cli.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := cli.context()
+	defer cancel()
+	// A section of the file, not the file: it can be read again from its
+	// start if the request has to go to another server.
+	if err := cl.Restore(ctx, io.NewSectionReader(f, int64(off), fi.Size()-int64(off))); err != nil {
+		return err
+	}
+	if h != nil {
+		fmt.Fprintf(stdout, "restored %s (index %d, term %d, from %s at %s)\n", c.File, h.Index, h.Term, h.Server, h.Time.Format(time.RFC3339))
+	} else {
+		fmt.Fprintf(stdout, "restored %s\n", c.File)
+	}
+	return nil
+}
+
+type SnapshotInspectCmd struct {
+	File string `arg:"" help:"Backup (or raw snapshot) to inspect."`
+	JSON bool   `name:"json" help:"Print JSON."`
+}
+
+func (c *SnapshotInspectCmd) Help() string {
+	return "Reads the whole file and checks every checksum; a corrupt file is an error. Example:\n\n    ippool snapshot inspect ippool-2025-01-02.backup"
+}
+
+type inspectResult struct {
+	Server   string     `json:"server,omitempty"`
+	Index    uint64     `json:"index,omitempty"`
+	Term     uint64     `json:"term,omitempty"`
+	Time     *time.Time `json:"time,omitempty"`
+	Pool     string     `json:"pool,omitempty"`
+	Exclude  string     `json:"exclude,omitempty"`
+	Lifetime string     `json:"lifetime,omitempty"`
+	PoolSize int        `json:"pool_size"`
+	Clients  int        `json:"clients"`
+	Mappings int        `json:"mappings"`
+	Domains  int        `json:"domains"`
+	Size     int64      `json:"size_bytes"`
+	SHA256   string     `json:"sha256"`
+}
+
+func (c *SnapshotInspectCmd) Run(cli *CLI) error {
+	f, err := os.Open(c.File)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	res, err := inspect(f)
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.File, err)
+	}
+	if c.JSON {
+		return printJSON(res)
+	}
+	tw := newTable(stdout)
+	if res.Time != nil {
+		tw.row("server", res.Server)
+		tw.row("index", fmt.Sprint(res.Index))
+		tw.row("term", fmt.Sprint(res.Term))
+		tw.row("time", res.Time.Format(time.RFC3339))
+	}
+	if res.Pool == "" {
+		tw.row("pool", "not configured")
+	} else {
+		tw.row("pool", fmt.Sprintf("%s (%d addresses per client)", res.Pool, res.PoolSize))
+		if res.Exclude != "" {
+			tw.row("exclude", res.Exclude)
+		}
+		tw.row("lifetime", res.Lifetime)
+	}
+	tw.row("clients", fmt.Sprint(res.Clients))
+	tw.row("mappings", fmt.Sprint(res.Mappings))
+	tw.row("domains", fmt.Sprint(res.Domains))
+	tw.row("size", fmt.Sprintf("%d bytes", res.Size))
+	tw.row("sha256", res.SHA256)
+	return tw.err
+}
+
+// inspect decodes a backup or raw snapshot. The size and SHA-256 are those
+// of the raw snapshot bytes, so they match a snapshot taken by other means.
+func inspect(r io.Reader) (*inspectResult, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	h, _, err := readBackupHeader(br)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.New()
+	cnt := &countWriter{}
+	st, err := pool.ReadSnapshot(io.TeeReader(br, io.MultiWriter(sum, cnt)))
+	if err != nil {
+		return nil, err
+	}
+	res := &inspectResult{Size: cnt.n, SHA256: hex.EncodeToString(sum.Sum(nil)), PoolSize: st.PoolSize()}
+	if h != nil {
+		res.Server, res.Index, res.Term = h.Server, h.Index, h.Term
+		t := h.Time
+		res.Time = &t
+	}
+	if cfg, ok := st.Config(); ok {
+		res.Pool, res.Exclude, res.Lifetime = cfg.PoolString(), cfg.ExcludeString(), cfg.Lifetime.String()
+	}
+	res.Clients, res.Mappings, res.Domains = st.Counts()
+	return res, nil
+}
+
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+// table prints "name  value" rows aligned, remembering the first error.
+type table struct {
+	w   io.Writer
+	err error
+}
+
+func newTable(w io.Writer) *table { return &table{w: w} }
+
+func (t *table) row(name, value string) {
+	if t.err == nil {
+		_, t.err = fmt.Fprintf(t.w, "%-10s%s\n", name, value)
+	}
+}
