@@ -214,6 +214,9 @@ func Start(cfg Config) (*Node, error) {
 		}
 	}()
 	n.mux = newMux(ln, cfg.TLS, func(msg string, args ...any) { n.log.Warn(msg, args...) })
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsUnspecified() {
+		n.mux.localAddr = &net.TCPAddr{IP: tcp.IP}
+	}
 	n.rpc = newRPCClient(n.mux)
 
 	walDir := filepath.Join(cfg.DataDir, "raft")

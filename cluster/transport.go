@@ -30,6 +30,9 @@ type mux struct {
 	done   chan struct{}
 	once   sync.Once
 	log    func(msg string, args ...any)
+	// localAddr is the IP outgoing connections bind to; nil lets the
+	// kernel choose.
+	localAddr *net.TCPAddr
 }
 
 func newMux(ln net.Listener, tlsConf *tls.Config, log func(string, ...any)) *mux {
@@ -101,7 +104,10 @@ func (m *mux) close() {
 
 // dial opens a connection to a cluster address for the given protocol.
 func (m *mux) dial(addr string, proto byte, timeout time.Duration) (net.Conn, error) {
-	d := net.Dialer{Timeout: timeout}
+	// Dial from the cluster address's own IP, so a peer (and a firewall
+	// rule, or a test partitioning 127.0.0.x addresses) sees traffic come
+	// from the address this server is known by.
+	d := net.Dialer{Timeout: timeout, LocalAddr: m.localAddr}
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
