@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Runs every test of ippool. Installs what the tests need beyond Go (dig from
-# Debian's dnsutils) when it is missing and this is a Debian machine we may
-# install on; tests that need it fail with a clear message otherwise.
+# Runs every test of ippool. Installs what the tests need beyond Go when it is
+# missing and this is a Debian machine we may install on: dig (dnsutils) for
+# the DNS end-to-end test, iptables for the partition faults. Tests that need
+# them fail with a clear message otherwise.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if ! command -v dig >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-	echo "test.sh: installing dnsutils (dig)"
-	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsutils >/dev/null) ||
-		echo "test.sh: could not install dnsutils; the dig test will fail"
+missing=()
+command -v dig >/dev/null 2>&1 || missing+=(dnsutils)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+	echo "test.sh: installing ${missing[*]}"
+	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) ||
+		echo "test.sh: could not install ${missing[*]}; the tests that need them will fail"
 fi
 
 go vet ./...

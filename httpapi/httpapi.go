@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"strconv"
 	"time"
@@ -28,10 +29,24 @@ const MaxBody = 64 << 10
 // maxSnapshotBody bounds a restore upload.
 const maxSnapshotBody = 4 << 30
 
+// Options are the handler's switches.
+type Options struct {
+	// Pprof serves Go's profiler under /debug/pprof/, as Consul's
+	// enable_debug does; off by default because profiles reveal internals.
+	Pprof bool
+}
+
 // Handler returns the API's handler.
-func Handler(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Logger) http.Handler {
+func Handler(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Logger, opts Options) http.Handler {
 	a := &api{svc: svc, log: log}
 	mux := http.NewServeMux()
+	if opts.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("POST /v1/clients/{client}/domains/{domain}", a.alloc)
 	mux.HandleFunc("GET /v1/clients/{client}/domains/{domain}", a.get)
 	mux.HandleFunc("DELETE /v1/clients/{client}/domains/{domain}", a.release)

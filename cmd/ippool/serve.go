@@ -59,6 +59,7 @@ type ServeCmd struct {
 	DNSRateLimit       float64       `name:"dns-rate-limit" help:"New allocations per second per DNS client (0: no limit)." default:"100" env:"IPPOOL_DNS_RATE_LIMIT"`
 	DNSBurst           int           `name:"dns-burst" help:"Burst of new allocations per DNS client." default:"200" env:"IPPOOL_DNS_BURST"`
 
+	Pprof     bool   `help:"Serve Go's profiler under /debug/pprof/ on the HTTP address." env:"IPPOOL_PPROF"`
 	LogLevel  string `help:"debug, info, warn or error." default:"info" enum:"debug,info,warn,error" env:"IPPOOL_LOG_LEVEL"`
 	LogFormat string `help:"text or json." default:"text" enum:"text,json" env:"IPPOOL_LOG_FORMAT"`
 }
@@ -184,7 +185,7 @@ func (c *ServeCmd) Run(cli *CLI) error {
 	svc := service.New(node, service.Options{MarkWindow: c.MarkWindow, Logger: log, Metrics: metrics})
 	defer svc.Close()
 
-	httpSrv := &http.Server{Handler: httpapi.Handler(svc, reg, log), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	httpSrv := &http.Server{Handler: httpapi.Handler(svc, reg, log, httpapi.Options{Pprof: c.Pprof}), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- httpSrv.Serve(httpLn) }()
 
