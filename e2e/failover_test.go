@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -31,9 +32,15 @@ func TestSIGTERMHandsLeadershipOver(t *testing.T) {
 // median and worst time to the first successful write through a survivor.
 //
 //	go test -run XXX -bench Failover -benchtime 1x ./e2e/
+//
+// IPPOOL_BENCH_RAFT_TIMEOUT=1s measures another --raft-timeout.
 func BenchmarkFailover(b *testing.B) {
+	var args []string
+	if t := os.Getenv("IPPOOL_BENCH_RAFT_TIMEOUT"); t != "" {
+		args = []string{"--raft-timeout", t}
+	}
 	for i := 0; i < b.N; i++ {
-		c := testcluster.Start(b, 3, testcluster.Options{FirstIP: 41})
+		c := testcluster.Start(b, 3, testcluster.Options{FirstIP: 41, Args: args})
 		var times []time.Duration
 		for round := range 10 {
 			leader := c.WaitReady(30 * time.Second)
