@@ -185,10 +185,8 @@ func (c *ServeCmd) Run(cli *CLI) error {
 	svc := service.New(node, service.Options{MarkWindow: c.MarkWindow, Logger: log, Metrics: metrics})
 	defer svc.Close()
 
-	httpSrv := &http.Server{Handler: httpapi.Handler(svc, reg, log, httpapi.Options{Pprof: c.Pprof}), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	httpErr := make(chan error, 1)
-	go func() { httpErr <- httpSrv.Serve(httpLn) }()
-
+	// DNS listens before HTTP serves, so /readyz never says ready while the
+	// DNS port is still closed.
 	var dns *dnsfront.Server
 	if c.DNSAddr != "" {
 		dns, err = dnsfront.New(dcfg, svc)
@@ -200,6 +198,10 @@ func (c *ServeCmd) Run(cli *CLI) error {
 		}
 		registerDNSMetrics(reg, dns)
 	}
+
+	httpSrv := &http.Server{Handler: httpapi.Handler(svc, reg, log, httpapi.Options{Pprof: c.Pprof}), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	httpErr := make(chan error, 1)
+	go func() { httpErr <- httpSrv.Serve(httpLn) }()
 
 	httpURL := "http://" + httpLn.Addr().String()
 	log.Info("ippool is serving", "id", node.ID(), "http", httpURL, "cluster", node.ClusterAddr(), "dns", c.DNSAddr, "data_dir", c.DataDir)

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# dns-demo.sh: run one ippool server with its DNS front end on 127.0.0.1:5353,
+# ask it a few questions with dig, show the mappings with curl, then stop it.
+# Needs go, dig and curl. The upstream resolver is /etc/resolv.conf's; set
+# UPSTREAM=host:port to use another. DNS_PORT, HTTP_PORT and CLUSTER_PORT
+# move the server off 5353, 7480 and 7481.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DNS_PORT=${DNS_PORT:-5353}
+HTTP=127.0.0.1:${HTTP_PORT:-7480}
+work=$(mktemp -d)
+
+go build -o "$work/ippool" ./cmd/ippool
+"$work/ippool" serve --data-dir "$work/data" --http-addr "$HTTP" --cluster-addr "127.0.0.1:${CLUSTER_PORT:-7481}" \
+	--pool 100.64.0.0/24 --dns-addr "127.0.0.1:$DNS_PORT" --dns-domains example.com,example.org \
+	--v6-prefix fd7a:115c:a1e0:b1a::/96 ${UPSTREAM:+--dns-upstream "$UPSTREAM"} 2>"$work/server.log" &
+pid=$!
+trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+
+dig() { command dig @127.0.0.1 -p "$DNS_PORT" +time=2 +tries=1 "$@"; }
+until dig SOA example.com >/dev/null 2>&1; do # up once DNS answers
+	kill -0 "$pid" 2>/dev/null || { grep -v level=DEBUG "$work/server.log"; exit 1; }
+	sleep 0.2
+done
+
+ask() { # ask TYPE NAME: print the answer, or the status when there is none
+	echo "\$ dig @127.0.0.1 -p $DNS_PORT +short $1 $2"
+	out=$(dig +short "$1" "$2")
+	echo "${out:-($(dig "$1" "$2" | grep -o 'status: [A-Z]*'))}"
+}
+ask A example.com        # a pool address
+ask A example.com        # the same one again
+ask A www.example.org    # another name, another address
+ask AAAA example.com     # the pool address inside the /96
+ask A nosuch.example.com # NXDOMAIN upstream stays NXDOMAIN
+ask A example.net        # outside --dns-domains: REFUSED
+
+echo "\$ curl http://$HTTP/v1/clients/127.0.0.1"
+curl -s "http://$HTTP/v1/clients/127.0.0.1"
+echo
