@@ -7,6 +7,7 @@ package cluster
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -549,7 +550,7 @@ func (n *Node) tryJoin(self raft.Server) (bool, error) {
 		for id, addr := range known {
 			servers = append(servers, raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(addr), Suffrage: raft.Voter})
 		}
-		slices.SortFunc(servers, func(a, b raft.Server) int { return cmpStr(string(a.ID), string(b.ID)) })
+		slices.SortFunc(servers, func(a, b raft.Server) int { return cmp.Compare(string(a.ID), string(b.ID)) })
 		n.bootstrap(servers)
 		return true, nil
 	}
@@ -557,16 +558,6 @@ func (n *Node) tryJoin(self raft.Server) (bool, error) {
 		lastErr = fmt.Errorf("found %d of %d servers", len(known), max(n.cfg.BootstrapExpect, 2))
 	}
 	return false, lastErr
-}
-
-func cmpStr(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (n *Node) comparePool(inf Info) error {
@@ -678,17 +669,7 @@ func (n *Node) closeAll() {
 // Raft installs it at a new index and ships it to every follower.
 func (n *Node) Restore(ctx context.Context, snapshot []byte) error {
 	if !n.IsLeader() {
-		_, addr := n.Leader()
-		if addr == "" {
-			return pool.Errorf(pool.CodeNoLeader, "no leader is known to restore through")
-		}
-		var out struct{}
-		err := n.rpc.call(ctx, addr, rpcRestore, snapshot, &out)
-		var re *rpcError
-		if errors.As(err, &re) {
-			return &pool.Error{Code: re.Code, Msg: re.Message}
-		}
-		return err
+		return n.callLeader(ctx, rpcRestore, snapshot, "restore")
 	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: int64(len(snapshot))}
 	return n.raft.Restore(meta, bytes.NewReader(snapshot), timeLeft(ctx, time.Minute))
@@ -699,13 +680,18 @@ func (n *Node) RemoveServer(ctx context.Context, id string) error {
 	if n.IsLeader() {
 		return n.Remove(ctx, id)
 	}
+	body, _ := json.Marshal(map[string]string{"id": id})
+	return n.callLeader(ctx, rpcRemove, body, "remove the server")
+}
+
+// callLeader sends a request that only the leader may serve.
+func (n *Node) callLeader(ctx context.Context, path string, body []byte, what string) error {
 	_, addr := n.Leader()
 	if addr == "" {
-		return pool.Errorf(pool.CodeNoLeader, "no leader is known to remove the server through")
+		return pool.Errorf(pool.CodeNoLeader, "no leader is known to %s through", what)
 	}
-	body, _ := json.Marshal(map[string]string{"id": id})
 	var out struct{}
-	err := n.rpc.call(ctx, addr, rpcRemove, body, &out)
+	err := n.rpc.call(ctx, addr, path, body, &out)
 	var re *rpcError
 	if errors.As(err, &re) {
 		return &pool.Error{Code: re.Code, Msg: re.Message}

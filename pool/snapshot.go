@@ -2,6 +2,7 @@ package pool
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
@@ -73,7 +74,7 @@ func (s *State) WriteSnapshot(w io.Writer) error {
 	for _, id := range s.domains.ids {
 		order = append(order, id)
 	}
-	slices.SortFunc(order, func(a, b uint32) int { return cmpString(s.domains.names[a], s.domains.names[b]) })
+	slices.SortFunc(order, func(a, b uint32) int { return cmp.Compare(s.domains.names[a], s.domains.names[b]) })
 	rank := make([]uint32, len(s.domains.names))
 	fw.uvarint(uint64(len(order)))
 	for r, id := range order {
@@ -94,7 +95,7 @@ func (s *State) WriteSnapshot(w io.Writer) error {
 		for i := range c.slab {
 			byAddr = append(byAddr, int32(i))
 		}
-		slices.SortFunc(byAddr, func(a, b int32) int { return cmpU32(c.slab[a].addr, c.slab[b].addr) })
+		slices.SortFunc(byAddr, func(a, b int32) int { return cmp.Compare(c.slab[a].addr, c.slab[b].addr) })
 		prev := uint32(0)
 		for _, i := range byAddr {
 			m := &c.slab[i]
@@ -111,26 +112,6 @@ func (s *State) WriteSnapshot(w io.Writer) error {
 	fw.flush()
 	fw.flush() // the empty end frame
 	return fw.err
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func cmpU32(a, b uint32) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 type frameWriter struct {
