@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,14 +28,32 @@ type zeroFlagServer struct {
 	bin string
 	dir string
 	cmd *exec.Cmd
-	out *bytes.Buffer
+	out *syncBuffer
+}
+
+// syncBuffer collects a process's output while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 const zeroFlagURL = "http://127.0.0.1:7480"
 
 func startZeroFlag(t *testing.T, bin, dir string) *zeroFlagServer {
 	t.Helper()
-	z := &zeroFlagServer{t: t, bin: bin, dir: dir, out: &bytes.Buffer{}}
+	z := &zeroFlagServer{t: t, bin: bin, dir: dir, out: &syncBuffer{}}
 	z.cmd = exec.Command(bin, "serve")
 	z.cmd.Dir = dir
 	z.cmd.Env = cleanEnv()
