@@ -277,7 +277,14 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.raft, err = raft.NewRaft(rc, n.fsm, n.store, n.store, n.snaps, trans)
+	// Raft reads every entry back right after writing it, to replicate it
+	// (leader) and to apply it (everyone); the cache answers those reads
+	// from memory instead of a pread per entry.
+	logs, err := raft.NewLogCache(4096, n.store)
+	if err != nil {
+		return nil, err
+	}
+	n.raft, err = raft.NewRaft(rc, n.fsm, logs, n.store, n.snaps, trans)
 	if err != nil {
 		return nil, fmt.Errorf("starting Raft: %w", err)
 	}

@@ -137,13 +137,20 @@ func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Refuse garbage here, before it costs a log entry on every server.
-	if _, err := pool.DecodeCommand(body); err != nil {
+	ops, err := pool.DecodeCommand(body)
+	if err != nil {
 		writeRPCError(w, err)
+		return
+	}
+	if !n.IsLeader() {
+		writeRPCError(w, errNotLeader)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.WriteTimeout)
 	defer cancel()
-	results, err := n.applyLocal(ctx, body)
+	// Forwarded ops join the leader's own batches, so that writes arriving
+	// through every server share log entries.
+	results, err := n.Propose(ctx, ops)
 	if err != nil {
 		writeRPCError(w, err)
 		return
