@@ -55,6 +55,8 @@ type ServeCmd struct {
 	IgnoreDestinations []string      `help:"Prefixes: a name resolving into one is answered with its real addresses." env:"IPPOOL_IGNORE_DESTINATIONS" sep:","`
 	V6Prefix           string        `name:"v6-prefix" help:"A /96 ULA prefix; AAAA answers carry the pool address in its last 32 bits." env:"IPPOOL_V6_PREFIX"`
 	DNSTTL             time.Duration `name:"dns-ttl" help:"TTL of DNS answers." default:"60s" env:"IPPOOL_DNS_TTL"`
+	DNSCacheMinTTL     time.Duration `name:"dns-cache-min-ttl" help:"Upstream answers are cached at least this long." default:"5s" env:"IPPOOL_DNS_CACHE_MIN_TTL"`
+	DNSCacheMaxTTL     time.Duration `name:"dns-cache-max-ttl" help:"Upstream answers are cached at most this long." default:"1h" env:"IPPOOL_DNS_CACHE_MAX_TTL"`
 	DNSClientMap       string        `name:"dns-client-map" help:"File of 'prefix client-id' lines mapping query sources to client IDs." env:"IPPOOL_DNS_CLIENT_MAP"`
 	DNSRateLimit       float64       `name:"dns-rate-limit" help:"New allocations per second per DNS client (0: no limit)." default:"100" env:"IPPOOL_DNS_RATE_LIMIT"`
 	DNSBurst           int           `name:"dns-burst" help:"Burst of new allocations per DNS client." default:"200" env:"IPPOOL_DNS_BURST"`
@@ -132,6 +134,7 @@ func recordedID(dataDir string) string {
 func (c *ServeCmd) dnsConfig(log *slog.Logger) (dnsfront.Config, error) {
 	cfg := dnsfront.Config{
 		Addr: c.DNSAddr, Domains: c.DNSDomains, Upstreams: c.DNSUpstream, TTL: c.DNSTTL, ClientMap: c.DNSClientMap,
+		CacheMinTTL: c.DNSCacheMinTTL, CacheMaxTTL: c.DNSCacheMaxTTL,
 		RateLimit: c.DNSRateLimit, Burst: c.DNSBurst, Logger: log,
 	}
 	for _, s := range c.IgnoreDestinations {
