@@ -263,9 +263,12 @@ func Start(cfg Config) (*Node, error) {
 	rc.HeartbeatTimeout = cfg.RaftTimeout
 	rc.ElectionTimeout = cfg.RaftTimeout
 	rc.LeaderLeaseTimeout = cfg.RaftTimeout / 2
-	// Followers learn the commit index from the next AppendEntries; a short
-	// commit timeout bounds how long a read barrier waits for it.
-	rc.CommitTimeout = 5 * time.Millisecond
+	// Followers learn the commit index from the next AppendEntries, sent
+	// within one to two commit timeouts of the last: that bounds how long a
+	// read barrier on a follower waits after a quiet write. Measured on a
+	// 3-server cluster here: 5ms costs an idle leader 12% of a core, 20ms
+	// 5% but 20-40ms barriers; 10ms is the middle.
+	rc.CommitTimeout = 10 * time.Millisecond
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
 	rc.SnapshotInterval = cfg.SnapshotInterval
 	rc.TrailingLogs = cfg.TrailingLogs
