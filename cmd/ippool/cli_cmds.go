@@ -60,11 +60,10 @@ func (c *AllocCmd) Help() string {
 }
 
 func (c *AllocCmd) Run(cli *CLI) error {
-	cl, err := cli.client()
+	cl, ctx, cancel, err := cli.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := cli.context()
 	defer cancel()
 	m, err := cl.Alloc(ctx, c.Client, c.Domain)
 	if err != nil {
@@ -93,11 +92,10 @@ func (c *LookupCmd) Run(cli *CLI) error {
 	if err != nil {
 		return fmt.Errorf("%q is not an IP address", c.IP)
 	}
-	cl, err := cli.client()
+	cl, ctx, cancel, err := cli.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := cli.context()
 	defer cancel()
 	m, err := cl.Lookup(ctx, c.Client, ip)
 	if errors.Is(err, pool.ErrNotFound) {
@@ -125,11 +123,10 @@ func (c *ReleaseCmd) Help() string {
 }
 
 func (c *ReleaseCmd) Run(cli *CLI) error {
-	cl, err := cli.client()
+	cl, ctx, cancel, err := cli.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := cli.context()
 	defer cancel()
 	if c.Domain == "" {
 		n, err := cl.ReleaseClient(ctx, c.Client)
@@ -176,11 +173,10 @@ func (c *ListCmd) Help() string {
 }
 
 func (c *ListCmd) Run(cli *CLI) error {
-	cl, err := cli.client()
+	cl, ctx, cancel, err := cli.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := cli.context()
 	defer cancel()
 	ms, err := cl.List(ctx, c.Client, c.Consistent)
 	if err != nil {
@@ -243,11 +239,10 @@ func (c *ClusterStatusCmd) Help() string {
 }
 
 func (c *ClusterStatusCmd) Run(cli *CLI) error {
-	cl, err := cli.client()
+	cl, ctx, cancel, err := cli.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := cli.context()
 	defer cancel()
 	st, err := cl.Cluster(ctx)
 	if err != nil {
@@ -302,11 +297,10 @@ func (c *ClusterRemoveCmd) Help() string {
 }
 
 func (c *ClusterRemoveCmd) Run(cli *CLI) error {
-	cl, err := cli.client()
+	cl, ctx, cancel, err := cli.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := cli.context()
 	defer cancel()
 	if err := cl.RemoveServer(ctx, c.ID); err != nil {
 		return err
@@ -328,11 +322,10 @@ type PoolShowCmd struct {
 func (c *PoolShowCmd) Help() string { return "Example:\n\n    ippool pool show" }
 
 func (c *PoolShowCmd) Run(cli *CLI) error {
-	cl, err := cli.client()
+	cl, ctx, cancel, err := cli.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := cli.context()
 	defer cancel()
 	p, err := cl.Pool(ctx)
 	if err != nil {
@@ -373,11 +366,10 @@ func (c *PoolSetCmd) Run(cli *CLI) error {
 	if c.Lifetime != nil && *c.Lifetime <= 0 {
 		return fmt.Errorf("--lifetime %v is not positive", *c.Lifetime)
 	}
-	cl, err := cli.client()
+	cl, ctx, cancel, err := cli.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := cli.context()
 	defer cancel()
 	p, err := cl.Pool(ctx)
 	if err != nil {

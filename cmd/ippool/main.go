@@ -109,6 +109,17 @@ func (cli *CLI) client() (*client.Client, error) {
 	return client.New(cli.Addr...)
 }
 
+// connect returns a client of the configured servers and a context bounded
+// by --timeout, the prologue of every verb that talks to a server.
+func (cli *CLI) connect() (*client.Client, context.Context, context.CancelFunc, error) {
+	cl, err := cli.client()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := cli.context()
+	return cl, ctx, cancel, nil
+}
+
 // context ends on --timeout or on Ctrl-C, whichever first, so a command
 // against an unreachable cluster gives up instead of hanging.
 func (cli *CLI) context() (context.Context, context.CancelFunc) {

@@ -109,11 +109,10 @@ func (c *SnapshotSaveCmd) Help() string {
 }
 
 func (c *SnapshotSaveCmd) Run(cli *CLI) error {
-	cl, err := cli.client()
+	cl, ctx, cancel, err := cli.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := cli.context()
 	defer cancel()
 	info, body, err := cl.OpenSnapshot(ctx)
 	if err != nil {
@@ -179,11 +178,10 @@ func (c *SnapshotRestoreCmd) Run(cli *CLI) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", c.File, err)
 	}
-	cl, err := cli.client()
+	cl, ctx, cancel, err := cli.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := cli.context()
 	defer cancel()
 	// A section of the file, not the file: it can be read again from its
 	// start if the request has to go to another server.
