@@ -184,3 +184,16 @@ func indexOf(s, sub string) int {
 	}
 	return -1
 }
+
+func TestDataDirInUseIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	n, err := Start(Config{ID: "one", DataDir: dir, ClusterAddr: freeAddr(t), Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown()
+	_, err = Start(Config{ID: "one", DataDir: dir, ClusterAddr: freeAddr(t), Logger: testLogger(t)})
+	if err == nil || !contains(err.Error(), "in use by another ippool process") {
+		t.Fatalf("second server on the same data dir: %v", err)
+	}
+}

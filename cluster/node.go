@@ -23,6 +23,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -167,6 +168,7 @@ type Node struct {
 	// everything before its own first entry: its commit index is current.
 	readyTerm atomic.Uint64
 
+	lock     *os.File
 	fatal    chan error
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -200,7 +202,13 @@ func Start(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	n.lock = lock
 	if err := n.checkRecord(); err != nil {
+		lock.Close()
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", cfg.ClusterAddr)
@@ -324,6 +332,21 @@ func (n *Node) fail(err error) {
 	case n.fatal <- err:
 	default:
 	}
+}
+
+// lockDataDir takes an exclusive lock on the data dir, so a second server
+// pointed at it fails at once instead of waiting forever on the log store's
+// own lock (or, worse, sharing its files).
+func lockDataDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("data dir %s is in use by another ippool process (%v)", dir, err)
+	}
+	return f, nil
 }
 
 // checkRecord compares the flags with what the data dir remembers.
@@ -672,6 +695,9 @@ func (n *Node) closeAll() {
 	}
 	if n.meta != nil {
 		n.meta.Close()
+	}
+	if n.lock != nil {
+		n.lock.Close()
 	}
 }
 
