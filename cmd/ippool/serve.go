@@ -202,7 +202,7 @@ func (c *ServeCmd) Run(cli *CLI) error {
 		registerDNSMetrics(reg, dns)
 	}
 
-	httpSrv := &http.Server{Handler: httpapi.Handler(svc, reg, log, httpapi.Options{Pprof: c.Pprof}), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	httpSrv := &http.Server{Handler: httpapi.Handler(svc, reg, log, httpapi.Options{Pprof: c.Pprof}), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- httpSrv.Serve(httpLn) }()
 
