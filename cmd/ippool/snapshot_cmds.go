@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ippool/ippool/cluster"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -152,11 +153,18 @@ func (c *SnapshotSaveCmd) Run(cli *CLI) error {
 }
 
 type SnapshotRestoreCmd struct {
-	File string `arg:"" help:"Backup (or raw snapshot) to restore."`
+	File        string `arg:"" help:"Backup (or raw snapshot) to restore."`
+	DataDir     string `help:"Seed this new, empty data dir offline instead of restoring a running cluster."`
+	ID          string `help:"With --data-dir: the ID the seeded server will run with."`
+	ClusterAddr string `help:"With --data-dir: the cluster address the seeded server will run with." default:"127.0.0.1:7481"`
 }
 
 func (c *SnapshotRestoreCmd) Help() string {
-	return "Every server's state is replaced: mappings made since the backup are lost. Example:\n\n    ippool snapshot restore ippool-2025-01-02.backup"
+	return "Online (default): every server's state is replaced; mappings made since the backup are lost.\n" +
+		"Offline (--data-dir): seeds a new data dir; start `ippool serve` on it with the same --id and\n" +
+		"--cluster-addr, then join more servers to it. Examples:\n\n" +
+		"    ippool snapshot restore ippool-2025-01-02.backup\n" +
+		"    ippool snapshot restore --data-dir /var/lib/ippool --id s1 --cluster-addr 10.0.0.1:7481 ippool-2025-01-02.backup"
 }
 
 func (c *SnapshotRestoreCmd) Run(cli *CLI) error {
@@ -177,6 +185,20 @@ func (c *SnapshotRestoreCmd) Run(cli *CLI) error {
 	h, off, err := readBackupHeader(bufio.NewReaderSize(io.NewSectionReader(f, 0, fi.Size()), maxHeader+16))
 	if err != nil {
 		return fmt.Errorf("%s: %w", c.File, err)
+	}
+	if c.DataDir != "" {
+		if c.ID == "" {
+			return fmt.Errorf("--data-dir needs --id, the server ID the seeded data dir will run with")
+		}
+		raw, err := io.ReadAll(io.NewSectionReader(f, int64(off), fi.Size()-int64(off)))
+		if err != nil {
+			return err
+		}
+		if err := cluster.SeedDataDir(c.DataDir, c.ID, c.ClusterAddr, raw); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "seeded %s from %s; start it with: ippool serve --data-dir %s --id %s --cluster-addr %s\n", c.DataDir, c.File, c.DataDir, c.ID, c.ClusterAddr)
+		return nil
 	}
 	cl, ctx, cancel, err := cli.connect()
 	if err != nil {
