@@ -197,3 +197,58 @@ func TestDataDirInUseIsRefused(t *testing.T) {
 		t.Fatalf("second server on the same data dir: %v", err)
 	}
 }
+
+// TestJoinRunningClusterAndRemove adds a fourth server with --join alone; it
+// must become a voter, catch up, and leave again when removed.
+func TestJoinRunningClusterAndRemove(t *testing.T) {
+	tc := startCluster(t, 3, nil)
+	leader := tc.waitReady(3)
+	ctx := context.Background()
+	res, err := leader.Propose(ctx, []pool.Op{allocOp(leader, "c", "before-join.example")})
+	if err != nil || res[0].Err != nil {
+		t.Fatal(err, res)
+	}
+	// Join through a follower: it finds the leader and asks it.
+	var via string
+	for i, n := range tc.nodes {
+		if n != leader {
+			via = tc.cfgs[i].ClusterAddr
+			break
+		}
+	}
+	cfg := Config{ID: "s4", DataDir: t.TempDir(), ClusterAddr: freeAddr(t), Join: []string{via}, Logger: testLogger(t), RaftTimeout: 300 * time.Millisecond}
+	joiner, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.nodes, tc.cfgs = append(tc.nodes, joiner), append(tc.cfgs, cfg)
+	tc.waitReady(4)
+	if err := joiner.ReadBarrier(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var ok bool
+	joiner.Read(func(s *pool.State) { _, ok = s.Get("c", "before-join.example") })
+	if !ok {
+		t.Fatal("the joined server did not catch up")
+	}
+	// Remove it through a server that is not the leader.
+	if err := tc.nodes[(indexOfNode(tc.nodes, leader)+1)%3].RemoveServer(ctx, "s4"); err != nil {
+		t.Fatal(err)
+	}
+	f := leader.raft.GetConfiguration()
+	if err := f.Error(); err != nil || len(f.Configuration().Servers) != 3 {
+		t.Fatalf("after removal the configuration has %d servers (%v)", len(f.Configuration().Servers), err)
+	}
+	if err := leader.RemoveServer(ctx, "nobody"); !errors.Is(err, pool.ErrNotFound) {
+		t.Fatalf("removing an unknown server: %v", err)
+	}
+}
+
+func indexOfNode(nodes []*Node, n *Node) int {
+	for i, m := range nodes {
+		if m == n {
+			return i
+		}
+	}
+	return -1
+}
