@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -167,22 +168,9 @@ func TestRestartWithDifferentPoolIsRefused(t *testing.T) {
 	other, _ := pool.ParseConfig("10.9.0.0/24", "", time.Hour)
 	cfg.Pool = &other
 	_, err = Start(cfg)
-	if err == nil || !contains(err.Error(), "10.0.0.0/24") || !contains(err.Error(), "10.9.0.0/24") {
+	if err == nil || !strings.Contains(err.Error(), "10.0.0.0/24") || !strings.Contains(err.Error(), "10.9.0.0/24") {
 		t.Fatalf("restart with another pool: %v; want an error naming both pools", err)
 	}
-}
-
-func contains(s, sub string) bool {
-	return len(s) >= len(sub) && (s == sub || len(sub) == 0 || indexOf(s, sub) >= 0)
-}
-
-func indexOf(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
 }
 
 func TestDataDirInUseIsRefused(t *testing.T) {
@@ -193,7 +181,7 @@ func TestDataDirInUseIsRefused(t *testing.T) {
 	}
 	defer n.Shutdown()
 	_, err = Start(Config{ID: "one", DataDir: dir, ClusterAddr: freeAddr(t), Logger: testLogger(t)})
-	if err == nil || !contains(err.Error(), "in use by another ippool process") {
+	if err == nil || !strings.Contains(err.Error(), "in use by another ippool process") {
 		t.Fatalf("second server on the same data dir: %v", err)
 	}
 }
