@@ -251,3 +251,34 @@ func indexOfNode(nodes []*Node, n *Node) int {
 	}
 	return -1
 }
+
+// TestUndecodableEntryIsRefusedOnEveryServer commits garbage straight into
+// the Raft log, past the forwarding checks: every server must answer it with
+// an error and go on applying what follows (S10).
+func TestUndecodableEntryIsRefusedOnEveryServer(t *testing.T) {
+	tc := startCluster(t, 3, nil)
+	leader := tc.waitReady(3)
+	f := leader.raft.Apply([]byte(`{"Name":"checkoutAddr","Args":"garbage"}`), time.Second)
+	if err := f.Error(); err != nil {
+		t.Fatal(err)
+	}
+	resp, ok := f.Response().(applyResponse)
+	if !ok || !errors.Is(resp.err, pool.ErrBadCommand) {
+		t.Fatalf("garbage entry answered %#v", f.Response())
+	}
+	ctx := context.Background()
+	res, err := leader.Propose(ctx, []pool.Op{allocOp(leader, "c", "after-garbage.example")})
+	if err != nil || res[0].Err != nil {
+		t.Fatalf("write after the garbage entry: %v %v", err, res)
+	}
+	for _, n := range tc.nodes {
+		if err := n.ReadBarrier(ctx); err != nil {
+			t.Fatalf("%s: %v", n.ID(), err)
+		}
+		var ok bool
+		n.Read(func(s *pool.State) { _, ok = s.Get("c", "after-garbage.example") })
+		if !ok {
+			t.Fatalf("%s stopped applying after the garbage entry", n.ID())
+		}
+	}
+}
