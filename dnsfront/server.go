@@ -144,6 +144,7 @@ type Server struct {
 	ttl       uint32
 
 	udpClient, tcpClient *dns.Client
+	udpConns             connPool
 	cache                cache
 	flight               flight
 	stats                counters
@@ -221,6 +222,7 @@ func New(cfg Config, p Pool) (*Server, error) {
 		now:       cfg.Now,
 		ttl:       uint32(cfg.TTL / time.Second),
 		udpClient: &dns.Client{Net: "udp", Timeout: cfg.UpstreamTimeout, UDPSize: ednsUDPSize},
+		udpConns:  connPool{max: 64},
 		tcpClient: &dns.Client{Net: "tcp", Timeout: cfg.UpstreamTimeout},
 		cache:     cache{entries: make(map[cacheKey]*upstreamAnswer), max: cfg.CacheSize},
 		flight:    flight{calls: make(map[cacheKey]*flightCall)},
@@ -399,6 +401,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 		}
 	}
+	s.udpConns.closeAll()
 	return errors.Join(errs...)
 }
 
