@@ -4,6 +4,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -225,7 +226,7 @@ func (a *api) removeServer(w http.ResponseWriter, r *http.Request) {
 func (a *api) snapshot(w http.ResponseWriter, r *http.Request) {
 	node := a.svc.Node()
 	local := node.Local()
-	var buf writerBuffer
+	var buf bytes.Buffer
 	if err := a.svc.Snapshot(r.Context(), &buf); err != nil {
 		a.fail(w, err)
 		return
@@ -234,15 +235,8 @@ func (a *api) snapshot(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Ippool-Index", strconv.FormatUint(node.Local().Applied, 10))
 	w.Header().Set("X-Ippool-Term", strconv.FormatUint(local.Term, 10))
 	w.Header().Set("X-Ippool-Server", local.ID)
-	w.Header().Set("Content-Length", strconv.Itoa(len(buf.b)))
-	w.Write(buf.b)
-}
-
-type writerBuffer struct{ b []byte }
-
-func (w *writerBuffer) Write(p []byte) (int, error) {
-	w.b = append(w.b, p...)
-	return len(p), nil
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.Write(buf.Bytes())
 }
 
 func (a *api) restore(w http.ResponseWriter, r *http.Request) {

@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -375,6 +374,3 @@ func (s *Service) writeMarks() {
 		}
 	}
 }
-
-// String describes the service for logs.
-func (s *Service) String() string { return fmt.Sprintf("service on %s", s.node.ID()) }
