@@ -225,14 +225,16 @@ func (a *api) removeServer(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) snapshot(w http.ResponseWriter, r *http.Request) {
 	node := a.svc.Node()
-	local := node.Local()
 	var buf bytes.Buffer
 	if err := a.svc.Snapshot(r.Context(), &buf); err != nil {
 		a.fail(w, err)
 		return
 	}
+	// Read after the snapshot: the index is approximate (informational),
+	// but never older than the read barrier the snapshot waited for.
+	local := node.Local()
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("X-Ippool-Index", strconv.FormatUint(node.Local().Applied, 10))
+	w.Header().Set("X-Ippool-Index", strconv.FormatUint(local.Applied, 10))
 	w.Header().Set("X-Ippool-Term", strconv.FormatUint(local.Term, 10))
 	w.Header().Set("X-Ippool-Server", local.ID)
 	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
