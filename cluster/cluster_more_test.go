@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/ippool/ippool/pool"
 )
 
@@ -54,13 +56,15 @@ func TestMutualTLSRefusesAnotherCA(t *testing.T) {
 	if err := intruder.rpc.call(ctx, tc.cfgs[0].ClusterAddr, rpcInfo, nil, &inf); err == nil {
 		t.Fatal("a server with another CA's certificate got an answer from the cluster")
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for time.Now().Before(deadline) {
-		f := leader.raft.GetConfiguration()
-		if err := f.Error(); err == nil && len(f.Configuration().Servers) != 2 {
-			t.Fatalf("the cluster now has %d servers", len(f.Configuration().Servers))
-		}
-		time.Sleep(50 * time.Millisecond)
+	// One join round, run here rather than waited for: it must fail and
+	// leave the membership as it was.
+	self := raft.Server{ID: "intruder", Address: raft.ServerAddress(intruder.ClusterAddr()), Suffrage: raft.Voter}
+	if done, err := intruder.tryJoin(self); done || err == nil {
+		t.Fatalf("the intruder's join round: done=%v err=%v", done, err)
+	}
+	f := leader.raft.GetConfiguration()
+	if err := f.Error(); err != nil || len(f.Configuration().Servers) != 2 {
+		t.Fatalf("the cluster now has %d servers (%v)", len(f.Configuration().Servers), err)
 	}
 }
 
@@ -122,17 +126,11 @@ func TestFullClusterRestartKeepsMappings(t *testing.T) {
 	}
 	// Let every server compact its log, so the restart goes through a
 	// snapshot plus a log tail.
-	deadline := time.Now().Add(10 * time.Second)
 	for _, n := range tc.nodes {
-		for {
-			if snaps, _ := n.snaps.List(); len(snaps) > 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s took no snapshot", n.ID())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		eventually(t, 10*time.Second, n.ID()+" to take a snapshot", func() bool {
+			snaps, _ := n.snaps.List()
+			return len(snaps) > 0
+		})
 	}
 	tc.stopAll()
 	for i := range tc.nodes {
@@ -165,16 +163,10 @@ func TestRestartWithDifferentPoolIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, ok := n.PoolConfig(); ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("pool never configured")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually(t, 5*time.Second, "the pool to be configured", func() bool {
+		_, ok := n.PoolConfig()
+		return ok
+	})
 	n.Shutdown()
 	other, _ := pool.ParseConfig("10.9.0.0/24", "", time.Hour)
 	cfg.Pool = &other

@@ -366,7 +366,7 @@ func (n *Node) checkRecord() error {
 	if r.ID != n.cfg.ID {
 		return fmt.Errorf("data dir %s belongs to server %q, but --id is %q", n.cfg.DataDir, r.ID, n.cfg.ID)
 	}
-	if r.ClusterAddr != n.cfg.ClusterAddr && !portIsZero(n.cfg.ClusterAddr) {
+	if r.ClusterAddr != n.cfg.ClusterAddr {
 		return fmt.Errorf("data dir %s was used with --cluster-addr %s, but this start has %s; the other servers know it by the old address", n.cfg.DataDir, r.ClusterAddr, n.cfg.ClusterAddr)
 	}
 	if n.cfg.Pool != nil && r.Pool != "" {
@@ -376,13 +376,6 @@ func (n *Node) checkRecord() error {
 		}
 	}
 	return nil
-}
-
-// portIsZero reports a ":0" port, which tests use to pick a free
-// port; such a server cannot have a stable address to compare.
-func portIsZero(addr string) bool {
-	_, port, _ := net.SplitHostPort(addr)
-	return port == "0"
 }
 
 func (n *Node) writeRecord(r record) error {

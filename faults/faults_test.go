@@ -125,24 +125,17 @@ func TestFaultsShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real clusters")
 	}
-	var total Result
-	count := 0
+	var total Totals
 	for _, sc := range shortScenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			seed := *seedFlag
 			if seed == 0 {
 				seed = rand.Uint64()
 			}
-			r := runScenario(t, sc, seed)
-			total.Ops += r.Ops
-			total.Unknown += r.Unknown
-			total.Violations = append(total.Violations, r.Violations...)
-			total.Unavail = max(total.Unavail, r.Unavail)
-			count++
+			total.Add(runScenario(t, sc, seed))
 		})
 	}
-	t.Logf("SUMMARY: %d scenarios, %d operations checked (%d with unknown outcome), %d violations, longest write unavailability after healing %v",
-		count, total.Ops, total.Unknown, len(total.Violations), total.Unavail.Round(time.Millisecond))
+	t.Log(total.Summary("scenarios"))
 }
 
 // TestBadInput sends random and malformed HTTP requests, DNS packets and

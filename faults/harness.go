@@ -673,6 +673,26 @@ type Result struct {
 	Digest     string
 }
 
+// Totals sums the results of several runs for the suite's summary line.
+type Totals struct {
+	Result
+	Runs int
+}
+
+func (t *Totals) Add(r Result) {
+	t.Ops += r.Ops
+	t.Unknown += r.Unknown
+	t.Violations = append(t.Violations, r.Violations...)
+	t.Unavail = max(t.Unavail, r.Unavail)
+	t.Runs++
+}
+
+// Summary is the line the closing notes quote; what names the runs.
+func (t *Totals) Summary(what string) string {
+	return fmt.Sprintf("SUMMARY: %d %s, %d operations checked (%d with unknown outcome), %d violations, longest write unavailability after healing %v",
+		t.Runs, what, t.Ops, t.Unknown, len(t.Violations), t.Unavail.Round(time.Millisecond))
+}
+
 // Finish heals, measures write availability, stops the workers, reads every
 // client's mappings linearizably, and runs every check. Failures are
 // reported with t.Error and returned.

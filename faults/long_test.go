@@ -25,8 +25,7 @@ func TestFaultsLong(t *testing.T) {
 	}
 	t.Logf("master seed %d", master)
 	rng := rand.New(rand.NewPCG(master, 1))
-	var total Result
-	ran := 0
+	var total Totals
 	for i := range *schedules {
 		seed := rng.Uint64()
 		servers := 3
@@ -46,16 +45,10 @@ func TestFaultsLong(t *testing.T) {
 		}
 		t.Run("", func(t *testing.T) {
 			t.Logf("schedule %d: seed %d", i, seed)
-			r := runScenario(t, sc, seed)
-			total.Ops += r.Ops
-			total.Unknown += r.Unknown
-			total.Violations = append(total.Violations, r.Violations...)
-			total.Unavail = max(total.Unavail, r.Unavail)
-			ran++
+			total.Add(runScenario(t, sc, seed))
 		})
 	}
-	t.Logf("SUMMARY: %d schedules, %d operations checked (%d with unknown outcome), %d violations, longest write unavailability after healing %v",
-		ran, total.Ops, total.Unknown, len(total.Violations), total.Unavail.Round(time.Millisecond))
+	t.Log(total.Summary("schedules"))
 }
 
 // randomFault injects one fault chosen at random, and undoes it, except

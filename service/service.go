@@ -181,14 +181,15 @@ func (s *Service) Lookup(ctx context.Context, client string, addr netip.Addr, at
 		return pool.Mapping{}, pool.Errorf(pool.CodeInvalidAddress, "%v is not an IPv4 address", addr)
 	}
 	var m pool.Mapping
-	var ok, inPool bool
+	var ok, outside bool
 	s.node.Read(func(st *pool.State) {
 		m, ok = st.Lookup(client, addr)
-		inPool = st.Contains(addr)
+		_, configured := st.Config()
+		outside = configured && !st.Contains(addr)
 	})
 	result := "hit"
 	if !ok {
-		if _, configured := s.node.PoolConfig(); configured && !inPool {
+		if outside {
 			return pool.Mapping{}, pool.Errorf(pool.CodeInvalidAddress, "%v is outside the pool", addr)
 		}
 		if err := s.node.ReadBarrier(ctx); err != nil {
