@@ -27,8 +27,6 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
-
-	"github.com/ippool/ippool/client"
 )
 
 // BenchCmd is `ippool bench`.
@@ -243,7 +241,7 @@ func addr(v uint32) netip.Addr {
 
 // one runs one operation; it returns its kind and the error code, "" on
 // success. Ops that cannot draw on earlier allocations become new ones.
-func (r *run) one(ctx context.Context, cl *client.Client, rng *mrand.Rand) (opKind, string) {
+func (r *run) one(bc *benchConn, rng *mrand.Rand) (opKind, string) {
 	kind := r.mix.pick(rng.IntN(100))
 	k, ok := 0, false
 	if kind != opNew {
@@ -267,22 +265,26 @@ func (r *run) one(ctx context.Context, cl *client.Client, rng *mrand.Rand) (opKi
 	cid, dom := r.clientOf(k), r.domainOf(k)
 	switch kind {
 	case opNew, opRepeat:
-		m, err := cl.Alloc(ctx, cid, dom)
-		if err != nil {
-			return kind, client.Code(err)
+		m, code := bc.do("POST", "/v1/clients/"+cid+"/domains/"+dom)
+		if code != "" {
+			return kind, code
 		}
-		old := r.ips[k].Swap(u32(m.IP))
+		ip, err := netip.ParseAddr(m.IP)
+		if err != nil || !ip.Is4() {
+			return kind, "bad_answer"
+		}
+		old := r.ips[k].Swap(u32(ip))
 		// This run's names are its own, and far from expiry: an address
 		// that changed means an allocation was lost.
-		if kind == opRepeat && old != 0 && old != u32(m.IP) {
+		if kind == opRepeat && old != 0 && old != u32(ip) {
 			return kind, "ip_changed"
 		}
 		return kind, ""
 	default:
 		ip := addr(r.ips[k].Load())
-		m, err := cl.Lookup(ctx, cid, ip)
-		if err != nil {
-			return kind, client.Code(err)
+		m, code := bc.do("GET", "/v1/clients/"+cid+"/ips/"+ip.String())
+		if code != "" {
+			return kind, code
 		}
 		if m.Domain != dom {
 			return kind, "domain_mismatch"
@@ -341,12 +343,11 @@ func (c *BenchCmd) Run(cli *CLI) error {
 		rand.Read(b[:])
 		prefix = "r" + hex.EncodeToString(b[:])
 	}
-	clients := make([]*client.Client, len(cli.Addr))
-	for i, a := range cli.Addr {
-		// One Client per address: each worker stays on its server, and
-		// fails over on its own when that server goes away.
-		rest := append(append([]string{a}, cli.Addr[i+1:]...), cli.Addr[:i]...)
-		if clients[i], err = client.New(rest...); err != nil {
+	conns := make([]*benchConn, c.Concurrency)
+	for i := range conns {
+		// Workers are spread round robin over the servers; each stays on
+		// its own, and fails over on its own when that server goes away.
+		if conns[i], err = newBenchConn(cli.Addr, i, cli.Timeout); err != nil {
 			return err
 		}
 	}
@@ -374,20 +375,19 @@ func (c *BenchCmd) Run(cli *CLI) error {
 
 	var wg sync.WaitGroup
 	for i, w := range workers {
-		cl := clients[i%len(clients)]
+		bc := conns[i]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer bc.close()
 			for !r.stop.Load() {
 				if c.Ops > 0 && r.started.Add(1) > c.Ops {
 					return
 				}
-				opCtx, cancel := context.WithTimeout(ctx, cli.Timeout)
 				t0 := time.Now()
-				kind, code := r.one(opCtx, cl, w.rng)
+				kind, code := r.one(bc, w.rng)
 				d := time.Since(t0)
-				cancel()
-				if code == "canceled" && ctx.Err() != nil {
+				if ctx.Err() != nil {
 					return // interrupted by Ctrl-C: not the server's fault
 				}
 				w.ops[kind]++

@@ -1,7 +1,12 @@
 package main
 
 import (
+	"fmt"
 	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -146,4 +151,65 @@ func TestBenchValidate(t *testing.T) {
 			t.Errorf("%s: accepted %+v", name, c)
 		}
 	}
+}
+
+// TestBenchConn drives the bench's hand-written HTTP client against a real
+// net/http server: answers, error codes, a server that closes kept-alive
+// connections, and failing over when the first server is gone.
+func TestBenchConn(t *testing.T) {
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := calls.Add(1)
+		if n%3 == 0 {
+			// Answer, then close: the next request must reconnect.
+			w.Header().Set("Connection", "close")
+		}
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.Method == "POST" && r.URL.Path == "/v1/clients/c1/domains/a.example":
+			fmt.Fprint(w, `{"client":"c1","domain":"a.example","ip":"198.18.0.1"}`)
+		case r.Method == "GET" && r.URL.Path == "/v1/clients/c1/ips/198.18.0.1":
+			fmt.Fprint(w, `{"client":"c1","domain":"a.example","ip":"198.18.0.1"}`)
+		default:
+			w.WriteHeader(http.StatusConflict)
+			fmt.Fprint(w, `{"error":"exhausted","code":"pool_exhausted"}`)
+		}
+	}))
+	defer srv.Close()
+
+	dead := freeLoopbackAddr(t) // nothing listens here
+	bc, err := newBenchConn([]string{dead, srv.URL}, 0, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.close()
+	for i := range 20 {
+		ans, code := bc.do("POST", "/v1/clients/c1/domains/a.example")
+		if code != "" || ans.IP != "198.18.0.1" {
+			t.Fatalf("alloc %d: %+v %q", i, ans, code)
+		}
+		ans, code = bc.do("GET", "/v1/clients/c1/ips/198.18.0.1")
+		if code != "" || ans.Domain != "a.example" {
+			t.Fatalf("lookup %d: %+v %q", i, ans, code)
+		}
+		if _, code = bc.do("POST", "/v1/clients/c1/domains/full.example"); code != "pool_exhausted" {
+			t.Fatalf("error %d: code %q, want pool_exhausted", i, code)
+		}
+	}
+	if _, err := newBenchConn([]string{"ftp://x"}, 0, time.Second); err == nil {
+		t.Error("an ftp:// address was taken")
+	}
+	srv.Close()
+	if _, code := bc.do("POST", "/v1/clients/c1/domains/a.example"); code != "unreachable" {
+		t.Errorf("with every server gone: code %q, want unreachable", code)
+	}
+}
+
+func freeLoopbackAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
