@@ -181,3 +181,48 @@ func BenchmarkSnapshot(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkApplyBusy applies 32-op entries of new allocations to a state
+// that looks like a busy server's: 1M mappings and a full request-ID window,
+// so that the indexes, the heaps and the window miss the CPU caches as they
+// do in production rather than fitting in them as in BenchmarkApply.
+// Reported per op.
+func BenchmarkApplyBusy(b *testing.B) {
+	s := fill1M(b)
+	const batch = 32
+	var seq uint64
+	now := t0.Add(time.Hour)
+	mkEntry := func(n int) []byte {
+		ops := make([]Op, batch)
+		for i := range ops {
+			seq++
+			ops[i] = Op{Kind: OpAllocate, ID: RequestID{7, seq}, Time: now, Client: clientName(int(seq % 1000)), Domain: "busy" + strconv.FormatUint(seq, 10) + ".example.net"}
+		}
+		e, err := EncodeCommand(nil, ops)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return e
+	}
+	// Fill the request-ID window so every op also evicts an old ID.
+	for range defaultDedupSize/batch + 1 {
+		if _, err := s.Apply(mkEntry(batch)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	entries := make([][]byte, 256)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += batch {
+		if i%(len(entries)*batch) == 0 {
+			b.StopTimer()
+			for j := range entries {
+				entries[j] = mkEntry(batch)
+			}
+			b.StartTimer()
+		}
+		if _, err := s.Apply(entries[(i/batch)%len(entries)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
