@@ -158,6 +158,10 @@ type Node struct {
 	mux   *mux
 	rpc   *rpcClient
 	http  *http.Server
+	// fwd streams this server's writes to the leader; fwdConns are the
+	// streams other servers opened to this one.
+	fwd      *forwarder
+	fwdConns connSet
 
 	origin  uint64
 	seq     atomic.Uint64
@@ -227,6 +231,7 @@ func Start(cfg Config) (*Node, error) {
 		n.mux.localAddr = &net.TCPAddr{IP: tcp.IP}
 	}
 	n.rpc = newRPCClient(n.mux)
+	n.fwd = &forwarder{m: n.mux}
 
 	walDir := filepath.Join(cfg.DataDir, "raft")
 	if err := os.MkdirAll(walDir, 0o700); err != nil {
@@ -299,12 +304,22 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting Raft: %w", err)
 	}
-	n.batcher = newBatcher(n, 8)
+	n.batcher = newBatcher(n, leaderBatchSlots, forwardBatchSlots)
 	n.reads = &readIndexer{fetch: n.fetchReadIndex}
 	n.http = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 10 * time.Second}
 	rpcLn := newChanListener(n.mux, n.mux.rpcCh, ln.Addr())
 	n.goRun(func() { n.mux.serve() })
 	n.goRun(func() { n.http.Serve(rpcLn) })
+	fwdLn := newChanListener(n.mux, n.mux.fwdCh, ln.Addr())
+	n.goRun(func() {
+		for {
+			c, err := fwdLn.Accept()
+			if err != nil {
+				return
+			}
+			go n.serveForward(c)
+		}
+	})
 	n.goRun(n.watchLeadership)
 	n.goRun(func() { n.batcher.run(n.stop) })
 	if !hasState {
@@ -683,6 +698,10 @@ func (n *Node) closeAll() {
 	if n.rpc != nil {
 		n.rpc.close()
 	}
+	if n.fwd != nil {
+		n.fwd.close()
+	}
+	n.fwdConns.closeAll()
 	if n.store != nil {
 		n.store.Close()
 	}

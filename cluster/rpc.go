@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -17,13 +15,12 @@ import (
 	"github.com/ippool/ippool/pool"
 )
 
-// The cluster's own requests travel as HTTP/1.1 over the mux's RPC
-// connections: servers forward writes to the leader, ask it for a read index,
-// and ask to join. Only servers holding a certificate from the cluster CA get
+// The cluster's own requests, other than forwarded writes (forward.go),
+// travel as HTTP/1.1 over the mux's RPC connections: servers ask the leader
+// for a read index, ask to join, and so on. Only servers holding a certificate from the cluster CA get
 // this far when TLS is on.
 const (
 	rpcInfo      = "/internal/v1/info"
-	rpcApply     = "/internal/v1/apply"
 	rpcReadIndex = "/internal/v1/readindex"
 	rpcJoin      = "/internal/v1/join"
 	rpcStatus    = "/internal/v1/status"
@@ -32,6 +29,7 @@ const (
 
 	maxRestoreBody = 4 << 30
 
+	// maxApplyBody bounds a forwarded command entry.
 	maxApplyBody = 16 << 20
 )
 
@@ -56,13 +54,6 @@ type Peer struct {
 	Addr string `json:"addr"`
 }
 
-type wireResult struct {
-	Addr  string    `json:"addr,omitempty"`
-	Count int       `json:"count,omitempty"`
-	Code  pool.Code `json:"code,omitempty"`
-	Error string    `json:"error,omitempty"`
-}
-
 type rpcError struct {
 	Code    pool.Code `json:"code"`
 	Message string    `json:"error"`
@@ -84,7 +75,6 @@ func (n *Node) rpcHandler() http.Handler {
 	mux.HandleFunc("GET "+rpcInfo, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.info())
 	})
-	mux.HandleFunc("POST "+rpcApply, n.handleApply)
 	mux.HandleFunc("POST "+rpcReadIndex, func(w http.ResponseWriter, r *http.Request) {
 		idx, err := n.leaderReadIndex(r.Context())
 		if err != nil {
@@ -128,44 +118,6 @@ func (n *Node) rpcHandler() http.Handler {
 		writeJSON(w, http.StatusOK, n.statusInfo())
 	})
 	return mux
-}
-
-func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxApplyBody))
-	if err != nil {
-		writeRPCError(w, pool.Errorf(pool.CodeBadCommand, "reading the forwarded command: %v", err))
-		return
-	}
-	// Refuse garbage here, before it costs a log entry on every server.
-	ops, err := pool.DecodeCommand(body)
-	if err != nil {
-		writeRPCError(w, err)
-		return
-	}
-	if !n.IsLeader() {
-		writeRPCError(w, errNotLeader)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.WriteTimeout)
-	defer cancel()
-	// Forwarded ops join the leader's own batches, so that writes arriving
-	// through every server share log entries.
-	results, err := n.Propose(ctx, ops)
-	if err != nil {
-		writeRPCError(w, err)
-		return
-	}
-	out := make([]wireResult, len(results))
-	for i, res := range results {
-		if res.Addr.IsValid() {
-			out[i].Addr = res.Addr.String()
-		}
-		out[i].Count = res.Count
-		if res.Err != nil {
-			out[i].Code, out[i].Error = pool.CodeOf(res.Err), res.Err.Error()
-		}
-	}
-	writeJSON(w, http.StatusOK, out)
 }
 
 func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
@@ -231,15 +183,7 @@ func (e *rpcError) Is(target error) bool {
 }
 
 func writeRPCError(w http.ResponseWriter, err error) {
-	var re *rpcError
-	switch {
-	case errors.As(err, &re):
-	case errors.As(err, new(errRetry)):
-		re = &rpcError{Code: pool.CodeNoLeader, Message: err.Error(), Retry: true}
-	default:
-		re = &rpcError{Code: pool.CodeOf(err), Message: err.Error()}
-	}
-	writeJSON(w, http.StatusConflict, re)
+	writeJSON(w, http.StatusConflict, asRPCError(err))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -295,22 +239,4 @@ func (c *rpcClient) call(ctx context.Context, addr, path string, body []byte, ou
 		return &re
 	}
 	return dec.Decode(out)
-}
-
-func decodeResults(wire []wireResult) ([]pool.Result, error) {
-	out := make([]pool.Result, len(wire))
-	for i, w := range wire {
-		if w.Addr != "" {
-			a, err := netip.ParseAddr(w.Addr)
-			if err != nil {
-				return nil, fmt.Errorf("leader sent a bad address %q", w.Addr)
-			}
-			out[i].Addr = a
-		}
-		out[i].Count = w.Count
-		if w.Code != "" {
-			out[i].Err = &pool.Error{Code: w.Code, Msg: w.Error}
-		}
-	}
-	return out, nil
 }

@@ -15,8 +15,9 @@ import (
 // One cluster address carries all server-to-server traffic. Every connection
 // opens with one byte that says what follows, like Consul's RPC port.
 const (
-	protoRaft byte = 'R'
-	protoRPC  byte = 'C'
+	protoRaft    byte = 'R'
+	protoRPC     byte = 'C'
+	protoForward byte = 'F'
 )
 
 // mux accepts connections on the cluster address, completes TLS when it is
@@ -27,6 +28,7 @@ type mux struct {
 	tls    *tls.Config // nil: plain TCP
 	raftCh chan net.Conn
 	rpcCh  chan net.Conn
+	fwdCh  chan net.Conn
 	done   chan struct{}
 	once   sync.Once
 	log    func(msg string, args ...any)
@@ -36,7 +38,7 @@ type mux struct {
 }
 
 func newMux(ln net.Listener, tlsConf *tls.Config, log func(string, ...any)) *mux {
-	return &mux{ln: ln, tls: tlsConf, raftCh: make(chan net.Conn), rpcCh: make(chan net.Conn), done: make(chan struct{}), log: log}
+	return &mux{ln: ln, tls: tlsConf, raftCh: make(chan net.Conn), rpcCh: make(chan net.Conn), fwdCh: make(chan net.Conn), done: make(chan struct{}), log: log}
 }
 
 func (m *mux) serve() {
@@ -83,6 +85,8 @@ func (m *mux) handshake(c net.Conn) {
 		ch = m.raftCh
 	case protoRPC:
 		ch = m.rpcCh
+	case protoForward:
+		ch = m.fwdCh
 	default:
 		m.log("refused a cluster connection with an unknown protocol byte", "remote", c.RemoteAddr(), "byte", b[0])
 		c.Close()

@@ -1,0 +1,448 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/ippool/ippool/pool"
+)
+
+// A follower streams the write batches it forwards to the leader over one
+// long-lived cluster connection (protocol byte 'F') instead of one HTTP
+// request each: under load most writes arrive at followers, and an HTTP/JSON
+// exchange per batch cost as much CPU as the leader's whole Raft round.
+//
+// Both directions carry frames: a 4-byte big-endian length, then an 8-byte
+// sequence number the answer repeats, then the body. A request's body is a
+// command entry as pool.EncodeCommand writes it; an answer's body is
+// encodeForwardAnswer's. Answers come back in any order.
+const (
+	frameHeader = 4 + 8
+	// maxAnswer bounds an answer frame: a result is at most a few bytes
+	// plus an error message.
+	maxAnswer = 64 << 20
+)
+
+func writeFrame(w *bufio.Writer, seq uint64, body []byte) error {
+	var h [frameHeader]byte
+	binary.BigEndian.PutUint32(h[:4], uint32(8+len(body)))
+	binary.BigEndian.PutUint64(h[4:], seq)
+	w.Write(h[:])
+	w.Write(body)
+	return w.Flush()
+}
+
+// readFrame reads one frame whose body is at most limit bytes.
+func readFrame(r *bufio.Reader, limit int) (uint64, []byte, error) {
+	var h [frameHeader]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return 0, nil, err
+	}
+	n := int(binary.BigEndian.Uint32(h[:4]))
+	if n < 8 || n-8 > limit {
+		return 0, nil, fmt.Errorf("forwarding frame of %d bytes is out of bounds", n)
+	}
+	body := make([]byte, n-8)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, nil, err
+	}
+	return binary.BigEndian.Uint64(h[4:]), body, nil
+}
+
+// Answer bodies start with one of these.
+const (
+	answerResults byte = 1
+	answerError   byte = 2
+)
+
+// Flags of one result in an answer.
+const (
+	resultAddr   byte = 1 << 0
+	resultErr    byte = 1 << 1
+	resultReused byte = 1 << 2
+)
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// encodeForwardAnswer renders the leader's answer to one forwarded batch:
+// a result per op, or the error that failed the whole batch.
+func encodeForwardAnswer(results []pool.Result, err error) []byte {
+	if err != nil {
+		re := asRPCError(err)
+		b := []byte{answerError, 0}
+		if re.Retry {
+			b[1] = 1
+		}
+		b = appendString(b, string(re.Code))
+		return appendString(b, re.Message)
+	}
+	b := make([]byte, 0, 2+8*len(results))
+	b = append(b, answerResults)
+	b = binary.AppendUvarint(b, uint64(len(results)))
+	for _, r := range results {
+		var flags byte
+		if r.Addr.Is4() {
+			flags |= resultAddr
+		}
+		if r.Err != nil {
+			flags |= resultErr
+		}
+		if r.Reused {
+			flags |= resultReused
+		}
+		b = append(b, flags)
+		if flags&resultAddr != 0 {
+			a := r.Addr.As4()
+			b = append(b, a[:]...)
+		}
+		b = binary.AppendUvarint(b, uint64(max(r.Count, 0)))
+		if flags&resultErr != 0 {
+			b = appendString(b, string(pool.CodeOf(r.Err)))
+			b = appendString(b, r.Err.Error())
+		}
+	}
+	return b
+}
+
+// answerDecoder reads an answer body, refusing anything malformed: a
+// leader's bytes are trusted no more than a client's.
+type answerDecoder struct {
+	b   []byte
+	err error
+}
+
+func (d *answerDecoder) byte() byte {
+	if d.err != nil || len(d.b) < 1 {
+		d.fail()
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+func (d *answerDecoder) uvarint(limit uint64) uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 || v > limit {
+		d.fail()
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *answerDecoder) string() string {
+	n := d.uvarint(maxAnswer)
+	if d.err == nil && n > uint64(len(d.b)) {
+		d.fail()
+	}
+	if d.err != nil {
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+func (d *answerDecoder) fail() {
+	if d.err == nil {
+		d.err = errors.New("malformed forwarding answer from the leader")
+	}
+}
+
+// decodeForwardAnswer returns the results of a batch of want ops, or the
+// leader's error for the batch (an *rpcError).
+func decodeForwardAnswer(body []byte, want int) ([]pool.Result, error) {
+	d := &answerDecoder{b: body}
+	switch d.byte() {
+	case answerError:
+		re := &rpcError{Retry: d.byte() == 1}
+		re.Code = pool.Code(d.string())
+		re.Message = d.string()
+		if d.err != nil || len(d.b) != 0 {
+			return nil, errors.New("malformed forwarding answer from the leader")
+		}
+		return nil, re
+	case answerResults:
+	default:
+		return nil, errors.New("malformed forwarding answer from the leader")
+	}
+	n := d.uvarint(uint64(want))
+	if d.err == nil && n != uint64(want) {
+		return nil, fmt.Errorf("the leader answered %d results for %d ops", n, want)
+	}
+	out := make([]pool.Result, n)
+	for i := range out {
+		flags := d.byte()
+		if flags&^(resultAddr|resultErr|resultReused) != 0 {
+			d.fail()
+		}
+		if flags&resultAddr != 0 {
+			if d.err != nil || len(d.b) < 4 {
+				d.fail()
+				break
+			}
+			out[i].Addr = netip.AddrFrom4([4]byte(d.b[:4]))
+			d.b = d.b[4:]
+		}
+		out[i].Count = int(d.uvarint(1 << 31))
+		out[i].Reused = flags&resultReused != 0
+		if flags&resultErr != 0 {
+			code := pool.Code(d.string())
+			out[i].Err = &pool.Error{Code: code, Msg: d.string()}
+		}
+		if d.err != nil {
+			break
+		}
+	}
+	if d.err != nil || len(d.b) != 0 {
+		return nil, errors.New("malformed forwarding answer from the leader")
+	}
+	return out, nil
+}
+
+// asRPCError is how an error travels back to the server that forwarded.
+func asRPCError(err error) *rpcError {
+	var re *rpcError
+	switch {
+	case errors.As(err, &re):
+		return re
+	case errors.As(err, new(errRetry)):
+		return &rpcError{Code: pool.CodeNoLeader, Message: err.Error(), Retry: true}
+	}
+	return &rpcError{Code: pool.CodeOf(err), Message: err.Error()}
+}
+
+// serveForward answers one follower's forwarding connection. Each batch is
+// proposed on its own goroutine, so it joins whatever batch this leader is
+// gathering while the connection reads the next one.
+func (n *Node) serveForward(c net.Conn) {
+	if !n.fwdConns.add(c) {
+		c.Close()
+		return
+	}
+	defer n.fwdConns.remove(c)
+	br := bufio.NewReaderSize(c, 64<<10)
+	bw := bufio.NewWriterSize(c, 16<<10)
+	var wmu sync.Mutex
+	for {
+		seq, body, err := readFrame(br, maxApplyBody)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				n.log.Debug("forwarding connection closed", "remote", c.RemoteAddr(), "err", err)
+			}
+			return
+		}
+		go func() {
+			results, err := n.applyForwarded(body)
+			answer := encodeForwardAnswer(results, err)
+			wmu.Lock()
+			defer wmu.Unlock()
+			c.SetWriteDeadline(time.Now().Add(n.cfg.WriteTimeout))
+			if err := writeFrame(bw, seq, answer); err != nil {
+				c.Close()
+			}
+		}()
+	}
+}
+
+func (n *Node) applyForwarded(entry []byte) ([]pool.Result, error) {
+	// Refuse garbage here, before it costs a log entry on every server.
+	ops, err := pool.DecodeCommand(entry)
+	if err != nil {
+		return nil, err
+	}
+	if !n.IsLeader() {
+		return nil, errNotLeader
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.WriteTimeout)
+	defer cancel()
+	// Forwarded ops join the leader's own batches, so that writes arriving
+	// through every server share log entries.
+	return n.Propose(ctx, ops)
+}
+
+// connSet tracks open connections so that shutdown can close them.
+type connSet struct {
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+func (s *connSet) add(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = map[net.Conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *connSet) remove(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	c.Close()
+}
+
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for c := range s.conns {
+		c.Close()
+	}
+}
+
+// forwarder is a follower's end: one connection to the current leader,
+// redialed when the leader changes or the connection fails.
+type forwarder struct {
+	m      *mux
+	mu     sync.Mutex
+	conn   *fwdConn
+	closed bool
+}
+
+type fwdConn struct {
+	addr string
+	c    net.Conn
+
+	wmu sync.Mutex
+	bw  *bufio.Writer
+
+	mu      sync.Mutex
+	seq     uint64
+	pending map[uint64]chan fwdAnswer
+	err     error // set once the connection is dead
+}
+
+type fwdAnswer struct {
+	body []byte
+	err  error
+}
+
+// conn returns a live connection to addr, dialing one if needed.
+func (f *forwarder) get(addr string, timeout time.Duration) (*fwdConn, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil, errShutdown
+	}
+	if fc := f.conn; fc != nil {
+		if fc.addr == addr && fc.alive() {
+			return fc, nil
+		}
+		fc.fail(errors.New("the leader changed"))
+		f.conn = nil
+	}
+	c, err := f.m.dial(addr, protoForward, timeout)
+	if err != nil {
+		return nil, err
+	}
+	fc := &fwdConn{addr: addr, c: c, bw: bufio.NewWriterSize(c, 64<<10), pending: map[uint64]chan fwdAnswer{}}
+	go fc.readAnswers()
+	f.conn = fc
+	return fc, nil
+}
+
+func (f *forwarder) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	if f.conn != nil {
+		f.conn.fail(errShutdown)
+		f.conn = nil
+	}
+}
+
+func (fc *fwdConn) alive() bool {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return fc.err == nil
+}
+
+// fail closes the connection and fails every batch waiting on it; their
+// request IDs make the retry that follows safe.
+func (fc *fwdConn) fail(err error) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if fc.err != nil {
+		return
+	}
+	fc.err = err
+	fc.c.Close()
+	for seq, ch := range fc.pending {
+		ch <- fwdAnswer{err: err}
+		delete(fc.pending, seq)
+	}
+}
+
+func (fc *fwdConn) readAnswers() {
+	br := bufio.NewReaderSize(fc.c, 64<<10)
+	for {
+		seq, body, err := readFrame(br, maxAnswer)
+		if err != nil {
+			fc.fail(fmt.Errorf("forwarding connection to %s: %w", fc.addr, err))
+			return
+		}
+		fc.mu.Lock()
+		ch, ok := fc.pending[seq]
+		delete(fc.pending, seq)
+		fc.mu.Unlock()
+		if ok {
+			ch <- fwdAnswer{body: body}
+		}
+	}
+}
+
+// call sends one entry and waits for the leader's answer body.
+func (fc *fwdConn) call(ctx context.Context, entry []byte) ([]byte, error) {
+	ch := make(chan fwdAnswer, 1)
+	fc.mu.Lock()
+	if fc.err != nil {
+		err := fc.err
+		fc.mu.Unlock()
+		return nil, err
+	}
+	fc.seq++
+	seq := fc.seq
+	fc.pending[seq] = ch
+	fc.mu.Unlock()
+
+	fc.wmu.Lock()
+	if dl, ok := ctx.Deadline(); ok {
+		fc.c.SetWriteDeadline(dl)
+	}
+	err := writeFrame(fc.bw, seq, entry)
+	fc.wmu.Unlock()
+	if err != nil {
+		fc.fail(err)
+	}
+	select {
+	case a := <-ch:
+		return a.body, a.err
+	case <-ctx.Done():
+		fc.mu.Lock()
+		delete(fc.pending, seq)
+		fc.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
