@@ -51,11 +51,11 @@ func (w *dedupWindow) lookup(id RequestID) (dedupResult, bool) {
 	return r, ok
 }
 
+// remember records the result of a write whose ID is not remembered yet:
+// applyOp looks the ID up first, and a snapshot with a repeated ID is
+// refused, so a second map probe here would only cost time.
 func (w *dedupWindow) remember(id RequestID, r dedupResult) {
 	if id.IsZero() {
-		return
-	}
-	if _, ok := w.results[id]; ok {
 		return
 	}
 	if len(w.ring) < w.size {

@@ -456,7 +456,7 @@ func (r *snapReader) client(s *State, domainIDs []uint32) *client {
 	c := newClient(id)
 	c.lastActivity = lastActivity
 	s.clients[id] = c
-	s.idle = heapPush(s.idle, c, idleOrder{})
+	s.pushIdle(c)
 	addr := uint32(0)
 	for i := 0; i < n && r.err == nil; i++ {
 		delta, rank, age := r.uvarint(), r.uvarint(), r.uvarint()

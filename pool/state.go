@@ -28,9 +28,15 @@ type State struct {
 	set        addrSet
 	configured bool
 
-	clients  map[string]*client
-	domains  domainTable
-	idle     []*client // heap by lastActivity: the next client to forget is on top
+	clients map[string]*client
+	domains domainTable
+	// idle is a heap of clients by idleKey, a last-activity time that may
+	// be stale (older than the client's lastActivity): the client on top is
+	// the next that may have gone idle. Keys are brought up to date only
+	// when a client reaches the top, not on every write, which saved a
+	// pointer-chasing heap walk per allocation (a fifth of the FSM's time
+	// with 1,000 clients).
+	idle     []*client
 	mappings int
 
 	dedup dedupWindow
@@ -60,6 +66,7 @@ type client struct {
 	// lastActivity is the latest last-used time this client ever had, so
 	// when it is over a lifetime ago every mapping has expired.
 	lastActivity int64
+	idleKey      int64 // lastActivity when last placed in the idle heap
 	idleAt       int
 }
 
@@ -90,7 +97,13 @@ func (o expiryOrder) placed(i int32, pos int) { o.c.expiryAt[i] = int32(pos) }
 type idleOrder struct{}
 
 func (idleOrder) less(a, b *client) bool {
-	return a.lastActivity < b.lastActivity || a.lastActivity == b.lastActivity && a.id < b.id
+	return a.idleKey < b.idleKey || a.idleKey == b.idleKey && a.id < b.id
+}
+
+// pushIdle puts a new client in the idle heap.
+func (s *State) pushIdle(c *client) {
+	c.idleKey = c.lastActivity
+	s.idle = heapPush(s.idle, c, idleOrder{})
 }
 func (idleOrder) placed(c *client, pos int) { c.idleAt = pos }
 
@@ -250,7 +263,7 @@ func (s *State) allocate(clientID, domain string, now int64) (uint32, int, error
 		if len(c.slab) == 0 {
 			s.clients[clientID] = c
 			c.lastActivity = now
-			s.idle = heapPush(s.idle, c, idleOrder{})
+			s.pushIdle(c)
 		}
 		a := s.set.addrAt(idx)
 		s.addMapping(c, a, s.domains.intern(domain), now)
@@ -312,10 +325,7 @@ func (s *State) touch(c *client, i int32, now int64) {
 }
 
 func (s *State) noteActivity(c *client, now int64) {
-	if now > c.lastActivity {
-		c.lastActivity = now
-		heapFix(s.idle, c.idleAt, idleOrder{})
-	}
+	c.lastActivity = max(c.lastActivity, now)
 }
 
 // removeMapping deletes slab[i], moving the last slab entry into its place.
@@ -355,8 +365,16 @@ func (s *State) dropIfEmpty(c *client) {
 // write's time, so every server forgets the same clients at the same point
 // of the log.
 func (s *State) forgetIdleClients(now int64) {
-	for len(s.idle) > 0 && now-s.idle[0].lastActivity > int64(s.cfg.Lifetime) {
+	// Every key is at most its client's lastActivity, so once the top key is
+	// recent enough no client is idle.
+	for len(s.idle) > 0 && now-s.idle[0].idleKey > int64(s.cfg.Lifetime) {
 		c := s.idle[0]
+		if now-c.lastActivity <= int64(s.cfg.Lifetime) {
+			// Active since it was placed: re-key it and look again.
+			c.idleKey = c.lastActivity
+			heapFix(s.idle, 0, idleOrder{})
+			continue
+		}
 		for i := len(c.slab) - 1; i >= 0; i-- {
 			s.removeMapping(c, int32(i))
 		}
