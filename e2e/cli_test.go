@@ -328,7 +328,7 @@ func TestZeroFlagServerCLIAndAPI(t *testing.T) {
 	if err != nil {
 		t.Fatalf("metrics do not parse: %v", err)
 	}
-	for _, name := range []string{"ippool_allocations_total", "ippool_exhaustions_total", "ippool_lookups_total", "ippool_raft_state", "ippool_raft_applied_index", "ippool_write_batch_seconds", "ippool_mappings"} {
+	for _, name := range []string{"ippool_allocations_total", "ippool_exhaustions_total", "ippool_lookups_total", "ippool_raft_state", "ippool_raft_applied_index", "ippool_write_batch_seconds", "ippool_mappings", "ippool_raft_commitTime", "ippool_raft_leader_dispatchLog"} {
 		if families[name] == nil {
 			t.Errorf("metric %s missing", name)
 		}

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	gometrics "github.com/hashicorp/go-metrics"
+	gometricsprom "github.com/hashicorp/go-metrics/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -179,6 +181,9 @@ func (c *ServeCmd) Run(cli *CLI) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := service.NewMetrics(reg)
 	ccfg.Metrics = metrics
+	if err := exportRaftMetrics(reg); err != nil {
+		return err
+	}
 	node, err := cluster.Start(ccfg)
 	if err != nil {
 		return err
@@ -247,4 +252,22 @@ func registerDNSMetrics(reg prometheus.Registerer, dns *dnsfront.Server) {
 	counter("ippool_dns_rate_limited_total", "DNS allocations refused by the per-client rate limit.", func(s dnsfront.Stats) uint64 { return s.RateLimited })
 	counter("ippool_dns_upstream_errors_total", "Upstream lookups no upstream answered.", func(s dnsfront.Stats) uint64 { return s.UpstreamErrors })
 	counter("ippool_dns_cache_hits_total", "Upstream lookups answered from the cache.", func(s dnsfront.Stats) uint64 { return s.CacheHits })
+}
+
+// exportRaftMetrics publishes hashicorp/raft's own timings (commitTime,
+// leader.dispatchLog for the leader's append and fsync,
+// replication.appendEntries.rpc per follower, fsm.apply ...) under
+// ippool_raft_ on /metrics, as Consul does: they tell where a slow write
+// spends its time. Raft reports them through go-metrics' process-wide sink;
+// series that stop being updated (a former leader's) expire after a minute.
+func exportRaftMetrics(reg prometheus.Registerer) error {
+	sink, err := gometricsprom.NewPrometheusSinkFrom(gometricsprom.PrometheusOpts{Registerer: reg, Expiration: time.Minute, Name: "ippool_raft_metrics"})
+	if err != nil {
+		return err
+	}
+	cfg := gometrics.DefaultConfig("ippool")
+	cfg.EnableHostname = false
+	cfg.EnableRuntimeMetrics = false
+	_, err = gometrics.NewGlobal(cfg, sink)
+	return err
 }
