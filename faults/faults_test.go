@@ -1,6 +1,7 @@
 package faults
 
 import (
+	"encoding/binary"
 	"flag"
 	"math/rand/v2"
 	"net"
@@ -290,4 +291,29 @@ func TestNoFaultsBaseline(t *testing.T) {
 		t.Skip("starts real clusters")
 	}
 	runScenario(t, scenario{name: "no-faults", run: func(h *Harness) { time.Sleep(4 * time.Second) }}, *seedFlag)
+}
+
+func TestLastWALBatch(t *testing.T) {
+	frame := func(typ byte, n uint32) []byte {
+		h := make([]byte, 8)
+		h[0] = typ
+		binary.LittleEndian.PutUint32(h[4:], n)
+		if typ == 3 {
+			return h
+		}
+		return append(h, make([]byte, (n+7)&^7)...)
+	}
+	seg := make([]byte, 32)
+	seg = append(seg, frame(1, 5)...)  // entry, 8 bytes of payload: ends at 48
+	seg = append(seg, frame(3, 0)...)  // commit: ends at 56
+	seg = append(seg, frame(1, 12)...) // entry, 16 bytes of payload: ends at 80
+	seg = append(seg, frame(1, 1)...)  // ends at 96
+	seg = append(seg, frame(3, 0)...)  // commit: ends at 104
+	seg = append(seg, make([]byte, 64)...)
+	if start, end := lastWALBatch(seg); start != 56 || end != 104 {
+		t.Fatalf("lastWALBatch = %d-%d, want 56-104", start, end)
+	}
+	if start, end := lastWALBatch(seg[:56]); start != 0 || end != 56 {
+		t.Fatalf("one batch: lastWALBatch = %d-%d, want 0-56", start, end)
+	}
 }

@@ -13,6 +13,7 @@ package faults
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -459,20 +460,14 @@ func lastWAL(s *testcluster.Server) (string, error) {
 	return files[len(files)-1], nil
 }
 
-// dataEnd is the offset after the last non-zero byte: raft-wal segments are
-// preallocated, so the file size says nothing about where the log ends.
-func dataEnd(b []byte) int {
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] != 0 {
-			return i + 1
-		}
-	}
-	return 0
-}
-
-// CorruptWAL damages the tail of s's newest WAL segment while s is stopped:
-// truncate cuts the file in the middle of its last records; otherwise bytes
-// inside the last records are overwritten with garbage.
+// CorruptWAL damages s's newest WAL segment while s is stopped, the way a
+// crash in the middle of a write does: truncate cuts the file inside its last
+// batch (the entries of the last fsync and the commit frame after them);
+// otherwise bytes inside that batch are overwritten with garbage. raft-wal
+// detects this by the batch's CRC and drops the batch, which Raft then
+// fetches again. It checks only that last batch: damage to batches fsynced
+// earlier is decay of the disk, not a torn write, and raft-wal does not
+// detect it (README, Decisions).
 func (h *Harness) CorruptWAL(s *testcluster.Server, truncate bool) {
 	path, err := lastWAL(s)
 	if err != nil {
@@ -482,23 +477,56 @@ func (h *Harness) CorruptWAL(s *testcluster.Server, truncate bool) {
 	if err != nil {
 		h.T.Fatal(err)
 	}
-	end := dataEnd(b)
-	cut := max(end-1-h.Rng.IntN(min(end, 2048)), 0)
+	start, end := lastWALBatch(b)
+	if end <= start {
+		h.T.Fatalf("%s holds no committed batch", path)
+	}
+	start = max(start, 32) // a segment's header is written once, at its creation
+	cut := start + h.Rng.IntN(end-start)
 	if truncate {
-		h.step("%s stopped; truncate %s from %d to %d bytes (data ended at %d)", s.ID, filepath.Base(path), len(b), cut, end)
+		h.step("%s stopped; truncate %s from %d to %d bytes (last batch %d-%d)", s.ID, filepath.Base(path), len(b), cut, start, end)
 		if err := os.Truncate(path, int64(cut)); err != nil {
 			h.T.Fatal(err)
 		}
 		return
 	}
 	n := 1 + h.Rng.IntN(64)
-	h.step("%s stopped; overwrite %d bytes at %d of %s (data ended at %d)", s.ID, n, cut, filepath.Base(path), end)
-	for i := cut; i < min(cut+n, len(b)); i++ {
+	h.step("%s stopped; overwrite %d bytes at %d of %s (last batch %d-%d)", s.ID, n, cut, filepath.Base(path), start, end)
+	for i := cut; i < min(cut+n, end); i++ {
 		b[i] ^= byte(1 + h.Rng.IntN(255))
 	}
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		h.T.Fatal(err)
 	}
+}
+
+// lastWALBatch returns where the last committed batch of a raft-wal segment
+// lies: after the previous commit frame, up to and including the last one.
+// Frames are an 8-byte header (type, 3 reserved bytes, little-endian length,
+// or CRC for a commit frame) and, for entries and the index, a payload
+// padded to 8 bytes; the file starts with a 32-byte header.
+func lastWALBatch(b []byte) (start, end int) {
+	const (
+		fileHeader  = 32
+		frameHeader = 8
+		frameEntry  = 1
+		frameIndex  = 2
+		frameCommit = 3
+	)
+	prevCommitEnd, lastCommitEnd := 0, 0
+	for off := fileHeader; off+frameHeader <= len(b); {
+		switch b[off] {
+		case frameEntry, frameIndex:
+			n := int(binary.LittleEndian.Uint32(b[off+4 : off+8]))
+			off += frameHeader + (n+7)&^7
+		case frameCommit:
+			prevCommitEnd, lastCommitEnd = lastCommitEnd, off+frameHeader
+			off += frameHeader
+		default:
+			return prevCommitEnd, lastCommitEnd
+		}
+	}
+	return prevCommitEnd, lastCommitEnd
 }
 
 // CorruptSnapshot damages s's newest snapshot (state.bin) while s is
