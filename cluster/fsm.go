@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -26,6 +28,12 @@ type fsm struct {
 
 	badEntries   func() // counts entries that did not decode
 	snapshotTook func(time.Duration)
+	// onDamaged is told, once, that this server's copy of a committed entry
+	// failed its checksum.
+	onDamaged func(error)
+	// damaged, once set, stops applying: the state stays the true state as
+	// of the entry before the damaged one, and is never snapshotted.
+	damaged error
 
 	// applied is the index of the last entry this FSM has seen (commands and
 	// configurations) or of the snapshot it restored. Raft's own applied
@@ -47,7 +55,7 @@ type applyResponse struct {
 var _ raft.BatchingFSM = (*fsm)(nil)
 
 func newFSM(log *slog.Logger) *fsm {
-	return &fsm{state: pool.NewState(), log: log, onConfig: func(pool.Config) {}, badEntries: func() {}, snapshotTook: func(time.Duration) {}, progress: make(chan struct{})}
+	return &fsm{state: pool.NewState(), log: log, onConfig: func(pool.Config) {}, badEntries: func() {}, onDamaged: func(error) {}, snapshotTook: func(time.Duration) {}, progress: make(chan struct{})}
 }
 
 // progressCh returns a channel closed at the next applied batch or restore.
@@ -72,12 +80,30 @@ func (f *fsm) Apply(l *raft.Log) any {
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	configChanged := false
+	lastApplied := uint64(0)
+	var damaged error
 	f.mu.Lock()
 	for i, l := range logs {
+		if f.damaged != nil {
+			out[i] = applyResponse{err: f.damaged}
+			continue
+		}
+		lastApplied = l.Index
 		if l.Type != raft.LogCommand {
 			continue
 		}
 		ops, err := pool.DecodeCommand(l.Data)
+		if errors.Is(err, pool.ErrCorruptEntry) {
+			// Only this server's copy can be damaged: the entry was
+			// checksummed when proposed and the others applied it. Skipping
+			// it would leave this server alone with another state, so it
+			// stops applying here and the node stops.
+			f.damaged = fmt.Errorf("log entry %d on this server's disk is damaged (%v); the other servers hold it intact: stop this server, move its data dir away and start it again with the same --id to copy the state from them", l.Index, err)
+			damaged = f.damaged
+			lastApplied = l.Index - 1
+			out[i] = applyResponse{err: err}
+			continue
+		}
 		if err != nil {
 			// S10: an entry nobody can decode is answered with an error on
 			// every server alike, and changes nothing.
@@ -93,11 +119,15 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	}
 	cfg, _ := f.state.Config()
 	f.mu.Unlock()
-	if len(logs) > 0 {
-		f.setApplied(logs[len(logs)-1].Index)
+	if lastApplied > 0 {
+		f.setApplied(lastApplied)
 	}
 	if configChanged {
 		f.onConfig(cfg)
+	}
+	if damaged != nil {
+		f.log.Error("stopping: a log entry failed its checksum", "err", damaged)
+		f.onDamaged(damaged)
 	}
 	return out
 }
@@ -106,6 +136,14 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 // point in time; the encoding is fast (tens of ms for a million mappings)
 // and Persist then only writes bytes.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	damaged := f.damaged
+	f.mu.RUnlock()
+	if damaged != nil {
+		// Raft counts the damaged entry and those after it as applied; a
+		// snapshot would record a state that lacks them as if it had them.
+		return nil, damaged
+	}
 	var buf bytes.Buffer
 	start := time.Now()
 	f.mu.RLock()

@@ -253,6 +253,7 @@ func Start(cfg Config) (*Node, error) {
 	n.fsm.snapshot = n.snaps
 	n.fsm.onConfig = n.saveConfig
 	n.fsm.badEntries = cfg.Metrics.BadEntry
+	n.fsm.onDamaged = n.fail
 	n.fsm.snapshotTook = cfg.Metrics.Snapshot
 
 	advertise, err := net.ResolveTCPAddr("tcp", cfg.ClusterAddr)
@@ -339,7 +340,8 @@ func (n *Node) goRun(fn func()) {
 }
 
 // Fatal delivers an error that stops this server for good: a configuration
-// that conflicts with the cluster's.
+// that conflicts with the cluster's, or a committed log entry that its disk
+// damaged.
 func (n *Node) Fatal() <-chan error { return n.fatal }
 
 func (n *Node) fail(err error) {

@@ -2,7 +2,9 @@ package pool
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -35,20 +37,66 @@ func TestCommandRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(got, ops) {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", got, ops)
 	}
-	// An allocation is compact: a few bytes beyond its strings.
+	// An allocation is compact: a few bytes beyond its strings, 4 of them
+	// the checksum.
 	one, _ := EncodeCommand(nil, ops[1:2])
-	if overhead := len(one) - len("node-1") - len("example.com"); overhead > 24 {
+	if overhead := len(one) - len("node-1") - len("example.com"); overhead > 28 {
 		t.Fatalf("allocation entry has %d bytes of overhead", overhead)
+	}
+}
+
+// asV1 turns a version 2 entry into the version 1 entry of the same ops (no
+// checksum), so that the decoder's checks of the body are reached.
+func asV1(b []byte) []byte { return append([]byte{1}, b[1:len(b)-4]...) }
+
+// withChecksum turns a version 1 entry into a version 2 entry, checksum and
+// all, whatever its body holds.
+func withChecksum(v1 []byte) []byte {
+	b := append([]byte{2}, v1[1:]...)
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+func TestDecodeCommandReadsVersion1(t *testing.T) {
+	b, _ := EncodeCommand(nil, sampleOps())
+	got, err := DecodeCommand(asV1(b))
+	if err != nil || !reflect.DeepEqual(got, sampleOps()) {
+		t.Fatalf("version 1 entry: %+v, %v", got, err)
+	}
+}
+
+// TestDecodeCommandDetectsDamage: any byte changed, and any cut, is caught
+// by the checksum and reported as a damaged entry, not as a bad command.
+func TestDecodeCommandDetectsDamage(t *testing.T) {
+	good, _ := EncodeCommand(nil, sampleOps())
+	for i := range good {
+		b := append([]byte(nil), good...)
+		b[i] ^= 0x20
+		if _, err := DecodeCommand(b); !errors.Is(err, ErrCorruptEntry) && !(i == 0 && errors.Is(err, ErrBadCommand)) {
+			t.Errorf("byte %d flipped: %v", i, err)
+		}
+	}
+	for n := 1; n < len(good); n++ {
+		if _, err := DecodeCommand(good[:n]); err == nil {
+			t.Errorf("cut to %d bytes: decoded", n)
+		}
+	}
+	// A body that is wrong but checksummed is a bad command, refused alike
+	// on every server.
+	alloc, _ := EncodeCommand(nil, sampleOps()[1:2])
+	bad := withChecksum(bytes.Replace(asV1(alloc), []byte("node-1"), []byte("node 1"), 1))
+	if _, err := DecodeCommand(bad); !errors.Is(err, ErrBadCommand) {
+		t.Errorf("checksummed bad client: %v", err)
 	}
 }
 
 func TestDecodeCommandRefusesGarbage(t *testing.T) {
 	good, _ := EncodeCommand(nil, sampleOps())
 	alloc, _ := EncodeCommand(nil, sampleOps()[1:2])
+	good, alloc = asV1(good), asV1(alloc)
 	cases := map[string][]byte{
 		"empty":        nil,
 		"json":         []byte(`{"Name":"checkoutAddr"}`),
-		"version 2":    append([]byte{2}, good[1:]...),
+		"version 3":    append([]byte{3}, good[1:]...),
 		"zero ops":     {1, 0},
 		"huge count":   {1, 0xff, 0xff, 0xff, 0xff, 0x0f},
 		"unknown kind": {1, 1, 42, 0},

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"encoding/binary"
+	"hash/crc32"
 	"math"
 	"net/netip"
 	"time"
@@ -62,8 +63,16 @@ type Result struct {
 }
 
 // commandVersion is the first byte of every log entry this package writes.
-// A reader refuses versions it does not know rather than guessing.
-const commandVersion = 1
+// A reader refuses versions it does not know rather than guessing. Version 2
+// ends with a CRC-32C of everything before it: raft-wal checks only the
+// batch it wrote last, so without it a byte of an older entry that decayed
+// on one server's disk would be applied there, and that server alone would
+// hold another state. Version 1 entries (no checksum) are still read.
+const (
+	commandVersion   = 2
+	commandVersionV1 = 1
+	checksumLen      = 4
+)
 
 // MaxOpsPerCommand bounds a batch so that a corrupt count cannot make the
 // decoder allocate without limit.
@@ -83,12 +92,22 @@ const (
 //	kind byte (|0x80 when a request ID follows), [origin uint64 LE, seq],
 //	time (signed varint, Unix ns), then the kind's fields: strings as
 //	length+bytes, addresses as 4 bytes, a config as its range lists and
-//	lifetime.
+//	lifetime; last, CRC-32C (Castagnoli) of all the entry's bytes before
+//	it, uint32 LE.
 func EncodeCommand(dst []byte, ops []Op) ([]byte, error) {
+	start := len(dst)
+	dst, err := encodeBody(append(dst, commandVersion), ops)
+	if err != nil {
+		return dst[:start], err
+	}
+	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli)), nil
+}
+
+// encodeBody appends the op count and the ops.
+func encodeBody(dst []byte, ops []Op) ([]byte, error) {
 	if len(ops) == 0 || len(ops) > MaxOpsPerCommand {
 		return dst, errorf(CodeBadCommand, "a command carries 1 to %d ops, not %d", MaxOpsPerCommand, len(ops))
 	}
-	dst = append(dst, commandVersion)
 	dst = binary.AppendUvarint(dst, uint64(len(ops)))
 	for i := range ops {
 		op := &ops[i]
@@ -145,8 +164,20 @@ func appendConfig(dst []byte, c Config) []byte {
 // applied; anything else is an error, never a panic (S10).
 func DecodeCommand(b []byte) ([]Op, error) {
 	d := decoder{b: b}
-	if v := d.byte(); d.err == nil && v != commandVersion {
-		return nil, errorf(CodeBadCommand, "log entry has command version %d; this server reads version %d", v, commandVersion)
+	switch v := d.byte(); {
+	case d.err != nil:
+		return nil, d.err
+	case v == commandVersion:
+		if len(b) < 1+checksumLen {
+			return nil, errorf(CodeBadCommand, "log entry of %d bytes is too short for its checksum", len(b))
+		}
+		body := len(b) - checksumLen
+		if crc32.Checksum(b[:body], castagnoli) != binary.LittleEndian.Uint32(b[body:]) {
+			return nil, errorf(CodeCorruptEntry, "log entry of %d bytes fails its checksum: it was damaged after it was written", len(b))
+		}
+		d.b = b[1:body]
+	case v != commandVersionV1:
+		return nil, errorf(CodeBadCommand, "log entry has command version %d; this server reads versions %d and %d", v, commandVersionV1, commandVersion)
 	}
 	n := d.uvarint()
 	if d.err == nil && (n == 0 || n > MaxOpsPerCommand) {

@@ -19,7 +19,10 @@ const (
 	CodeNotConfigured  Code = "not_configured"
 	CodeBadCommand     Code = "bad_command"
 	CodeBadSnapshot    Code = "bad_snapshot"
-	CodeInternal       Code = "internal"
+	// A log entry whose bytes fail their checksum: the copy on this
+	// server's disk was damaged after it was written.
+	CodeCorruptEntry Code = "corrupt_entry"
+	CodeInternal     Code = "internal"
 	// The cluster's: the write could not be committed.
 	CodeNoQuorum Code = "no_quorum"
 	CodeNoLeader Code = "no_leader"
@@ -53,6 +56,7 @@ var (
 	ErrNotConfigured  = &Error{Code: CodeNotConfigured}
 	ErrBadCommand     = &Error{Code: CodeBadCommand}
 	ErrBadSnapshot    = &Error{Code: CodeBadSnapshot}
+	ErrCorruptEntry   = &Error{Code: CodeCorruptEntry}
 	ErrNoQuorum       = &Error{Code: CodeNoQuorum}
 	ErrNoLeader       = &Error{Code: CodeNoLeader}
 	ErrRateLimited    = &Error{Code: CodeRateLimited}
