@@ -339,7 +339,8 @@ type fwdAnswer struct {
 	err  error
 }
 
-// conn returns a live connection to addr, dialing one if needed.
+// get returns a live connection to addr, dialing one if needed; a
+// connection to another address (a former leader) is closed.
 func (f *forwarder) get(addr string, timeout time.Duration) (*fwdConn, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
