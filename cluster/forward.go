@@ -115,21 +115,32 @@ func encodeForwardAnswer(results []pool.Result, err error) []byte {
 	return b
 }
 
+var errMalformedAnswer = errors.New("malformed forwarding answer from the leader")
+
 // answerDecoder reads an answer body, refusing anything malformed: a
-// leader's bytes are trusted no more than a client's.
+// leader's bytes are trusted no more than a client's. The first error
+// sticks; later reads return zero values.
 type answerDecoder struct {
 	b   []byte
 	err error
 }
 
-func (d *answerDecoder) byte() byte {
-	if d.err != nil || len(d.b) < 1 {
-		d.fail()
-		return 0
+// take returns the next n bytes.
+func (d *answerDecoder) take(n uint64) []byte {
+	if d.err != nil || n > uint64(len(d.b)) {
+		d.err = errMalformedAnswer
+		return nil
 	}
-	c := d.b[0]
-	d.b = d.b[1:]
-	return c
+	out := d.b[:n]
+	d.b = d.b[n:]
+	return out
+}
+
+func (d *answerDecoder) byte() byte {
+	if b := d.take(1); b != nil {
+		return b[0]
+	}
+	return 0
 }
 
 func (d *answerDecoder) uvarint(limit uint64) uint64 {
@@ -138,31 +149,14 @@ func (d *answerDecoder) uvarint(limit uint64) uint64 {
 	}
 	v, n := binary.Uvarint(d.b)
 	if n <= 0 || v > limit {
-		d.fail()
+		d.err = errMalformedAnswer
 		return 0
 	}
 	d.b = d.b[n:]
 	return v
 }
 
-func (d *answerDecoder) string() string {
-	n := d.uvarint(maxAnswer)
-	if d.err == nil && n > uint64(len(d.b)) {
-		d.fail()
-	}
-	if d.err != nil {
-		return ""
-	}
-	s := string(d.b[:n])
-	d.b = d.b[n:]
-	return s
-}
-
-func (d *answerDecoder) fail() {
-	if d.err == nil {
-		d.err = errors.New("malformed forwarding answer from the leader")
-	}
-}
+func (d *answerDecoder) string() string { return string(d.take(d.uvarint(maxAnswer))) }
 
 // decodeForwardAnswer returns the results of a batch of want ops, or the
 // leader's error for the batch (an *rpcError).
@@ -174,30 +168,27 @@ func decodeForwardAnswer(body []byte, want int) ([]pool.Result, error) {
 		re.Code = pool.Code(d.string())
 		re.Message = d.string()
 		if d.err != nil || len(d.b) != 0 {
-			return nil, errors.New("malformed forwarding answer from the leader")
+			return nil, errMalformedAnswer
 		}
 		return nil, re
 	case answerResults:
 	default:
-		return nil, errors.New("malformed forwarding answer from the leader")
+		return nil, errMalformedAnswer
 	}
 	n := d.uvarint(uint64(want))
 	if d.err == nil && n != uint64(want) {
 		return nil, fmt.Errorf("the leader answered %d results for %d ops", n, want)
 	}
 	out := make([]pool.Result, n)
-	for i := range out {
+	for i := 0; i < len(out) && d.err == nil; i++ {
 		flags := d.byte()
 		if flags&^(resultAddr|resultErr|resultReused) != 0 {
-			d.fail()
+			d.err = errMalformedAnswer
 		}
 		if flags&resultAddr != 0 {
-			if d.err != nil || len(d.b) < 4 {
-				d.fail()
-				break
+			if a := d.take(4); a != nil {
+				out[i].Addr = netip.AddrFrom4([4]byte(a))
 			}
-			out[i].Addr = netip.AddrFrom4([4]byte(d.b[:4]))
-			d.b = d.b[4:]
 		}
 		out[i].Count = int(d.uvarint(1 << 31))
 		out[i].Reused = flags&resultReused != 0
@@ -205,12 +196,9 @@ func decodeForwardAnswer(body []byte, want int) ([]pool.Result, error) {
 			code := pool.Code(d.string())
 			out[i].Err = &pool.Error{Code: code, Msg: d.string()}
 		}
-		if d.err != nil {
-			break
-		}
 	}
 	if d.err != nil || len(d.b) != 0 {
-		return nil, errors.New("malformed forwarding answer from the leader")
+		return nil, errMalformedAnswer
 	}
 	return out, nil
 }

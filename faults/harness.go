@@ -481,7 +481,7 @@ func (h *Harness) CorruptWAL(s *testcluster.Server, truncate bool) {
 	if end <= start {
 		h.T.Fatalf("%s holds no committed batch", path)
 	}
-	start = max(start, 32) // a segment's header is written once, at its creation
+	start = max(start, walFileHeader) // written once, at the segment's creation
 	cut := start + h.Rng.IntN(end-start)
 	if truncate {
 		h.step("%s stopped; truncate %s from %d to %d bytes (last batch %d-%d)", s.ID, filepath.Base(path), len(b), cut, start, end)
@@ -500,6 +500,9 @@ func (h *Harness) CorruptWAL(s *testcluster.Server, truncate bool) {
 	}
 }
 
+// walFileHeader is the length of a raft-wal segment's header.
+const walFileHeader = 32
+
 // lastWALBatch returns where the last committed batch of a raft-wal segment
 // lies: after the previous commit frame, up to and including the last one.
 // Frames are an 8-byte header (type, 3 reserved bytes, little-endian length,
@@ -507,14 +510,13 @@ func (h *Harness) CorruptWAL(s *testcluster.Server, truncate bool) {
 // padded to 8 bytes; the file starts with a 32-byte header.
 func lastWALBatch(b []byte) (start, end int) {
 	const (
-		fileHeader  = 32
 		frameHeader = 8
 		frameEntry  = 1
 		frameIndex  = 2
 		frameCommit = 3
 	)
 	prevCommitEnd, lastCommitEnd := 0, 0
-	for off := fileHeader; off+frameHeader <= len(b); {
+	for off := walFileHeader; off+frameHeader <= len(b); {
 		switch b[off] {
 		case frameEntry, frameIndex:
 			n := int(binary.LittleEndian.Uint32(b[off+4 : off+8]))
