@@ -215,9 +215,15 @@ func asRPCError(err error) *rpcError {
 	return &rpcError{Code: pool.CodeOf(err), Message: err.Error()}
 }
 
-// serveForward answers one follower's forwarding connection. Each batch is
-// proposed on its own goroutine, so it joins whatever batch this leader is
-// gathering while the connection reads the next one.
+// serveForward answers one follower's forwarding connection. A batch
+// joins this leader's batcher straight from the reading goroutine, and the
+// goroutine that commits the entry writes the answer: under load every
+// goroutine hand-off on this path waits for a CPU, and most writes take it.
+//
+// That goroutine writing to the connection cannot stall the leader: a
+// follower has at most forwardBatchSlots batches outstanding, so answers
+// never fill the socket buffer of a follower that reads; the write
+// deadline bounds one that does not.
 func (n *Node) serveForward(c net.Conn) {
 	if !n.fwdConns.add(c) {
 		c.Close()
@@ -235,33 +241,33 @@ func (n *Node) serveForward(c net.Conn) {
 			}
 			return
 		}
-		go func() {
-			results, err := n.applyForwarded(body)
-			answer := encodeForwardAnswer(results, err)
+		answer := func(results []pool.Result, err error) {
+			b := encodeForwardAnswer(results, err)
 			wmu.Lock()
 			defer wmu.Unlock()
 			c.SetWriteDeadline(time.Now().Add(n.cfg.WriteTimeout))
-			if err := writeFrame(bw, seq, answer); err != nil {
+			if err := writeFrame(bw, seq, b); err != nil {
 				c.Close()
 			}
-		}()
+		}
+		// Refuse garbage here, before it costs a log entry on every server.
+		ops, err := pool.DecodeCommand(body)
+		if err == nil && !n.IsLeader() {
+			err = errNotLeader
+		}
+		if err != nil {
+			answer(nil, err)
+			continue
+		}
+		// Forwarded ops join the leader's own batches, so that writes
+		// arriving through every server share log entries.
+		p := &proposal{ops: ops, deliver: func(r proposalResult) { answer(r.results, r.err) }}
+		select {
+		case n.batcher.in <- p:
+		case <-n.stop:
+			return
+		}
 	}
-}
-
-func (n *Node) applyForwarded(entry []byte) ([]pool.Result, error) {
-	// Refuse garbage here, before it costs a log entry on every server.
-	ops, err := pool.DecodeCommand(entry)
-	if err != nil {
-		return nil, err
-	}
-	if !n.IsLeader() {
-		return nil, errNotLeader
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.WriteTimeout)
-	defer cancel()
-	// Forwarded ops join the leader's own batches, so that writes arriving
-	// through every server share log entries.
-	return n.Propose(ctx, ops)
 }
 
 // connSet tracks open connections so that shutdown can close them.
@@ -318,14 +324,21 @@ type fwdConn struct {
 
 	mu      sync.Mutex
 	seq     uint64
-	pending map[uint64]chan fwdAnswer
+	pending map[uint64]*fwdCall
 	err     error // set once the connection is dead
 }
 
-type fwdAnswer struct {
-	body []byte
-	err  error
+// fwdCall is a batch waiting for its answer. done runs once: with the
+// answer body, with errNoAnswer when none came in time, or with the error
+// that broke the connection.
+type fwdCall struct {
+	done  func(body []byte, err error)
+	timer *time.Timer
 }
+
+// errNoAnswer: the connection stayed up but the leader did not answer in
+// time (it may be stopped, or cut off from its quorum).
+var errNoAnswer = errors.New("the leader did not answer the forwarded batch in time")
 
 // get returns a live connection to addr, dialing one if needed; a
 // connection to another address (a former leader) is closed.
@@ -346,10 +359,20 @@ func (f *forwarder) get(addr string, timeout time.Duration) (*fwdConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	fc := &fwdConn{addr: addr, c: c, bw: bufio.NewWriterSize(c, 64<<10), pending: map[uint64]chan fwdAnswer{}}
+	fc := &fwdConn{addr: addr, c: c, bw: bufio.NewWriterSize(c, 64<<10), pending: map[uint64]*fwdCall{}}
 	go fc.readAnswers()
 	f.conn = fc
 	return fc, nil
+}
+
+// live returns the connection to addr if one is up, without dialing.
+func (f *forwarder) live(addr string) *fwdConn {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if fc := f.conn; fc != nil && fc.addr == addr && fc.alive() {
+		return fc
+	}
+	return nil
 }
 
 func (f *forwarder) close() {
@@ -372,16 +395,28 @@ func (fc *fwdConn) alive() bool {
 // request IDs make the retry that follows safe.
 func (fc *fwdConn) fail(err error) {
 	fc.mu.Lock()
-	defer fc.mu.Unlock()
 	if fc.err != nil {
+		fc.mu.Unlock()
 		return
 	}
 	fc.err = err
 	fc.c.Close()
-	for seq, ch := range fc.pending {
-		ch <- fwdAnswer{err: err}
-		delete(fc.pending, seq)
+	calls := fc.pending
+	fc.pending = nil
+	fc.mu.Unlock()
+	for _, call := range calls {
+		call.timer.Stop()
+		call.done(nil, err)
 	}
+}
+
+// take removes the call waiting for seq, if it still waits.
+func (fc *fwdConn) take(seq uint64) *fwdCall {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	call := fc.pending[seq]
+	delete(fc.pending, seq)
+	return call
 }
 
 func (fc *fwdConn) readAnswers() {
@@ -392,46 +427,51 @@ func (fc *fwdConn) readAnswers() {
 			fc.fail(fmt.Errorf("forwarding connection to %s: %w", fc.addr, err))
 			return
 		}
-		fc.mu.Lock()
-		ch, ok := fc.pending[seq]
-		delete(fc.pending, seq)
-		fc.mu.Unlock()
-		if ok {
-			ch <- fwdAnswer{body: body}
+		if call := fc.take(seq); call != nil {
+			call.timer.Stop()
+			call.done(body, nil)
 		}
 	}
 }
 
-// call sends one entry and waits for the leader's answer body.
-func (fc *fwdConn) call(ctx context.Context, entry []byte) ([]byte, error) {
-	ch := make(chan fwdAnswer, 1)
+// start sends one entry and returns; done gets the leader's answer body,
+// on the goroutine that reads answers, which must not block.
+func (fc *fwdConn) start(entry []byte, timeout time.Duration, done func(body []byte, err error)) {
 	fc.mu.Lock()
 	if fc.err != nil {
 		err := fc.err
 		fc.mu.Unlock()
-		return nil, err
+		done(nil, err)
+		return
 	}
 	fc.seq++
 	seq := fc.seq
-	fc.pending[seq] = ch
+	call := &fwdCall{done: done}
+	call.timer = time.AfterFunc(timeout, func() {
+		if fc.take(seq) != nil {
+			done(nil, errNoAnswer)
+		}
+	})
+	fc.pending[seq] = call
 	fc.mu.Unlock()
 
 	fc.wmu.Lock()
-	if dl, ok := ctx.Deadline(); ok {
-		fc.c.SetWriteDeadline(dl)
-	}
+	fc.c.SetWriteDeadline(time.Now().Add(timeout))
 	err := writeFrame(fc.bw, seq, entry)
 	fc.wmu.Unlock()
 	if err != nil {
 		fc.fail(err)
 	}
-	select {
-	case a := <-ch:
-		return a.body, a.err
-	case <-ctx.Done():
-		fc.mu.Lock()
-		delete(fc.pending, seq)
-		fc.mu.Unlock()
-		return nil, ctx.Err()
+}
+
+// call sends one entry and waits for the leader's answer body.
+func (fc *fwdConn) call(ctx context.Context, entry []byte) ([]byte, error) {
+	type answer struct {
+		body []byte
+		err  error
 	}
+	ch := make(chan answer, 1)
+	fc.start(entry, timeLeft(ctx, 2*time.Second), func(body []byte, err error) { ch <- answer{body, err} })
+	a := <-ch
+	return a.body, a.err
 }

@@ -7,10 +7,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"reflect"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ippool/ippool/pool"
 )
@@ -165,6 +167,80 @@ func TestForwardingSurvivesDroppedStreams(t *testing.T) {
 		leader.Read(func(s *pool.State) { n = len(s.Mappings(fmt.Sprintf("w%d", w))) })
 		if n != perWriter {
 			t.Errorf("client w%d has %d mappings on the leader, want %d", w, n, perWriter)
+		}
+	}
+}
+
+// A batch on the forwarding stream hears back exactly once: its answer, a
+// timeout when the leader keeps the connection but never answers, or the
+// error that broke the connection.
+func TestFwdConnAnswersEachBatchOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// The "leader" answers batches whose body is "answer" and ignores the rest.
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br, bw := bufio.NewReader(c), bufio.NewWriter(c)
+		for {
+			seq, body, err := readFrame(br, 1<<10)
+			if err != nil {
+				return
+			}
+			if string(body) == "answer" {
+				writeFrame(bw, seq, []byte("ok"))
+			}
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := &fwdConn{addr: ln.Addr().String(), c: c, bw: bufio.NewWriter(c), pending: map[uint64]*fwdCall{}}
+	go fc.readAnswers()
+
+	type outcome struct {
+		body string
+		err  error
+	}
+	start := func(body string, timeout time.Duration) chan outcome {
+		ch := make(chan outcome, 2)
+		fc.start([]byte(body), timeout, func(b []byte, err error) { ch <- outcome{string(b), err} })
+		return ch
+	}
+	var all []chan outcome
+	once := func(ch chan outcome) outcome {
+		all = append(all, ch)
+		return <-ch
+	}
+
+	if o := once(start("answer", time.Minute)); o.err != nil || o.body != "ok" {
+		t.Fatalf("answered batch: %+v, want body ok", o)
+	}
+	if o := once(start("silence", 20*time.Millisecond)); !errors.Is(o.err, errNoAnswer) {
+		t.Fatalf("unanswered batch: %+v, want errNoAnswer", o)
+	}
+	waiting := start("silence", time.Minute)
+	broken := errors.New("connection broke")
+	fc.fail(broken)
+	if o := once(waiting); !errors.Is(o.err, broken) {
+		t.Fatalf("batch on a broken connection: %+v, want the break", o)
+	}
+	if o := once(start("answer", time.Minute)); !errors.Is(o.err, broken) {
+		t.Fatalf("batch started on a dead connection: %+v, want the break", o)
+	}
+	// fail told every batch still waiting, synchronously: none that heard
+	// back before may hear again.
+	fc.fail(errors.New("failed again"))
+	for i, ch := range all {
+		if len(ch) != 0 {
+			t.Errorf("batch %d heard back twice: %+v", i, <-ch)
 		}
 	}
 }

@@ -305,7 +305,7 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting Raft: %w", err)
 	}
-	n.batcher = newBatcher(n, leaderBatchSlots, forwardBatchSlots)
+	n.batcher = newBatcher(n, forwardBatchSlots)
 	n.reads = &readIndexer{fetch: n.fetchReadIndex}
 	n.http = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 10 * time.Second}
 	rpcLn := newChanListener(n.mux, n.mux.rpcCh, ln.Addr())

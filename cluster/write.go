@@ -11,35 +11,37 @@ import (
 	"github.com/ippool/ippool/pool"
 )
 
-// Writes from every caller of a server meet in one batcher. While all its
-// slots have a batch in flight, new ops queue; the next free slot takes all
-// that queued (up to MaxBatch) as one log entry, or one forwarded batch.
-// Under load a log entry carries many ops and a follower's forwarding costs
-// one frame per batch; with one caller a batch is one op and nothing waits.
+// Writes from every caller of a server meet in one batcher. While a batch
+// is in flight new ops queue; the next batch takes all that queued (up to
+// MaxBatch) as one log entry, or one forwarded batch. Under load a log
+// entry carries many ops and a follower's forwarding costs one frame per
+// batch; with one caller a batch is one op and nothing waits.
 //
-// A leader keeps one entry in flight: on the 2-core machine of the README's
-// benchmarks, 64 callers made 11.4-11.9k allocations/s with 1 slot against
-// 8.5-10.1k with 4 and 7.7k with 8, because every entry costs each server a
-// Raft round, an fsync and wake-ups, and fewer entries carry more ops.
-// Followers keep a few forwarded batches in flight (4: 12.9-14.9k/s, 1:
-// 11.4-12.6k/s, 16: 11.4-13.0k/s), since the leader merges them into its
-// entry anyway and a forwarded batch need not wait for the previous one.
-const (
-	leaderBatchSlots  = 1
-	forwardBatchSlots = 4
-)
+// A leader keeps one entry in flight, and commits it on the batcher's own
+// goroutine, so that nothing is handed off between one entry's commit and
+// the next one's proposal. On the 2-core machine of the README's
+// benchmarks, 64 callers made 11.4-11.9k allocations/s with one entry in
+// flight against 8.5-10.1k with 4 and 7.7k with 8, because every entry
+// costs each server a Raft round, an fsync and wake-ups, and fewer entries
+// carry more ops. Followers keep a few forwarded batches in flight (4:
+// 12.9-14.9k/s, 1: 11.4-12.6k/s, 16: 11.4-13.0k/s), since the leader merges
+// them into its entry anyway and a forwarded batch need not wait for the
+// previous one.
+const forwardBatchSlots = 4
 
 type batcher struct {
 	n  *Node
 	in chan *proposal
-	// Slots for batches in flight: a leader's own log entries, and a
-	// follower's forwarded batches.
-	leaderSlots, forwardSlots chan struct{}
+	// forwardSlots bounds a follower's forwarded batches in flight.
+	forwardSlots chan struct{}
 }
 
 type proposal struct {
-	ops  []pool.Op
-	done chan proposalResult
+	ops []pool.Op
+	// The result goes to done, or to deliver when set (a forwarded batch
+	// on the leader, answered on its stream).
+	done    chan proposalResult
+	deliver func(proposalResult)
 }
 
 type proposalResult struct {
@@ -47,20 +49,20 @@ type proposalResult struct {
 	err     error
 }
 
-func newBatcher(n *Node, leaderSlots, forwardSlots int) *batcher {
-	return &batcher{n: n, in: make(chan *proposal, 4096), leaderSlots: make(chan struct{}, leaderSlots), forwardSlots: make(chan struct{}, forwardSlots)}
+func newBatcher(n *Node, forwardSlots int) *batcher {
+	return &batcher{n: n, in: make(chan *proposal, 4096), forwardSlots: make(chan struct{}, forwardSlots)}
 }
 
 func (b *batcher) run(stop <-chan struct{}) {
 	for {
-		slots := b.forwardSlots
-		if b.n.IsLeader() {
-			slots = b.leaderSlots
-		}
-		select {
-		case slots <- struct{}{}:
-		case <-stop:
-			return
+		var slots chan struct{}
+		if !b.n.IsLeader() {
+			slots = b.forwardSlots
+			select {
+			case slots <- struct{}{}:
+			case <-stop:
+				return
+			}
 		}
 		var batch []*proposal
 		select {
@@ -80,30 +82,99 @@ func (b *batcher) run(stop <-chan struct{}) {
 				break drain
 			}
 		}
-		go func() {
-			b.send(batch, count)
-			<-slots
-		}()
+		switch {
+		case slots == nil:
+			b.send(batch, count, nil)
+		case !b.forwardOnStream(batch, count, slots):
+			go b.send(batch, count, slots)
+		}
 	}
 }
 
-func (b *batcher) send(batch []*proposal, count int) {
-	ops := make([]pool.Op, 0, count)
-	for _, p := range batch {
-		ops = append(ops, p.ops...)
-	}
-	entry, err := pool.EncodeCommand(nil, ops)
+// send commits a batch, retrying across leader changes, frees its slot (if
+// it holds one) and tells its callers.
+func (b *batcher) send(batch []*proposal, count int, slots chan struct{}) {
+	entry, err := pool.EncodeCommand(nil, joinOps(batch, count))
 	var results []pool.Result
 	if err == nil {
 		results, err = b.n.commit(entry, count)
 	}
-	for _, p := range batch {
-		if err != nil {
-			p.done <- proposalResult{err: err}
-			continue
+	// The next batch need not wait while these callers are told.
+	if slots != nil {
+		<-slots
+	}
+	deliver(batch, results, err)
+}
+
+// forwardOnStream hands a follower's batch to its live forwarding stream
+// and returns at once; the stream's reader tells the callers. On the path
+// most writes take this saves send's two goroutine hand-offs, each of which
+// waits for a CPU under load. It reports false, leaving the batch to send,
+// when this server leads or has no live stream to the leader. A batch the
+// stream fails (the leader changed, the connection broke) goes to send,
+// which dials and retries.
+func (b *batcher) forwardOnStream(batch []*proposal, count int, slots chan struct{}) bool {
+	if b.n.IsLeader() {
+		return false
+	}
+	_, addr := b.n.Leader()
+	fc := b.n.fwd.live(addr)
+	if fc == nil {
+		return false
+	}
+	entry, err := pool.EncodeCommand(nil, joinOps(batch, count))
+	if err != nil {
+		return false
+	}
+	start := time.Now()
+	fc.start(entry, b.n.cfg.WriteTimeout, func(body []byte, err error) {
+		var results []pool.Result
+		switch {
+		case errors.Is(err, errNoAnswer):
+			err = noQuorum(err)
+		case err != nil:
+			go b.send(batch, count, slots)
+			return
+		default:
+			results, err = forwardResults(body, count)
+			if errors.As(err, new(errRetry)) {
+				go b.send(batch, count, slots)
+				return
+			}
 		}
-		p.done <- proposalResult{results: results[:len(p.ops)]}
-		results = results[len(p.ops):]
+		b.n.cfg.Metrics.Batch(len(results), true, time.Since(start), err)
+		<-slots
+		deliver(batch, results, err)
+	})
+	return true
+}
+
+func joinOps(batch []*proposal, count int) []pool.Op {
+	ops := make([]pool.Op, 0, count)
+	for _, p := range batch {
+		ops = append(ops, p.ops...)
+	}
+	return ops
+}
+
+// deliver gives each proposal its share of a batch's results. Callers
+// waiting on a channel go first: a forwarded batch's answer is a write to a
+// connection.
+func deliver(batch []*proposal, results []pool.Result, err error) {
+	shares := make([]proposalResult, len(batch))
+	for i, p := range batch {
+		shares[i].err = err
+		if err == nil {
+			shares[i].results, results = results[:len(p.ops)], results[len(p.ops):]
+		}
+		if p.deliver == nil {
+			p.done <- shares[i]
+		}
+	}
+	for i, p := range batch {
+		if p.deliver != nil {
+			p.deliver(shares[i])
+		}
 	}
 }
 
@@ -220,6 +291,11 @@ func (n *Node) forward(ctx context.Context, addr string, entry []byte, nops int)
 		// commit reports).
 		return nil, errRetry{err}
 	}
+	return forwardResults(body, nops)
+}
+
+// forwardResults reads the leader's answer to a batch of nops ops.
+func forwardResults(body []byte, nops int) ([]pool.Result, error) {
 	results, err := decodeForwardAnswer(body, nops)
 	var re *rpcError
 	switch {
