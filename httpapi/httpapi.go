@@ -5,6 +5,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,9 +38,13 @@ type Options struct {
 	Pprof bool
 }
 
-// Handler returns the API's handler.
+// Handler returns the API's handler on net/http. NewServer serves the same
+// API, faster.
 func Handler(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Logger, opts Options) http.Handler {
-	a := &api{svc: svc, log: log}
+	return (&api{svc: svc, log: log}).handler(gatherer, opts)
+}
+
+func (a *api) handler(gatherer prometheus.Gatherer, opts Options) http.Handler {
 	mux := http.NewServeMux()
 	if opts.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -80,7 +85,7 @@ func limitBody(next http.Handler) http.Handler {
 			limit = maxSnapshotBody
 		}
 		if r.ContentLength > limit {
-			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("request body of %d bytes exceeds the limit of %d", r.ContentLength, limit))
+			tooLarge(r.ContentLength, limit).write(w)
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
@@ -114,7 +119,7 @@ func drainBody(w http.ResponseWriter, r *http.Request) bool {
 	if _, err := io.Copy(io.Discard, r.Body); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("request body exceeds the limit of %d bytes", mbe.Limit))
+			tooLarge(-1, mbe.Limit).write(w)
 		} else {
 			writeError(w, http.StatusBadRequest, "bad_request", "reading the request body: "+err.Error())
 		}
@@ -127,14 +132,54 @@ func (a *api) alloc(w http.ResponseWriter, r *http.Request) {
 	if !drainBody(w, r) {
 		return
 	}
-	client, domain := r.PathValue("client"), r.PathValue("domain")
-	addr, err := a.svc.IPForDomain(r.Context(), client, domain)
+	a.allocReply(r.Context(), r.PathValue("client"), r.PathValue("domain")).write(w)
+}
+
+// reply is an answer as both HTTP stacks write it (see NewServer).
+type reply struct {
+	status int
+	body   any
+	// retryAfter asks the client to retry in a second (503s).
+	retryAfter bool
+}
+
+func (rep reply) write(w http.ResponseWriter) {
+	if rep.retryAfter {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, rep.status, rep.body)
+}
+
+// tooLarge refuses a body over limit; length is the declared one, or -1
+// when it was not declared (chunked).
+func tooLarge(length, limit int64) reply {
+	msg := fmt.Sprintf("request body exceeds the limit of %d bytes", limit)
+	if length >= 0 {
+		msg = fmt.Sprintf("request body of %d bytes exceeds the limit of %d", length, limit)
+	}
+	return reply{status: http.StatusRequestEntityTooLarge, body: errorBody("body_too_large", msg)}
+}
+
+func errorBody(code, msg string) map[string]string {
+	return map[string]string{"error": msg, "code": code}
+}
+
+func (a *api) errorReply(err error) reply {
+	code := pool.CodeOf(err)
+	status := statusOf(code)
+	if status == http.StatusInternalServerError {
+		a.log.Error("request failed", "err", err)
+	}
+	return reply{status: status, body: errorBody(string(code), err.Error()), retryAfter: status == http.StatusServiceUnavailable}
+}
+
+func (a *api) allocReply(ctx context.Context, client, domain string) reply {
+	addr, err := a.svc.IPForDomain(ctx, client, domain)
 	if err != nil {
-		a.fail(w, err)
-		return
+		return a.errorReply(err)
 	}
 	d, _ := pool.NormalizeDomain(domain)
-	writeJSON(w, http.StatusOK, mappingJSON{Client: client, Domain: d, IP: addr.String()})
+	return reply{status: http.StatusOK, body: mappingJSON{Client: client, Domain: d, IP: addr.String()}}
 }
 
 func (a *api) get(w http.ResponseWriter, r *http.Request) {
@@ -147,17 +192,19 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) lookup(w http.ResponseWriter, r *http.Request) {
-	addr, err := netip.ParseAddr(r.PathValue("ip"))
+	a.lookupReply(r.Context(), r.PathValue("client"), r.PathValue("ip")).write(w)
+}
+
+func (a *api) lookupReply(ctx context.Context, client, ip string) reply {
+	addr, err := netip.ParseAddr(ip)
 	if err != nil || !addr.Is4() {
-		writeError(w, http.StatusBadRequest, string(pool.CodeInvalidAddress), fmt.Sprintf("%q is not an IPv4 address", r.PathValue("ip")))
-		return
+		return reply{status: http.StatusBadRequest, body: errorBody(string(pool.CodeInvalidAddress), fmt.Sprintf("%q is not an IPv4 address", ip))}
 	}
-	m, err := a.svc.Lookup(r.Context(), r.PathValue("client"), addr, time.Now())
+	m, err := a.svc.Lookup(ctx, client, addr, time.Now())
 	if err != nil {
-		a.fail(w, err)
-		return
+		return a.errorReply(err)
 	}
-	writeJSON(w, http.StatusOK, mappingOut(m, true))
+	return reply{status: http.StatusOK, body: mappingOut(m, true)}
 }
 
 func (a *api) release(w http.ResponseWriter, r *http.Request) {
@@ -340,19 +387,11 @@ func statusOf(code pool.Code) int {
 }
 
 func (a *api) fail(w http.ResponseWriter, err error) {
-	code := pool.CodeOf(err)
-	status := statusOf(code)
-	if status == http.StatusInternalServerError {
-		a.log.Error("request failed", "err", err)
-	}
-	if status == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", "1")
-	}
-	writeError(w, status, string(code), err.Error())
+	a.errorReply(err).write(w)
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg, "code": code})
+	writeJSON(w, status, errorBody(code, msg))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -207,7 +206,7 @@ func (c *ServeCmd) Run(cli *CLI) error {
 		registerDNSMetrics(reg, dns)
 	}
 
-	httpSrv := &http.Server{Handler: httpapi.Handler(svc, reg, log, httpapi.Options{Pprof: c.Pprof}), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}
+	httpSrv := httpapi.NewServer(svc, reg, log, httpapi.Options{Pprof: c.Pprof})
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- httpSrv.Serve(httpLn) }()
 
@@ -232,7 +231,7 @@ func (c *ServeCmd) Run(cli *CLI) error {
 	if dns != nil {
 		dns.Shutdown(ctx)
 	}
-	httpSrv.Shutdown(ctx)
+	httpSrv.ShutdownWithContext(ctx)
 	svc.Close()
 	if err := node.Shutdown(); err != nil {
 		log.Warn("cluster shutdown", "err", err)

@@ -1,0 +1,165 @@
+package httpapi
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ippool/ippool/cluster"
+	"github.com/ippool/ippool/pool"
+	"github.com/ippool/ippool/service"
+)
+
+// startService runs a real single-server cluster on loopback with its own
+// data dir, and a service on it whose marks are never flushed, so reads
+// leave the state as it is.
+func startService(t *testing.T) *service.Service {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg, err := pool.ParseConfig("10.0.0.0/30", "", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := cluster.Start(cluster.Config{ID: "solo", DataDir: t.TempDir(), ClusterAddr: addr, Pool: &cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := service.New(node, service.Options{MarkFlush: time.Hour})
+	t.Cleanup(func() {
+		svc.Close()
+		node.Shutdown()
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, ok := node.PoolConfig(); ok && node.IsLeader() {
+			return svc
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the single server never became a configured leader")
+		}
+	}
+}
+
+// rawRequest sends one request as written, so that both servers see the
+// same bytes, and reads the answer.
+func rawRequest(t *testing.T, addr, method, target string, body []byte) (*http.Response, []byte) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	var req bytes.Buffer
+	req.WriteString(method + " " + target + " HTTP/1.1\r\nHost: test\r\nConnection: close\r\n")
+	if body != nil || method == "POST" || method == "PUT" {
+		req.WriteString("Content-Length: " + strconv.Itoa(len(body)) + "\r\n")
+	}
+	req.WriteString("\r\n")
+	req.Write(body)
+	if _, err := c.Write(req.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, target, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, b
+}
+
+// The server `ippool serve` runs answers every request as the net/http
+// handler does: the same status, content type, Retry-After and body,
+// whether fasthttp answered it itself or handed it over.
+func TestServerAnswersAsTheNetHTTPHandler(t *testing.T) {
+	svc := startService(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	reg := prometheus.NewRegistry()
+	reference := httptest.NewServer(Handler(svc, reg, log, Options{}))
+	defer reference.Close()
+	fast := NewServer(svc, reg, log, Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go fast.Serve(ln)
+	defer fast.Shutdown()
+
+	big := bytes.Repeat([]byte("x"), MaxBody+1)
+	cases := []struct {
+		method, target string
+		body           []byte
+		statusOnly     bool
+	}{
+		{method: "POST", target: "/v1/clients/n1/domains/Example.COM"},
+		{method: "POST", target: "/v1/clients/n1/domains/example.com"}, // existing
+		{method: "POST", target: "/v1/clients/n1/domains/b.example?x=1"},
+		{method: "POST", target: "/v1/clients/n1/domains/c.example", body: []byte("ignored")},
+		{method: "POST", target: "/v1/clients/bad%20id/domains/a.example"},
+		{method: "POST", target: "/v1/clients/a%2Fb/domains/a.example"},
+		{method: "POST", target: "/v1/clients/" + strings.Repeat("c", 129) + "/domains/a.example"},
+		{method: "POST", target: "/v1/clients/n1/domains/a..example"},
+		{method: "POST", target: "/v1/clients/n1/domains/a%21b.example"},
+		{method: "POST", target: "/v1/clients/n1/domains/a.example/"},
+		{method: "POST", target: "/v1/clients/n1//domains/a.example"},
+		{method: "POST", target: "/v1/clients/n1/domains/."},
+		{method: "POST", target: "/v1/clients/n1/domains/a.example", body: big},
+		{method: "PUT", target: "/v1/pool", body: big},
+		{method: "PUT", target: "/v1/clients/n1/domains/a.example"},
+		{method: "GET", target: "/v1/clients/n1/ips/10.0.0.0"},
+		{method: "GET", target: "/v1/clients/n1/ips/10.0.0.3"},
+		{method: "GET", target: "/v1/clients/n1/ips/10.0.0.999"},
+		{method: "GET", target: "/v1/clients/n1/ips/fd00::1"},
+		{method: "GET", target: "/v1/clients/n1/ips/8.8.8.8"},
+		{method: "GET", target: "/v1/clients/n1/domains/example.com"},
+		{method: "GET", target: "/v1/clients/n1"},
+		{method: "GET", target: "/v1/nothing"},
+		{method: "GET", target: "/healthz"},
+		// Fill the /30 (4 addresses, 3 taken), then exhaust it.
+		{method: "POST", target: "/v1/clients/n1/domains/d.example"},
+		{method: "POST", target: "/v1/clients/n1/domains/e.example"},
+		// net/http answers a malformed target in plain text; the status
+		// is what must match.
+		{method: "GET", target: "/v1/clients/n1/ips/a%zz", statusOnly: true},
+	}
+	for _, c := range cases {
+		// Each request goes to the reference first, so the second sees
+		// the state the first left (an allocation exists by then).
+		want, wantBody := rawRequest(t, reference.Listener.Addr().String(), c.method, c.target, c.body)
+		got, gotBody := rawRequest(t, ln.Addr().String(), c.method, c.target, c.body)
+		name := c.method + " " + c.target
+		if len(name) > 80 {
+			name = name[:80] + "..."
+		}
+		if got.StatusCode != want.StatusCode {
+			t.Errorf("%s: status %d, net/http %d (%s)", name, got.StatusCode, want.StatusCode, gotBody)
+			continue
+		}
+		if c.statusOnly {
+			continue
+		}
+		for _, h := range []string{"Content-Type", "Retry-After", "Allow"} {
+			if got.Header.Get(h) != want.Header.Get(h) {
+				t.Errorf("%s: %s %q, net/http %q", name, h, got.Header.Get(h), want.Header.Get(h))
+			}
+		}
+		if !bytes.Equal(gotBody, wantBody) {
+			t.Errorf("%s: body\n%s\nnet/http:\n%s", name, gotBody, wantBody)
+		}
+	}
+}
