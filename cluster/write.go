@@ -64,24 +64,13 @@ func (b *batcher) run(stop <-chan struct{}) {
 				return
 			}
 		}
-		var batch []*proposal
+		var first *proposal
 		select {
-		case p := <-b.in:
-			batch = append(batch, p)
+		case first = <-b.in:
 		case <-stop:
 			return
 		}
-		count := len(batch[0].ops)
-	drain:
-		for count < b.n.cfg.MaxBatch {
-			select {
-			case p := <-b.in:
-				batch = append(batch, p)
-				count += len(p.ops)
-			default:
-				break drain
-			}
-		}
+		batch, count := b.gather(first)
 		switch {
 		case slots == nil:
 			b.send(batch, count, nil)
@@ -89,6 +78,23 @@ func (b *batcher) run(stop <-chan struct{}) {
 			go b.send(batch, count, slots)
 		}
 	}
+}
+
+// gather makes a batch of first and the ops queued behind it, up to
+// MaxBatch.
+func (b *batcher) gather(first *proposal) ([]*proposal, int) {
+	batch := []*proposal{first}
+	count := len(first.ops)
+	for count < b.n.cfg.MaxBatch {
+		select {
+		case p := <-b.in:
+			batch = append(batch, p)
+			count += len(p.ops)
+		default:
+			return batch, count
+		}
+	}
+	return batch, count
 }
 
 // send commits a batch, retrying across leader changes, frees its slot (if
