@@ -119,7 +119,7 @@ func drainBody(w http.ResponseWriter, r *http.Request) bool {
 	if _, err := io.Copy(io.Discard, r.Body); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			tooLarge(-1, mbe.Limit).write(w)
+			tooLarge(0, mbe.Limit).write(w)
 		} else {
 			writeError(w, http.StatusBadRequest, "bad_request", "reading the request body: "+err.Error())
 		}
@@ -150,11 +150,10 @@ func (rep reply) write(w http.ResponseWriter) {
 	writeJSON(w, rep.status, rep.body)
 }
 
-// tooLarge refuses a body over limit; length is the declared one, or -1
-// when it was not declared (chunked).
+// tooLarge refuses a body over limit; length is the declared one, if any.
 func tooLarge(length, limit int64) reply {
 	msg := fmt.Sprintf("request body exceeds the limit of %d bytes", limit)
-	if length >= 0 {
+	if length > limit {
 		msg = fmt.Sprintf("request body of %d bytes exceeds the limit of %d", length, limit)
 	}
 	return reply{status: http.StatusRequestEntityTooLarge, body: errorBody("body_too_large", msg)}

@@ -70,7 +70,7 @@ func NewServer(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Log
 			case errors.Is(err, fasthttp.ErrBodyTooLarge):
 				lingerClose(ctx, tooLarge(int64(ctx.Request.Header.ContentLength()), int64(bodyLimit(&ctx.Request.Header))))
 			case errors.As(err, new(*fasthttp.ErrSmallBuffer)):
-				writeFast(ctx, reply{status: http.StatusRequestHeaderFieldsTooLarge, body: errorBody("bad_request", "request headers are too large")})
+				lingerClose(ctx, reply{status: http.StatusRequestHeaderFieldsTooLarge, body: errorBody("bad_request", fmt.Sprintf("the request line and headers exceed %d bytes", maxHeaderBytes))})
 			default:
 				writeFast(ctx, reply{status: http.StatusBadRequest, body: errorBody("bad_request", err.Error())})
 			}
@@ -151,8 +151,8 @@ func writeFast(ctx *fasthttp.RequestCtx, rep reply) {
 	ctx.SetBody(append(b, '\n'))
 }
 
-// lingerClose answers a request whose body is refused unread as net/http
-// does: the answer, a half close, then up to half a second of reading what
+// lingerClose answers a request refused before it was read whole as
+// net/http does: the answer, a half close, then up to half a second of reading what
 // the client still sends. Closing at once with its body unread would reset
 // the connection, and the client would lose the answer.
 func lingerClose(ctx *fasthttp.RequestCtx, rep reply) {

@@ -3,6 +3,8 @@ package httpapi
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -161,5 +163,58 @@ func TestServerAnswersAsTheNetHTTPHandler(t *testing.T) {
 		if !bytes.Equal(gotBody, wantBody) {
 			t.Errorf("%s: body\n%s\nnet/http:\n%s", name, gotBody, wantBody)
 		}
+	}
+}
+
+// What net/http would take but ippool refuses: a request line and headers
+// over 16 KiB, and a chunked body over the limit. Each gets its JSON error,
+// readable before the connection closes.
+func TestServerRefusesOversizedHeadersAndChunkedBodies(t *testing.T) {
+	svc := startService(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := NewServer(svc, prometheus.NewRegistry(), log, Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Shutdown()
+
+	chunk := bytes.Repeat([]byte("x"), 4096)
+	var chunked bytes.Buffer
+	chunked.WriteString("POST /v1/clients/n1/domains/a.example HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n")
+	for range 32 {
+		fmt.Fprintf(&chunked, "%x\r\n%s\r\n", len(chunk), chunk)
+	}
+	chunked.WriteString("0\r\n\r\n")
+	for _, c := range []struct {
+		name   string
+		req    []byte
+		status int
+		code   string
+	}{
+		{"20 KiB header", []byte("GET /healthz HTTP/1.1\r\nHost: test\r\nX-Big: " + strings.Repeat("a", 20<<10) + "\r\n\r\n"), http.StatusRequestHeaderFieldsTooLarge, "bad_request"},
+		{"128 KiB chunked body", chunked.Bytes(), http.StatusRequestEntityTooLarge, "body_too_large"},
+	} {
+		conn, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		go conn.Write(c.req)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		var body map[string]string
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		conn.Close()
+		if err != nil || resp.StatusCode != c.status || body["code"] != c.code || body["error"] == "" {
+			t.Errorf("%s: %d %v (%v), want %d %s", c.name, resp.StatusCode, body, err, c.status, c.code)
+		}
+	}
+	// Nothing was allocated.
+	if _, ok := svc.Get("n1", "a.example"); ok {
+		t.Error("the refused chunked allocation left a mapping")
 	}
 }
