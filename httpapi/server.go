@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -101,39 +102,61 @@ var (
 )
 
 // serveFast answers an allocation or a lookup, and reports false for any
-// other request. It takes only paths net/http's mux would route to alloc or
-// lookup unchanged (no empty, "." or ".." segment, which the mux redirects),
-// and unescapes the wildcards as the mux does.
+// other request.
 func (a *api) serveFast(ctx *fasthttp.RequestCtx) bool {
-	post, get := ctx.IsPost(), ctx.IsGet()
-	if !post && !get {
+	route, client, arg := fastRoute(ctx.IsPost(), ctx.IsGet(), ctx.URI().PathOriginal())
+	switch route {
+	case routeAlloc:
+		writeFast(ctx, a.allocReply(ctx, client, arg))
+	case routeLookup:
+		writeFast(ctx, a.lookupReply(ctx, client, arg))
+	default:
 		return false
 	}
-	path, ok := bytes.CutPrefix(ctx.URI().PathOriginal(), clientsPrefix)
-	if !ok {
-		return false
+	return true
+}
+
+const (
+	routeNone = iota
+	routeAlloc
+	routeLookup
+)
+
+// fastRoute recognizes an allocation (POST /v1/clients/{client}/domains/
+// {domain}) or a lookup (GET /v1/clients/{client}/ips/{ip}) in a raw path.
+// It takes only paths net/http's mux would route there unchanged (no empty,
+// "." or ".." segment and no escaped "/", after which the mux redirects to
+// a cleaned path) and unescapes the wildcards as the mux does; FuzzFastRouteAgreesWithTheMux holds it to that.
+func fastRoute(post, get bool, rawPath []byte) (route int, client, arg string) {
+	if !post && !get {
+		return routeNone, "", ""
+	}
+	path, ok := bytes.CutPrefix(rawPath, clientsPrefix)
+	// net/http refuses a target with a control byte; fasthttp may not. A
+	// raw "?" or "#" cannot reach here (fasthttp cuts them off), but would
+	// start a query or a fragment.
+	if !ok || bytes.ContainsFunc(path, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '?' || r == '#' }) {
+		return routeNone, "", ""
 	}
 	segs := bytes.Split(path, []byte("/"))
 	if len(segs) != 3 {
-		return false
+		return routeNone, "", ""
 	}
 	var vals [3]string
 	for i, s := range segs {
 		v, err := url.PathUnescape(string(s))
-		if err != nil || v == "" || v == "." || v == ".." {
-			return false
+		if err != nil || v == "" || v == "." || v == ".." || strings.Contains(v, "/") {
+			return routeNone, "", ""
 		}
 		vals[i] = v
 	}
 	switch {
 	case post && bytes.Equal(segs[1], domainsPart):
-		writeFast(ctx, a.allocReply(ctx, vals[0], vals[2]))
+		return routeAlloc, vals[0], vals[2]
 	case get && bytes.Equal(segs[1], ipsPart):
-		writeFast(ctx, a.lookupReply(ctx, vals[0], vals[2]))
-	default:
-		return false
+		return routeLookup, vals[0], vals[2]
 	}
-	return true
+	return routeNone, "", ""
 }
 
 // writeFast writes a reply as writeJSON does.

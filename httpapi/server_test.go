@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -217,4 +218,46 @@ func TestServerRefusesOversizedHeadersAndChunkedBodies(t *testing.T) {
 	if _, ok := svc.Get("n1", "a.example"); ok {
 		t.Error("the refused chunked allocation left a mapping")
 	}
+}
+
+// Whatever path fastRoute answers, net/http's mux routes to the same
+// handler with the same wildcard values, and net/http takes it at all.
+func FuzzFastRouteAgreesWithTheMux(f *testing.F) {
+	for _, seed := range []string{
+		"/v1/clients/n1/domains/example.com", "/v1/clients/n1/ips/10.0.0.1", "/v1/clients/a%2Fb/domains/x",
+		"/v1/clients/n1/domains/a%zz", "/v1/clients/n1/domains/..", "/v1/clients//domains/x", "/v1/clients/n1/domains/x/",
+		"/v1/clients/n1/./domains", "/v1/clients/%2e%2e/domains/x", "/v1/clients/n1/domains/%2F", "/v1/clients/a b/ips/c",
+	} {
+		f.Add(true, seed)
+		f.Add(false, seed)
+	}
+	var route int
+	var client, arg string
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/clients/{client}/domains/{domain}", func(w http.ResponseWriter, r *http.Request) {
+		route, client, arg = routeAlloc, r.PathValue("client"), r.PathValue("domain")
+	})
+	mux.HandleFunc("GET /v1/clients/{client}/ips/{ip}", func(w http.ResponseWriter, r *http.Request) {
+		route, client, arg = routeLookup, r.PathValue("client"), r.PathValue("ip")
+	})
+	mux.HandleFunc("/", func(http.ResponseWriter, *http.Request) { route = routeNone })
+	f.Fuzz(func(t *testing.T, post bool, rawPath string) {
+		gotRoute, gotClient, gotArg := fastRoute(post, !post, []byte(rawPath))
+		if gotRoute == routeNone {
+			return // net/http answers it
+		}
+		u, err := url.ParseRequestURI(rawPath)
+		if err != nil {
+			t.Fatalf("fastRoute answers %q, which net/http refuses: %v", rawPath, err)
+		}
+		method := http.MethodGet
+		if post {
+			method = http.MethodPost
+		}
+		route, client, arg = -1, "", ""
+		mux.ServeHTTP(httptest.NewRecorder(), &http.Request{Method: method, URL: u, RequestURI: rawPath, Header: http.Header{}, Host: "test"})
+		if route != gotRoute || client != gotClient || arg != gotArg {
+			t.Fatalf("%s %q: fastRoute %d %q %q, the mux %d %q %q", method, rawPath, gotRoute, gotClient, gotArg, route, client, arg)
+		}
+	})
 }
