@@ -592,6 +592,45 @@ func (h *Harness) RestartDamaged(s *testcluster.Server) bool {
 	return false
 }
 
+// RequireAllServing waits until every server is ready; a server that exits
+// instead (a panic, a log it cannot open) is a violation, reported with the
+// end of its output.
+func (h *Harness) RequireAllServing(timeout time.Duration) {
+	h.T.Helper()
+	deadline := time.Now().Add(timeout)
+	waiting := map[*testcluster.Server]bool{}
+	for _, s := range h.C.Servers {
+		waiting[s] = true
+	}
+	for len(waiting) > 0 && time.Now().Before(deadline) {
+		for s := range waiting {
+			switch {
+			case !s.Running():
+				h.fail("%s exited (status %d) instead of coming back: %s", s.ID, s.ExitCode(), exitReason(s.Log()))
+				h.broken[s] = "exited at restart"
+				delete(waiting, s)
+			case s.Ready():
+				delete(waiting, s)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for s := range waiting {
+		h.fail("%s did not become ready within %v of its restart", s.ID, timeout)
+	}
+}
+
+// exitReason picks the line that says why a process ended: a Go panic's
+// message if it panicked (its stack trace is the rest of the output), else
+// the last lines.
+func exitReason(log string) string {
+	if i := strings.LastIndex(log, "\npanic: "); i >= 0 {
+		line, _, _ := strings.Cut(log[i+1:], "\n")
+		return line
+	}
+	return lastLines(log, 3)
+}
+
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	if len(lines) > n {
