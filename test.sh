@@ -15,6 +15,12 @@ if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)
 		echo "test.sh: could not install ${missing[*]}; the tests that need them will fail"
 fi
 
+# go.mod and go.sum must be what `go mod tidy` makes of them: a dependency
+# added or dropped without them is caught here, not on a user's machine.
+if ! go mod tidy -diff; then
+	echo "go mod tidy would change go.mod or go.sum (the diff is above); run it and commit the result" >&2
+	exit 1
+fi
 go vet ./...
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then

@@ -343,6 +343,9 @@ func TestDamagedEntryStopsOnlyThatServer(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("the server with the damaged entry kept running")
 	}
+	if restarted.CaughtUp() {
+		t.Error("the server that stopped applying at a damaged entry says it is caught up (/readyz would be 200)")
+	}
 	restarted.Read(func(s *pool.State) {
 		if _, ok := s.Get("c", "after19.example"); ok {
 			t.Error("the damaged server applied entries after the damaged one")

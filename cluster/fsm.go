@@ -58,6 +58,13 @@ func newFSM(log *slog.Logger) *fsm {
 	return &fsm{state: pool.NewState(), log: log, onConfig: func(pool.Config) {}, badEntries: func() {}, onDamaged: func(error) {}, snapshotTook: func(time.Duration) {}, progress: make(chan struct{})}
 }
 
+// isDamaged reports whether the FSM stopped at a damaged entry.
+func (f *fsm) isDamaged() bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.damaged != nil
+}
+
 // progressCh returns a channel closed at the next applied batch or restore.
 func (f *fsm) progressCh() <-chan struct{} {
 	f.progressMu.Lock()

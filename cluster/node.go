@@ -15,12 +15,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -237,12 +239,18 @@ func Start(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(walDir, 0o700); err != nil {
 		return nil, err
 	}
-	// raft-wal's Close leaves its meta DB open (and locked); own it so a
-	// restart in the same process can open the data dir again.
+	// Own the meta DB: a failed wal.Open leaves it open and locked, and a
+	// restart in the same process must be able to open the data dir again.
 	n.meta = &metadb.BoltMetaDB{}
-	n.store, err = wal.Open(walDir, wal.WithMetaStore(n.meta))
+	n.store, err = openWAL(walDir, n.meta)
+	if errors.Is(err, fs.ErrPermission) {
+		return nil, fmt.Errorf("opening the Raft log in %s: %w", walDir, err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("opening the Raft log in %s: %w", cfg.DataDir, err)
+		return nil, &DamagedDataError{DataDir: cfg.DataDir, File: walDir, What: "the Raft log (its segment files or meta.db)", Err: err}
+	}
+	if err := checkLog(n.store, cfg.DataDir, walDir); err != nil {
+		return nil, err
 	}
 	fss, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 3, newHCLog(n.log, "snapshot"))
 	if err != nil {
@@ -301,9 +309,15 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.raft, err = raft.NewRaft(rc, n.fsm, logs, n.store, n.snaps, trans)
+	n.raft, err = newRaft(rc, n.fsm, logs, n.store, n.snaps, trans)
 	if err != nil {
-		return nil, fmt.Errorf("starting Raft: %w", err)
+		// At start Raft reads only the data dir: its stable store, its
+		// snapshots (it tries each, newest first) and the log checked above.
+		file, what := cfg.DataDir, "the Raft state"
+		if strings.Contains(err.Error(), "snapshot") {
+			file, what = filepath.Join(cfg.DataDir, "snapshots"), "every snapshot"
+		}
+		return nil, &DamagedDataError{DataDir: cfg.DataDir, File: file, What: what, Err: err}
 	}
 	n.batcher = newBatcher(n, forwardBatchSlots)
 	n.reads = &readIndexer{fetch: n.fetchReadIndex}

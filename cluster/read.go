@@ -86,7 +86,9 @@ func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
 // CaughtUp reports whether this server's state holds every entry it knows
 // to be committed.
 func (n *Node) CaughtUp() bool {
-	return n.appliedThrough(n.raft.CommitIndex())
+	// A server that found a damaged entry stops applying before it and is
+	// about to exit; it is never caught up, whatever the indexes say.
+	return !n.fsm.isDamaged() && n.appliedThrough(n.raft.CommitIndex())
 }
 
 func (n *Node) appliedThrough(idx uint64) bool {

@@ -84,18 +84,30 @@ var shortScenarios = []scenario{
 	{name: "deposed-leader-tail-truncated-then-full-crash", cfg: Config{Net: true}, run: truncatedTailScenario},
 }
 
-// truncatedTailScenario cuts the leader off while it takes writes, so it
-// appends entries it cannot replicate; the majority elects a new leader
-// whose entries conflict with them, and on healing the old leader clears
-// that suffix from its log. Then every server is SIGKILLed and started
+// truncatedTailScenario makes a leader clear a log suffix it could not
+// replicate (truncateLeaderTail), then SIGKILLs every server and starts them
 // again: every one must come back and serve (raft-wal before v0.4.1 sealed
 // the truncated segment without its index, and the server panicked on its
 // next start), and Finish checks that every acknowledged write survived.
 func truncatedTailScenario(h *Harness) {
-	const want = "clearing log suffix"
-	for try := 1; ; try++ {
+	if !truncateLeaderTail(h, 3) {
+		h.fail("no server truncated its log tail in 3 tries: the scenario did not happen")
+		return
+	}
+	h.CrashAll(300 * time.Millisecond)
+	h.RequireAllServing(30 * time.Second)
+}
+
+// truncateLeaderTail cuts the leader off while it takes writes, so it
+// appends entries it cannot replicate; the majority elects a new leader
+// whose entries conflict with them, and on healing the old leader clears
+// that suffix from its log. It tries up to tries times and reports whether
+// a suffix was cleared.
+func truncateLeaderTail(h *Harness, tries int) bool {
+	const cleared = "clearing log suffix"
+	for range tries {
 		l := h.Leader()
-		before := strings.Count(l.Log(), want)
+		before := strings.Count(l.Log(), cleared)
 		h.step("isolate leader %s while it takes writes", l.ID)
 		h.Net.Partition([]*testcluster.Server{l}, h.Others(l))
 		// The workers write through every server; these make sure the
@@ -107,17 +119,12 @@ func truncatedTailScenario(h *Harness) {
 		h.Net.Heal()
 		h.step("healed; waiting for %s to rejoin", l.ID)
 		h.Quiesce()()
-		if strings.Count(l.Log(), want) > before {
+		if strings.Count(l.Log(), cleared) > before {
 			h.Logf("%s cleared the suffix it could not replicate", l.ID)
-			break
-		}
-		if try == 3 {
-			h.fail("%s never truncated its log tail in 3 tries: the scenario did not happen", l.ID)
-			return
+			return true
 		}
 	}
-	h.CrashAll(300 * time.Millisecond)
-	h.RequireAllServing(30 * time.Second)
+	return false
 }
 
 // corruptScenario damages a follower's WAL tail, then another follower's

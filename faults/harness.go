@@ -380,7 +380,9 @@ func (h *Harness) CrashAll(down time.Duration) {
 	}
 	time.Sleep(down)
 	for _, s := range h.C.Servers {
-		s.Start()
+		if h.broken[s] == "" {
+			s.Start()
+		}
 	}
 }
 
@@ -592,7 +594,8 @@ func (h *Harness) RestartDamaged(s *testcluster.Server) bool {
 	return false
 }
 
-// RequireAllServing waits until every server is ready; a server that exits
+// RequireAllServing waits until every server is ready (but those that
+// refused their damaged files earlier); a server that exits
 // instead (a panic, a log it cannot open) is a violation, reported with the
 // end of its output.
 func (h *Harness) RequireAllServing(timeout time.Duration) {
@@ -600,7 +603,9 @@ func (h *Harness) RequireAllServing(timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
 	waiting := map[*testcluster.Server]bool{}
 	for _, s := range h.C.Servers {
-		waiting[s] = true
+		if h.broken[s] == "" {
+			waiting[s] = true
+		}
 	}
 	for len(waiting) > 0 && time.Now().Before(deadline) {
 		for s := range waiting {

@@ -62,7 +62,7 @@ func randomFault(h *Harness) {
 		return h.C.Servers[r.IntN(len(h.C.Servers))]
 	}
 	d := time.Duration(500+r.IntN(3000)) * time.Millisecond
-	switch r.IntN(9) {
+	switch r.IntN(10) {
 	case 0:
 		if s := pick(); s.Running() && len(h.C.Running()) > len(h.C.Servers)/2+1 {
 			h.Kill(s)
@@ -77,6 +77,7 @@ func randomFault(h *Harness) {
 		h.Pause(pick(), d)
 	case 3:
 		h.CrashAll(time.Duration(r.IntN(1000)) * time.Millisecond)
+		h.RequireAllServing(30 * time.Second)
 		h.C.WaitReady(30 * time.Second)
 	case 4:
 		h.Isolate(pick(), d)
@@ -102,6 +103,12 @@ func randomFault(h *Harness) {
 	case 8:
 		if len(h.C.Running()) == len(h.C.Servers) {
 			corruptScenario(h)
+		}
+	case 9:
+		if len(h.C.Running()) == len(h.C.Servers) && truncateLeaderTail(h, 1) {
+			h.CrashAll(time.Duration(r.IntN(1000)) * time.Millisecond)
+			h.RequireAllServing(30 * time.Second)
+			h.C.WaitReady(30 * time.Second)
 		}
 	}
 }
