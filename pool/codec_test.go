@@ -21,6 +21,7 @@ func sampleOps() []Op {
 		{Kind: OpMarkUsed, Time: at, Client: "node-1", Domain: "example.com", Addr: netip.MustParseAddr("10.0.0.0")},
 		{Kind: OpRelease, ID: RequestID{Origin: 9, Seq: 1 << 40}, Time: at, Client: "node-1", Domain: "example.com"},
 		{Kind: OpReleaseClient, ID: RequestID{Origin: 9, Seq: 3}, Time: at, Client: "node-1"},
+		{Kind: OpUnhold, Time: at, Client: "node-1", Addr: netip.MustParseAddr("10.0.0.0")},
 	}
 }
 

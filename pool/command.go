@@ -19,6 +19,9 @@ const (
 	OpRelease       OpKind = 3 // Client, Domain
 	OpReleaseClient OpKind = 4 // Client
 	OpSetConfig     OpKind = 5 // Config
+	// OpUnhold gives a released address back to its client once ReuseHold
+	// has passed; only a leader proposes it.
+	OpUnhold OpKind = 6 // Client, Addr
 )
 
 func (k OpKind) String() string {
@@ -33,6 +36,8 @@ func (k OpKind) String() string {
 		return "release-client"
 	case OpSetConfig:
 		return "set-config"
+	case OpUnhold:
+		return "unhold"
 	}
 	return "unknown"
 }
@@ -136,6 +141,12 @@ func encodeBody(dst []byte, ops []Op) ([]byte, error) {
 			dst = appendString(dst, op.Client)
 		case OpSetConfig:
 			dst = appendConfig(dst, op.Config)
+		case OpUnhold:
+			if !op.Addr.Is4() {
+				return dst, errorf(CodeBadCommand, "unhold needs an IPv4 address, not %v", op.Addr)
+			}
+			dst = appendString(dst, op.Client)
+			dst = binary.BigEndian.AppendUint32(dst, addrToU32(op.Addr))
 		default:
 			return dst, errorf(CodeBadCommand, "unknown op kind %d", op.Kind)
 		}
@@ -361,6 +372,9 @@ func (d *decoder) op(op *Op) error {
 		op.Client = d.clientID()
 	case OpSetConfig:
 		op.Config = d.config()
+	case OpUnhold:
+		op.Client = d.clientID()
+		op.Addr = u32ToAddr(d.uint32())
 	default:
 		d.fail("unknown op kind %d", op.Kind)
 	}
@@ -413,6 +427,10 @@ func (s *State) applyOp(op *Op) Result {
 		}
 	case OpReleaseClient:
 		res.Count = s.releaseClient(op.Client, now)
+	case OpUnhold:
+		if s.unhold(op.Client, addrToU32(op.Addr), now) {
+			res.Count = 1
+		}
 	case OpSetConfig:
 		n, err := s.SetConfig(op.Config, op.Time)
 		if err != nil {

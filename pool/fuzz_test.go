@@ -48,6 +48,8 @@ func FuzzReadSnapshot(f *testing.F) {
 		s.ApplyOps([]Op{{Kind: OpAllocate, ID: RequestID{1, uint64(i + 1)}, Time: time.Unix(0, int64(i)), Client: clientName(i), Domain: d}})
 	}
 	f.Add(snapshotBytes(f, s))
+	s.ApplyOps([]Op{{Kind: OpRelease, Time: time.Unix(0, 9), Client: clientName(0), Domain: "a.com"}})
+	f.Add(snapshotBytes(f, s)) // a client with a held address and no mapping
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := ReadSnapshot(bytes.NewReader(b))
 		if err != nil {

@@ -13,11 +13,14 @@ import (
 )
 
 // model is the contract written as plainly as possible: a linear scan over
-// the pool for every allocation, as the seed did, with S2's order.
+// the pool for every allocation, as the seed did, with S2's order, and the
+// reuse hold: a released address is held from its client until unheld, and
+// an expired one is reusable only ReuseHold after its lifetime ran out.
 type model struct {
 	addrs    []netip.Addr
 	lifetime int64
 	clients  map[string]map[netip.Addr]modelMapping
+	held     map[string]map[netip.Addr]bool
 	activity map[string]int64
 }
 
@@ -27,7 +30,7 @@ type modelMapping struct {
 }
 
 func newModel(cfg Config) *model {
-	m := &model{clients: map[string]map[netip.Addr]modelMapping{}, activity: map[string]int64{}}
+	m := &model{clients: map[string]map[netip.Addr]modelMapping{}, held: map[string]map[netip.Addr]bool{}, activity: map[string]int64{}}
 	m.setConfig(cfg)
 	return m
 }
@@ -47,25 +50,50 @@ func (m *model) setConfig(cfg Config) int {
 				released++
 			}
 		}
+		for a := range m.held[c] {
+			if !slices.Contains(m.addrs, a) {
+				delete(m.held[c], a)
+			}
+		}
 		m.dropIfEmpty(c)
 	}
 	return released
 }
 
 func (m *model) dropIfEmpty(c string) {
-	if len(m.clients[c]) == 0 {
+	if len(m.clients[c]) == 0 && len(m.held[c]) == 0 {
 		delete(m.clients, c)
+		delete(m.held, c)
 		delete(m.activity, c)
 	}
 }
 
 func (m *model) forget(now int64) {
 	for c, last := range m.activity {
-		if now-last > m.lifetime {
+		if now-last > m.lifetime+int64(ReuseHold) {
 			delete(m.clients, c)
+			delete(m.held, c)
 			delete(m.activity, c)
 		}
 	}
+}
+
+func (m *model) hold(c string, a netip.Addr, now int64) {
+	if m.held[c] == nil {
+		m.held[c] = map[netip.Addr]bool{}
+	}
+	m.held[c][a] = true
+	m.activity[c] = max(m.activity[c], now)
+}
+
+func (m *model) unhold(c string, a netip.Addr, now int64) bool {
+	defer m.forget(now)
+	if !m.held[c][a] {
+		return false
+	}
+	delete(m.held[c], a)
+	m.dropIfEmpty(c)
+	return true
 }
 
 func (m *model) use(c string, a netip.Addr, d string, now int64) {
@@ -99,7 +127,7 @@ func (m *model) allocate(c, d string, now int64) (addr netip.Addr, ok bool) {
 		}
 	}
 	for _, a := range m.addrs {
-		if _, used := ms[a]; !used {
+		if _, used := ms[a]; !used && !m.held[c][a] {
 			m.use(c, a, d, now)
 			return a, true
 		}
@@ -107,8 +135,8 @@ func (m *model) allocate(c, d string, now int64) (addr netip.Addr, ok bool) {
 	var best netip.Addr
 	var bestUsed int64
 	for _, a := range m.addrs {
-		mm := ms[a]
-		if now-mm.lastUsed > m.lifetime && (!best.IsValid() || mm.lastUsed < bestUsed) {
+		mm, used := ms[a]
+		if used && now-mm.lastUsed > m.lifetime+int64(ReuseHold) && (!best.IsValid() || mm.lastUsed < bestUsed) {
 			best, bestUsed = a, mm.lastUsed
 		}
 	}
@@ -135,7 +163,7 @@ func (m *model) release(c, d string, now int64) bool {
 	for a, mm := range m.clients[c] {
 		if mm.domain == d {
 			delete(m.clients[c], a)
-			m.dropIfEmpty(c)
+			m.hold(c, a, now)
 			return true
 		}
 	}
@@ -145,8 +173,15 @@ func (m *model) release(c, d string, now int64) bool {
 func (m *model) releaseClient(c string, now int64) int {
 	defer m.forget(now)
 	n := len(m.clients[c])
-	delete(m.clients, c)
-	delete(m.activity, c)
+	if _, ok := m.activity[c]; !ok {
+		return 0
+	}
+	for a := range m.clients[c] {
+		delete(m.clients[c], a)
+		m.hold(c, a, now)
+	}
+	m.activity[c] = max(m.activity[c], now)
+	m.dropIfEmpty(c)
 	return n
 }
 
@@ -154,6 +189,25 @@ func (m *model) releaseClient(c string, now int64) int {
 func (m *model) checkAgainst(t *rapid.T, s *State) {
 	if got, want := s.Clients(), sortedKeys(m.clients); !slices.Equal(got, want) {
 		t.Fatalf("clients %v, model has %v", got, want)
+	}
+	gotHeld := map[string][]netip.Addr{}
+	s.Holds(func(h Hold) bool {
+		gotHeld[h.Client] = append(gotHeld[h.Client], h.Addr)
+		return true
+	})
+	for c := range m.clients {
+		var want []netip.Addr
+		for a := range m.held[c] {
+			want = append(want, a)
+		}
+		slices.SortFunc(want, netip.Addr.Compare)
+		if !slices.Equal(gotHeld[c], want) {
+			t.Fatalf("client %s holds %v, model holds %v", c, gotHeld[c], want)
+		}
+		delete(gotHeld, c)
+	}
+	if len(gotHeld) > 0 {
+		t.Fatalf("holds of clients the model does not have: %v", gotHeld)
 	}
 	for c, ms := range m.clients {
 		got := s.Mappings(c)
@@ -186,11 +240,26 @@ func sortedKeys[V any](m map[string]V) []string {
 // order, reference counts exact.
 func (s *State) checkInvariants() error {
 	refs := map[uint32]uint32{}
-	total := 0
+	total, heldTotal := 0, 0
 	for id, c := range s.clients {
-		if len(c.slab) == 0 {
+		if len(c.slab) == 0 && len(c.held) == 0 {
 			return fmt.Errorf("client %s is empty but kept", id)
 		}
+		if _, listed := s.holding[c]; listed != (len(c.held) > 0) {
+			return fmt.Errorf("client %s: holding set disagrees with its %d held addresses", id, len(c.held))
+		}
+		for i, a := range c.held {
+			if i > 0 && a <= c.held[i-1] {
+				return fmt.Errorf("client %s: held addresses out of order", id)
+			}
+			if _, mapped := c.findAddr(a); mapped || !s.set.contains(a) {
+				return fmt.Errorf("client %s holds %v, which is mapped or outside the pool", id, u32ToAddr(a))
+			}
+			if idx, _ := s.set.indexOf(a); slices.Contains(c.free, idx) {
+				return fmt.Errorf("client %s: held %v is also free", id, u32ToAddr(a))
+			}
+		}
+		heldTotal += len(c.held)
 		if c.byAddr.n != len(c.slab) || c.byDomain.n != len(c.slab) || len(c.expiry) != len(c.slab) {
 			return fmt.Errorf("client %s: %d mappings but %d/%d/%d index entries", id, len(c.slab), c.byAddr.n, c.byDomain.n, len(c.expiry))
 		}
@@ -231,6 +300,9 @@ func (s *State) checkInvariants() error {
 			return fmt.Errorf("idle heap out of order at %d", i)
 		}
 	}
+	if heldTotal != s.heldCount || len(s.holding) > len(s.clients) {
+		return fmt.Errorf("counted %d held addresses, state says %d", heldTotal, s.heldCount)
+	}
 	if total != s.mappings || len(s.idle) != len(s.clients) {
 		return fmt.Errorf("counted %d mappings and %d idle entries; state says %d and %d clients", total, len(s.idle), s.mappings, len(s.clients))
 	}
@@ -251,7 +323,12 @@ var (
 	propPools   = []string{"10.0.0.0/30", "10.0.0.0/29", "10.0.0.1-10.0.0.3,10.0.0.9-10.0.0.10", "10.0.0.4/30,10.0.1.0/31"}
 )
 
-const propLifetime = 100
+// Time in the property test moves in units of a tenth of a second: the
+// lifetime is 100 units, ReuseHold 50.
+const (
+	propUnit     = int64(time.Second / 10)
+	propLifetime = 100 * time.Duration(propUnit)
+)
 
 // TestPropertyMatchesModel drives a State and the model with the same random
 // operations and requires the same answers and the same state after each.
@@ -267,20 +344,23 @@ func TestPropertyMatchesModel(t *testing.T) {
 		now := int64(0)
 		for step := range rapid.IntRange(1, 120).Draw(t, "steps") {
 			// Time mostly moves forward; sometimes a proposer's clock is behind.
-			now += rapid.Int64Range(-20, 60).Draw(t, "dt")
+			now += rapid.Int64Range(-20, 60).Draw(t, "dt") * propUnit
 			at := time.Unix(0, now)
 			c := rapid.SampledFrom(propClients).Draw(t, "client")
 			d := rapid.SampledFrom(propDomains).Draw(t, "domain")
 			var op Op
-			switch k := rapid.IntRange(0, 9).Draw(t, "op"); {
+			switch k := rapid.IntRange(0, 10).Draw(t, "op"); {
 			case k < 5:
 				op = Op{Kind: OpAllocate, Client: c, Domain: d}
 			case k < 7:
 				a := m.addrs[rapid.IntRange(0, len(m.addrs)-1).Draw(t, "addr")]
 				op = Op{Kind: OpMarkUsed, Client: c, Domain: d, Addr: a}
 			case k < 8:
-				op = Op{Kind: OpRelease, Client: c, Domain: d}
+				a := m.addrs[rapid.IntRange(0, len(m.addrs)-1).Draw(t, "addr")]
+				op = Op{Kind: OpUnhold, Client: c, Addr: a}
 			case k < 9:
+				op = Op{Kind: OpRelease, Client: c, Domain: d}
+			case k < 10:
 				op = Op{Kind: OpReleaseClient, Client: c}
 			default:
 				cfg, _ = ParseConfig(rapid.SampledFrom(propPools).Draw(t, "newpool"), "", propLifetime)
@@ -315,7 +395,7 @@ func TestPropertyMatchesModel(t *testing.T) {
 				}
 				// Nothing unexpired is ever reused.
 				for _, b := range before {
-					if b.Addr == r.Addr && b.Domain != d && now-b.LastUsed.UnixNano() <= propLifetime {
+					if b.Addr == r.Addr && b.Domain != d && now-b.LastUsed.UnixNano() <= int64(propLifetime+ReuseHold) {
 						t.Fatalf("reused %v of unexpired %s", r.Addr, b.Domain)
 					}
 				}
@@ -326,6 +406,10 @@ func TestPropertyMatchesModel(t *testing.T) {
 			case OpRelease:
 				if want := m.release(c, d, now); (r.Count == 1) != want {
 					t.Fatalf("release %s %s: %d, model says %v", c, d, r.Count, want)
+				}
+			case OpUnhold:
+				if want := m.unhold(c, op.Addr, now); (r.Count == 1) != want {
+					t.Fatalf("unhold %s %v: %d, model says %v", c, op.Addr, r.Count, want)
 				}
 			case OpReleaseClient:
 				if want := m.releaseClient(c, now); r.Count != want {

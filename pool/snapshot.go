@@ -27,13 +27,16 @@ import (
 //	client count, then per client in sorted order: ID, last activity,
 //	mapping count, then per mapping in address order: address minus the
 //	previous one (the first minus zero), domain's rank in the domain list,
-//	last activity minus last used.
+//	last activity minus last used; since version 2, then held count, then
+//	per held address in order its difference from the previous one.
 //
 // Everything is sorted, so equal states give byte-identical snapshots (S9).
 const snapshotMagic = "IPPOOLS1"
 
+// Version 2 added held addresses; version 1 snapshots (no holds) are read.
 const (
-	snapshotVersion = 1
+	snapshotVersion   = 2
+	snapshotVersionV1 = 1
 	frameTarget     = 64 << 10
 	maxFrame        = 1 << 20
 )
@@ -105,6 +108,13 @@ func (s *State) WriteSnapshot(w io.Writer) error {
 			prev = m.addr
 			fw.maybeFlush()
 		}
+		fw.uvarint(uint64(len(c.held)))
+		prev = 0
+		for _, a := range c.held {
+			fw.uvarint(uint64(a - prev))
+			prev = a
+		}
+		fw.maybeFlush()
 		if fw.err != nil {
 			return fw.err
 		}
@@ -209,8 +219,9 @@ func (f *frameReader) Read(p []byte) (int, error) {
 
 // snapReader decodes the stream; the first error sticks.
 type snapReader struct {
-	fr  *frameReader
-	err error
+	fr      *frameReader
+	err     error
+	version uint64
 }
 
 func (r *snapReader) fail(format string, args ...any) {
@@ -328,8 +339,9 @@ func ReadSnapshot(rd io.Reader) (*State, error) {
 
 func (r *snapReader) state() *State {
 	s := NewState()
-	if v := r.uvarint(); r.err == nil && v != snapshotVersion {
-		r.fail("snapshot version %d is not supported; this server reads version %d", v, snapshotVersion)
+	r.version = r.uvarint()
+	if r.err == nil && r.version != snapshotVersion && r.version != snapshotVersionV1 {
+		r.fail("snapshot version %d is not supported; this server reads versions %d and %d", r.version, snapshotVersionV1, snapshotVersion)
 	}
 	configured, err := r.fr.ReadByte()
 	if err != nil {
@@ -447,7 +459,7 @@ func (r *snapReader) client(s *State, domainIDs []uint32) *client {
 	}
 	lastActivity := r.varint()
 	n := r.count("mappings", uint64(s.set.size))
-	if r.err == nil && (n == 0 || !s.configured) {
+	if r.err == nil && ((n == 0 && r.version == snapshotVersionV1) || !s.configured) {
 		r.fail("snapshot client %q has no mappings or the pool has no configuration", id)
 	}
 	if r.err != nil {
@@ -484,8 +496,37 @@ func (r *snapReader) client(s *State, domainIDs []uint32) *client {
 		s.domains.refs[d]++
 		s.addMapping(c, addr, d, lastActivity-int64(age))
 	}
+	if r.err == nil && r.version >= 2 {
+		r.holds(s, c)
+	}
+	if r.err == nil && len(c.slab) == 0 && len(c.held) == 0 {
+		r.fail("snapshot client %q has neither mappings nor held addresses", id)
+	}
 	if r.err != nil {
 		return nil
 	}
 	return c
+}
+
+// holds reads a client's held addresses: in the pool, ascending, unmapped.
+func (r *snapReader) holds(s *State, c *client) {
+	n := r.count("held addresses", uint64(s.set.size))
+	addr := uint64(0)
+	for i := 0; i < n && r.err == nil; i++ {
+		delta := r.uvarint()
+		next := addr + delta
+		if r.err != nil {
+			return
+		}
+		if (i > 0 && delta == 0) || next > 1<<32-1 || !s.set.contains(uint32(next)) {
+			r.fail("snapshot client %q holds an address outside the pool or out of order", c.id)
+			return
+		}
+		if _, mapped := c.findAddr(uint32(next)); mapped {
+			r.fail("snapshot client %q holds an address it maps", c.id)
+			return
+		}
+		addr = next
+		s.hold(c, uint32(addr))
+	}
 }

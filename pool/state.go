@@ -38,13 +38,16 @@ type State struct {
 	// with 1,000 clients).
 	idle     []*client
 	mappings int
+	// holding is the clients with held addresses (hold.go).
+	holding   map[*client]struct{}
+	heldCount int
 
 	dedup dedupWindow
 }
 
 // NewState returns an empty, unconfigured State.
 func NewState() *State {
-	return &State{clients: make(map[string]*client), domains: newDomainTable(), dedup: newDedupWindow(defaultDedupSize)}
+	return &State{clients: make(map[string]*client), domains: newDomainTable(), dedup: newDedupWindow(defaultDedupSize), holding: make(map[*client]struct{})}
 }
 
 // client is one client's mappings. A mapping lives in slab; byAddr and
@@ -62,6 +65,9 @@ type client struct {
 	// was restored or re-pooled costs nothing until it allocates.
 	free []uint32
 	next uint32
+	// held are addresses released from this client less than ReuseHold
+	// ago, sorted; neither mapped nor free.
+	held []uint32
 
 	// lastActivity is the latest last-used time this client ever had, so
 	// when it is over a lifetime ago every mapping has expired.
@@ -201,16 +207,19 @@ func (s *State) SetConfig(cfg Config, now time.Time) (int, error) {
 	}
 	s.cfg, s.set, s.configured = cfg, set, true
 	released := 0
+	inPool := set.contains
 	// Sorted so that the order of releases, and so every internal index,
 	// is the same on every server.
 	for _, id := range s.Clients() {
 		c := s.clients[id]
 		for i := len(c.slab) - 1; i >= 0; i-- {
 			if !set.contains(c.slab[i].addr) {
-				s.removeMapping(c, int32(i))
+				s.removeMapping(c, int32(i), true)
 				released++
 			}
 		}
+		// An address outside the pool is never allocated: no need to hold it.
+		s.clearHolds(c, inPool)
 		// Pool indices changed meaning: rescan lazily from the start.
 		c.free, c.next = c.free[:0], 0
 		s.dropIfEmpty(c)
@@ -248,7 +257,8 @@ func (s *State) allocate(clientID, domain string, now int64) (uint32, int, error
 		return 0, 0, errorf(CodeNotConfigured, "the pool is not configured yet")
 	}
 	c := s.clients[clientID]
-	if c != nil {
+	isNew := c == nil
+	if !isNew {
 		if d, ok := s.domains.ids[domain]; ok {
 			if i, ok := c.findDomain(d); ok {
 				s.touch(c, i, now)
@@ -260,7 +270,7 @@ func (s *State) allocate(clientID, domain string, now int64) (uint32, int, error
 		c = newClient(clientID)
 	}
 	if idx, ok := c.takeFresh(&s.set); ok {
-		if len(c.slab) == 0 {
+		if isNew {
 			s.clients[clientID] = c
 			c.lastActivity = now
 			s.pushIdle(c)
@@ -273,7 +283,7 @@ func (s *State) allocate(clientID, domain string, now int64) (uint32, int, error
 	if len(c.expiry) > 0 {
 		i := c.expiry[0]
 		m := &c.slab[i]
-		if now-m.lastUsed > int64(s.cfg.Lifetime) {
+		if s.expiredFor(m.lastUsed, now) {
 			// Reuse: the old domain loses the address in both directions.
 			remove(&c.byDomain, i, byDomainKey{c.slab})
 			s.domains.release(m.domain)
@@ -284,10 +294,14 @@ func (s *State) allocate(clientID, domain string, now int64) (uint32, int, error
 			return m.addr, allocReused, nil
 		}
 	}
-	return 0, 0, errorf(CodePoolExhausted, "pool exhausted for client %q: all %d addresses are mapped and none has been idle longer than %v", clientID, s.set.size, s.cfg.Lifetime)
+	if len(c.held) > 0 {
+		return 0, 0, errorf(CodePoolExhausted, "pool exhausted for client %q: of its %d addresses %d are mapped, none idle longer than %v, and %d were released less than %v ago", clientID, s.set.size, len(c.slab), s.cfg.Lifetime+ReuseHold, len(c.held), ReuseHold)
+	}
+	return 0, 0, errorf(CodePoolExhausted, "pool exhausted for client %q: all %d addresses are mapped and none has been idle longer than %v", clientID, s.set.size, s.cfg.Lifetime+ReuseHold)
 }
 
-// takeFresh returns the lowest pool index that holds no mapping.
+// takeFresh returns the lowest pool index that holds no mapping and is not
+// held.
 func (c *client) takeFresh(set *addrSet) (uint32, bool) {
 	if len(c.free) > 0 {
 		var idx uint32
@@ -297,7 +311,8 @@ func (c *client) takeFresh(set *addrSet) (uint32, bool) {
 	for c.next < set.size {
 		idx := c.next
 		c.next++
-		if _, mapped := c.findAddr(set.addrAt(idx)); !mapped {
+		a := set.addrAt(idx)
+		if _, mapped := c.findAddr(a); !mapped && !c.isHeld(a) {
 			return idx, true
 		}
 	}
@@ -329,13 +344,16 @@ func (s *State) noteActivity(c *client, now int64) {
 }
 
 // removeMapping deletes slab[i], moving the last slab entry into its place.
-func (s *State) removeMapping(c *client, i int32) {
+// A held address waits for OpUnhold; otherwise it is free at once.
+func (s *State) removeMapping(c *client, i int32, hold bool) {
 	m := c.slab[i]
 	c.expiry = heapRemove(c.expiry, int(c.expiryAt[i]), expiryOrder{c})
 	remove(&c.byAddr, i, byAddrKey{c.slab})
 	remove(&c.byDomain, i, byDomainKey{c.slab})
 	s.domains.release(m.domain)
-	if idx, ok := s.set.indexOf(m.addr); ok && idx < c.next {
+	if hold {
+		s.hold(c, m.addr)
+	} else if idx, ok := s.set.indexOf(m.addr); ok && idx < c.next {
 		c.free = heapPush(c.free, idx, indexOrder{})
 	}
 	last := int32(len(c.slab) - 1)
@@ -352,32 +370,33 @@ func (s *State) removeMapping(c *client, i int32) {
 	s.mappings--
 }
 
-// dropIfEmpty forgets a client that holds no mapping.
+// dropIfEmpty forgets a client that holds no mapping and no held address.
 func (s *State) dropIfEmpty(c *client) {
-	if len(c.slab) == 0 {
+	if len(c.slab) == 0 && len(c.held) == 0 {
 		s.idle = heapRemove(s.idle, c.idleAt, idleOrder{})
 		delete(s.clients, c.id)
 	}
 }
 
 // forgetIdleClients forgets the clients whose every mapping has expired at
-// now, so the state is bounded by live use. It runs after each write, at the
-// write's time, so every server forgets the same clients at the same point
-// of the log.
+// now, and ReuseHold with it, so the state is bounded by live use. It runs
+// after each write, at the write's time, so every server forgets the same
+// clients at the same point of the log.
 func (s *State) forgetIdleClients(now int64) {
 	// Every key is at most its client's lastActivity, so once the top key is
 	// recent enough no client is idle.
-	for len(s.idle) > 0 && now-s.idle[0].idleKey > int64(s.cfg.Lifetime) {
+	for len(s.idle) > 0 && s.expiredFor(s.idle[0].idleKey, now) {
 		c := s.idle[0]
-		if now-c.lastActivity <= int64(s.cfg.Lifetime) {
+		if !s.expiredFor(c.lastActivity, now) {
 			// Active since it was placed: re-key it and look again.
 			c.idleKey = c.lastActivity
 			heapFix(s.idle, 0, idleOrder{})
 			continue
 		}
 		for i := len(c.slab) - 1; i >= 0; i-- {
-			s.removeMapping(c, int32(i))
+			s.removeMapping(c, int32(i), false)
 		}
+		s.clearHolds(c, nil)
 		s.dropIfEmpty(c)
 	}
 }
@@ -432,8 +451,8 @@ func (s *State) release(clientID, domain string, now int64) bool {
 	if !ok {
 		return false
 	}
-	s.removeMapping(c, i)
-	s.dropIfEmpty(c)
+	s.removeMapping(c, i, true)
+	s.noteActivity(c, now)
 	return true
 }
 
@@ -453,8 +472,9 @@ func (s *State) releaseClient(clientID string, now int64) int {
 	}
 	n := len(c.slab)
 	for i := n - 1; i >= 0; i-- {
-		s.removeMapping(c, int32(i))
+		s.removeMapping(c, int32(i), true)
 	}
+	s.noteActivity(c, now)
 	s.dropIfEmpty(c)
 	return n
 }

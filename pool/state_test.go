@@ -164,21 +164,59 @@ func TestUnknownAddressNotFound(t *testing.T) {
 	}
 }
 
-func TestReleasedAddressIsFreshAgain(t *testing.T) {
+// A released address is held from its client (not from others) until an
+// unhold, then it is the lowest fresh address again (S2).
+func TestReleasedAddressIsHeldUntilUnhold(t *testing.T) {
 	s := newTestState(t, "10.0.0.0/24", time.Hour)
 	a := mustAlloc(t, s, "n", "a.com", t0)
 	mustAlloc(t, s, "n", "b.com", t0)
 	if ok, err := s.Release("n", "a.com", t0); !ok || err != nil {
 		t.Fatalf("release: %v %v", ok, err)
 	}
-	if c := mustAlloc(t, s, "n", "c.com", t0); c != a {
-		t.Fatalf("after release got %v, want the freed lowest %v", c, a)
+	if c := mustAlloc(t, s, "n", "c.com", t0); c == a {
+		t.Fatalf("the released %v went to another domain of the same client at once", a)
 	}
-	if n, _ := s.ReleaseClient("n", t0); n != 2 {
-		t.Fatalf("ReleaseClient released %d, want 2", n)
+	if o := mustAlloc(t, s, "other", "x.com", t0); o != a {
+		t.Fatalf("another client got %v, want %v: a hold is per client", o, a)
 	}
-	if cl, _, _ := s.Counts(); cl != 0 {
-		t.Fatalf("%d clients left", cl)
+	if s.HeldCount() != 1 {
+		t.Fatalf("%d held, want 1", s.HeldCount())
+	}
+	res := s.ApplyOps([]Op{{Kind: OpUnhold, Time: t0.Add(ReuseHold), Client: "n", Addr: a}})
+	if res[0].Count != 1 || s.HeldCount() != 0 {
+		t.Fatalf("unhold: %+v, %d still held", res[0], s.HeldCount())
+	}
+	if d := mustAlloc(t, s, "n", "d.com", t0.Add(ReuseHold)); d != a {
+		t.Fatalf("after the unhold got %v, want the freed lowest %v", d, a)
+	}
+	if n, _ := s.ReleaseClient("n", t0); n != 3 {
+		t.Fatalf("ReleaseClient released %d, want 3", n)
+	}
+	// The client is kept while it holds addresses, and goes with the last.
+	if cl, m, _ := s.Counts(); cl != 2 || m != 1 || s.HeldCount() != 3 {
+		t.Fatalf("after ReleaseClient: %d clients, %d mappings, %d held; want 2, 1, 3", cl, m, s.HeldCount())
+	}
+	var held []Op
+	s.Holds(func(h Hold) bool {
+		held = append(held, Op{Kind: OpUnhold, Time: t0.Add(ReuseHold), Client: h.Client, Addr: h.Addr})
+		return true
+	})
+	s.ApplyOps(held)
+	if cl, _, _ := s.Counts(); cl != 1 || s.HeldCount() != 0 {
+		t.Fatalf("after unholding all: %d clients, %d held; want 1, 0", cl, s.HeldCount())
+	}
+}
+
+// An expired mapping's address goes to another domain only ReuseHold after
+// its lifetime ran out.
+func TestExpiredAddressIsReusedOnlyAfterTheHold(t *testing.T) {
+	s := newTestState(t, "10.0.0.0/32", time.Hour)
+	a := mustAlloc(t, s, "n", "a.com", t0)
+	if _, err := s.Allocate("n", "b.com", t0.Add(time.Hour+ReuseHold)); !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("reused at lifetime+hold exactly: %v", err)
+	}
+	if b := mustAlloc(t, s, "n", "b.com", t0.Add(time.Hour+ReuseHold+1)); b != a {
+		t.Fatalf("got %v, want the expired %v", b, a)
 	}
 }
 
