@@ -51,19 +51,25 @@ type PoolInfo struct {
 	Pool     string        `json:"pool"`
 	Exclude  string        `json:"exclude"`
 	Lifetime time.Duration `json:"-"`
+	// ReuseHold (Q) and StaleBound (B) are read-only: what the answering
+	// server reports, as durations like "5s"; a PUT ignores them.
+	ReuseHold  string `json:"reuse_hold,omitempty"`
+	StaleBound string `json:"stale_bound,omitempty"`
 }
 
 type poolInfoJSON struct {
-	Pool     string          `json:"pool"`
-	Exclude  string          `json:"exclude"`
-	Lifetime json.RawMessage `json:"lifetime"`
+	Pool       string          `json:"pool"`
+	Exclude    string          `json:"exclude"`
+	Lifetime   json.RawMessage `json:"lifetime"`
+	ReuseHold  string          `json:"reuse_hold,omitempty"`
+	StaleBound string          `json:"stale_bound,omitempty"`
 }
 
 // MarshalJSON writes the lifetime as a Go duration ("48h0m0s"): people read
 // this JSON, and a count of nanoseconds reads badly.
 func (p PoolInfo) MarshalJSON() ([]byte, error) {
 	lt, _ := json.Marshal(p.Lifetime.String())
-	return json.Marshal(poolInfoJSON{Pool: p.Pool, Exclude: p.Exclude, Lifetime: lt})
+	return json.Marshal(poolInfoJSON{Pool: p.Pool, Exclude: p.Exclude, Lifetime: lt, ReuseHold: p.ReuseHold, StaleBound: p.StaleBound})
 }
 
 // UnmarshalJSON takes the lifetime as a duration string or, as
@@ -73,7 +79,7 @@ func (p *PoolInfo) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	p.Pool, p.Exclude, p.Lifetime = j.Pool, j.Exclude, 0
+	p.Pool, p.Exclude, p.Lifetime, p.ReuseHold, p.StaleBound = j.Pool, j.Exclude, 0, j.ReuseHold, j.StaleBound
 	d, err := parseLifetime(j.Lifetime)
 	if err != nil {
 		return err
@@ -430,12 +436,21 @@ func (c *Client) do(ctx context.Context, method, p string, b body) (*http.Respon
 	n := len(c.bases)
 	start := int(c.cur.Load()) % n
 	backoff := 50 * time.Millisecond
+	// answered is the last error a server answered with: when the context
+	// ends during a retry, it says more than "deadline exceeded" does.
+	var answered error
 	for attempt := 0; ; attempt++ {
 		i := (start + attempt) % n
 		resp, retry, err := c.once(ctx, c.bases[i], method, p, b)
 		if err == nil {
 			c.cur.Store(uint32(i))
 			return resp, nil
+		}
+		if ctx.Err() != nil && answered != nil {
+			return nil, fmt.Errorf("%w (retried until %v)", answered, ctx.Err())
+		}
+		if _, ok := errors.AsType[*APIError](err); ok {
+			answered = err
 		}
 		if !retry || ctx.Err() != nil || (!giveUp.IsZero() && time.Now().After(giveUp)) {
 			return nil, err

@@ -74,6 +74,10 @@ type Config struct {
 	WriteTimeout time.Duration
 	// MaxBatch caps the ops in one log entry.
 	MaxBatch int
+	// StaleBound (B) is how old this server's knowledge of the leader's
+	// commit index may be when it answers from local state; it is derived
+	// from RaftTimeout (fresh.go), not set.
+	StaleBound time.Duration
 
 	Logger *slog.Logger
 	// Metrics receives counts; nil discards them.
@@ -112,6 +116,7 @@ func (c *Config) setDefaults() error {
 	if c.RaftTimeout == 0 {
 		c.RaftTimeout = 500 * time.Millisecond
 	}
+	c.StaleBound = StaleBound(c.RaftTimeout)
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = 16384
 	}
@@ -169,6 +174,8 @@ type Node struct {
 	seq     atomic.Uint64
 	batcher *batcher
 	reads   *readIndexer
+	// fresh is the newest read-index round that succeeded (fresh.go).
+	fresh atomic.Pointer[freshness]
 
 	// readyTerm is the term in which this server, as leader, has applied
 	// everything before its own first entry: its commit index is current.
@@ -320,7 +327,7 @@ func Start(cfg Config) (*Node, error) {
 		return nil, &DamagedDataError{DataDir: cfg.DataDir, File: file, What: what, Err: err}
 	}
 	n.batcher = newBatcher(n, forwardBatchSlots)
-	n.reads = &readIndexer{fetch: n.fetchReadIndex}
+	n.reads = &readIndexer{fetch: n.fetchReadIndex, fresh: n.noteFresh}
 	n.http = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 10 * time.Second}
 	rpcLn := newChanListener(n.mux, n.mux.rpcCh, ln.Addr())
 	n.goRun(func() { n.mux.serve() })
@@ -337,6 +344,8 @@ func Start(cfg Config) (*Node, error) {
 	})
 	n.goRun(n.watchLeadership)
 	n.goRun(func() { n.batcher.run(n.stop) })
+	n.goRun(n.keepFresh)
+	n.goRun(n.liftHolds)
 	if !hasState {
 		n.goRun(n.bootstrapOrJoin)
 	}

@@ -141,7 +141,9 @@ func (n *Node) onlyInternalEntries(from, to uint64) bool {
 // joins the next round to start, never one already in flight, because an
 // index fetched before the caller arrived may miss a write it must see.
 type readIndexer struct {
-	fetch   func() (uint64, error)
+	fetch func() (uint64, error)
+	// fresh is told of every round that succeeded and when it started.
+	fresh   func(start time.Time, idx uint64)
 	mu      sync.Mutex
 	next    *readRound
 	running bool
@@ -183,7 +185,11 @@ func (r *readIndexer) loop() {
 			return
 		}
 		r.mu.Unlock()
+		start := time.Now()
 		round.idx, round.err = r.fetch()
+		if round.err == nil && r.fresh != nil {
+			r.fresh(start, round.idx)
+		}
 		close(round.done)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/ippool/ippool/pool"
 )
 
 // Status is one server's view of the cluster.
@@ -21,7 +23,14 @@ type Status struct {
 	Applied    uint64         `json:"applied_index"`
 	LastIndex  uint64         `json:"last_index"`
 	Pool       string         `json:"pool,omitempty"`
-	Servers    []ServerStatus `json:"servers"`
+	// StaleBound (B) and ReuseHold (Q) are the bounded-staleness numbers
+	// (fresh.go); LocalReads says whether this server answers from local
+	// state right now; HeldAddresses counts addresses under a reuse hold.
+	StaleBound    string         `json:"stale_bound"`
+	ReuseHold     string         `json:"reuse_hold"`
+	LocalReads    bool           `json:"local_reads"`
+	HeldAddresses int            `json:"held_addresses"`
+	Servers       []ServerStatus `json:"servers"`
 }
 
 // ServerStatus describes one member as this server sees it, with what the
@@ -48,6 +57,8 @@ func (n *Node) Local() Status {
 	if c, ok := n.PoolConfig(); ok {
 		s.Pool = c.String()
 	}
+	s.StaleBound, s.ReuseHold, s.LocalReads = n.cfg.StaleBound.String(), pool.ReuseHold.String(), n.LocalReadOK()
+	n.Read(func(st *pool.State) { s.HeldAddresses = st.HeldCount() })
 	return s
 }
 

@@ -305,6 +305,10 @@ type poolJSON struct {
 	Exclude  string `json:"exclude"`
 	Lifetime string `json:"lifetime"`
 	Released *int   `json:"released,omitempty"`
+	// Read-only; accepted and ignored in a PUT, so a GET's body can be
+	// sent back changed.
+	ReuseHold  string `json:"reuse_hold,omitempty"`
+	StaleBound string `json:"stale_bound,omitempty"`
 }
 
 func (a *api) getPool(w http.ResponseWriter, r *http.Request) {
@@ -313,7 +317,8 @@ func (a *api) getPool(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, string(pool.CodeNotConfigured), "the pool is not configured yet")
 		return
 	}
-	writeJSON(w, http.StatusOK, poolJSON{Pool: cfg.PoolString(), Exclude: cfg.ExcludeString(), Lifetime: cfg.Lifetime.String()})
+	writeJSON(w, http.StatusOK, poolJSON{Pool: cfg.PoolString(), Exclude: cfg.ExcludeString(), Lifetime: cfg.Lifetime.String(),
+		ReuseHold: pool.ReuseHold.String(), StaleBound: a.svc.Node().StaleBound().String()})
 }
 
 func (a *api) setPool(w http.ResponseWriter, r *http.Request) {

@@ -94,14 +94,12 @@ func (s *Service) markWindow() time.Duration {
 // IPForDomain implements ippool.IPPool.
 //
 // A mapping that is more than half a lifetime from expiring is answered
-// from local state without a log entry (S7), but only after a read barrier.
-// DESIGN.md argues the local answer is safe because such a mapping cannot
-// be reused by expiry; it can by release: once a release is acknowledged
-// the leader may give the address to another domain, and a server that has
-// not applied the release yet would hand out an address that now means
-// something else (the fault suite caught exactly that). The barrier costs
-// one leadership-confirmation round shared by all concurrent callers, and no
-// disk write.
+// from local state without a log entry (S7). Without a read barrier only
+// while this server is fresh (cluster.Node.LocalReadOK): then the answer is
+// at most B stale, and an address released less than Q > B ago is held from
+// the client, so the answer may name the address the domain had just
+// before a release, never one that now means another domain. Otherwise the
+// barrier (one leadership round shared by concurrent callers) comes first.
 func (s *Service) IPForDomain(ctx context.Context, client, domain string) (netip.Addr, error) {
 	if err := pool.ValidateClientID(client); err != nil {
 		return netip.Addr{}, err
@@ -112,6 +110,11 @@ func (s *Service) IPForDomain(ctx context.Context, client, domain string) (netip
 	}
 	now := s.opts.Now()
 	if m, ok := s.fresh(client, domain, now); ok {
+		if s.node.LocalReadOK() {
+			s.count("local")
+			s.mark(client, m, now)
+			return m.Addr, nil
+		}
 		if err := s.node.ReadBarrier(ctx); err != nil {
 			return netip.Addr{}, err
 		}
@@ -171,8 +174,9 @@ func (s *Service) DomainForIP(ctx context.Context, client string, addr netip.Add
 }
 
 // Lookup returns the mapping of the client's address and marks it used at at
-// (S3). A local miss is confirmed through the read barrier (S4) before it
-// is reported as not found.
+// (S3). A local hit is answered at once while this server is fresh and the
+// mapping has not expired at at (see IPForDomain for why that is safe);
+// otherwise, and for a local miss, the read barrier (S4) comes first.
 func (s *Service) Lookup(ctx context.Context, client string, addr netip.Addr, at time.Time) (pool.Mapping, error) {
 	if err := pool.ValidateClientID(client); err != nil {
 		return pool.Mapping{}, err
@@ -181,23 +185,39 @@ func (s *Service) Lookup(ctx context.Context, client string, addr netip.Addr, at
 		return pool.Mapping{}, pool.Errorf(pool.CodeInvalidAddress, "%v is not an IPv4 address", addr)
 	}
 	var m pool.Mapping
-	var ok, outside bool
+	var ok, outside, expired bool
 	s.node.Read(func(st *pool.State) {
 		m, ok = st.Lookup(client, addr)
-		_, configured := st.Config()
+		cfg, configured := st.Config()
 		outside = configured && !st.Contains(addr)
+		expired = ok && at.Sub(m.LastUsed) > cfg.Lifetime
 	})
 	result := "hit"
+	confirm := func() error {
+		if err := s.node.ReadBarrier(ctx); err != nil {
+			s.lookupResult("error")
+			return err
+		}
+		s.node.Read(func(st *pool.State) { m, ok = st.Lookup(client, addr) })
+		result = "confirmed"
+		return nil
+	}
+	if ok && (expired || !s.node.LocalReadOK()) {
+		// This server may be cut off, or the expired mapping's address may
+		// have gone to another domain: confirm the hit.
+		if err := confirm(); err != nil {
+			return pool.Mapping{}, err
+		}
+	}
 	if !ok {
 		if outside {
 			return pool.Mapping{}, pool.Errorf(pool.CodeInvalidAddress, "%v is outside the pool", addr)
 		}
-		if err := s.node.ReadBarrier(ctx); err != nil {
-			s.lookupResult("error")
-			return pool.Mapping{}, err
+		if result != "confirmed" {
+			if err := confirm(); err != nil {
+				return pool.Mapping{}, err
+			}
 		}
-		s.node.Read(func(st *pool.State) { m, ok = st.Lookup(client, addr) })
-		result = "confirmed"
 		if !ok {
 			s.lookupResult("miss")
 			return pool.Mapping{}, pool.Errorf(pool.CodeNotFound, "client %s has no mapping for %v", client, addr)

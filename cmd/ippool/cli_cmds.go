@@ -266,6 +266,10 @@ func writeStatus(w io.Writer, st cluster.Status) error {
 	if st.Pool != "" {
 		fmt.Fprintf(tw, "pool\t%s\n", st.Pool)
 	}
+	if st.StaleBound != "" {
+		fmt.Fprintf(tw, "local reads\t%s (answers from local state while fresh within %s)\n", yesNo(st.LocalReads), st.StaleBound)
+		fmt.Fprintf(tw, "reuse hold\t%s (%d addresses held now)\n", st.ReuseHold, st.HeldAddresses)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -342,7 +346,11 @@ func writePool(w io.Writer, p client.PoolInfo) error {
 	if exclude == "" {
 		exclude = "-"
 	}
-	_, err := fmt.Fprintf(w, "pool      %s\nexclude   %s\nlifetime  %s\n", p.Pool, exclude, p.Lifetime)
+	_, err := fmt.Fprintf(w, "pool         %s\nexclude      %s\nlifetime     %s\n", p.Pool, exclude, p.Lifetime)
+	if err == nil && p.ReuseHold != "" {
+		// Q and B of docs/design.md, "Consistency".
+		_, err = fmt.Fprintf(w, "reuse hold   %s (an address that stopped meaning a domain goes to another domain of the same client no sooner)\nstale bound  %s (this server answers from local state only while it knew the leader's commit index this recently)\n", p.ReuseHold, p.StaleBound)
+	}
 	return err
 }
 

@@ -1,0 +1,88 @@
+package cluster
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/ippool/ippool/pool"
+)
+
+// TestFollowerStopsLocalReadsWhenCutOff: a follower in touch with the leader
+// may answer locally; once it can no longer reach a quorum (here the other
+// two servers stop) it stops within its stale bound, and never says yes
+// again while cut off.
+func TestFollowerStopsLocalReadsWhenCutOff(t *testing.T) {
+	tc := startCluster(t, 3, nil)
+	leader := tc.waitReady(3)
+	var f *Node
+	for _, n := range tc.nodes {
+		if n != leader {
+			f = n
+			break
+		}
+	}
+	if f.StaleBound() != 300*time.Millisecond {
+		t.Fatalf("stale bound %v, want the raft timeout 300ms", f.StaleBound())
+	}
+	eventually(t, 10*time.Second, "the follower to be fresh", f.LocalReadOK)
+	eventually(t, 10*time.Second, "the leader to be fresh", leader.LocalReadOK)
+	for i, n := range tc.nodes {
+		if n != f {
+			n.Shutdown()
+			tc.nodes[i] = nil
+		}
+	}
+	eventually(t, 10*time.Second, "the cut-off follower to stop local reads", func() bool { return !f.LocalReadOK() })
+	for range 20 {
+		if f.LocalReadOK() {
+			t.Fatal("the cut-off follower answers locally again")
+		}
+		time.Sleep(f.StaleBound() / 4)
+	}
+	if st := f.Local(); st.LocalReads || st.StaleBound != "300ms" || st.ReuseHold != pool.ReuseHold.String() {
+		t.Fatalf("status says local_reads=%v stale_bound=%s reuse_hold=%s", st.LocalReads, st.StaleBound, st.ReuseHold)
+	}
+}
+
+// TestLeaderLiftsReuseHolds: a released address is held from its client,
+// then the leader lifts the hold about pool.ReuseHold later, on every
+// server, and the address is the client's lowest free one again.
+func TestLeaderLiftsReuseHolds(t *testing.T) {
+	tc := startCluster(t, 3, nil)
+	leader := tc.waitReady(3)
+	ctx := context.Background()
+	res, err := leader.Propose(ctx, []pool.Op{allocOp(leader, "c", "a.example")})
+	if err != nil || res[0].Err != nil {
+		t.Fatal(err, res)
+	}
+	a := res[0].Addr
+	released := time.Now()
+	res, err = leader.Propose(ctx, []pool.Op{{Kind: pool.OpRelease, ID: leader.NextRequestID(), Time: time.Now(), Client: "c", Domain: "a.example"}})
+	if err != nil || res[0].Count != 1 {
+		t.Fatal(err, res)
+	}
+	held := func(n *Node) (h int) {
+		n.Read(func(s *pool.State) { h = s.HeldCount() })
+		return h
+	}
+	for _, n := range tc.nodes {
+		eventually(t, 10*time.Second, n.ID()+" to apply the hold", func() bool { return held(n) == 1 })
+	}
+	eventually(t, 4*pool.ReuseHold, "the hold to be lifted everywhere", func() bool {
+		for _, n := range tc.nodes {
+			if held(n) != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	// The leader's own clock is the one that must have seen Q pass.
+	if took := time.Since(released); took < pool.ReuseHold {
+		t.Fatalf("hold lifted after %v, before pool.ReuseHold (%v)", took, pool.ReuseHold)
+	}
+	res, err = leader.Propose(ctx, []pool.Op{allocOp(leader, "c", "b.example")})
+	if err != nil || res[0].Addr != a {
+		t.Fatalf("after the hold b.example got %v (%v), want the lowest free %v", res[0].Addr, err, a)
+	}
+}
