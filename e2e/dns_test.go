@@ -39,11 +39,7 @@ const (
 // above, and returns its address.
 func startUpstream(t *testing.T) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	handler := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+	return testcluster.StartUpstream(t, dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(r)
 		m.Authoritative = true
@@ -63,55 +59,7 @@ func startUpstream(t *testing.T) string {
 			m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: net.ParseIP(upstreamA)})
 		}
 		w.WriteMsg(m)
-	})
-	srv := &dns.Server{PacketConn: pc, Handler: handler}
-	up := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(up) }
-	go srv.ActivateAndServe()
-	<-up
-	t.Cleanup(func() { srv.Shutdown() })
-	return pc.LocalAddr().String()
-}
-
-// freeDNSAddr finds a port on ip free for both UDP and TCP.
-func freeDNSAddr(t *testing.T, ip string) string {
-	t.Helper()
-	for range 32 {
-		pc, err := net.ListenPacket("udp", ip+":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := pc.LocalAddr().String()
-		ln, err := net.Listen("tcp", addr)
-		pc.Close()
-		if err == nil {
-			ln.Close()
-			return addr
-		}
-	}
-	t.Fatalf("no port on %s free for both UDP and TCP", ip)
-	return ""
-}
-
-// waitDNS waits until a DNS server answers at addr over UDP and TCP.
-func waitDNS(t *testing.T, addr string, within time.Duration) {
-	t.Helper()
-	q := new(dns.Msg)
-	q.SetQuestion("example.test.", dns.TypeSOA)
-	deadline := time.Now().Add(within)
-	for _, network := range []string{"udp", "tcp"} {
-		cl := &dns.Client{Net: network, Timeout: time.Second}
-		for {
-			_, _, err := cl.Exchange(q, addr)
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("DNS at %s (%s) not answering after %v: %v", addr, network, within, err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	}))
 }
 
 // requireDig returns the path of dig: missing, it fails the test under CI
@@ -230,7 +178,7 @@ func TestDNSWithDig(t *testing.T) {
 	upstream := startUpstream(t)
 	const firstIP = 31
 	ip := fmt.Sprintf("127.0.0.%d", firstIP)
-	dnsAddr := freeDNSAddr(t, ip)
+	dnsAddr := testcluster.FreeDNSAddr(t, ip)
 	c := testcluster.New(t, 1, testcluster.Options{FirstIP: firstIP, Args: []string{
 		"--dns-addr", dnsAddr, "--dns-upstream", upstream, "--dns-domains", "example.test",
 		"--ignore-destinations", ignorePrefix, "--v6-prefix", v6Prefix, "--pool", dnsPool,
@@ -242,7 +190,7 @@ func TestDNSWithDig(t *testing.T) {
 	s.Start()
 	c.WaitReady(30 * time.Second)
 	// /readyz may answer before the DNS listener is up.
-	waitDNS(t, dnsAddr, 10*time.Second)
+	testcluster.WaitDNS(t, dnsAddr, 10*time.Second)
 
 	host, port, _ := net.SplitHostPort(dnsAddr)
 	d := digger{t: t, bin: dig, host: host, port: port}

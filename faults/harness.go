@@ -1,7 +1,7 @@
 // Package faults proves ippool under faults: it runs a real cluster of
 // `ippool serve` processes on loopback (internal/testcluster), drives it with
 // concurrent workers that allocate, look up and release through different
-// servers, records every operation's invocation and completion, injects
+// servers (over HTTP, and allocate over DNS too with Config.DNS), records every operation's invocation and completion, injects
 // crashes, pauses, partitions, loss, delay and corrupt files, heals, and then
 // checks the history with porcupine against the model in model.go, plus
 // direct checks: no address acknowledged for two domains at once, every
@@ -22,6 +22,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -31,6 +33,7 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/miekg/dns"
 
 	"github.com/ippool/ippool/internal/testcluster"
 )
@@ -42,6 +45,17 @@ type Config struct {
 	Clients int
 	// Net is set when the scenario uses iptables.
 	Net bool
+	// DNS gives every server a DNS front end (--dns-addr) in front of an
+	// in-process upstream, and adds DNSClient, the client ID the servers
+	// give this process's DNS queries, to the model's clients: the workers
+	// allocate for it through DNS as well as HTTP (DoDNS).
+	DNS bool
+	// ReleasePct is the workers' share of releases, in percent (default
+	// 5; allocations stay 45). Each release holds its address away from
+	// its client for ReuseHold (5 s), so at 20% a client's 16 addresses
+	// were mostly held and three allocations in four were exhausted; at 5%
+	// holds, reuse after them and exhaustion all still happen.
+	ReleasePct int
 	// Args are added to every server's flags.
 	Args []string
 	Seed uint64
@@ -49,6 +63,19 @@ type Config struct {
 
 // RaftTimeout is the servers' heartbeat and election timeout.
 const RaftTimeout = 300 * time.Millisecond
+
+// firstIP is the last octet of the first server's 127.0.0.x address:
+// 127.0.0.41 and up, away from the e2e tests' 127.0.0.11 and up, which may
+// run at the same time. DNS queries come from the address just below.
+const firstIP = 41
+
+// DNSSource is the address DoDNS sends its queries from, and DNSClient the
+// client ID the servers derive from it (dnsfront names a client by its
+// source address).
+var (
+	DNSSource = netip.AddrFrom4([4]byte{127, 0, 0, firstIP - 1})
+	DNSClient = DNSSource.String()
+)
 
 // infinity is the return time of a write whose outcome is unknown: it may
 // take effect at any point after its call.
@@ -64,6 +91,8 @@ type Harness struct {
 
 	start   time.Time
 	http    *http.Client
+	clients []string                       // the model's client IDs
+	dnsAddr map[*testcluster.Server]string // with Config.DNS
 	mu      sync.Mutex
 	history []porcupine.Operation
 	errs    []string
@@ -89,6 +118,9 @@ func New(t testing.TB, cfg Config) *Harness {
 	if cfg.Clients == 0 {
 		cfg.Clients = 3
 	}
+	if cfg.ReleasePct == 0 {
+		cfg.ReleasePct = 5
+	}
 	if cfg.Seed == 0 {
 		cfg.Seed = uint64(time.Now().UnixNano())
 	}
@@ -96,14 +128,24 @@ func New(t testing.TB, cfg Config) *Harness {
 		http:   &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
 		paused: map[*testcluster.Server]bool{}, broken: map[*testcluster.Server]string{}}
 	t.Logf("seed %d (rerun with -faults.seed=%d)", cfg.Seed, cfg.Seed)
+	for i := range cfg.Clients {
+		h.clients = append(h.clients, fmt.Sprintf("c%d", i))
+	}
 	if cfg.Net {
 		h.Net = testcluster.NewNet(t)
 	}
 	args := append([]string{"--pool", PoolFlag(), "--raft-timeout", RaftTimeout.String(), "--write-timeout", "2s",
 		"--log-level", "info"}, cfg.Args...)
-	// 127.0.0.41 and up: away from the e2e tests' 127.0.0.11 and up, which
-	// may run at the same time.
-	h.C = testcluster.New(t, cfg.Servers, testcluster.Options{FirstIP: 41, Args: args})
+	h.C = testcluster.New(t, cfg.Servers, testcluster.Options{FirstIP: firstIP, Args: args})
+	if cfg.DNS {
+		h.clients = append(h.clients, DNSClient)
+		up := testcluster.StartUpstream(t, dns.HandlerFunc(upstream))
+		h.dnsAddr = map[*testcluster.Server]string{}
+		for _, s := range h.C.Servers {
+			h.dnsAddr[s] = testcluster.FreeDNSAddr(t, s.IP)
+			s.Args = append(s.Args, "--dns-addr", h.dnsAddr[s], "--dns-upstream", up, "--dns-rate-limit", "0")
+		}
+	}
 	t.Cleanup(func() {
 		for _, s := range h.C.Servers {
 			s.Resume()
@@ -118,7 +160,33 @@ func (h *Harness) Boot() {
 		s.Start()
 	}
 	h.C.WaitReady(30 * time.Second)
+	for _, addr := range h.dnsAddr {
+		testcluster.WaitDNS(h.T, addr, 10*time.Second)
+	}
 	h.start = time.Now()
+}
+
+// upstream is the DNS servers' upstream: every domain of the workload
+// exists (TEST-NET-1 addresses, outside the pool and not ignored), every
+// other name does not.
+func upstream(w dns.ResponseWriter, r *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(r)
+	m.Authoritative = true
+	if len(r.Question) != 1 {
+		m.Rcode = dns.RcodeFormatError
+		w.WriteMsg(m)
+		return
+	}
+	q := r.Question[0]
+	switch _, ok := domainIndex(strings.TrimSuffix(strings.ToLower(q.Name), ".")); {
+	case !ok:
+		m.Rcode = dns.RcodeNameError
+	case q.Qtype == dns.TypeA:
+		m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300},
+			A: net.IPv4(192, 0, 2, 1)})
+	}
+	w.WriteMsg(m)
 }
 
 func (h *Harness) now() int64 { return time.Since(h.start).Nanoseconds() }
@@ -155,7 +223,11 @@ func (h *Harness) History() []porcupine.Operation {
 	return append([]porcupine.Operation(nil), h.history...)
 }
 
-func (h *Harness) clientName(i int) string { return fmt.Sprintf("c%d", i) }
+// Clients returns the model's client IDs: c0 and up, and DNSClient with
+// Config.DNS.
+func (h *Harness) Clients() []string { return h.clients }
+
+func (h *Harness) clientName(i int) string { return h.clients[i] }
 
 // ---- operations ----
 
@@ -166,19 +238,25 @@ type errorBody struct {
 
 // Do runs one operation through server s and records it.
 func (h *Harness) Do(worker int, s *testcluster.Server, in Input) Output {
+	return h.DoWithin(worker, s, in, 5*time.Second)
+}
+
+// DoWithin is Do giving up after timeout (then the outcome is unknown).
+func (h *Harness) DoWithin(worker int, s *testcluster.Server, in Input, timeout time.Duration) Output {
 	var method, path string
+	c := "/v1/clients/" + url.PathEscape(in.Client)
 	switch in.Kind {
 	case Alloc:
-		method, path = http.MethodPost, "/v1/clients/"+in.Client+"/domains/"+DomainName(in.Domain)
+		method, path = http.MethodPost, c+"/domains/"+DomainName(in.Domain)
 	case Release:
-		method, path = http.MethodDelete, "/v1/clients/"+in.Client+"/domains/"+DomainName(in.Domain)
+		method, path = http.MethodDelete, c+"/domains/"+DomainName(in.Domain)
 	case Lookup:
-		method, path = http.MethodGet, "/v1/clients/"+in.Client+"/ips/"+PoolAddr(in.Addr).String()
+		method, path = http.MethodGet, c+"/ips/"+PoolAddr(in.Addr).String()
 	case List:
-		method, path = http.MethodGet, "/v1/clients/"+in.Client+"?consistent=true"
+		method, path = http.MethodGet, c+"?consistent=true"
 	}
 	call := h.now()
-	status, body, err := h.request(s, method, path)
+	status, body, err := h.requestWithin(s, method, path, timeout)
 	ret := h.now()
 	out := Output{Outcome: Unknown}
 	var eb errorBody
@@ -252,8 +330,69 @@ func (h *Harness) Do(worker int, s *testcluster.Server, in Input) Output {
 	return out
 }
 
+// DoDNS asks server s's DNS front end, from DNSSource, for the A record of
+// domain and records it as an allocation for DNSClient: an address of the
+// pool is OK, SERVFAIL naming an exhausted pool (Extended DNS Error) is
+// Exhausted, a timeout or any other SERVFAIL is Unknown.
+func (h *Harness) DoDNS(worker int, s *testcluster.Server, domain int) Output {
+	in := Input{Kind: Alloc, Client: DNSClient, Domain: domain}
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(DomainName(domain)), dns.TypeA)
+	q.SetEdns0(1232, false) // for the Extended DNS Error
+	cl := &dns.Client{Net: "udp", Timeout: 5 * time.Second,
+		Dialer: &net.Dialer{Timeout: 5 * time.Second, LocalAddr: net.UDPAddrFromAddrPort(netip.AddrPortFrom(DNSSource, 0))}}
+	call := h.now()
+	r, _, err := cl.Exchange(q, h.dnsAddr[s])
+	ret := h.now()
+	out := Output{Outcome: Unknown}
+	switch {
+	case err != nil:
+		// Unknown: the query may have reached the server.
+	case r.Rcode == dns.RcodeSuccess:
+		out.Outcome, out.Addr = OK, -1
+		for _, rr := range r.Answer {
+			if a, ok := rr.(*dns.A); ok {
+				if i, ok := addrIndex(a.A.String()); ok {
+					out.Addr = i
+				}
+			}
+		}
+		if out.Addr < 0 || len(r.Answer) != 1 {
+			h.fail("%s: DNS %s answered %v, not one address of the pool", s.ID, describe(in, out), r.Answer)
+		}
+	case r.Rcode == dns.RcodeServerFailure && strings.Contains(extendedError(r), "pool exhausted"):
+		out.Outcome = Exhausted
+	case r.Rcode == dns.RcodeServerFailure:
+		// Unknown: no quorum, no leader, or the upstream did not answer.
+	default:
+		h.fail("%s: DNS A %s from %s answered %s (%s)", s.ID, DomainName(domain), DNSSource, dns.RcodeToString[r.Rcode], extendedError(r))
+	}
+	if out.Outcome == Unknown {
+		ret = infinity
+	}
+	h.record(porcupine.Operation{ClientId: worker, Input: in, Call: call, Output: out, Return: ret, Metadata: s.ID + "/dns"})
+	return out
+}
+
+// extendedError returns the text of a response's Extended DNS Errors.
+func extendedError(r *dns.Msg) string {
+	var out []string
+	if opt := r.IsEdns0(); opt != nil {
+		for _, o := range opt.Option {
+			if e, ok := o.(*dns.EDNS0_EDE); ok {
+				out = append(out, e.String())
+			}
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
 func (h *Harness) request(s *testcluster.Server, method, path string) (int, []byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	return h.requestWithin(s, method, path, 5*time.Second)
+}
+
+func (h *Harness) requestWithin(s *testcluster.Server, method, path string, timeout time.Duration) (int, []byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, s.URL()+path, nil)
 	if err != nil {
@@ -268,10 +407,39 @@ func (h *Harness) request(s *testcluster.Server, method, path string) (int, []by
 	return resp.StatusCode, b, err
 }
 
+// Mappings reads client's mappings through s linearizably (GET
+// ?consistent=true), without recording the read: domain -> pool index.
+func (h *Harness) Mappings(s *testcluster.Server, client string) (map[int]int, error) {
+	status, body, err := h.request(s, http.MethodGet, "/v1/clients/"+url.PathEscape(client)+"?consistent=true")
+	if err != nil {
+		return nil, err
+	}
+	if status != 200 {
+		return nil, fmt.Errorf("%s: list %s: %d %s", s.ID, client, status, body)
+	}
+	var m struct {
+		Mappings []struct{ Domain, IP string }
+	}
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, err
+	}
+	out := map[int]int{}
+	for _, e := range m.Mappings {
+		a, ok1 := addrIndex(e.IP)
+		d, ok2 := domainIndex(e.Domain)
+		if ok1 && ok2 {
+			out[d] = a
+		}
+	}
+	return out, nil
+}
+
 // ---- workers ----
 
 // StartWorkers starts the concurrent workers: each picks a server, a client
-// and an operation at random (alloc 45%, lookup 35%, release 20%).
+// and an operation at random (alloc 45%, lookup 35%, release 20%, or as
+// Config.ReleasePct says); half the
+// allocations for DNSClient go through DNS.
 func (h *Harness) StartWorkers() {
 	h.stop = make(chan struct{})
 	for w := range h.cfg.Workers {
@@ -291,16 +459,21 @@ func (h *Harness) StartWorkers() {
 					servers = h.C.Servers
 				}
 				s := servers[rng.IntN(len(servers))]
-				in := Input{Client: h.clientName(rng.IntN(h.cfg.Clients))}
+				in := Input{Client: h.clientName(rng.IntN(len(h.clients)))}
 				switch r := rng.IntN(100); {
 				case r < 45:
 					in.Kind, in.Domain = Alloc, rng.IntN(NumDomains)
-				case r < 80:
+				case r < 100-h.cfg.ReleasePct:
 					in.Kind, in.Addr = Lookup, rng.IntN(PoolSize)
 				default:
 					in.Kind, in.Domain = Release, rng.IntN(NumDomains)
 				}
-				out := h.Do(w, s, in)
+				var out Output
+				if in.Kind == Alloc && in.Client == DNSClient && rng.IntN(2) == 0 {
+					out = h.DoDNS(w, s, in.Domain)
+				} else {
+					out = h.Do(w, s, in)
+				}
 				h.gate.RUnlock()
 				if out.Outcome == Unknown {
 					time.Sleep(20 * time.Millisecond)
@@ -721,13 +894,72 @@ func (h *Harness) WaitConverged(timeout time.Duration) {
 	h.T.Fatalf("servers did not converge on one applied index within %v: %s", timeout, last)
 }
 
-// Digests returns each running server's SHA-256 of GET /v1/snapshot. Call
-// after WaitConverged with no writes running: equal states give
-// byte-identical snapshots (S9).
-func (h *Harness) Digests() map[string]string {
+// WaitNoHolds waits until no running server reports an address under a
+// reuse hold: the leader lifts each hold with a log entry ReuseHold after the
+// release, so the state keeps changing that long after the last release.
+func (h *Harness) WaitNoHolds(timeout time.Duration) {
 	h.T.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		held := 0
+		for _, s := range h.C.Running() {
+			st, err := s.Status()
+			if err != nil {
+				held = -1
+				break
+			}
+			held += st.HeldAddresses
+		}
+		if held == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.T.Fatalf("addresses still held %v after the last release (%d)", timeout, held)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// ConvergedDigests waits until the running servers have applied the same
+// index and returns their digests (Digests) read at that one index: a
+// server whose applied index moved while it was read (the leader lifting a
+// reuse hold, with no workers running) is read again.
+func (h *Harness) ConvergedDigests() map[string]string {
+	h.T.Helper()
+	for try := 0; ; try++ {
+		h.WaitConverged(30 * time.Second)
+		out, same := map[string]string{}, true
+		var at uint64
+		for i, s := range h.C.Running() {
+			before, err1 := s.Status()
+			d := h.Digests(s)
+			after, err2 := s.Status()
+			if err1 != nil || err2 != nil || before.Applied != after.Applied || (i > 0 && after.Applied != at) {
+				same = false
+				break
+			}
+			at = after.Applied
+			out[s.ID] = d[s.ID]
+		}
+		if same {
+			return out
+		}
+		if try == 20 {
+			h.T.Fatalf("could not read every server's state at one applied index in %d tries", try+1)
+		}
+	}
+}
+
+// Digests returns the SHA-256 of GET /v1/snapshot of each of servers, by
+// default every running server. Call after WaitConverged with no writes
+// running: equal states give byte-identical snapshots (S9).
+func (h *Harness) Digests(servers ...*testcluster.Server) map[string]string {
+	h.T.Helper()
+	if len(servers) == 0 {
+		servers = h.C.Running()
+	}
 	out := map[string]string{}
-	for _, s := range h.C.Running() {
+	for _, s := range servers {
 		status, body, err := h.request(s, http.MethodGet, "/v1/snapshot")
 		if err != nil || status != 200 {
 			h.T.Fatalf("%s: snapshot: %d %v", s.ID, status, err)
@@ -778,7 +1010,7 @@ func (h *Harness) Finish(name string) Result {
 	h.StopWorkers()
 
 	// The final state, read linearizably through each server in turn.
-	for i := range h.cfg.Clients {
+	for i := range h.clients {
 		servers := h.C.Running()
 		in := Input{Kind: List, Client: h.clientName(i)}
 		for try := 0; ; try++ {
@@ -792,8 +1024,7 @@ func (h *Harness) Finish(name string) Result {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	h.WaitConverged(30 * time.Second)
-	digests := h.Digests()
+	digests := h.ConvergedDigests()
 
 	res := Result{}
 	history := h.History()
@@ -831,7 +1062,7 @@ func (h *Harness) Finish(name string) Result {
 	switch check {
 	case porcupine.Illegal:
 		if dir := os.Getenv("FAULTS_DUMP"); dir != "" {
-			for i := range h.cfg.Clients {
+			for i := range h.clients {
 				os.WriteFile(filepath.Join(dir, sanitize(name)+"-"+h.clientName(i)+".txt"), []byte(dumpClient(history, h.clientName(i))), 0o644)
 			}
 		}
@@ -891,8 +1122,11 @@ func holds(history []porcupine.Operation) []ackHold {
 			}
 			if r.Return >= a.Call {
 				hold.to = min(hold.to, r.Call)
-			} else if TolerateStaleFastPath && (ro.Released || ro.Outcome == Unknown) && a.Call-r.Return < int64(10*time.Second) {
-				stale = true // may be a stale S7 answer: not an acknowledgment to hold
+			} else if ro.Released && a.Call-r.Return < int64(ReuseHold) {
+				// May be a stale answer of d's address from before the
+				// release (stale by at most B < Q): not an
+				// acknowledgment to hold.
+				stale = true
 			}
 		}
 		if stale {

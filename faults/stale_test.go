@@ -3,16 +3,27 @@ package faults
 import (
 	"testing"
 	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/ippool/ippool/internal/testcluster"
 )
 
-// TestStaleFastPathAfterRelease shows a server bug: the S7 fast path of
-// IPForDomain (service/service.go, Service.IPForDomain) answers from the
-// local state of the server asked, so a server that has not yet applied a
-// release — lagging by a few milliseconds, or cut off from the majority —
-// hands out the released address again for the released domain, after the
-// release was acknowledged, and while the leader has given that address to
-// another domain. The client then holds one address for two domains (S1).
-func TestStaleFastPathAfterRelease(t *testing.T) {
+// TestCutOffServerNeverPairsAnAddressWithAnotherDomain checks the rule of
+// bounded staleness with a follower F cut off from the cluster: no answer
+// pairs an address with a domain while that address belongs to another
+// domain of the same client. Client x gets address a for domain d through
+// the leader, F learns it, F is cut off, and the leader releases d. Then:
+//
+//  1. the leader does not give a to another domain of x before ReuseHold
+//     has passed since the release (the hold);
+//  2. once a belongs to another domain e, F, still cut off, does not answer
+//     a lookup of a with d (it may fail: no quorum);
+//  3. nor an allocation of d with a.
+//
+// A server that answers lookups from its local state with no bound on its
+// staleness fails 2; a release that frees the address at once fails 1.
+func TestCutOffServerNeverPairsAnAddressWithAnotherDomain(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real clusters")
 	}
@@ -20,43 +31,84 @@ func TestStaleFastPathAfterRelease(t *testing.T) {
 	h.Boot()
 	l := h.Leader()
 	f := h.Others(l)[0]
-	const d, e = 1, 2
-	a := h.Do(0, l, Input{Kind: Alloc, Client: "x", Domain: d})
-	if a.Outcome != OK {
-		t.Fatalf("alloc: %+v", a)
+	const x, d = "x", 0
+	first := h.Do(0, l, Input{Kind: Alloc, Client: x, Domain: d})
+	if first.Outcome != OK {
+		t.Fatalf("alloc(x %s) through the leader %s: %+v", DomainName(d), l.ID, first)
 	}
-	// Wait until the follower holds the mapping.
+	a := first.Addr
 	for deadline := time.Now().Add(5 * time.Second); ; {
-		if o := h.Do(0, f, Input{Kind: Lookup, Client: "x", Addr: a.Addr}); o.Outcome == OK && o.Domain == d {
+		if o := h.Do(1, f, Input{Kind: Lookup, Client: x, Addr: a}); o.Outcome == OK && o.Domain == d {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("follower never saw the mapping")
+			t.Fatalf("%s never answered lookup(x %v) -> %s", f.ID, PoolAddr(a), DomainName(d))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	h.Net.Drop(l.IP, f.IP)
-	h.Net.Drop(f.IP, l.IP)
-	for _, o := range h.Others(l) {
-		if o != f {
-			h.Net.Drop(o.IP, f.IP)
-			h.Net.Drop(f.IP, o.IP)
+	h.Logf("%s maps x %v -> %s; cutting it off", f.ID, PoolAddr(a), DomainName(d))
+	cutAt := time.Now()
+	h.Net.Partition([]*testcluster.Server{f}, h.Others(f))
+	defer h.Net.Heal()
+
+	releaseCall := time.Now()
+	if r := h.Do(0, l, Input{Kind: Release, Client: x, Domain: d}); r.Outcome != OK || !r.Released {
+		t.Fatalf("release(x %s) through the leader: %+v", DomainName(d), r)
+	}
+
+	// 1. The hold: a goes to no domain of x until ReuseHold after the
+	// release. Allocate new domains through the leader until one gets a.
+	owner := -1
+	for e, deadline := d+1, time.Now().Add(15*time.Second); owner < 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no domain of x got the released %v within 15s of the release", PoolAddr(a))
+		}
+		o := h.Do(0, l, Input{Kind: Alloc, Client: x, Domain: e})
+		given := time.Since(releaseCall)
+		switch {
+		case o.Outcome == OK && o.Addr == a:
+			owner = e
+			if given < ReuseHold {
+				t.Errorf("(1) hold: alloc(x %s) -> %v, the address release(x %s) freed %v before: it should stay held for %v",
+					DomainName(e), PoolAddr(a), DomainName(d), given.Round(time.Millisecond), ReuseHold)
+			}
+			h.Logf("alloc(x %s) -> %v, %v after the release", DomainName(e), PoolAddr(a), given.Round(time.Millisecond))
+		case o.Outcome == OK:
+			e++
+			if e >= NumDomains {
+				t.Fatalf("ran out of domains before x got %v back", PoolAddr(a))
+			}
+		case o.Outcome == Exhausted: // every free address is held: try again
+		default:
+			t.Logf("alloc(x %s) through the leader: %+v; retrying", DomainName(e), o)
+		}
+		if owner < 0 {
+			time.Sleep(500 * time.Millisecond)
 		}
 	}
-	if r := h.Do(0, l, Input{Kind: Release, Client: "x", Domain: d}); r.Outcome != OK || !r.Released {
-		t.Fatalf("release: %+v", r)
+
+	// 2. F, cut off since before the release, must not name d for a now.
+	for range 2 {
+		o := h.Do(1, f, Input{Kind: Lookup, Client: x, Addr: a})
+		if o.Outcome == OK && o.Domain != owner {
+			t.Errorf("(2) cut-off %s answered lookup(x %v) -> %s, while %v belongs to %s (released from %s %v ago, cut off %v ago)",
+				f.ID, PoolAddr(a), DomainName(o.Domain), PoolAddr(a), DomainName(owner), DomainName(d),
+				time.Since(releaseCall).Round(time.Millisecond), time.Since(cutAt).Round(time.Millisecond))
+			break
+		}
+		h.Logf("lookup(x %v) on cut-off %s: %s", PoolAddr(a), f.ID, describe(Input{Kind: Lookup, Client: x, Addr: a}, o))
 	}
-	b := h.Do(0, l, Input{Kind: Alloc, Client: "x", Domain: e})
-	if b.Outcome != OK || b.Addr != a.Addr {
-		t.Fatalf("alloc of another domain after the release: %+v (want the freed %v)", b, PoolAddr(a.Addr))
+	// 3. Nor answer a for d.
+	if o := h.Do(1, f, Input{Kind: Alloc, Client: x, Domain: d}); o.Outcome == OK && o.Addr == a {
+		t.Errorf("(3) cut-off %s answered alloc(x %s) -> %v, while %v belongs to %s",
+			f.ID, DomainName(d), PoolAddr(a), PoolAddr(a), DomainName(owner))
+	} else {
+		h.Logf("alloc(x %s) on cut-off %s: %s", DomainName(d), f.ID, describe(Input{Kind: Alloc, Client: x, Domain: d}, o))
 	}
-	// The release and the new allocation are acknowledged. Asking the
-	// cut-off follower for d must not answer the address now held by e: it
-	// should fail (no quorum) or, once healed, allocate a new address.
-	c := h.Do(0, f, Input{Kind: Alloc, Client: "x", Domain: d})
-	if c.Outcome == OK && c.Addr == b.Addr {
-		t.Errorf("BUG (S1/S7): after release(%s) and alloc(%s) -> %v were acknowledged, %s answered alloc(%s) -> %v from its stale local state: %v is acknowledged for two domains",
-			DomainName(d), DomainName(e), PoolAddr(b.Addr), f.ID, DomainName(d), PoolAddr(c.Addr), PoolAddr(c.Addr))
+
+	// And the whole history keeps the model.
+	if res, info := porcupine.CheckOperationsVerbose(Model, h.History(), time.Minute); res != porcupine.Ok {
+		h.explain(info)
+		t.Errorf("the test's history is %v under the model", res)
 	}
-	h.Net.Heal()
 }

@@ -274,7 +274,10 @@ type Status struct {
 	LeaderID string `json:"leader_id"`
 	Term     uint64 `json:"term"`
 	Applied  uint64 `json:"applied_index"`
-	Servers  []struct {
+	// HeldAddresses counts addresses under a reuse hold (servers that
+	// have holds; 0 from older ones).
+	HeldAddresses int `json:"held_addresses"`
+	Servers       []struct {
 		ID string `json:"id"`
 	} `json:"servers"`
 }
