@@ -13,16 +13,16 @@ import (
 
 // Status is one server's view of the cluster.
 type Status struct {
-	ID         string         `json:"id"`
-	Addr       string         `json:"addr"`
-	State      string         `json:"state"`
-	LeaderID   string         `json:"leader_id"`
-	LeaderAddr string         `json:"leader_addr"`
-	Term       uint64         `json:"term"`
-	Commit     uint64         `json:"commit_index"`
-	Applied    uint64         `json:"applied_index"`
-	LastIndex  uint64         `json:"last_index"`
-	Pool       string         `json:"pool,omitempty"`
+	ID         string `json:"id"`
+	Addr       string `json:"addr"`
+	State      string `json:"state"`
+	LeaderID   string `json:"leader_id"`
+	LeaderAddr string `json:"leader_addr"`
+	Term       uint64 `json:"term"`
+	Commit     uint64 `json:"commit_index"`
+	Applied    uint64 `json:"applied_index"`
+	LastIndex  uint64 `json:"last_index"`
+	Pool       string `json:"pool,omitempty"`
 	// StaleBound (B) and ReuseHold (Q) are the bounded-staleness numbers
 	// (fresh.go); LocalReads says whether this server answers from local
 	// state right now; HeldAddresses counts addresses under a reuse hold.

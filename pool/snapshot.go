@@ -37,8 +37,8 @@ const snapshotMagic = "IPPOOLS1"
 const (
 	snapshotVersion   = 2
 	snapshotVersionV1 = 1
-	frameTarget     = 64 << 10
-	maxFrame        = 1 << 20
+	frameTarget       = 64 << 10
+	maxFrame          = 1 << 20
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
