@@ -56,6 +56,9 @@ func (n *Node) noteFresh(start time.Time, idx uint64) {
 // LocalReadOK reports whether this server may answer from its local state:
 // it was fresh less than B ago and has applied the round's index.
 func (n *Node) LocalReadOK() bool {
+	if n.cfg.LinearizableReads {
+		return false
+	}
 	f := n.fresh.Load()
 	return f != nil && time.Since(f.at) < n.cfg.StaleBound && !n.fsm.isDamaged() && n.appliedThrough(f.idx)
 }

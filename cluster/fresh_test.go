@@ -1,9 +1,16 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/ippool/ippool/pool"
 )
@@ -84,5 +91,87 @@ func TestLeaderLiftsReuseHolds(t *testing.T) {
 	res, err = leader.Propose(ctx, []pool.Op{allocOp(leader, "c", "b.example")})
 	if err != nil || res[0].Addr != a {
 		t.Fatalf("after the hold b.example got %v (%v), want the lowest free %v", res[0].Addr, err, a)
+	}
+}
+
+// A write that a snapshot restore cuts off is reported as retryable
+// (503 aborted_by_restore over HTTP), not as an internal error.
+func TestApplyErrorOfARestoreIsRetryable(t *testing.T) {
+	err := applyError(raft.ErrAbortedByRestore)
+	if !errors.Is(err, pool.ErrAbortedByRestore) || errors.As(err, new(errRetry)) {
+		t.Fatalf("applyError(ErrAbortedByRestore) = %v (%T), want aborted_by_restore, not retried inside", err, err)
+	}
+}
+
+// TestWritesDuringRestoresFailOnlyRetryably runs writes on a real server
+// while it restores snapshots: every write either succeeds or fails with a
+// code that says to retry, never internal.
+func TestWritesDuringRestoresFailOnlyRetryably(t *testing.T) {
+	tc := startCluster(t, 1, func(_ int, c *Config) { c.Join, c.BootstrapExpect = nil, 0 })
+	leader := tc.waitReady(1)
+	ctx := context.Background()
+	var backup bytes.Buffer
+	leader.Read(func(s *pool.State) {
+		if err := s.WriteSnapshot(&backup); err != nil {
+			t.Fatal(err)
+		}
+	})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var aborted atomic.Int64
+	errs := make(chan error, 64)
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				res, err := leader.Propose(ctx, []pool.Op{allocOp(leader, fmt.Sprintf("w%d", w), fmt.Sprintf("d%d.example", i))})
+				if err == nil {
+					err = res[0].Err
+				}
+				switch {
+				case err == nil, errors.Is(err, pool.ErrPoolExhausted):
+				case errors.Is(err, pool.ErrAbortedByRestore):
+					aborted.Add(1)
+				default:
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for range 20 {
+		if err := leader.Restore(ctx, backup.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("a write during a restore failed with %q (%v), want success or aborted_by_restore", pool.CodeOf(err), err)
+	}
+	t.Logf("%d writes were cut off by the 20 restores", aborted.Load())
+}
+
+// With LinearizableReads a server never answers locally, however fresh.
+func TestLinearizableReadsNeverAnswerLocally(t *testing.T) {
+	tc := startCluster(t, 1, func(_ int, c *Config) { c.Join, c.BootstrapExpect, c.LinearizableReads = nil, 0, true })
+	n := tc.waitReady(1)
+	if err := n.ReadBarrier(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for range 8 {
+		if n.LocalReadOK() {
+			t.Fatal("a server with LinearizableReads says it may answer locally")
+		}
+		time.Sleep(n.StaleBound() / 4)
 	}
 }

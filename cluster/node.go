@@ -74,6 +74,9 @@ type Config struct {
 	WriteTimeout time.Duration
 	// MaxBatch caps the ops in one log entry.
 	MaxBatch int
+	// LinearizableReads turns local answers off: every read that would be
+	// answered from local state goes through the read barrier.
+	LinearizableReads bool
 	// StaleBound (B) is how old this server's knowledge of the leader's
 	// commit index may be when it answers from local state; it is derived
 	// from RaftTimeout (fresh.go), not set.

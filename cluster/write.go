@@ -266,20 +266,29 @@ func (e errRetry) Unwrap() error { return e.err }
 func (n *Node) applyLocal(ctx context.Context, entry []byte) ([]pool.Result, error) {
 	f := n.raft.Apply(entry, timeLeft(ctx, n.cfg.WriteTimeout))
 	if err := f.Error(); err != nil {
-		switch {
-		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
-			errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrEnqueueTimeout):
-			return nil, errRetry{err}
-		case errors.Is(err, raft.ErrRaftShutdown):
-			return nil, errShutdown
-		}
-		return nil, err
+		return nil, applyError(err)
 	}
 	resp, ok := f.Response().(applyResponse)
 	if !ok {
 		return nil, fmt.Errorf("unexpected apply response %T", f.Response())
 	}
 	return resp.results, resp.err
+}
+
+// applyError classifies an error of raft.Apply.
+func applyError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+		errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrEnqueueTimeout):
+		return errRetry{err}
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return errShutdown
+	case errors.Is(err, raft.ErrAbortedByRestore):
+		// Not retried here: the caller wrote against the state the restore
+		// replaced, and should see that and decide (clients retry a 503).
+		return pool.Errorf(pool.CodeAbortedByRestore, "a snapshot restore cut this write off before it was committed; it was not applied and is safe to retry")
+	}
+	return err
 }
 
 // forward sends the entry to the leader over this server's forwarding

@@ -382,7 +382,7 @@ func statusOf(code pool.Code) int {
 		return http.StatusNotFound
 	case pool.CodePoolExhausted:
 		return http.StatusConflict
-	case pool.CodeNoQuorum, pool.CodeNoLeader, pool.CodeNotConfigured:
+	case pool.CodeNoQuorum, pool.CodeNoLeader, pool.CodeNotConfigured, pool.CodeAbortedByRestore:
 		return http.StatusServiceUnavailable
 	case pool.CodeRateLimited:
 		return http.StatusTooManyRequests

@@ -261,3 +261,13 @@ func FuzzFastRouteAgreesWithTheMux(f *testing.F) {
 		}
 	})
 }
+
+// A write cut off by a restore is a 503 with Retry-After, like no_quorum, so
+// clients and the CLI retry it.
+func TestRestoreAbortIsRetryable503(t *testing.T) {
+	a := &api{log: slog.New(slog.DiscardHandler)}
+	rep := a.errorReply(pool.Errorf(pool.CodeAbortedByRestore, "cut off"))
+	if rep.status != http.StatusServiceUnavailable || !rep.retryAfter {
+		t.Fatalf("aborted_by_restore answered %d (Retry-After %v), want 503 with Retry-After", rep.status, rep.retryAfter)
+	}
+}

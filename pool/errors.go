@@ -26,6 +26,9 @@ const (
 	// The cluster's: the write could not be committed.
 	CodeNoQuorum Code = "no_quorum"
 	CodeNoLeader Code = "no_leader"
+	// A write that a snapshot restore cut off before it was committed; it
+	// was not applied, so it is safe to retry.
+	CodeAbortedByRestore Code = "aborted_by_restore"
 	// A per-client limit on new allocations was reached.
 	CodeRateLimited Code = "rate_limited"
 )
@@ -47,19 +50,20 @@ func (e *Error) Is(target error) bool {
 
 // Sentinels for errors.Is; they carry no text of their own.
 var (
-	ErrInvalidClient  = &Error{Code: CodeInvalidClient}
-	ErrInvalidDomain  = &Error{Code: CodeInvalidDomain}
-	ErrInvalidAddress = &Error{Code: CodeInvalidAddress}
-	ErrInvalidConfig  = &Error{Code: CodeInvalidConfig}
-	ErrNotFound       = &Error{Code: CodeNotFound}
-	ErrPoolExhausted  = &Error{Code: CodePoolExhausted}
-	ErrNotConfigured  = &Error{Code: CodeNotConfigured}
-	ErrBadCommand     = &Error{Code: CodeBadCommand}
-	ErrBadSnapshot    = &Error{Code: CodeBadSnapshot}
-	ErrCorruptEntry   = &Error{Code: CodeCorruptEntry}
-	ErrNoQuorum       = &Error{Code: CodeNoQuorum}
-	ErrNoLeader       = &Error{Code: CodeNoLeader}
-	ErrRateLimited    = &Error{Code: CodeRateLimited}
+	ErrInvalidClient    = &Error{Code: CodeInvalidClient}
+	ErrInvalidDomain    = &Error{Code: CodeInvalidDomain}
+	ErrInvalidAddress   = &Error{Code: CodeInvalidAddress}
+	ErrInvalidConfig    = &Error{Code: CodeInvalidConfig}
+	ErrNotFound         = &Error{Code: CodeNotFound}
+	ErrPoolExhausted    = &Error{Code: CodePoolExhausted}
+	ErrNotConfigured    = &Error{Code: CodeNotConfigured}
+	ErrBadCommand       = &Error{Code: CodeBadCommand}
+	ErrBadSnapshot      = &Error{Code: CodeBadSnapshot}
+	ErrCorruptEntry     = &Error{Code: CodeCorruptEntry}
+	ErrNoQuorum         = &Error{Code: CodeNoQuorum}
+	ErrNoLeader         = &Error{Code: CodeNoLeader}
+	ErrAbortedByRestore = &Error{Code: CodeAbortedByRestore}
+	ErrRateLimited      = &Error{Code: CodeRateLimited}
 )
 
 // Errorf returns an *Error with the given code; other packages use it so that
