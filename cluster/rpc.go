@@ -40,9 +40,9 @@ type Info struct {
 	Bootstrapped bool   `json:"bootstrapped"`
 	LeaderID     string `json:"leader_id,omitempty"`
 	LeaderAddr   string `json:"leader_addr,omitempty"`
-	Pool         string `json:"pool,omitempty"`
-	Exclude      string `json:"exclude,omitempty"`
-	Lifetime     string `json:"lifetime,omitempty"`
+	// Pool is the cluster's pool, or before there is one this server's
+	// flags.
+	Pool *pool.Config `json:"pool_config,omitempty"`
 	// Peers are the servers it knows of, so that bootstrap discovery spreads
 	// even when each server was given only some of the others.
 	Peers []Peer `json:"peers,omitempty"`
@@ -63,11 +63,9 @@ type rpcError struct {
 }
 
 type joinRequest struct {
-	ID       string `json:"id"`
-	Addr     string `json:"addr"`
-	Pool     string `json:"pool,omitempty"`
-	Exclude  string `json:"exclude,omitempty"`
-	Lifetime string `json:"lifetime,omitempty"`
+	ID   string       `json:"id"`
+	Addr string       `json:"addr"`
+	Pool *pool.Config `json:"pool_config,omitempty"`
 }
 
 func (n *Node) rpcHandler() http.Handler {
@@ -108,7 +106,7 @@ func (n *Node) rpcHandler() http.Handler {
 			writeRPCError(w, pool.Errorf(pool.CodeInvalidConfig, "bad remove request: %v", err))
 			return
 		}
-		if err := n.Remove(r.Context(), req.ID); err != nil {
+		if err := n.removeLocal(r.Context(), req.ID); err != nil {
 			writeRPCError(w, err)
 			return
 		}
@@ -122,7 +120,13 @@ func (n *Node) rpcHandler() http.Handler {
 
 func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 	var req joinRequest
-	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil || req.ID == "" || req.Addr == "" {
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+		// invalid_config is final for the joining server (joinVia): it
+		// stops with this message instead of retrying forever.
+		writeRPCError(w, pool.Errorf(pool.CodeInvalidConfig, "the join request does not decode: %v", err))
+		return
+	}
+	if req.ID == "" || req.Addr == "" {
 		writeRPCError(w, pool.Errorf(pool.CodeInvalidConfig, "a join request needs a server ID and address"))
 		return
 	}
@@ -130,14 +134,10 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 		writeRPCError(w, errNotLeader)
 		return
 	}
-	if req.Pool != "" {
-		if theirs, err := pool.ParseConfig(req.Pool, req.Exclude, parseDurationOr(req.Lifetime, pool.DefaultLifetime)); err == nil {
-			if ours, ok := n.PoolConfig(); ok && !ours.Equal(theirs) {
-				writeRPCError(w, &pool.Error{Code: pool.CodeInvalidConfig, Msg: fmt.Sprintf(
-					"server %s asks to join with %s, but the cluster has %s; start it without --pool, or with the cluster's", req.ID, theirs, ours)})
-				return
-			}
-		}
+	if ours, ok := n.PoolConfig(); ok && req.Pool != nil && !ours.Equal(*req.Pool) {
+		writeRPCError(w, &pool.Error{Code: pool.CodeInvalidConfig, Msg: fmt.Sprintf(
+			"server %s asks to join with %s, but the cluster has %s; start it without --pool, or with the cluster's", req.ID, req.Pool, ours)})
+		return
 	}
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
@@ -164,13 +164,6 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	n.log.Info("server joined", "id", req.ID, "addr", req.Addr)
 	writeJSON(w, http.StatusOK, n.info())
-}
-
-func parseDurationOr(s string, def time.Duration) time.Duration {
-	if d, err := time.ParseDuration(s); err == nil {
-		return d
-	}
-	return def
 }
 
 var errNotLeader = &rpcError{Code: pool.CodeNoLeader, Message: "this server is not the leader", Retry: true}

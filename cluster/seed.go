@@ -62,7 +62,7 @@ func SeedDataDir(dir, id, clusterAddr string, snapshot []byte) error {
 	if err := sink.Close(); err != nil {
 		return err
 	}
-	r := record{ID: id, ClusterAddr: clusterAddr, Pool: cfg.PoolString(), Exclude: cfg.ExcludeString(), Lifetime: cfg.Lifetime.String()}
+	r := record{ID: id, ClusterAddr: clusterAddr, PoolConfig: &cfg}
 	n := &Node{cfg: Config{DataDir: dir}}
 	return n.writeRecord(r)
 }

@@ -157,12 +157,53 @@ func (c Config) PoolString() string { return rangesString(c.Pool) }
 // ExcludeString renders the exclusions in the form ParseConfig reads.
 func (c Config) ExcludeString() string { return rangesString(c.Exclude) }
 
+// String is the text form MarshalText writes: "pool 10.0.0.0/16 exclude
+// 10.0.0.1 lifetime 48h0m0s" (no exclude part when there is none).
 func (c Config) String() string {
 	s := "pool " + c.PoolString()
 	if len(c.Exclude) > 0 {
 		s += " exclude " + c.ExcludeString()
 	}
 	return s + " lifetime " + c.Lifetime.String()
+}
+
+// MarshalText writes the configuration as one value, so the data dir's
+// record and the servers' messages to each other carry it whole rather
+// than as three strings parsed back separately.
+func (c Config) MarshalText() ([]byte, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return []byte(c.String()), nil
+}
+
+// UnmarshalText reads what MarshalText writes, and validates it: a
+// configuration that does not parse is an error, never a default.
+func (c *Config) UnmarshalText(b []byte) error {
+	f := strings.Fields(string(b))
+	bad := func(why string) error {
+		return errorf(CodeInvalidConfig, "pool configuration %q: %s; want \"pool RANGES [exclude RANGES] lifetime DURATION\"", b, why)
+	}
+	if len(f) != 4 && len(f) != 6 || f[0] != "pool" || f[len(f)-2] != "lifetime" {
+		return bad("not in the form")
+	}
+	exclude := ""
+	if len(f) == 6 {
+		if f[2] != "exclude" {
+			return bad("the second item is not exclude")
+		}
+		exclude = f[3]
+	}
+	lifetime, err := time.ParseDuration(f[len(f)-1])
+	if err != nil {
+		return bad(err.Error())
+	}
+	parsed, err := ParseConfig(f[1], exclude, lifetime)
+	if err != nil {
+		return bad(err.Error())
+	}
+	*c = parsed
+	return nil
 }
 
 func rangesString(rs []netipx.IPRange) string {

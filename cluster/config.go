@@ -1,0 +1,133 @@
+package cluster
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/ippool/ippool/pool"
+)
+
+// Config configures one server.
+type Config struct {
+	// ID names the server in the cluster; it must not change across restarts.
+	ID string
+	// DataDir holds the Raft log, snapshots and the server's record.
+	DataDir string
+	// ClusterAddr is host:port for all server-to-server traffic; it is also
+	// the address other servers dial, so it must not be a wildcard.
+	ClusterAddr string
+	// Join lists cluster addresses of other servers.
+	Join []string
+	// BootstrapExpect > 1 makes the server wait until it has found that many
+	// servers (itself included) through Join, then bootstrap them together.
+	// 0 or 1 with no Join bootstraps a single-server cluster.
+	BootstrapExpect int
+	// Pool is the pool this server was told to serve; nil means "whatever
+	// the cluster has" (or DefaultPool when it bootstraps a new one).
+	Pool *pool.Config
+	// TLS, when set, is used for mutual TLS on the cluster address.
+	TLS *tls.Config
+	// Insecure allows plain TCP on non-loopback cluster addresses.
+	Insecure bool
+
+	// RaftTimeout is the heartbeat and election timeout. The LAN default of
+	// 500ms gives sub-second failover; raise it on slow or lossy networks.
+	RaftTimeout time.Duration
+	// SnapshotThreshold and SnapshotInterval control log compaction:
+	// Raft checks every interval whether that many entries were written
+	// since the last snapshot.
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	// TrailingLogs are kept after a snapshot so a lagging follower can catch
+	// up from the log instead of a full snapshot.
+	TrailingLogs uint64
+	// WriteTimeout bounds a write, retries included; past it the write fails
+	// with no_quorum.
+	WriteTimeout time.Duration
+	// MaxBatch caps the ops in one log entry.
+	MaxBatch int
+	// LinearizableReads turns local answers off: every read that would be
+	// answered from local state goes through the read barrier.
+	LinearizableReads bool
+	// StaleBound (B) is how old this server's knowledge of the leader's
+	// commit index may be when it answers from local state; it is derived
+	// from RaftTimeout (fresh.go), not set.
+	StaleBound time.Duration
+
+	Logger *slog.Logger
+	// Metrics receives counts; nil discards them.
+	Metrics Metrics
+}
+
+// DefaultPool is the pool of a cluster bootstrapped without --pool: the
+// 198.18.0.0/15 benchmarking block (RFC 2544), which fake-IP DNS tools
+// commonly use because it is never routed on the internet.
+func DefaultPool() pool.Config {
+	c, _ := pool.ParseConfig("198.18.0.0/15", "", pool.DefaultLifetime)
+	return c
+}
+
+func (c *Config) setDefaults() error {
+	if c.ID == "" {
+		return errors.New("cluster: a server ID is required")
+	}
+	if c.DataDir == "" {
+		return errors.New("cluster: a data dir is required")
+	}
+	host, _, err := net.SplitHostPort(c.ClusterAddr)
+	if err != nil {
+		return fmt.Errorf("cluster address %q: %w", c.ClusterAddr, err)
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return fmt.Errorf("cluster address %q is a wildcard; give the address other servers reach this one at", c.ClusterAddr)
+	}
+	if c.TLS == nil && !c.Insecure {
+		for _, a := range append([]string{c.ClusterAddr}, c.Join...) {
+			if !isLoopback(a) {
+				return fmt.Errorf("cluster address %s is not loopback: give the TLS flags (ippool tls init makes the files) or --insecure to run without TLS", a)
+			}
+		}
+	}
+	if c.RaftTimeout == 0 {
+		c.RaftTimeout = 500 * time.Millisecond
+	}
+	c.StaleBound = StaleBound(c.RaftTimeout)
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 16384
+	}
+	if c.SnapshotInterval == 0 {
+		c.SnapshotInterval = 30 * time.Second
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = 10240
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 4 * time.Second
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 1024
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Metrics == nil {
+		c.Metrics = nopMetrics{}
+	}
+	return nil
+}
+
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,264 @@
+package cluster
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/ippool/ippool/pool"
+)
+
+// Membership: forming the cluster (bootstrap or join), following
+// leadership, and the operations that must run on the leader (removing a
+// server, restoring a snapshot).
+
+func (n *Node) info() Info {
+	lid, laddr := n.Leader()
+	inf := Info{ID: n.cfg.ID, Addr: n.cfg.ClusterAddr, LeaderID: lid, LeaderAddr: laddr}
+	if c, ok := n.PoolConfig(); ok {
+		inf.Pool = &c
+	} else {
+		inf.Pool = n.cfg.Pool
+	}
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			inf.Peers = append(inf.Peers, Peer{ID: string(s.ID), Addr: string(s.Address)})
+		}
+	}
+	inf.Bootstrapped = len(inf.Peers) > 0
+	return inf
+}
+
+// watchLeadership readies a new leader: a barrier makes sure everything of
+// earlier terms is applied, so its commit index can serve read barriers, and
+// a cluster without a pool gets one.
+func (n *Node) watchLeadership() {
+	for {
+		select {
+		case <-n.stop:
+			return
+		case isLeader := <-n.raft.LeaderCh():
+			n.cfg.Metrics.LeadershipChange(isLeader)
+			if !isLeader {
+				continue
+			}
+			term := n.raft.CurrentTerm()
+			if err := n.raft.Barrier(n.cfg.WriteTimeout).Error(); err != nil {
+				n.log.Warn("leader barrier failed", "err", err)
+				continue
+			}
+			n.readyTerm.Store(term)
+			n.log.Info("this server is the leader", "term", term)
+			if _, ok := n.PoolConfig(); !ok {
+				cfg := DefaultPool()
+				if n.cfg.Pool != nil {
+					cfg = *n.cfg.Pool
+				}
+				op := pool.Op{Kind: pool.OpSetConfig, ID: n.NextRequestID(), Time: time.Now(), Config: cfg}
+				ctx, cancel := context.WithTimeout(context.Background(), n.cfg.WriteTimeout)
+				res, err := n.Propose(ctx, []pool.Op{op})
+				cancel()
+				if err == nil {
+					err = res[0].Err
+				}
+				if err != nil {
+					n.log.Error("could not set the pool configuration", "err", err)
+				} else {
+					n.log.Info("pool configured", "pool", cfg.String())
+				}
+			}
+		}
+	}
+}
+
+// bootstrapOrJoin makes a fresh server part of a cluster.
+func (n *Node) bootstrapOrJoin() {
+	self := raft.Server{ID: raft.ServerID(n.cfg.ID), Address: raft.ServerAddress(n.cfg.ClusterAddr), Suffrage: raft.Voter}
+	if len(n.cfg.Join) == 0 {
+		if n.cfg.BootstrapExpect > 1 {
+			n.fail(fmt.Errorf("--bootstrap-expect %d needs --join with the other servers' cluster addresses", n.cfg.BootstrapExpect))
+			return
+		}
+		n.bootstrap([]raft.Server{self})
+		return
+	}
+	retry := time.NewTicker(250 * time.Millisecond)
+	defer retry.Stop()
+	for attempt := 0; ; attempt++ {
+		done, err := n.tryJoin(self)
+		if done {
+			return
+		}
+		if err != nil && attempt%20 == 0 {
+			n.log.Info("waiting to join the cluster", "join", n.cfg.Join, "err", err)
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-retry.C:
+		}
+	}
+}
+
+func (n *Node) bootstrap(servers []raft.Server) {
+	err := n.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error()
+	if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		n.fail(fmt.Errorf("bootstrapping the cluster: %w", err))
+		return
+	}
+	n.log.Info("bootstrapped the cluster", "servers", len(servers))
+}
+
+// tryJoin makes one round of contact with the join addresses. A running
+// cluster is joined through its leader; with BootstrapExpect, once that
+// many fresh servers are known they bootstrap together with the same list,
+// so simultaneous starts form exactly one cluster.
+func (n *Node) tryJoin(self raft.Server) (bool, error) {
+	if f := n.raft.GetConfiguration(); f.Error() == nil && len(f.Configuration().Servers) > 0 {
+		// Another server's leader already replicated a configuration to us.
+		return true, nil
+	}
+	known := map[string]string{n.cfg.ID: n.cfg.ClusterAddr}
+	var lastErr error
+	var leaderAddr string
+	for _, addr := range n.cfg.Join {
+		if addr == n.cfg.ClusterAddr {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		var inf Info
+		err := n.rpc.call(ctx, addr, rpcInfo, nil, &inf)
+		cancel()
+		if errors.Is(err, pool.ErrInvalidConfig) {
+			// Its pool configuration does not parse: no retry fixes that.
+			err = fmt.Errorf("server at %s answered with a pool configuration that does not parse (%v); this server has %v", addr, err, n.cfg.Pool)
+			n.fail(err)
+			return true, err
+		}
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		if err := n.comparePool(inf); err != nil {
+			n.fail(err)
+			return true, err
+		}
+		if inf.Bootstrapped && inf.LeaderAddr != "" {
+			leaderAddr = inf.LeaderAddr
+		}
+		known[inf.ID] = inf.Addr
+		for _, p := range inf.Peers {
+			known[p.ID] = p.Addr
+		}
+	}
+	if leaderAddr != "" {
+		return n.joinVia(leaderAddr)
+	}
+	if n.cfg.BootstrapExpect > 1 && len(known) >= n.cfg.BootstrapExpect {
+		var servers []raft.Server
+		for id, addr := range known {
+			servers = append(servers, raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(addr), Suffrage: raft.Voter})
+		}
+		slices.SortFunc(servers, func(a, b raft.Server) int { return cmp.Compare(string(a.ID), string(b.ID)) })
+		n.bootstrap(servers)
+		return true, nil
+	}
+	if lastErr == nil {
+		lastErr = fmt.Errorf("found %d of %d servers", len(known), max(n.cfg.BootstrapExpect, 2))
+	}
+	return false, lastErr
+}
+
+// comparePool refuses to join a server whose pool differs from the flags.
+// A peer whose answer does not decode never gets here: the RPC fails, and
+// with a pool configuration that does not parse, that is final (tryJoin).
+func (n *Node) comparePool(inf Info) error {
+	if n.cfg.Pool == nil || inf.Pool == nil || inf.Pool.Equal(*n.cfg.Pool) {
+		return nil
+	}
+	return fmt.Errorf("server %s has %s, but this server was started with %s; give every server the same --pool, --exclude and --lifetime", inf.ID, inf.Pool, *n.cfg.Pool)
+}
+
+func (n *Node) joinVia(leaderAddr string) (bool, error) {
+	req := joinRequest{ID: n.cfg.ID, Addr: n.cfg.ClusterAddr, Pool: n.cfg.Pool}
+	body, _ := json.Marshal(req)
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.WriteTimeout)
+	defer cancel()
+	var inf Info
+	err := n.rpc.call(ctx, leaderAddr, rpcJoin, body, &inf)
+	var re *rpcError
+	if errors.As(err, &re) && re.Code == pool.CodeInvalidConfig {
+		n.fail(re)
+		return true, re
+	}
+	if err != nil {
+		return false, err
+	}
+	n.log.Info("joined the cluster", "leader", leaderAddr)
+	return true, nil
+}
+
+// removeLocal is RemoveServer's leader side: it runs on the leader only
+// (RemoveServer and the removal RPC bring it there).
+func (n *Node) removeLocal(ctx context.Context, id string) error {
+	if !n.IsLeader() {
+		return pool.Errorf(pool.CodeNoLeader, "removing a server must go through the leader")
+	}
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	found := false
+	for _, s := range f.Configuration().Servers {
+		found = found || s.ID == raft.ServerID(id)
+	}
+	if !found {
+		return pool.Errorf(pool.CodeNotFound, "no server %q in the cluster", id)
+	}
+	return n.raft.RemoveServer(raft.ServerID(id), 0, timeLeft(ctx, n.cfg.WriteTimeout)).Error()
+}
+
+func (n *Node) hasPeers() bool {
+	f := n.raft.GetConfiguration()
+	return f.Error() == nil && len(f.Configuration().Servers) > 1
+}
+
+// RemoveServer takes a server out of the cluster, through the leader.
+func (n *Node) RemoveServer(ctx context.Context, id string) error {
+	if n.IsLeader() {
+		return n.removeLocal(ctx, id)
+	}
+	body, _ := json.Marshal(map[string]string{"id": id})
+	return n.callLeader(ctx, rpcRemove, body, "remove the server")
+}
+
+// Restore replaces the cluster's state with a snapshot, through the leader:
+// Raft installs it at a new index and ships it to every follower.
+func (n *Node) Restore(ctx context.Context, snapshot []byte) error {
+	if !n.IsLeader() {
+		return n.callLeader(ctx, rpcRestore, snapshot, "restore")
+	}
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: int64(len(snapshot))}
+	return n.raft.Restore(meta, bytes.NewReader(snapshot), timeLeft(ctx, time.Minute))
+}
+
+// callLeader sends a request that only the leader may serve.
+func (n *Node) callLeader(ctx context.Context, path string, body []byte, what string) error {
+	_, addr := n.Leader()
+	if addr == "" {
+		return pool.Errorf(pool.CodeNoLeader, "no leader is known to %s through", what)
+	}
+	var out struct{}
+	err := n.rpc.call(ctx, addr, path, body, &out)
+	var re *rpcError
+	if errors.As(err, &re) {
+		return &pool.Error{Code: re.Code, Msg: re.Message}
+	}
+	return err
+}
