@@ -19,16 +19,11 @@ import (
 //
 // A leader keeps one entry in flight, and commits it on the batcher's own
 // goroutine, so that nothing is handed off between one entry's commit and
-// the next one's proposal. On the 2-core machine of the README's
-// benchmarks, 64 callers made 11.4-11.9k allocations/s with one entry in
-// flight against 8.5-10.1k with 4 and 7.7k with 8, because every entry
-// costs each server a Raft round, an fsync and wake-ups, and fewer entries
-// carry more ops. Followers keep a few forwarded batches in flight (4:
-// 12.9-14.9k/s, 1: 11.4-12.6k/s, 16: 11.4-13.0k/s), since the leader merges
-// them into its entry anyway and a forwarded batch need not wait for the
-// previous one. Re-measured once the path had fewer hand-offs and the API
-// ran on fasthttp (17-19k/s): two leader entries in flight still lost
-// (15.5k against 16.2k), and 2 or 8 forwarding slots were no better than 4.
+// the next one's proposal: every entry costs each server a Raft round, an
+// fsync and wake-ups, so fewer entries carrying more ops beat pipelining.
+// Followers keep a few forwarded batches in flight, since the leader merges
+// them into its entry anyway. The measurements behind both numbers are in
+// the README ("Group commit").
 const forwardBatchSlots = 4
 
 type batcher struct {

@@ -26,15 +26,13 @@ import (
 // /v1/clients/{client}/ips/{ip}), and hands every other request to
 // Handler's net/http mux through fasthttpadaptor.
 //
-// Why two stacks: on the README's 3-server benchmark net/http cost 22-26 us
-// of CPU per request against fasthttp's 13-15 (net/http starts a goroutine
-// per request to watch the connection, allocates header maps, and resets
-// deadlines), and a write's latency on a busy server is mostly waiting for
-// a CPU: 64 callers made 13.5k allocations/s through net/http and 16.2k
-// through fasthttp (mean of 7 alternating runs). The rest of the API is
-// rare, so it keeps net/http's richer semantics; both stacks render
-// answers with the same code (reply), and a test holds them to the same
-// bytes.
+// Why two stacks: net/http costs nearly twice fasthttp's CPU per request
+// (it starts a goroutine per request to watch the connection, allocates
+// header maps, and resets deadlines), and a write's latency on a busy
+// server is mostly waiting for a CPU; the figures are in the README ("HTTP
+// front end"). The rest of the API is rare, so it keeps net/http's richer
+// semantics; both stacks render answers with the same code (reply), and a
+// test holds them to the same bytes.
 //
 // Limits match Handler's: bodies are refused past MaxBody (a snapshot
 // restore, past 4 GiB) before the handler runs, with the same 413.
