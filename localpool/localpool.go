@@ -79,14 +79,22 @@ func (p *Pool) Mappings(client string) []pool.Mapping {
 func (p *Pool) Release(client, domain string) (bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.state.Release(client, domain, p.Now())
+	now := p.Now()
+	ok, err := p.state.Release(client, domain, now)
+	// One process answers every request from the one state, so no answer
+	// can be stale: the reuse hold has nothing to protect here.
+	p.state.LiftHolds(client, now)
+	return ok, err
 }
 
 // ReleaseClient drops every mapping of the client and returns how many.
 func (p *Pool) ReleaseClient(client string) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.state.ReleaseClient(client, p.Now())
+	now := p.Now()
+	n, err := p.state.ReleaseClient(client, now)
+	p.state.LiftHolds(client, now)
+	return n, err
 }
 
 func notFound(client string, addr netip.Addr) error {

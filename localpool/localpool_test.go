@@ -78,3 +78,22 @@ func TestLocalPoolConcurrent(t *testing.T) {
 		t.Fatalf("%d mappings, want 1000 (500 domains x 2 sets shared by 4 writers each)", total)
 	}
 }
+
+// A single process needs no reuse hold: a released address is the lowest
+// free one again at once.
+func TestReleasedAddressIsReusedAtOnce(t *testing.T) {
+	cfg, _ := pool.ParseConfig("10.0.0.0/31", "", time.Hour)
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	a, _ := p.IPForDomain(ctx, "c", "a.example")
+	p.IPForDomain(ctx, "c", "b.example")
+	if ok, err := p.Release("c", "a.example"); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if c, err := p.IPForDomain(ctx, "c", "c.example"); err != nil || c != a {
+		t.Fatalf("after the release c.example got %v (%v), want the freed %v", c, err, a)
+	}
+}

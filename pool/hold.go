@@ -88,6 +88,22 @@ func (s *State) clearHolds(c *client, keep func(addr uint32) bool) {
 	}
 }
 
+// LiftHolds gives every held address of the client back at once and
+// returns how many. It is for a pool in one process (localpool), where no
+// answer can be stale and so nothing needs holding; a replicated state
+// lifts holds only through OpUnhold.
+func (s *State) LiftHolds(clientID string, now time.Time) int {
+	c := s.clients[clientID]
+	if c == nil {
+		return 0
+	}
+	held := slices.Clone(c.held)
+	for _, a := range held {
+		s.unhold(clientID, a, now.UnixNano())
+	}
+	return len(held)
+}
+
 // Hold is an address held away from its client (see ReuseHold).
 type Hold struct {
 	Client string

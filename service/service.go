@@ -261,7 +261,9 @@ func (s *Service) GetConsistent(ctx context.Context, client, domain string) (poo
 	if err != nil {
 		return pool.Mapping{}, err
 	}
-	if m, ok := s.Get(client, domain); ok {
+	// A hit is answered at once only while this server is fresh, as in
+	// Lookup; a miss is always confirmed.
+	if m, ok := s.Get(client, domain); ok && s.node.LocalReadOK() {
 		return m, nil
 	}
 	if err := s.node.ReadBarrier(ctx); err != nil {
@@ -279,7 +281,9 @@ func (s *Service) Mappings(ctx context.Context, client string, consistent bool) 
 	if err := pool.ValidateClientID(client); err != nil {
 		return nil, err
 	}
-	if consistent {
+	// Without consistent the list may be up to B stale, never more: a
+	// server that is not fresh confirms it like a consistent one.
+	if consistent || !s.node.LocalReadOK() {
 		if err := s.node.ReadBarrier(ctx); err != nil {
 			return nil, err
 		}
