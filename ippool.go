@@ -16,7 +16,7 @@ import (
 // IPPool is what a front end needs of an address pool.
 type IPPool interface {
 	// IPForDomain returns the client's address for domain, allocating one
-	// if the client has none (DESIGN.md S1).
+	// if the client has none (docs/design.md#s1-ipfordomain-allocates-or-refreshes).
 	IPForDomain(ctx context.Context, client, domain string) (netip.Addr, error)
 	// DomainForIP returns the domain the client's address maps to, or an
 	// error that matches pool.ErrNotFound, and marks the mapping used at

@@ -1,7 +1,7 @@
 // Package cluster replicates the pool state machine with hashicorp/raft: the
 // durable log (raft-wal), snapshots, the transport between servers (one
 // address, mutual TLS), forwarding writes to the leader with group commit,
-// the read barrier of DESIGN.md S4, and membership (bootstrap, join,
+// the read barrier (docs/design.md#s4-read-your-writes-the-read-barrier), and membership (bootstrap, join,
 // removal, leadership transfer on shutdown).
 package cluster
 

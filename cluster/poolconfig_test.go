@@ -74,7 +74,7 @@ func TestJoinRequestWithOtherOrUnparsablePoolIsRefused(t *testing.T) {
 	n := startSolo(t, Config{ID: "solo", DataDir: t.TempDir(), ClusterAddr: freeAddr(t), Pool: &p, Logger: testLogger(t)})
 	defer n.Shutdown()
 	for body, want := range map[string]string{
-		`{"id":"x","addr":"127.0.0.1:1","pool_config":"pool 10.0.0.0/33 lifetime 1h"}`: "does not decode",
+		`{"id":"x","addr":"127.0.0.1:1","pool_config":"pool 10.0.0.0/33 lifetime 1h"}`:     "does not decode",
 		`{"id":"x","addr":"127.0.0.1:1","pool_config":"pool 10.9.0.0/24 lifetime 1h0m0s"}`: "the cluster has pool 10.0.0.0/24",
 	} {
 		err := n.rpc.call(context.Background(), n.ClusterAddr(), rpcJoin, []byte(body), &Info{})
@@ -136,7 +136,7 @@ func (l *chanConnListener) Addr() net.Addr { return l.addr }
 func TestPeerInfoWithOtherOrUnparsablePoolStopsTheJoiningServer(t *testing.T) {
 	mine, _ := pool.ParseConfig("10.0.0.0/24", "", time.Hour)
 	for info, want := range map[string]string{
-		`{"id":"p","addr":"x","pool_config":"pool 10.0.0.0/33 lifetime 1h"}`:   "does not parse",
+		`{"id":"p","addr":"x","pool_config":"pool 10.0.0.0/33 lifetime 1h"}`:     "does not parse",
 		`{"id":"p","addr":"x","pool_config":"pool 10.9.0.0/24 lifetime 1h0m0s"}`: "server p has pool 10.9.0.0/24",
 	} {
 		peer := fakePeer(t, info)

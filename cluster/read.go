@@ -12,7 +12,7 @@ import (
 )
 
 // ReadBarrier returns once this server's state holds every write the leader
-// had committed when ReadBarrier was called (DESIGN.md S4): it asks the leader
+// had committed when ReadBarrier was called (docs/design.md#s4-read-your-writes-the-read-barrier): it asks the leader
 // for its commit index, which the leader gives only after confirming with a
 // quorum that it still leads, then waits until this server has applied up to
 // it. No log entry is written. Concurrent callers share one round.

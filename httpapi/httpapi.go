@@ -1,4 +1,4 @@
-// Package httpapi serves ippool's HTTP API (DESIGN.md "Interfaces"): JSON
+// Package httpapi serves ippool's HTTP API (docs/design.md#architecture): JSON
 // under /v1, Prometheus metrics, health and readiness. Handlers parse and
 // validate, call the service, and render; they hold no logic of their own.
 package httpapi
@@ -373,7 +373,7 @@ func (a *api) ready(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// statusOf maps an error code to an HTTP status (DESIGN.md).
+// statusOf maps an error code to an HTTP status (docs/design.md#architecture).
 func statusOf(code pool.Code) int {
 	switch code {
 	case pool.CodeInvalidClient, pool.CodeInvalidDomain, pool.CodeInvalidAddress, pool.CodeInvalidConfig, pool.CodeBadCommand, pool.CodeBadSnapshot:

@@ -3,7 +3,7 @@
 //
 // It does no I/O, reads no clock and starts no goroutine. Every operation is
 // given its time, so a log of operations applied to two States leaves them
-// byte-identical (DESIGN.md S9). A State is not safe for concurrent use; the
+// byte-identical (docs/design.md#s9-determinism). A State is not safe for concurrent use; the
 // cluster and the single-machine pool put a lock around it.
 package pool
 
