@@ -28,8 +28,8 @@ if [ -n "$unformatted" ]; then
 	exit 1
 fi
 # The race detector runs where concurrency lives in this process: every
-# package but e2e and faults, whose tests drive separate server processes
+# package but internal/e2e and internal/faults, whose tests drive separate server processes
 # (the detector would only slow their linearizability checks).
-inproc=$(go list ./... | grep -v -e /e2e -e /faults)
+inproc=$(go list ./... | grep -v -e /internal/e2e -e /internal/faults)
 go test -race -count=1 -timeout 10m "$@" $inproc
-go test -count=1 -timeout 10m "$@" ./e2e ./faults
+go test -count=1 -timeout 10m "$@" ./internal/e2e ./internal/faults

@@ -31,7 +31,7 @@ func TestSIGTERMHandsLeadershipOver(t *testing.T) {
 // BenchmarkFailover kills the leader with SIGKILL ten times and reports the
 // median and worst time to the first successful write through a survivor.
 //
-//	go test -run XXX -bench Failover -benchtime 1x ./e2e/
+//	go test -run XXX -bench Failover -benchtime 1x ./internal/e2e/
 //
 // IPPOOL_BENCH_RAFT_TIMEOUT=1s measures another --raft-timeout.
 func BenchmarkFailover(b *testing.B) {

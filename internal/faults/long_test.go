@@ -17,7 +17,7 @@ var schedules = flag.Int("faults.schedules", 200, "randomized fault schedules to
 // of 3 or 5 servers and injects 2 to 5 faults drawn at random, then heals
 // and checks. Run it with:
 //
-//	go test -tags faultslong -run TestFaultsLong -timeout 0 ./faults/ -faults.schedules=200 [-faults.seed=N]
+//	go test -tags faultslong -run TestFaultsLong -timeout 0 ./internal/faults/ -faults.schedules=200 [-faults.seed=N]
 func TestFaultsLong(t *testing.T) {
 	master := *seedFlag
 	if master == 0 {

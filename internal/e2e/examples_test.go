@@ -17,7 +17,7 @@ import (
 func runScript(t *testing.T, env []string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command("bash", args...)
-	cmd.Dir = ".."
+	cmd.Dir = "../.."
 	cmd.Env = append(cleanEnv(), env...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
