@@ -263,9 +263,6 @@ func (n *Node) ID() string { return n.cfg.ID }
 // ClusterAddr returns the address other servers reach this one at.
 func (n *Node) ClusterAddr() string { return n.cfg.ClusterAddr }
 
-// Raft exposes the Raft instance for status and metrics.
-func (n *Node) Raft() *raft.Raft { return n.raft }
-
 // Read runs fn with the local state under a read lock. The state may lag the
 // leader's; see ReadBarrier.
 func (n *Node) Read(fn func(s *pool.State)) { n.fsm.read(fn) }

@@ -254,7 +254,7 @@ func (a *api) list(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) cluster(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, a.svc.Node().Status(r.Context()))
+	writeJSON(w, http.StatusOK, a.svc.Status(r.Context()))
 }
 
 func (a *api) removeServer(w http.ResponseWriter, r *http.Request) {
@@ -262,7 +262,7 @@ func (a *api) removeServer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	if err := a.svc.Node().RemoveServer(r.Context(), id); err != nil {
+	if err := a.svc.RemoveServer(r.Context(), id); err != nil {
 		a.fail(w, err)
 		return
 	}
@@ -270,7 +270,6 @@ func (a *api) removeServer(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) snapshot(w http.ResponseWriter, r *http.Request) {
-	node := a.svc.Node()
 	var buf bytes.Buffer
 	if err := a.svc.Snapshot(r.Context(), &buf); err != nil {
 		a.fail(w, err)
@@ -278,7 +277,7 @@ func (a *api) snapshot(w http.ResponseWriter, r *http.Request) {
 	}
 	// Read after the snapshot: the index is approximate (informational),
 	// but never older than the read barrier the snapshot waited for.
-	local := node.Local()
+	local := a.svc.Local()
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("X-Ippool-Index", strconv.FormatUint(local.Applied, 10))
 	w.Header().Set("X-Ippool-Term", strconv.FormatUint(local.Term, 10))
@@ -312,13 +311,13 @@ type poolJSON struct {
 }
 
 func (a *api) getPool(w http.ResponseWriter, r *http.Request) {
-	cfg, ok := a.svc.Node().PoolConfig()
+	cfg, ok := a.svc.PoolConfig()
 	if !ok {
 		writeError(w, http.StatusServiceUnavailable, string(pool.CodeNotConfigured), "the pool is not configured yet")
 		return
 	}
 	writeJSON(w, http.StatusOK, poolJSON{Pool: cfg.PoolString(), Exclude: cfg.ExcludeString(), Lifetime: cfg.Lifetime.String(),
-		ReuseHold: pool.ReuseHold.String(), StaleBound: a.svc.Node().StaleBound().String()})
+		ReuseHold: pool.ReuseHold.String(), StaleBound: a.svc.StaleBound().String()})
 }
 
 func (a *api) setPool(w http.ResponseWriter, r *http.Request) {
@@ -359,18 +358,12 @@ func (a *api) setPool(w http.ResponseWriter, r *http.Request) {
 // ready reports whether this server knows a leader and has applied what it
 // knows to be committed, the point at which its local reads are current.
 func (a *api) ready(w http.ResponseWriter, r *http.Request) {
-	node := a.svc.Node()
-	st := node.Local()
-	switch {
-	case st.LeaderID == "":
-		writeError(w, http.StatusServiceUnavailable, string(pool.CodeNoLeader), "no leader is known")
-	case !node.CaughtUp():
-		writeError(w, http.StatusServiceUnavailable, "catching_up", fmt.Sprintf("applied %d of %d committed entries", st.Applied, st.Commit))
-	case st.Pool == "":
-		writeError(w, http.StatusServiceUnavailable, string(pool.CodeNotConfigured), "the pool is not configured yet")
-	default:
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "leader": st.LeaderID, "applied_index": st.Applied})
+	st, notReady := a.svc.Ready()
+	if notReady != nil {
+		writeError(w, http.StatusServiceUnavailable, string(notReady.Code), notReady.Msg)
+		return
 	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "leader": st.LeaderID, "applied_index": st.Applied})
 }
 
 // statusOf maps an error code to an HTTP status (docs/design.md#architecture).

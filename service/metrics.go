@@ -116,23 +116,30 @@ func resultLabel(err error) string {
 
 // RegisterClusterGauges exports the Raft state of node and the size of the
 // state, read at scrape time.
-func RegisterClusterGauges(reg prometheus.Registerer, node *cluster.Node) {
+func RegisterClusterGauges(reg prometheus.Registerer, node Node) {
 	gauge := func(name, help string, f func() float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 	}
-	r := node.Raft()
-	gauge("ippool_raft_state", "Raft state: 0 follower, 1 candidate, 2 leader, 3 shutdown.", func() float64 { return float64(r.State()) })
-	gauge("ippool_raft_term", "Current Raft term.", func() float64 { return float64(r.CurrentTerm()) })
-	gauge("ippool_raft_commit_index", "Raft commit index known to this server.", func() float64 { return float64(r.CommitIndex()) })
+	states := map[string]float64{"Follower": 0, "Candidate": 1, "Leader": 2, "Shutdown": 3}
+	gauge("ippool_raft_state", "Raft state: 0 follower, 1 candidate, 2 leader, 3 shutdown.", func() float64 { return states[node.Local().State] })
+	gauge("ippool_raft_term", "Current Raft term.", func() float64 { return float64(node.Local().Term) })
+	gauge("ippool_raft_commit_index", "Raft commit index known to this server.", func() float64 { return float64(node.Local().Commit) })
 	gauge("ippool_raft_applied_index", "Index of the last entry applied to this server's state.", func() float64 { return float64(node.Local().Applied) })
 	gauge("ippool_raft_last_snapshot_index", "Index of the last snapshot.", func() float64 { return float64(node.RaftStats()["last_snapshot_index"]) })
-	var clients, mappings float64
+	gauge("ippool_local_reads", "1 while this server answers reads from its local state (fresh within its stale bound), else 0.", func() float64 {
+		if node.LocalReadOK() {
+			return 1
+		}
+		return 0
+	})
+	var clients, mappings, held float64
 	sizes := func() {
 		node.Read(func(s *pool.State) {
 			c, m, _ := s.Counts()
-			clients, mappings = float64(c), float64(m)
+			clients, mappings, held = float64(c), float64(m), float64(s.HeldCount())
 		})
 	}
 	gauge("ippool_clients", "Clients with at least one mapping.", func() float64 { sizes(); return clients })
 	gauge("ippool_mappings", "Mappings held.", func() float64 { sizes(); return mappings })
+	gauge("ippool_held_addresses", "Addresses under a reuse hold (released less than the reuse hold ago).", func() float64 { sizes(); return held })
 }

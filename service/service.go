@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/ippool/ippool"
-	"github.com/ippool/ippool/cluster"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -35,7 +34,7 @@ type Options struct {
 
 // Service is safe for concurrent use.
 type Service struct {
-	node      *cluster.Node
+	node      Node
 	opts      Options
 	marks     *markBuffer
 	metrics   *Metrics
@@ -48,7 +47,7 @@ type Service struct {
 var _ ippool.IPPool = (*Service)(nil)
 
 // New starts a Service on node.
-func New(node *cluster.Node, opts Options) *Service {
+func New(node Node, opts Options) *Service {
 	if opts.MarkFlush == 0 {
 		opts.MarkFlush = time.Second
 	}
@@ -72,9 +71,6 @@ func (s *Service) Close() {
 	s.closeOnce.Do(func() { close(s.stop) })
 	<-s.done
 }
-
-// Node returns the cluster node.
-func (s *Service) Node() *cluster.Node { return s.node }
 
 func (s *Service) lifetime() time.Duration {
 	cfg, ok := s.node.PoolConfig()

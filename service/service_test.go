@@ -1,6 +1,7 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -56,20 +57,20 @@ func newService(t *testing.T, poolText string, lifetime time.Duration) (*Service
 }
 
 func TestKnownMappingIsAnsweredWithoutALogEntry(t *testing.T) {
-	svc, m, now := newService(t, "10.0.0.0/24", time.Hour)
+	svc, node, m, now := newFakeService(t, "10.0.0.0/24", time.Hour)
 	ctx := context.Background()
 	a, err := svc.IPForDomain(ctx, "c", "a.example")
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := svc.Node().Raft().LastIndex()
+	before := node.proposals.Load()
 	now.Add(int64(10 * time.Minute))
 	b, err := svc.IPForDomain(ctx, "c", "A.example.")
 	if err != nil || b != a {
 		t.Fatalf("second call: %v %v, want %v", b, err, a)
 	}
-	if got := svc.Node().Raft().LastIndex(); got != before {
-		t.Fatalf("a known mapping wrote to the log: last index %d -> %d", before, got)
+	if got := node.proposals.Load(); got != before || node.barriers.Load() != 0 {
+		t.Fatalf("a known mapping on a fresh server made %d proposals and %d barriers, want none", got-before, node.barriers.Load())
 	}
 	if got := testutil.ToFloat64(m.Allocations.WithLabelValues("local")); got != 1 {
 		t.Fatalf("local answers counted %v, want 1", got)
@@ -85,7 +86,7 @@ func TestKnownMappingIsAnsweredWithoutALogEntry(t *testing.T) {
 }
 
 func TestReleasedMappingIsNotAnsweredLocally(t *testing.T) {
-	svc, _, _ := newService(t, "10.0.0.0/31", time.Hour)
+	svc, _, _, _ := newFakeService(t, "10.0.0.0/31", time.Hour)
 	ctx := context.Background()
 	a, _ := svc.IPForDomain(ctx, "c", "a.example")
 	if ok, err := svc.Release(ctx, "c", "a.example"); !ok || err != nil {
@@ -104,7 +105,7 @@ func TestReleasedMappingIsNotAnsweredLocally(t *testing.T) {
 }
 
 func TestLookupsCoalesceMarks(t *testing.T) {
-	svc, m, now := newService(t, "10.0.0.0/24", time.Hour)
+	svc, _, m, now := newFakeService(t, "10.0.0.0/24", time.Hour)
 	ctx := context.Background()
 	a, _ := svc.IPForDomain(ctx, "c", "a.example")
 	window := svc.markWindow()
@@ -165,7 +166,7 @@ func TestMarkBufferIsBounded(t *testing.T) {
 }
 
 func TestLookupErrors(t *testing.T) {
-	svc, m, _ := newService(t, "10.0.0.0/24", time.Hour)
+	svc, _, m, _ := newFakeService(t, "10.0.0.0/24", time.Hour)
 	ctx := context.Background()
 	for _, tc := range []struct {
 		client string
@@ -184,5 +185,82 @@ func TestLookupErrors(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.Lookups.WithLabelValues("miss")); got != 1 {
 		t.Fatalf("confirmed misses counted %v, want 1", got)
+	}
+}
+
+// A server that is not fresh answers nothing from its local state: every
+// hit and every known allocation goes through the read barrier, and when
+// the barrier fails (no quorum) the caller gets that error, not the local
+// answer. Expired hits are confirmed even on a fresh server.
+func TestStaleServerConfirmsEveryAnswer(t *testing.T) {
+	svc, node, _, now := newFakeService(t, "10.0.0.0/24", time.Hour)
+	ctx := context.Background()
+	a, err := svc.IPForDomain(ctx, "c", "a.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func() time.Time { return time.Unix(0, now.Load()) }
+	node.fresh.Store(false)
+	if b, err := svc.IPForDomain(ctx, "c", "a.example"); err != nil || b != a || node.barriers.Load() != 1 {
+		t.Fatalf("known allocation on a stale server: %v %v after %d barriers, want %v after 1", b, err, node.barriers.Load(), a)
+	}
+	if d, err := svc.DomainForIP(ctx, "c", a, at()); err != nil || d != "a.example" || node.barriers.Load() != 2 {
+		t.Fatalf("lookup hit on a stale server: %q %v after %d barriers, want a.example after 2", d, err, node.barriers.Load())
+	}
+	if _, err := svc.GetConsistent(ctx, "c", "a.example"); err != nil || node.barriers.Load() != 3 {
+		t.Fatalf("get on a stale server: %v after %d barriers, want 3", err, node.barriers.Load())
+	}
+	if _, err := svc.Mappings(ctx, "c", false); err != nil || node.barriers.Load() != 4 {
+		t.Fatalf("list on a stale server: %v after %d barriers, want 4", err, node.barriers.Load())
+	}
+	noQuorum := error(pool.Errorf(pool.CodeNoQuorum, "no quorum"))
+	node.barrierErr.Store(&noQuorum)
+	if _, err := svc.DomainForIP(ctx, "c", a, at()); !errors.Is(err, pool.ErrNoQuorum) {
+		t.Fatalf("lookup on a stale server without quorum: %v, want no_quorum", err)
+	}
+	if _, err := svc.IPForDomain(ctx, "c", "a.example"); !errors.Is(err, pool.ErrNoQuorum) {
+		t.Fatalf("known allocation on a stale server without quorum: %v, want no_quorum", err)
+	}
+	// Fresh again, but the mapping expired: the hit is confirmed.
+	node.barrierErr.Store(nil)
+	node.fresh.Store(true)
+	before := node.barriers.Load()
+	now.Add(int64(2 * time.Hour))
+	if _, err := svc.DomainForIP(ctx, "c", a, at()); err != nil || node.barriers.Load() != before+1 {
+		t.Fatalf("expired hit on a fresh server: %v after %d more barriers, want 1", err, node.barriers.Load()-before)
+	}
+}
+
+// TestServiceOnARealNode runs the service on a real single-server cluster:
+// the wiring of allocations, lookups, releases, the admin calls and a
+// snapshot round trip through Raft.
+func TestServiceOnARealNode(t *testing.T) {
+	svc, _, _ := newService(t, "10.0.0.0/24", time.Hour)
+	ctx := context.Background()
+	a, err := svc.IPForDomain(ctx, "c", "a.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := svc.DomainForIP(ctx, "c", a, time.Now()); err != nil || d != "a.example" {
+		t.Fatalf("lookup: %q %v", d, err)
+	}
+	if st, notReady := svc.Ready(); notReady != nil || st.LeaderID != "solo" {
+		t.Fatalf("ready: %+v %+v", st, notReady)
+	}
+	var backup bytes.Buffer
+	if err := svc.Snapshot(ctx, &backup); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := svc.Release(ctx, "c", "a.example"); !ok || err != nil {
+		t.Fatalf("release: %v %v", ok, err)
+	}
+	if err := svc.Restore(ctx, backup.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := svc.GetConsistent(ctx, "c", "a.example"); err != nil || m.Addr != a {
+		t.Fatalf("after restoring the backup: %+v %v, want %v", m, err, a)
+	}
+	if st := svc.Status(ctx); len(st.Servers) != 1 || st.StaleBound == "" {
+		t.Fatalf("status: %+v", st)
 	}
 }
