@@ -25,17 +25,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ippool/ippool/cluster"
 	"github.com/ippool/ippool/pool"
+	"github.com/ippool/ippool/wire"
 )
 
 // Mapping is one (client, domain) <-> address pairing as a server reports it.
-type Mapping struct {
-	Client   string     `json:"client"`
-	Domain   string     `json:"domain"`
-	IP       netip.Addr `json:"ip"`
-	LastUsed time.Time  `json:"last_used"`
-}
+type Mapping = wire.Mapping
 
 // SnapshotInfo says where in the replicated log a snapshot was taken, and by
 // which server, so a backup can be told apart from another.
@@ -46,66 +41,9 @@ type SnapshotInfo struct {
 }
 
 // PoolInfo is the pool configuration in the form the --pool and --exclude
-// flags take.
-type PoolInfo struct {
-	Pool     string        `json:"pool"`
-	Exclude  string        `json:"exclude"`
-	Lifetime time.Duration `json:"-"`
-	// ReuseHold (Q) and StaleBound (B) are read-only: what the answering
-	// server reports, as durations like "5s"; a PUT ignores them.
-	ReuseHold  string `json:"reuse_hold,omitempty"`
-	StaleBound string `json:"stale_bound,omitempty"`
-}
-
-type poolInfoJSON struct {
-	Pool       string          `json:"pool"`
-	Exclude    string          `json:"exclude"`
-	Lifetime   json.RawMessage `json:"lifetime"`
-	ReuseHold  string          `json:"reuse_hold,omitempty"`
-	StaleBound string          `json:"stale_bound,omitempty"`
-}
-
-// MarshalJSON writes the lifetime as a Go duration ("48h0m0s"): people read
-// this JSON, and a count of nanoseconds reads badly.
-func (p PoolInfo) MarshalJSON() ([]byte, error) {
-	lt, _ := json.Marshal(p.Lifetime.String())
-	return json.Marshal(poolInfoJSON{Pool: p.Pool, Exclude: p.Exclude, Lifetime: lt, ReuseHold: p.ReuseHold, StaleBound: p.StaleBound})
-}
-
-// UnmarshalJSON takes the lifetime as a duration string or, as
-// encoding/json writes a time.Duration, a number of nanoseconds.
-func (p *PoolInfo) UnmarshalJSON(b []byte) error {
-	var j poolInfoJSON
-	if err := json.Unmarshal(b, &j); err != nil {
-		return err
-	}
-	p.Pool, p.Exclude, p.Lifetime, p.ReuseHold, p.StaleBound = j.Pool, j.Exclude, 0, j.ReuseHold, j.StaleBound
-	d, err := parseLifetime(j.Lifetime)
-	if err != nil {
-		return err
-	}
-	p.Lifetime = d
-	return nil
-}
-
-func parseLifetime(raw json.RawMessage) (time.Duration, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return 0, nil
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err == nil {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return 0, fmt.Errorf("lifetime %q is not a duration", s)
-		}
-		return d, nil
-	}
-	var n int64
-	if err := json.Unmarshal(raw, &n); err != nil {
-		return 0, fmt.Errorf("lifetime %s is neither a duration nor a number", raw)
-	}
-	return time.Duration(n), nil
-}
+// flags take. Its Released is for the server's answer to a change, which
+// SetPool returns as a count; the server ignores it in a request.
+type PoolInfo = wire.Pool
 
 // APIError is an error a server answered with. Message is the server's
 // sentence for an operator, Code its word for programs (see pool.Code).
@@ -242,9 +180,7 @@ func (c *Client) Lookup(ctx context.Context, client string, ip netip.Addr) (Mapp
 // Release drops the client's mapping for domain and reports whether there
 // was one.
 func (c *Client) Release(ctx context.Context, client, domain string) (bool, error) {
-	var r struct {
-		Released bool `json:"released"`
-	}
+	var r wire.Release
 	err := c.call(ctx, http.MethodDelete, path("clients", client, "domains", domain), nil, &r)
 	return r.Released, err
 }
@@ -252,9 +188,7 @@ func (c *Client) Release(ctx context.Context, client, domain string) (bool, erro
 // ReleaseClient drops every mapping of the client and returns how many there
 // were.
 func (c *Client) ReleaseClient(ctx context.Context, client string) (int, error) {
-	var r struct {
-		Released int `json:"released"`
-	}
+	var r wire.ReleaseClient
 	err := c.call(ctx, http.MethodDelete, path("clients", client), nil, &r)
 	return r.Released, err
 }
@@ -267,10 +201,7 @@ func (c *Client) List(ctx context.Context, client string, consistent bool) ([]Ma
 	if consistent {
 		p += "?consistent=true"
 	}
-	var r struct {
-		Client   string    `json:"client"`
-		Mappings []Mapping `json:"mappings"`
-	}
+	var r wire.List
 	if err := c.call(ctx, http.MethodGet, p, nil, &r); err != nil {
 		return nil, err
 	}
@@ -283,8 +214,8 @@ func (c *Client) List(ctx context.Context, client string, consistent bool) ([]Ma
 }
 
 // Cluster returns the answering server's view of the cluster.
-func (c *Client) Cluster(ctx context.Context) (cluster.Status, error) {
-	var s cluster.Status
+func (c *Client) Cluster(ctx context.Context) (wire.Status, error) {
+	var s wire.Status
 	err := c.call(ctx, http.MethodGet, "/v1/cluster", nil, &s)
 	return s, err
 }
@@ -348,11 +279,14 @@ func (c *Client) SetPool(ctx context.Context, p PoolInfo) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	var r struct {
-		Released int `json:"released"`
+	var r PoolInfo
+	if err := c.call(ctx, http.MethodPut, "/v1/pool", bodyBytes(body), &r); err != nil {
+		return 0, err
 	}
-	err = c.call(ctx, http.MethodPut, "/v1/pool", bodyBytes(body), &r)
-	return r.Released, err
+	if r.Released == nil {
+		return 0, nil
+	}
+	return *r.Released, nil
 }
 
 // path joins escaped segments under /v1, so a client ID or domain can never
@@ -530,12 +464,9 @@ func (c *Client) once(ctx context.Context, base, method, p string, b body) (resp
 func readAPIError(resp *http.Response) *APIError {
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	e := &APIError{Status: resp.StatusCode}
-	var j struct {
-		Error string `json:"error"`
-		Code  string `json:"code"`
-	}
-	if json.Unmarshal(raw, &j) == nil && j.Error != "" {
-		e.Message, e.Code = j.Error, j.Code
+	var j wire.Error
+	if json.Unmarshal(raw, &j) == nil && j.Message != "" {
+		e.Message, e.Code = j.Message, j.Code
 	} else {
 		text := strings.TrimSpace(string(raw))
 		if len(text) > 200 {

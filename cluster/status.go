@@ -9,42 +9,15 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/ippool/ippool/pool"
+	"github.com/ippool/ippool/wire"
 )
 
-// Status is one server's view of the cluster.
-type Status struct {
-	ID         string `json:"id"`
-	Addr       string `json:"addr"`
-	State      string `json:"state"`
-	LeaderID   string `json:"leader_id"`
-	LeaderAddr string `json:"leader_addr"`
-	Term       uint64 `json:"term"`
-	Commit     uint64 `json:"commit_index"`
-	Applied    uint64 `json:"applied_index"`
-	LastIndex  uint64 `json:"last_index"`
-	Pool       string `json:"pool,omitempty"`
-	// StaleBound (B) and ReuseHold (Q) are the bounded-staleness numbers
-	// (fresh.go); LocalReads says whether this server answers from local
-	// state right now; HeldAddresses counts addresses under a reuse hold.
-	StaleBound    string         `json:"stale_bound"`
-	ReuseHold     string         `json:"reuse_hold"`
-	LocalReads    bool           `json:"local_reads"`
-	HeldAddresses int            `json:"held_addresses"`
-	Servers       []ServerStatus `json:"servers"`
-}
-
-// ServerStatus describes one member as this server sees it, with what the
-// member said of itself when asked just now.
-type ServerStatus struct {
-	ID        string `json:"id"`
-	Addr      string `json:"addr"`
-	Voter     bool   `json:"voter"`
-	Role      string `json:"role"`
-	Reachable bool   `json:"reachable"`
-	Term      uint64 `json:"term,omitempty"`
-	Applied   uint64 `json:"applied_index,omitempty"`
-	Error     string `json:"error,omitempty"`
-}
+// Status and ServerStatus live in wire, so that the Go client can decode
+// them without linking Raft; the aliases keep cluster.Status working.
+type (
+	Status       = wire.Status
+	ServerStatus = wire.ServerStatus
+)
 
 // Local returns this server's own numbers.
 func (n *Node) Local() Status {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/ippool/ippool/pool"
 	"github.com/ippool/ippool/service"
+	"github.com/ippool/ippool/wire"
 )
 
 // MaxBody bounds request bodies other than snapshot restores: the API's
@@ -98,19 +99,10 @@ type api struct {
 	log *slog.Logger
 }
 
-type mappingJSON struct {
-	Client   string `json:"client"`
-	Domain   string `json:"domain"`
-	IP       string `json:"ip"`
-	LastUsed string `json:"last_used,omitempty"`
-}
-
-func mappingOut(m pool.Mapping, withTime bool) mappingJSON {
-	out := mappingJSON{Client: m.Client, Domain: m.Domain, IP: m.Addr.String()}
-	if withTime {
-		out.LastUsed = m.LastUsed.UTC().Format(time.RFC3339Nano)
-	}
-	return out
+// mappingOut gives the time in UTC, so every server writes the same bytes
+// for the same mapping.
+func mappingOut(m pool.Mapping) wire.Mapping {
+	return wire.Mapping{Client: m.Client, Domain: m.Domain, IP: m.Addr, LastUsed: m.LastUsed.UTC()}
 }
 
 // drainBody reads a body the endpoint does not use, so an oversized one is
@@ -159,8 +151,8 @@ func tooLarge(length, limit int64) reply {
 	return reply{status: http.StatusRequestEntityTooLarge, body: errorBody("body_too_large", msg)}
 }
 
-func errorBody(code, msg string) map[string]string {
-	return map[string]string{"error": msg, "code": code}
+func errorBody(code, msg string) wire.Error {
+	return wire.Error{Code: code, Message: msg}
 }
 
 func (a *api) errorReply(err error) reply {
@@ -178,7 +170,7 @@ func (a *api) allocReply(ctx context.Context, client, domain string) reply {
 		return a.errorReply(err)
 	}
 	d, _ := pool.NormalizeDomain(domain)
-	return reply{status: http.StatusOK, body: mappingJSON{Client: client, Domain: d, IP: addr.String()}}
+	return reply{status: http.StatusOK, body: wire.Mapping{Client: client, Domain: d, IP: addr}}
 }
 
 func (a *api) get(w http.ResponseWriter, r *http.Request) {
@@ -187,7 +179,7 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, mappingOut(m, true))
+	writeJSON(w, http.StatusOK, mappingOut(m))
 }
 
 func (a *api) lookup(w http.ResponseWriter, r *http.Request) {
@@ -203,7 +195,7 @@ func (a *api) lookupReply(ctx context.Context, client, ip string) reply {
 	if err != nil {
 		return a.errorReply(err)
 	}
-	return reply{status: http.StatusOK, body: mappingOut(m, true)}
+	return reply{status: http.StatusOK, body: mappingOut(m)}
 }
 
 func (a *api) release(w http.ResponseWriter, r *http.Request) {
@@ -217,7 +209,7 @@ func (a *api) release(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d, _ := pool.NormalizeDomain(domain)
-	writeJSON(w, http.StatusOK, map[string]any{"client": client, "domain": d, "released": released})
+	writeJSON(w, http.StatusOK, wire.Release{Client: client, Domain: d, Released: released})
 }
 
 func (a *api) releaseClient(w http.ResponseWriter, r *http.Request) {
@@ -230,7 +222,7 @@ func (a *api) releaseClient(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"client": client, "released": n})
+	writeJSON(w, http.StatusOK, wire.ReleaseClient{Client: client, Released: n})
 }
 
 func (a *api) list(w http.ResponseWriter, r *http.Request) {
@@ -241,16 +233,12 @@ func (a *api) list(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, err)
 		return
 	}
-	type entry struct {
-		Domain   string `json:"domain"`
-		IP       string `json:"ip"`
-		LastUsed string `json:"last_used"`
-	}
-	out := make([]entry, len(ms))
+	out := wire.List{Client: client, Mappings: make([]wire.Mapping, len(ms))}
 	for i, m := range ms {
-		out[i] = entry{m.Domain, m.Addr.String(), m.LastUsed.UTC().Format(time.RFC3339Nano)}
+		out.Mappings[i] = mappingOut(m)
+		out.Mappings[i].Client = ""
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"client": client, "mappings": out})
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (a *api) cluster(w http.ResponseWriter, r *http.Request) {
@@ -299,50 +287,32 @@ func (a *api) restore(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]bool{"restored": true})
 }
 
-type poolJSON struct {
-	Pool     string `json:"pool"`
-	Exclude  string `json:"exclude"`
-	Lifetime string `json:"lifetime"`
-	Released *int   `json:"released,omitempty"`
-	// Read-only; accepted and ignored in a PUT, so a GET's body can be
-	// sent back changed.
-	ReuseHold  string `json:"reuse_hold,omitempty"`
-	StaleBound string `json:"stale_bound,omitempty"`
-}
-
 func (a *api) getPool(w http.ResponseWriter, r *http.Request) {
 	cfg, ok := a.svc.PoolConfig()
 	if !ok {
 		writeError(w, http.StatusServiceUnavailable, string(pool.CodeNotConfigured), "the pool is not configured yet")
 		return
 	}
-	writeJSON(w, http.StatusOK, poolJSON{Pool: cfg.PoolString(), Exclude: cfg.ExcludeString(), Lifetime: cfg.Lifetime.String(),
+	writeJSON(w, http.StatusOK, wire.Pool{Pool: cfg.PoolString(), Exclude: cfg.ExcludeString(), Lifetime: cfg.Lifetime,
 		ReuseHold: pool.ReuseHold.String(), StaleBound: a.svc.StaleBound().String()})
 }
 
 func (a *api) setPool(w http.ResponseWriter, r *http.Request) {
-	var req poolJSON
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	req, err := wire.DecodePoolRequest(r.Body, pool.DefaultLifetime)
+	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		var le *wire.LifetimeError
+		switch {
+		case errors.As(err, &mbe):
 			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", err.Error())
-			return
+		case errors.As(err, &le):
+			writeError(w, http.StatusBadRequest, string(pool.CodeInvalidConfig), err.Error())
+		default:
+			writeError(w, http.StatusBadRequest, "bad_request", "the body must be JSON like {\"pool\":\"10.0.0.0/16\",\"exclude\":\"\",\"lifetime\":\"48h\"}: "+err.Error())
 		}
-		writeError(w, http.StatusBadRequest, "bad_request", "the body must be JSON like {\"pool\":\"10.0.0.0/16\",\"exclude\":\"\",\"lifetime\":\"48h\"}: "+err.Error())
 		return
 	}
-	lifetime := pool.DefaultLifetime
-	if req.Lifetime != "" {
-		d, err := time.ParseDuration(req.Lifetime)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, string(pool.CodeInvalidConfig), fmt.Sprintf("lifetime %q is not a duration like 48h", req.Lifetime))
-			return
-		}
-		lifetime = d
-	}
-	cfg, err := pool.ParseConfig(req.Pool, req.Exclude, lifetime)
+	cfg, err := pool.ParseConfig(req.Pool, req.Exclude, req.Lifetime)
 	if err != nil {
 		a.fail(w, err)
 		return
@@ -352,7 +322,7 @@ func (a *api) setPool(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, poolJSON{Pool: cfg.PoolString(), Exclude: cfg.ExcludeString(), Lifetime: cfg.Lifetime.String(), Released: &n})
+	writeJSON(w, http.StatusOK, wire.Pool{Pool: cfg.PoolString(), Exclude: cfg.ExcludeString(), Lifetime: cfg.Lifetime, Released: &n})
 }
 
 // ready reports whether this server knows a leader and has applied what it

@@ -10,8 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ippool/ippool/cluster"
 	"github.com/ippool/ippool/pool"
+	"github.com/ippool/ippool/wire"
 )
 
 // fakeNode is a Node in memory: writes apply at once to one pool.State,
@@ -87,11 +87,11 @@ func (n *fakeNode) Restore(ctx context.Context, snapshot []byte) error {
 	return nil
 }
 
-func (n *fakeNode) Local() cluster.Status {
+func (n *fakeNode) Local() wire.Status {
 	c, _ := n.PoolConfig()
-	return cluster.Status{ID: "fake", State: "Leader", LeaderID: "fake", Pool: c.String(), LocalReads: n.fresh.Load()}
+	return wire.Status{ID: "fake", State: "Leader", LeaderID: "fake", Pool: c.String(), LocalReads: n.fresh.Load()}
 }
-func (n *fakeNode) Status(ctx context.Context) cluster.Status         { return n.Local() }
+func (n *fakeNode) Status(ctx context.Context) wire.Status            { return n.Local() }
 func (n *fakeNode) CaughtUp() bool                                    { return true }
 func (n *fakeNode) RemoveServer(ctx context.Context, id string) error { return nil }
 func (n *fakeNode) RaftStats() map[string]uint64                      { return map[string]uint64{} }

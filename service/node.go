@@ -7,6 +7,7 @@ import (
 
 	"github.com/ippool/ippool/cluster"
 	"github.com/ippool/ippool/pool"
+	"github.com/ippool/ippool/wire"
 )
 
 // Node is what a Service needs of its server in the cluster. *cluster.Node
@@ -31,8 +32,8 @@ type Node interface {
 	Restore(ctx context.Context, snapshot []byte) error
 
 	// Local is this server's own view; Status adds every member's.
-	Local() cluster.Status
-	Status(ctx context.Context) cluster.Status
+	Local() wire.Status
+	Status(ctx context.Context) wire.Status
 	// CaughtUp says whether the local state holds every entry this server
 	// knows to be committed.
 	CaughtUp() bool
@@ -44,10 +45,10 @@ type Node interface {
 var _ Node = (*cluster.Node)(nil)
 
 // Status is every member's state as this server sees it.
-func (s *Service) Status(ctx context.Context) cluster.Status { return s.node.Status(ctx) }
+func (s *Service) Status(ctx context.Context) wire.Status { return s.node.Status(ctx) }
 
 // Local is this server's own state.
-func (s *Service) Local() cluster.Status { return s.node.Local() }
+func (s *Service) Local() wire.Status { return s.node.Local() }
 
 // RemoveServer takes a server out of the cluster, through the leader.
 func (s *Service) RemoveServer(ctx context.Context, id string) error {
@@ -69,7 +70,7 @@ type Readiness struct {
 // Ready says whether this server knows a leader, has applied what it knows
 // to be committed and has a pool: the point from which its answers are
 // current. It returns nil when ready.
-func (s *Service) Ready() (cluster.Status, *Readiness) {
+func (s *Service) Ready() (wire.Status, *Readiness) {
 	st := s.node.Local()
 	switch {
 	case st.LeaderID == "":

@@ -185,7 +185,7 @@ func TestBenchConn(t *testing.T) {
 	defer bc.close()
 	for i := range 20 {
 		ans, code := bc.do("POST", "/v1/clients/c1/domains/a.example")
-		if code != "" || ans.IP != "198.18.0.1" {
+		if code != "" || ans.IP.String() != "198.18.0.1" {
 			t.Fatalf("alloc %d: %+v %q", i, ans, code)
 		}
 		ans, code = bc.do("GET", "/v1/clients/c1/ips/198.18.0.1")

@@ -13,6 +13,8 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/ippool/ippool/wire"
 )
 
 // benchConn is one bench worker's keep-alive HTTP/1.1 connection. The load
@@ -78,12 +80,11 @@ func (b *benchConn) dial() error {
 	return err
 }
 
-// benchAnswer is the part of an API answer the bench reads: a mapping, or
-// an error's code.
+// benchAnswer is an API answer as the bench reads it: a mapping, or an
+// error's code.
 type benchAnswer struct {
-	IP     string `json:"ip"`
-	Domain string `json:"domain"`
-	Code   string `json:"code"`
+	wire.Mapping
+	wire.Error
 }
 
 // do sends one request and reads its answer. It returns the answer's error

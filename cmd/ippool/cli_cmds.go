@@ -19,6 +19,7 @@ import (
 	"github.com/ippool/ippool/client"
 	"github.com/ippool/ippool/cluster"
 	"github.com/ippool/ippool/pool"
+	"github.com/ippool/ippool/wire"
 )
 
 // stdout is where results go; a variable so that tests can capture it.
@@ -28,24 +29,6 @@ func printJSON(v any) error {
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-// mappingJSON is a mapping as the API writes it; last_used is left out when
-// the server did not send one (alloc does not).
-type mappingJSON struct {
-	Client   string     `json:"client"`
-	Domain   string     `json:"domain"`
-	IP       string     `json:"ip"`
-	LastUsed *time.Time `json:"last_used,omitempty"`
-}
-
-func toJSON(m client.Mapping) mappingJSON {
-	out := mappingJSON{Client: m.Client, Domain: m.Domain, IP: m.IP.String()}
-	if !m.LastUsed.IsZero() {
-		t := m.LastUsed
-		out.LastUsed = &t
-	}
-	return out
 }
 
 // AllocCmd is `ippool alloc CLIENT DOMAIN`.
@@ -70,7 +53,7 @@ func (c *AllocCmd) Run(cli *CLI) error {
 		return err
 	}
 	if c.JSON {
-		return printJSON(toJSON(m))
+		return printJSON(m)
 	}
 	_, err = fmt.Fprintln(stdout, m.IP)
 	return err
@@ -105,7 +88,7 @@ func (c *LookupCmd) Run(cli *CLI) error {
 		return err
 	}
 	if c.JSON {
-		return printJSON(toJSON(m))
+		return printJSON(m)
 	}
 	_, err = fmt.Fprintln(stdout, m.Domain)
 	return err
@@ -134,7 +117,7 @@ func (c *ReleaseCmd) Run(cli *CLI) error {
 			return err
 		}
 		if c.JSON {
-			return printJSON(map[string]any{"client": c.Client, "released": n})
+			return printJSON(wire.ReleaseClient{Client: c.Client, Released: n})
 		}
 		_, err = fmt.Fprintf(stdout, "released %d mapping%s of %s\n", n, plural(n), c.Client)
 		return err
@@ -144,7 +127,7 @@ func (c *ReleaseCmd) Run(cli *CLI) error {
 		return err
 	}
 	if c.JSON {
-		return printJSON(map[string]any{"client": c.Client, "domain": c.Domain, "released": ok})
+		return printJSON(wire.Release{Client: c.Client, Domain: c.Domain, Released: ok})
 	}
 	if ok {
 		_, err = fmt.Fprintf(stdout, "released %s of %s\n", c.Domain, c.Client)
@@ -183,18 +166,11 @@ func (c *ListCmd) Run(cli *CLI) error {
 		return err
 	}
 	if c.JSON {
-		type entry struct {
-			Domain   string     `json:"domain"`
-			IP       string     `json:"ip"`
-			LastUsed *time.Time `json:"last_used,omitempty"`
-		}
-		out := struct {
-			Client   string  `json:"client"`
-			Mappings []entry `json:"mappings"`
-		}{Client: c.Client, Mappings: []entry{}}
-		for _, m := range ms {
-			j := toJSON(m)
-			out.Mappings = append(out.Mappings, entry{j.Domain, j.IP, j.LastUsed})
+		// The API's list names the client once, not in every entry.
+		out := wire.List{Client: c.Client, Mappings: make([]wire.Mapping, len(ms))}
+		for i, m := range ms {
+			m.Client = ""
+			out.Mappings[i] = m
 		}
 		return printJSON(out)
 	}
@@ -254,7 +230,7 @@ func (c *ClusterStatusCmd) Run(cli *CLI) error {
 	return writeStatus(stdout, st)
 }
 
-func writeStatus(w io.Writer, st cluster.Status) error {
+func writeStatus(w io.Writer, st wire.Status) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "server\t%s (%s), %s, term %d\n", st.ID, st.Addr, st.State, st.Term)
 	leader := "none"
@@ -397,10 +373,8 @@ func (c *PoolSetCmd) Run(cli *CLI) error {
 		return err
 	}
 	if c.JSON {
-		return printJSON(struct {
-			client.PoolInfo
-			Released int `json:"released"`
-		}{p, n})
+		p.Released = &n
+		return printJSON(p)
 	}
 	if err := writePool(stdout, p); err != nil {
 		return err

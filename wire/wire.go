@@ -1,0 +1,205 @@
+// Package wire holds the JSON types of the /v1 HTTP API: requests, answers,
+// the error body and the cluster status. It imports nothing of the server,
+// so a program using the Go client links no Raft.
+package wire
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"time"
+)
+
+// Mapping is one (client, domain) <-> address pairing: the answer to
+// allocating, getting and looking up, and an entry of a List.
+type Mapping struct {
+	// Client is left out of a List's entries: the list names it once.
+	Client string     `json:"client,omitempty"`
+	Domain string     `json:"domain"`
+	IP     netip.Addr `json:"ip"`
+	// LastUsed is left out of an allocation's answer, which the server
+	// gives without reading the mapping back.
+	LastUsed time.Time `json:"last_used,omitzero"`
+}
+
+// List is the answer to GET /v1/clients/{client}.
+type List struct {
+	Client   string    `json:"client"`
+	Mappings []Mapping `json:"mappings"`
+}
+
+// Release is the answer to DELETE /v1/clients/{client}/domains/{domain}.
+type Release struct {
+	Client   string `json:"client"`
+	Domain   string `json:"domain"`
+	Released bool   `json:"released"`
+}
+
+// ReleaseClient is the answer to DELETE /v1/clients/{client}.
+type ReleaseClient struct {
+	Client   string `json:"client"`
+	Released int    `json:"released"`
+}
+
+// Error is the body of every answer that is not a 2xx. Message is a
+// sentence for an operator, Code a word for programs (see pool.Code).
+type Error struct {
+	// Code comes first so the body stays byte for byte what servers have
+	// always sent.
+	Code    string `json:"code"`
+	Message string `json:"error"`
+}
+
+// Status is one server's view of the cluster: the answer to GET /v1/cluster.
+type Status struct {
+	ID         string `json:"id"`
+	Addr       string `json:"addr"`
+	State      string `json:"state"`
+	LeaderID   string `json:"leader_id"`
+	LeaderAddr string `json:"leader_addr"`
+	Term       uint64 `json:"term"`
+	Commit     uint64 `json:"commit_index"`
+	Applied    uint64 `json:"applied_index"`
+	LastIndex  uint64 `json:"last_index"`
+	Pool       string `json:"pool,omitempty"`
+	// StaleBound (B) and ReuseHold (Q) are the bounded-staleness numbers
+	// (cluster/fresh.go); LocalReads says whether this server answers from
+	// local state right now; HeldAddresses counts addresses under a reuse
+	// hold.
+	StaleBound    string         `json:"stale_bound"`
+	ReuseHold     string         `json:"reuse_hold"`
+	LocalReads    bool           `json:"local_reads"`
+	HeldAddresses int            `json:"held_addresses"`
+	Servers       []ServerStatus `json:"servers"`
+}
+
+// ServerStatus describes one member as this server sees it, with what the
+// member said of itself when asked just now.
+type ServerStatus struct {
+	ID        string `json:"id"`
+	Addr      string `json:"addr"`
+	Voter     bool   `json:"voter"`
+	Role      string `json:"role"`
+	Reachable bool   `json:"reachable"`
+	Term      uint64 `json:"term,omitempty"`
+	Applied   uint64 `json:"applied_index,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+// Pool is the pool configuration in the form the --pool and --exclude flags
+// take: the answer to GET /v1/pool, the body of PUT /v1/pool, and the answer
+// to that PUT with Released set.
+type Pool struct {
+	Pool     string        `json:"pool"`
+	Exclude  string        `json:"exclude"`
+	Lifetime time.Duration `json:"-"`
+	// Released is how many mappings fell outside a new pool; only a PUT's
+	// answer has it.
+	Released *int `json:"released,omitempty"`
+	// ReuseHold (Q) and StaleBound (B) are read-only: what the answering
+	// server reports, as durations like "5s"; a PUT ignores them, so that a
+	// GET's answer can be sent back changed.
+	ReuseHold  string `json:"reuse_hold,omitempty"`
+	StaleBound string `json:"stale_bound,omitempty"`
+}
+
+// poolJSON is Pool as it travels; the lifetime stays raw because it comes
+// in two forms.
+type poolJSON struct {
+	Pool       string          `json:"pool"`
+	Exclude    string          `json:"exclude"`
+	Lifetime   json.RawMessage `json:"lifetime"`
+	Released   *int            `json:"released,omitempty"`
+	ReuseHold  string          `json:"reuse_hold,omitempty"`
+	StaleBound string          `json:"stale_bound,omitempty"`
+}
+
+// MarshalJSON writes the lifetime as a Go duration ("48h0m0s"): people read
+// this JSON, and a count of nanoseconds reads badly.
+func (p Pool) MarshalJSON() ([]byte, error) {
+	lt, _ := json.Marshal(p.Lifetime.String())
+	return json.Marshal(poolJSON{Pool: p.Pool, Exclude: p.Exclude, Lifetime: lt, Released: p.Released, ReuseHold: p.ReuseHold, StaleBound: p.StaleBound})
+}
+
+// UnmarshalJSON takes the lifetime as a duration string or, as
+// encoding/json writes a time.Duration, a number of nanoseconds. Fields it
+// does not know are skipped, so that an older client can read a newer
+// server's answer.
+func (p *Pool) UnmarshalJSON(b []byte) error {
+	var j poolJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	d, _, err := parseLifetime(j.Lifetime, true)
+	if err != nil {
+		return err
+	}
+	*p = j.pool(d)
+	return nil
+}
+
+func (j poolJSON) pool(lifetime time.Duration) Pool {
+	return Pool{Pool: j.Pool, Exclude: j.Exclude, Lifetime: lifetime, Released: j.Released, ReuseHold: j.ReuseHold, StaleBound: j.StaleBound}
+}
+
+// DecodePoolRequest reads a PUT /v1/pool body as the server must, stricter
+// than UnmarshalJSON: a field the API does not know is an error, since a
+// misspelt "exclude" would otherwise quietly clear the exclusions; and the
+// lifetime must be a duration string, since a bare number like 48 would be
+// 48 nanoseconds. A lifetime left out or empty is defaultLifetime; an
+// explicit zero stays zero, for the pool's validation to refuse. A lifetime
+// string that is not a duration is a *LifetimeError; reading errors (such
+// as *http.MaxBytesError) come back unwrapped.
+func DecodePoolRequest(r io.Reader, defaultLifetime time.Duration) (Pool, error) {
+	var j poolJSON
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&j); err != nil {
+		return Pool{}, err
+	}
+	d, given, err := parseLifetime(j.Lifetime, false)
+	if err != nil {
+		return Pool{}, err
+	}
+	if !given {
+		d = defaultLifetime
+	}
+	return j.pool(d), nil
+}
+
+// LifetimeError is a lifetime string that is not a duration: a mistake in
+// the configuration rather than malformed JSON, which the server answers
+// with a different code.
+type LifetimeError struct{ Text string }
+
+func (e *LifetimeError) Error() string {
+	return fmt.Sprintf("lifetime %q is not a duration like 48h", e.Text)
+}
+
+// parseLifetime reads a raw lifetime; given is false when it was absent,
+// null or "". numbers allows a count of nanoseconds.
+func parseLifetime(raw json.RawMessage, numbers bool) (d time.Duration, given bool, err error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, false, nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil {
+		if s == "" {
+			return 0, false, nil
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return 0, false, &LifetimeError{Text: s}
+		}
+		return d, true, nil
+	}
+	if !numbers {
+		return 0, false, fmt.Errorf("lifetime %s is not a duration string like \"48h\"", raw)
+	}
+	var n int64
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return 0, false, fmt.Errorf("lifetime %s is neither a duration nor a number", raw)
+	}
+	return time.Duration(n), true, nil
+}

@@ -1,0 +1,117 @@
+package wire
+
+import (
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The bytes servers sent before these types existed, when some answers were
+// maps: clients and scripts in the field read exactly these.
+func TestBytes(t *testing.T) {
+	used := time.Date(2025, 1, 2, 3, 4, 5, 120000000, time.UTC)
+	ip := netip.MustParseAddr("100.64.0.1")
+	n := 3
+	for _, c := range []struct {
+		v    any
+		want string
+	}{
+		{Mapping{Client: "c", Domain: "a.example", IP: ip}, `{"client":"c","domain":"a.example","ip":"100.64.0.1"}`},
+		{Mapping{Client: "c", Domain: "a.example", IP: ip, LastUsed: used}, `{"client":"c","domain":"a.example","ip":"100.64.0.1","last_used":"2025-01-02T03:04:05.12Z"}`},
+		{List{Client: "c", Mappings: []Mapping{{Domain: "a.example", IP: ip, LastUsed: used}}}, `{"client":"c","mappings":[{"domain":"a.example","ip":"100.64.0.1","last_used":"2025-01-02T03:04:05.12Z"}]}`},
+		{List{Client: "c", Mappings: []Mapping{}}, `{"client":"c","mappings":[]}`},
+		{Release{Client: "c", Domain: "a.example", Released: true}, `{"client":"c","domain":"a.example","released":true}`},
+		{ReleaseClient{Client: "c", Released: 2}, `{"client":"c","released":2}`},
+		{Error{Code: "not_found", Message: "no <mapping>"}, `{"code":"not_found","error":"no \u003cmapping\u003e"}`},
+		{Pool{Pool: "10.0.0.0/8", Lifetime: 48 * time.Hour, ReuseHold: "5s", StaleBound: "2s"}, `{"pool":"10.0.0.0/8","exclude":"","lifetime":"48h0m0s","reuse_hold":"5s","stale_bound":"2s"}`},
+		{Pool{Pool: "10.0.0.0/8", Exclude: "10.0.0.1", Lifetime: time.Hour, Released: &n}, `{"pool":"10.0.0.0/8","exclude":"10.0.0.1","lifetime":"1h0m0s","released":3}`},
+		{Status{ID: "s1", Servers: []ServerStatus{{ID: "s2", Error: "down"}}},
+			`{"id":"s1","addr":"","state":"","leader_id":"","leader_addr":"","term":0,"commit_index":0,"applied_index":0,"last_index":0,"stale_bound":"","reuse_hold":"","local_reads":false,"held_addresses":0,"servers":[{"id":"s2","addr":"","voter":false,"role":"","reachable":false,"error":"down"}]}`},
+	} {
+		b, err := json.Marshal(c.v)
+		if err != nil || string(b) != c.want {
+			t.Errorf("Marshal(%+v) = %s, %v\nwant %s", c.v, b, err, c.want)
+		}
+	}
+}
+
+func TestPoolLifetime(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want time.Duration
+	}{
+		{`{"lifetime":"48h0m0s"}`, 48 * time.Hour},
+		{`{"lifetime":3600000000000}`, time.Hour},
+		{`{"lifetime":""}`, 0},
+		{`{"lifetime":null}`, 0},
+		{`{}`, 0},
+	} {
+		var p Pool
+		if err := json.Unmarshal([]byte(c.in), &p); err != nil || p.Lifetime != c.want {
+			t.Errorf("Unmarshal(%s) = %v, %v; want %v", c.in, p.Lifetime, err, c.want)
+		}
+	}
+	for _, in := range []string{`{"lifetime":"soon"}`, `{"lifetime":true}`, `{"lifetime":1.5}`} {
+		var p Pool
+		if err := json.Unmarshal([]byte(in), &p); err == nil {
+			t.Errorf("Unmarshal(%s) accepted %v", in, p.Lifetime)
+		}
+	}
+	// A newer server's answer stays readable.
+	var p Pool
+	if err := json.Unmarshal([]byte(`{"pool":"10.0.0.0/8","lifetime":"1h","new_field":1}`), &p); err != nil || p.Pool != "10.0.0.0/8" {
+		t.Errorf("unknown field: %+v, %v", p, err)
+	}
+
+	n := 7
+	in := Pool{Pool: "10.0.0.0/8", Exclude: "10.0.0.1", Lifetime: 90 * time.Minute, Released: &n, ReuseHold: "5s", StaleBound: "2s"}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out Pool
+	if err := json.Unmarshal(b, &out); err != nil || out.Lifetime != in.Lifetime || out.Released == nil || *out.Released != n ||
+		out.Pool != in.Pool || out.Exclude != in.Exclude || out.ReuseHold != in.ReuseHold || out.StaleBound != in.StaleBound {
+		t.Fatalf("round trip of %s = %+v, %v", b, out, err)
+	}
+}
+
+func TestDecodePoolRequest(t *testing.T) {
+	const dflt = 48 * time.Hour
+	for _, c := range []struct {
+		in       string
+		lifetime time.Duration
+	}{
+		{`{"pool":"10.0.0.0/8"}`, dflt},
+		{`{"pool":"10.0.0.0/8","lifetime":""}`, dflt},
+		{`{"pool":"10.0.0.0/8","lifetime":null}`, dflt},
+		{`{"pool":"10.0.0.0/8","lifetime":"1h"}`, time.Hour},
+		// Zero is not "left out": the pool's validation refuses it.
+		{`{"pool":"10.0.0.0/8","lifetime":"0s"}`, 0},
+		// What a GET answers can be sent back.
+		{`{"pool":"10.0.0.0/8","exclude":"","lifetime":"1h0m0s","released":1,"reuse_hold":"5s","stale_bound":"2s"}`, time.Hour},
+	} {
+		p, err := DecodePoolRequest(strings.NewReader(c.in), dflt)
+		if err != nil || p.Pool != "10.0.0.0/8" || p.Lifetime != c.lifetime {
+			t.Errorf("DecodePoolRequest(%s) = %+v, %v; want lifetime %v", c.in, p, err, c.lifetime)
+		}
+	}
+	for _, c := range []struct {
+		in       string
+		lifetime bool
+	}{
+		{`{"pool":"10.0.0.0/8","exlude":"10.0.0.1"}`, false},
+		{`{"pool":"10.0.0.0/8","lifetime":48}`, false},
+		{`{"pool":`, false},
+		{`{"pool":"10.0.0.0/8","lifetime":"soon"}`, true},
+	} {
+		_, err := DecodePoolRequest(strings.NewReader(c.in), dflt)
+		var le *LifetimeError
+		if err == nil || errors.As(err, &le) != c.lifetime {
+			t.Errorf("DecodePoolRequest(%s) = %v; want an error, *LifetimeError %v", c.in, err, c.lifetime)
+		}
+	}
+}
