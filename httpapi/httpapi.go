@@ -347,8 +347,6 @@ func statusOf(code pool.Code) int {
 		return http.StatusConflict
 	case pool.CodeNoQuorum, pool.CodeNoLeader, pool.CodeNotConfigured, pool.CodeAbortedByRestore:
 		return http.StatusServiceUnavailable
-	case pool.CodeRateLimited:
-		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }
