@@ -313,6 +313,9 @@ func (a *api) setPool(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cfg, err := pool.ParseConfig(req.Pool, req.Exclude, req.Lifetime)
+	if err == nil {
+		err = cfg.CheckNew()
+	}
 	if err != nil {
 		a.fail(w, err)
 		return

@@ -122,6 +122,9 @@ func (c Config) Validate() error {
 		return errorf(CodeInvalidConfig, "lifetime %v is not positive", c.Lifetime)
 	}
 	for _, list := range [][]netipx.IPRange{c.Pool, c.Exclude} {
+		if len(list) > maxRanges {
+			return errorf(CodeInvalidConfig, "%d ranges exceed the limit of %d per list", len(list), maxRanges)
+		}
 		for i, r := range list {
 			if !r.IsValid() || !r.From().Is4() || !r.To().Is4() {
 				return errorf(CodeInvalidConfig, "%s is not a valid IPv4 range", r)
@@ -149,6 +152,53 @@ func (c Config) Validate() error {
 // Equal reports whether two configurations describe the same pool.
 func (c Config) Equal(o Config) bool {
 	return c.Lifetime == o.Lifetime && slices.Equal(c.Pool, o.Pool) && slices.Equal(c.Exclude, o.Exclude)
+}
+
+// MinLifetime is the shortest lifetime a new configuration may have: below
+// it, mappings would expire between a DNS answer and the connection it
+// announces.
+const MinLifetime = time.Second
+
+// reservedPrefixes are addresses a pool must not hand out: traffic to them
+// never reaches a gateway (unspecified, loopback, link-local, multicast,
+// limited broadcast).
+var reservedPrefixes = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("224.0.0.0/4"),
+	netip.MustParsePrefix("255.255.255.255/32"),
+}
+
+// CheckNew applies, on top of Validate, the limits a configuration given
+// by an operator (flags, the API) must meet: no reserved addresses in the
+// effective pool, a lifetime of at least MinLifetime. Stored and replicated
+// configurations are not held to it, so a data dir or log written before
+// these limits still reads back to the same state.
+func (c Config) CheckNew() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if c.Lifetime < MinLifetime {
+		return errorf(CodeInvalidConfig, "lifetime %v is under the minimum of %v", c.Lifetime, MinLifetime)
+	}
+	var b netipx.IPSetBuilder
+	for _, r := range c.Pool {
+		b.AddRange(r)
+	}
+	for _, r := range c.Exclude {
+		b.RemoveRange(r)
+	}
+	set, err := b.IPSet()
+	if err != nil {
+		return errorf(CodeInvalidConfig, "%v", err)
+	}
+	for _, p := range reservedPrefixes {
+		if set.OverlapsPrefix(p) {
+			return errorf(CodeInvalidConfig, "the pool holds addresses of %s, which never reach a gateway (unspecified, loopback, link-local, multicast or broadcast); exclude them or choose another range", p)
+		}
+	}
+	return nil
 }
 
 // PoolString renders the pool in the form ParseConfig reads.

@@ -103,8 +103,11 @@ func (c *ServeCmd) clusterConfig(log *slog.Logger) (cluster.Config, error) {
 			lifetime = pool.DefaultLifetime
 		}
 		p, err := pool.ParseConfig(c.Pool, c.Exclude, lifetime)
+		if err == nil {
+			err = p.CheckNew()
+		}
 		if err != nil {
-			return cfg, fmt.Errorf("--pool/--exclude: %w", err)
+			return cfg, fmt.Errorf("--pool/--exclude/--lifetime: %w", err)
 		}
 		cfg.Pool = &p
 	} else if c.Exclude != "" || c.Lifetime != 0 {
