@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of ippool. Installs what the tests need beyond Go when it is
 # missing and this is a Debian machine we may install on: dig (dnsutils) for
-# the DNS end-to-end test, iptables for the partition faults. Tests that need
+# the DNS end-to-end tests, iptables for the partition faults, ps (procps)
+# for examples/cluster.sh. Tests that need
 # them fail with a clear message otherwise.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -9,6 +10,7 @@ cd "$(dirname "$0")"
 missing=()
 command -v dig >/dev/null 2>&1 || missing+=(dnsutils)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+command -v ps >/dev/null 2>&1 || missing+=(procps) # examples/cluster.sh
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
 	echo "test.sh: installing ${missing[*]}"
 	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) ||
