@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ippool/ippool"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -21,8 +20,6 @@ type Pool struct {
 	Now func() time.Time
 }
 
-var _ ippool.IPPool = (*Pool)(nil)
-
 // New returns a pool allocating from cfg.
 func New(cfg pool.Config) (*Pool, error) {
 	s := pool.NewState()
@@ -32,16 +29,18 @@ func New(cfg pool.Config) (*Pool, error) {
 	return &Pool{state: s, Now: time.Now}, nil
 }
 
-// IPForDomain implements ippool.IPPool.
+// IPForDomain returns the client's address for domain, allocating one if the
+// client has none (docs/design.md#s1-ipfordomain-allocates-or-refreshes).
 func (p *Pool) IPForDomain(_ context.Context, client, domain string) (netip.Addr, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.state.Allocate(client, domain, p.Now())
 }
 
-// DomainForIP implements ippool.IPPool. The mark is taken under the write
-// lock only when it moves last-used forward, so repeated lookups at the same
-// instant share the read lock.
+// DomainForIP returns the domain the client's address maps to and marks
+// the mapping used at at (docs/design.md#s3-domainforip). The mark is taken
+// under the write lock only when it moves last-used forward, so repeated
+// lookups at the same instant share the read lock.
 func (p *Pool) DomainForIP(_ context.Context, client string, addr netip.Addr, at time.Time) (string, error) {
 	p.mu.RLock()
 	m, ok := p.state.Lookup(client, addr)

@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ippool/ippool"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -43,8 +42,6 @@ type Service struct {
 	done      chan struct{}
 	closeOnce sync.Once
 }
-
-var _ ippool.IPPool = (*Service)(nil)
 
 // New starts a Service on node.
 func New(node Node, opts Options) *Service {
@@ -87,7 +84,8 @@ func (s *Service) markWindow() time.Duration {
 	return min(5*time.Minute, s.lifetime()/10)
 }
 
-// IPForDomain implements ippool.IPPool.
+// IPForDomain returns the client's address for domain, allocating one if the
+// client has none (docs/design.md#s1-ipfordomain-allocates-or-refreshes).
 //
 // A mapping that is more than half a lifetime from expiring is answered
 // from local state without a log entry (S7). Without a read barrier only
@@ -163,7 +161,8 @@ func (s *Service) count(path string) {
 	}
 }
 
-// DomainForIP implements ippool.IPPool.
+// DomainForIP returns the domain the client's address maps to and marks the
+// mapping used at at (docs/design.md#s3-domainforip).
 func (s *Service) DomainForIP(ctx context.Context, client string, addr netip.Addr, at time.Time) (string, error) {
 	m, err := s.Lookup(ctx, client, addr, at)
 	return m.Domain, err
