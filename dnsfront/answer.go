@@ -170,9 +170,6 @@ func (s *Server) poolError(rep reply, client, domain string, err error) reply {
 	case errors.Is(err, pool.ErrPoolExhausted):
 		s.log.Warn("pool exhausted", "client", client, "domain", domain)
 		return s.fail(rep, dns.RcodeServerFailure, dns.ExtendedErrorCodeOther, "pool exhausted for client "+client)
-	case errors.Is(err, pool.ErrRateLimited):
-		s.stats.rateLimited.Add(1)
-		return s.fail(rep, dns.RcodeRefused, dns.ExtendedErrorCodeOther, "rate limit of new addresses exceeded for client "+client)
 	case errors.Is(err, pool.ErrNoQuorum), errors.Is(err, pool.ErrNoLeader),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		s.log.Warn("pool not ready", "client", client, "domain", domain, "err", err)

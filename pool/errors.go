@@ -7,6 +7,11 @@ import (
 
 // Code classifies an error so that front ends can map it to a status (HTTP,
 // DNS rcode) without parsing its text. The words are part of the HTTP API.
+//
+// The cluster's codes live here too, though the state machine never
+// produces them: every layer's errors travel as *Error, and one list of
+// codes is what the front ends map and the API documents. Splitting it by
+// package would give the front ends two enums to keep in step.
 type Code string
 
 const (
@@ -29,8 +34,6 @@ const (
 	// A write that a snapshot restore cut off before it was committed; it
 	// was not applied, so it is safe to retry.
 	CodeAbortedByRestore Code = "aborted_by_restore"
-	// A per-client limit on new allocations was reached.
-	CodeRateLimited Code = "rate_limited"
 )
 
 // Error is the error type of every operation of this package. Its text is a
@@ -63,7 +66,6 @@ var (
 	ErrNoQuorum         = &Error{Code: CodeNoQuorum}
 	ErrNoLeader         = &Error{Code: CodeNoLeader}
 	ErrAbortedByRestore = &Error{Code: CodeAbortedByRestore}
-	ErrRateLimited      = &Error{Code: CodeRateLimited}
 )
 
 // Errorf returns an *Error with the given code; other packages use it so that
