@@ -18,43 +18,19 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ippool/ippool/cluster"
+	"github.com/ippool/ippool/internal/fakenode"
 	"github.com/ippool/ippool/pool"
 	"github.com/ippool/ippool/service"
 )
 
-// startService runs a real single-server cluster on loopback with its own
-// data dir, and a service on it whose marks are never flushed, so reads
-// leave the state as it is.
+// startService runs a service on an in-memory server (fakenode) whose
+// marks are never flushed, so reads leave the state as it is. The wiring to
+// a real cluster is tested end to end (internal/e2e).
 func startService(t *testing.T) *service.Service {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cfg, err := pool.ParseConfig("10.0.0.0/30", "", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := cluster.Start(cluster.Config{ID: "solo", DataDir: t.TempDir(), ClusterAddr: addr, Pool: &cfg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := service.New(node, service.Options{MarkFlush: time.Hour})
-	t.Cleanup(func() {
-		svc.Close()
-		node.Shutdown()
-	})
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if _, ok := node.PoolConfig(); ok && node.IsLeader() {
-			return svc
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the single server never became a configured leader")
-		}
-	}
+	svc := service.New(fakenode.New(t, "10.0.0.0/30", time.Hour), service.Options{MarkFlush: time.Hour})
+	t.Cleanup(svc.Close)
+	return svc
 }
 
 // rawRequest sends one request as written, so that both servers see the

@@ -63,14 +63,14 @@ func TestKnownMappingIsAnsweredWithoutALogEntry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := node.proposals.Load()
+	before := node.Proposals.Load()
 	now.Add(int64(10 * time.Minute))
 	b, err := svc.IPForDomain(ctx, "c", "A.example.")
 	if err != nil || b != a {
 		t.Fatalf("second call: %v %v, want %v", b, err, a)
 	}
-	if got := node.proposals.Load(); got != before || node.barriers.Load() != 0 {
-		t.Fatalf("a known mapping on a fresh server made %d proposals and %d barriers, want none", got-before, node.barriers.Load())
+	if got := node.Proposals.Load(); got != before || node.Barriers.Load() != 0 {
+		t.Fatalf("a known mapping on a fresh server made %d proposals and %d barriers, want none", got-before, node.Barriers.Load())
 	}
 	if got := testutil.ToFloat64(m.Allocations.WithLabelValues("local")); got != 1 {
 		t.Fatalf("local answers counted %v, want 1", got)
@@ -200,21 +200,21 @@ func TestStaleServerConfirmsEveryAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	at := func() time.Time { return time.Unix(0, now.Load()) }
-	node.fresh.Store(false)
-	if b, err := svc.IPForDomain(ctx, "c", "a.example"); err != nil || b != a || node.barriers.Load() != 1 {
-		t.Fatalf("known allocation on a stale server: %v %v after %d barriers, want %v after 1", b, err, node.barriers.Load(), a)
+	node.Fresh.Store(false)
+	if b, err := svc.IPForDomain(ctx, "c", "a.example"); err != nil || b != a || node.Barriers.Load() != 1 {
+		t.Fatalf("known allocation on a stale server: %v %v after %d barriers, want %v after 1", b, err, node.Barriers.Load(), a)
 	}
-	if d, err := svc.DomainForIP(ctx, "c", a, at()); err != nil || d != "a.example" || node.barriers.Load() != 2 {
-		t.Fatalf("lookup hit on a stale server: %q %v after %d barriers, want a.example after 2", d, err, node.barriers.Load())
+	if d, err := svc.DomainForIP(ctx, "c", a, at()); err != nil || d != "a.example" || node.Barriers.Load() != 2 {
+		t.Fatalf("lookup hit on a stale server: %q %v after %d barriers, want a.example after 2", d, err, node.Barriers.Load())
 	}
-	if _, err := svc.GetConsistent(ctx, "c", "a.example"); err != nil || node.barriers.Load() != 3 {
-		t.Fatalf("get on a stale server: %v after %d barriers, want 3", err, node.barriers.Load())
+	if _, err := svc.GetConsistent(ctx, "c", "a.example"); err != nil || node.Barriers.Load() != 3 {
+		t.Fatalf("get on a stale server: %v after %d barriers, want 3", err, node.Barriers.Load())
 	}
-	if _, err := svc.Mappings(ctx, "c", false); err != nil || node.barriers.Load() != 4 {
-		t.Fatalf("list on a stale server: %v after %d barriers, want 4", err, node.barriers.Load())
+	if _, err := svc.Mappings(ctx, "c", false); err != nil || node.Barriers.Load() != 4 {
+		t.Fatalf("list on a stale server: %v after %d barriers, want 4", err, node.Barriers.Load())
 	}
 	noQuorum := error(pool.Errorf(pool.CodeNoQuorum, "no quorum"))
-	node.barrierErr.Store(&noQuorum)
+	node.BarrierErr.Store(&noQuorum)
 	if _, err := svc.DomainForIP(ctx, "c", a, at()); !errors.Is(err, pool.ErrNoQuorum) {
 		t.Fatalf("lookup on a stale server without quorum: %v, want no_quorum", err)
 	}
@@ -222,12 +222,12 @@ func TestStaleServerConfirmsEveryAnswer(t *testing.T) {
 		t.Fatalf("known allocation on a stale server without quorum: %v, want no_quorum", err)
 	}
 	// Fresh again, but the mapping expired: the hit is confirmed.
-	node.barrierErr.Store(nil)
-	node.fresh.Store(true)
-	before := node.barriers.Load()
+	node.BarrierErr.Store(nil)
+	node.Fresh.Store(true)
+	before := node.Barriers.Load()
 	now.Add(int64(2 * time.Hour))
-	if _, err := svc.DomainForIP(ctx, "c", a, at()); err != nil || node.barriers.Load() != before+1 {
-		t.Fatalf("expired hit on a fresh server: %v after %d more barriers, want 1", err, node.barriers.Load()-before)
+	if _, err := svc.DomainForIP(ctx, "c", a, at()); err != nil || node.Barriers.Load() != before+1 {
+		t.Fatalf("expired hit on a fresh server: %v after %d more barriers, want 1", err, node.Barriers.Load()-before)
 	}
 }
 

@@ -1,0 +1,99 @@
+// Package fakenode is a cluster server in memory for unit tests of the
+// layers above the cluster (service, httpapi): writes apply at once to one
+// pool.State, and the test sets whether the server is fresh and whether a
+// read barrier succeeds. Tests of the wiring to Raft use a real node.
+package fakenode
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ippool/ippool/pool"
+	"github.com/ippool/ippool/wire"
+)
+
+// Node is a service.Node in memory. The fields say what the test set or
+// saw: Fresh for LocalReadOK, BarrierErr for ReadBarrier's answer, and the
+// number of barriers and proposals made.
+type Node struct {
+	mu    sync.RWMutex
+	state *pool.State
+
+	Fresh      atomic.Bool
+	BarrierErr atomic.Pointer[error]
+	Barriers   atomic.Int64
+	Proposals  atomic.Int64
+	seq        atomic.Uint64
+}
+
+// New is a fresh server whose state has the pool poolText.
+func New(t testing.TB, poolText string, lifetime time.Duration) *Node {
+	t.Helper()
+	cfg, err := pool.ParseConfig(poolText, "", lifetime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &Node{state: pool.NewState()}
+	if _, err := n.state.SetConfig(cfg, time.Unix(0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	n.Fresh.Store(true)
+	return n
+}
+
+func (n *Node) Read(fn func(*pool.State)) {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	fn(n.state)
+}
+
+func (n *Node) ReadBarrier(ctx context.Context) error {
+	n.Barriers.Add(1)
+	if err := n.BarrierErr.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+func (n *Node) LocalReadOK() bool         { return n.Fresh.Load() }
+func (n *Node) StaleBound() time.Duration { return 300 * time.Millisecond }
+
+func (n *Node) Propose(ctx context.Context, ops []pool.Op) ([]pool.Result, error) {
+	n.Proposals.Add(1)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.state.ApplyOps(ops), nil
+}
+
+func (n *Node) NextRequestID() pool.RequestID {
+	return pool.RequestID{Origin: 1, Seq: n.seq.Add(1)}
+}
+
+func (n *Node) PoolConfig() (c pool.Config, ok bool) {
+	n.Read(func(s *pool.State) { c, ok = s.Config() })
+	return c, ok
+}
+
+func (n *Node) Restore(ctx context.Context, snapshot []byte) error {
+	s, err := pool.ReadSnapshot(bytes.NewReader(snapshot))
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.state = s
+	n.mu.Unlock()
+	return nil
+}
+
+func (n *Node) Local() wire.Status {
+	c, _ := n.PoolConfig()
+	return wire.Status{ID: "fake", State: "Leader", LeaderID: "fake", Pool: c.String(), LocalReads: n.Fresh.Load()}
+}
+func (n *Node) Status(ctx context.Context) wire.Status            { return n.Local() }
+func (n *Node) CaughtUp() bool                                    { return true }
+func (n *Node) RemoveServer(ctx context.Context, id string) error { return nil }
+func (n *Node) RaftStats() map[string]uint64                      { return map[string]uint64{} }
