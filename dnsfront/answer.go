@@ -4,16 +4,13 @@ import (
 	"context"
 	"errors"
 	"net"
-	"net/netip"
 	"strings"
 	"time"
 
-	"github.com/ippool/ippool/pool"
 	"github.com/miekg/dns"
-)
 
-// Answering one query: the question checks, the pool address or the
-// upstream records, and the reply as it goes on the wire.
+	"github.com/ippool/ippool/pool"
+)
 
 // reply is a response under construction plus the Extended DNS Error that
 // goes into its OPT record if the query allows one.
@@ -242,38 +239,6 @@ func (s *Server) remaining(a *upstreamAnswer) uint32 {
 		return 0
 	}
 	return uint32((d + time.Second - 1) / time.Second)
-}
-
-// clientID names the client by its source address, or by the client map.
-// IPv4-mapped IPv6 sources are named in IPv4 form, so a client keeps its
-// mappings whether the listener is dual-stack or not.
-func (s *Server) clientID(remote net.Addr) (string, error) {
-	var ap netip.AddrPort
-	switch a := remote.(type) {
-	case *net.UDPAddr:
-		ap = a.AddrPort()
-	case *net.TCPAddr:
-		ap = a.AddrPort()
-	case nil:
-		return "", errors.New("no remote address")
-	default:
-		var err error
-		if ap, err = netip.ParseAddrPort(a.String()); err != nil {
-			return "", err
-		}
-	}
-	ip := ap.Addr().Unmap().WithZone("")
-	if !ip.IsValid() {
-		return "", errors.New("no remote address")
-	}
-	if id, ok := s.clients.lookup(ip); ok {
-		return id, nil
-	}
-	id := ip.String()
-	if err := pool.ValidateClientID(id); err != nil {
-		return "", err
-	}
-	return id, nil
 }
 
 // write finishes the reply for its transport and sends it. UDP replies are

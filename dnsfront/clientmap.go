@@ -2,7 +2,9 @@ package dnsfront
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"sort"
@@ -115,4 +117,36 @@ func (cm *clientMap) lookup(a netip.Addr) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// clientID names the client by its source address, or by the client map.
+// IPv4-mapped IPv6 sources are named in IPv4 form, so a client keeps its
+// mappings whether the listener is dual-stack or not.
+func (s *Server) clientID(remote net.Addr) (string, error) {
+	var ap netip.AddrPort
+	switch a := remote.(type) {
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	case nil:
+		return "", errors.New("no remote address")
+	default:
+		var err error
+		if ap, err = netip.ParseAddrPort(a.String()); err != nil {
+			return "", err
+		}
+	}
+	ip := ap.Addr().Unmap().WithZone("")
+	if !ip.IsValid() {
+		return "", errors.New("no remote address")
+	}
+	if id, ok := s.clients.lookup(ip); ok {
+		return id, nil
+	}
+	id := ip.String()
+	if err := pool.ValidateClientID(id); err != nil {
+		return "", err
+	}
+	return id, nil
 }

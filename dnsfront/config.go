@@ -8,11 +8,10 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/ippool/ippool/pool"
 	"github.com/miekg/dns"
-)
 
-// Config of the DNS front end: its defaults and validation.
+	"github.com/ippool/ippool/pool"
+)
 
 // Config configures a Server. Zero values take the documented defaults.
 type Config struct {

@@ -10,8 +10,6 @@ import (
 	"github.com/miekg/dns"
 )
 
-// Listening: the UDP and TCP sockets on one address, and a graceful stop.
-
 // Start listens on UDP and TCP and returns once both accept queries, so a
 // caller (or a test) may send a query as soon as it returns.
 func (s *Server) Start() error {

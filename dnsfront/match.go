@@ -6,8 +6,6 @@ import (
 	"github.com/miekg/dns"
 )
 
-// Matching a query name against the configured domains.
-
 // match returns the longest configured domain holding the normalized name;
 // "" stands for the root.
 func (s *Server) match(name string) (string, bool) {

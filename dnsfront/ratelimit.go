@@ -7,8 +7,6 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// The per-client limit on new allocations.
-
 // limiters holds one token bucket per client. Buckets that have refilled
 // are indistinguishable from new ones, so they are dropped when the map
 // grows large; that bounds memory under a flood of spoofed sources.

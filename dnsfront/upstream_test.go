@@ -129,7 +129,7 @@ func (u *fakeUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	_ = w.WriteMsg(m)
 }
 
-// stopUpstream shuts the fake down early, for tests of upstream failure.
+// stop shuts the fake down early, for tests of upstream failure.
 func (u *fakeUpstream) stop() {
 	_ = u.udp.ShutdownContext(context.Background())
 	_ = u.tcp.ShutdownContext(context.Background())
