@@ -79,9 +79,14 @@ func (n *Node) keepFresh() {
 		if f := n.fresh.Load(); f != nil && time.Since(f.at) < every {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.StaleBound)
-		n.reads.wait(ctx) // a success is recorded by the round itself
-		cancel()
+		// Its own round, not the barrier callers' shared one, and given up
+		// after B: a round that outlives B cannot make this server fresh,
+		// and on a cut-off server a shared round would hold the callers
+		// behind it for a whole write timeout.
+		start := time.Now()
+		if idx, err := n.fetchReadIndexWithin(n.cfg.StaleBound); err == nil {
+			n.noteFresh(start, idx)
+		}
 	}
 }
 

@@ -29,7 +29,11 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 // fetchReadIndex gets a read index from the leader, retrying across leader
 // changes within the write timeout.
 func (n *Node) fetchReadIndex() (uint64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.WriteTimeout)
+	return n.fetchReadIndexWithin(n.cfg.WriteTimeout)
+}
+
+func (n *Node) fetchReadIndexWithin(timeout time.Duration) (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	backoff := 5 * time.Millisecond
 	for {
