@@ -53,10 +53,6 @@ type Config struct {
 	// LinearizableReads turns local answers off: every read that would be
 	// answered from local state goes through the read barrier.
 	LinearizableReads bool
-	// StaleBound (B) is how old this server's knowledge of the leader's
-	// commit index may be when it answers from local state; it is derived
-	// from RaftTimeout (fresh.go), not set.
-	StaleBound time.Duration
 
 	Logger *slog.Logger
 	// Metrics receives counts; nil discards them.
@@ -95,7 +91,6 @@ func (c *Config) setDefaults() error {
 	if c.RaftTimeout == 0 {
 		c.RaftTimeout = 500 * time.Millisecond
 	}
-	c.StaleBound = StaleBound(c.RaftTimeout)
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = 16384
 	}

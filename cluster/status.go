@@ -30,7 +30,7 @@ func (n *Node) Local() Status {
 	if c, ok := n.PoolConfig(); ok {
 		s.Pool = c.String()
 	}
-	s.StaleBound, s.ReuseHold, s.LocalReads = n.cfg.StaleBound.String(), pool.ReuseHold.String(), n.LocalReadOK()
+	s.StaleBound, s.ReuseHold, s.LocalReads = n.StaleBound().String(), pool.ReuseHold.String(), n.LocalReadOK()
 	n.Read(func(st *pool.State) { s.HeldAddresses = st.HeldCount() })
 	return s
 }

@@ -182,16 +182,9 @@ func (c Config) CheckNew() error {
 	if c.Lifetime < MinLifetime {
 		return errorf(CodeInvalidConfig, "lifetime %v is under the minimum of %v", c.Lifetime, MinLifetime)
 	}
-	var b netipx.IPSetBuilder
-	for _, r := range c.Pool {
-		b.AddRange(r)
-	}
-	for _, r := range c.Exclude {
-		b.RemoveRange(r)
-	}
-	set, err := b.IPSet()
+	set, err := c.ipSet()
 	if err != nil {
-		return errorf(CodeInvalidConfig, "%v", err)
+		return err
 	}
 	for _, p := range reservedPrefixes {
 		if set.OverlapsPrefix(p) {
@@ -287,7 +280,8 @@ type addrSet struct {
 	size  uint32
 }
 
-func (c Config) addrSet() (addrSet, error) {
+// ipSet is the effective pool as a set: Pool minus Exclude.
+func (c Config) ipSet() (*netipx.IPSet, error) {
 	var b netipx.IPSetBuilder
 	for _, r := range c.Pool {
 		b.AddRange(r)
@@ -295,9 +289,17 @@ func (c Config) addrSet() (addrSet, error) {
 	for _, r := range c.Exclude {
 		b.RemoveRange(r)
 	}
-	ipset, err := b.IPSet()
+	set, err := b.IPSet()
 	if err != nil {
-		return addrSet{}, errorf(CodeInvalidConfig, "building the pool: %v", err)
+		return nil, errorf(CodeInvalidConfig, "building the pool: %v", err)
+	}
+	return set, nil
+}
+
+func (c Config) addrSet() (addrSet, error) {
+	ipset, err := c.ipSet()
+	if err != nil {
+		return addrSet{}, err
 	}
 	var s addrSet
 	var total uint64

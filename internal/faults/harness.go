@@ -30,6 +30,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/ippool/ippool/internal/testcluster"
+	"github.com/ippool/ippool/wire"
 )
 
 // Config shapes one scenario's cluster and workload.
@@ -225,11 +226,6 @@ func (h *Harness) clientName(i int) string { return h.clients[i] }
 
 // ---- operations ----
 
-type errorBody struct {
-	Code  string `json:"code"`
-	Error string `json:"error"`
-}
-
 // Do runs one operation through server s and records it.
 func (h *Harness) Do(worker int, s *testcluster.Server, in Input) Output {
 	return h.DoWithin(worker, s, in, 5*time.Second)
@@ -253,7 +249,7 @@ func (h *Harness) DoWithin(worker int, s *testcluster.Server, in Input, timeout 
 	status, body, err := h.requestWithin(s, method, path, timeout)
 	ret := h.now()
 	out := Output{Outcome: Unknown}
-	var eb errorBody
+	var eb wire.Error
 	if err == nil && status != 200 {
 		json.Unmarshal(body, &eb)
 	}

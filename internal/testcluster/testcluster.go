@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ippool/ippool/wire"
 )
 
 var (
@@ -267,20 +269,8 @@ func (c *Cluster) StopAll() {
 	}
 }
 
-// Status is the part of GET /v1/cluster the tests use.
-type Status struct {
-	ID       string `json:"id"`
-	State    string `json:"state"`
-	LeaderID string `json:"leader_id"`
-	Term     uint64 `json:"term"`
-	Applied  uint64 `json:"applied_index"`
-	// HeldAddresses counts addresses under a reuse hold (servers that
-	// have holds; 0 from older ones).
-	HeldAddresses int `json:"held_addresses"`
-	Servers       []struct {
-		ID string `json:"id"`
-	} `json:"servers"`
-}
+// Status is GET /v1/cluster's answer.
+type Status = wire.Status
 
 var httpClient = &http.Client{Timeout: 3 * time.Second}
 
