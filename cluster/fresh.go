@@ -29,15 +29,10 @@ type freshness struct {
 	idx uint64
 }
 
-// StaleBound returns B: one Raft timeout (the time after which Raft itself
-// presumes the leader lost), capped at half of pool.ReuseHold so that Q > B
-// holds with room for the rounds' own latency.
-func StaleBound(raftTimeout time.Duration) time.Duration {
-	return min(raftTimeout, pool.ReuseHold/2)
-}
-
-// StaleBound is this server's B.
-func (n *Node) StaleBound() time.Duration { return n.cfg.StaleBound }
+// StaleBound is this server's B: one Raft timeout (the time after which
+// Raft itself presumes the leader lost), capped at half of pool.ReuseHold
+// so that Q > B holds with room for the rounds' own latency.
+func (n *Node) StaleBound() time.Duration { return min(n.cfg.RaftTimeout, pool.ReuseHold/2) }
 
 // noteFresh records a successful round that started at start.
 func (n *Node) noteFresh(start time.Time, idx uint64) {
@@ -60,14 +55,14 @@ func (n *Node) LocalReadOK() bool {
 		return false
 	}
 	f := n.fresh.Load()
-	return f != nil && time.Since(f.at) < n.cfg.StaleBound && !n.fsm.isDamaged() && n.appliedThrough(f.idx)
+	return f != nil && time.Since(f.at) < n.StaleBound() && !n.fsm.isDamaged() && n.appliedThrough(f.idx)
 }
 
 // keepFresh runs a read-index round whenever the newest is older than B/4,
 // so that a server in touch with the leader is always fresh, and one cut
 // off stops being fresh within B.
 func (n *Node) keepFresh() {
-	every := n.cfg.StaleBound / 4
+	every := n.StaleBound() / 4
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -84,7 +79,7 @@ func (n *Node) keepFresh() {
 		// and on a cut-off server a shared round would hold the callers
 		// behind it for a whole write timeout.
 		start := time.Now()
-		if idx, err := n.fetchReadIndexWithin(n.cfg.StaleBound); err == nil {
+		if idx, err := n.fetchReadIndexWithin(n.StaleBound()); err == nil {
 			n.noteFresh(start, idx)
 		}
 	}
@@ -94,9 +89,8 @@ func (n *Node) keepFresh() {
 // pool.ReuseHold after it first saw it, by its own clock. A hold is first
 // seen no earlier than the release that made it was applied here, which is
 // no earlier than it was committed; a new leader sees every hold as new.
-type holdTracker struct {
-	seen map[pool.Hold]time.Time
-}
+// It maps each hold to when this leader first saw it.
+type holdTracker map[pool.Hold]time.Time
 
 // liftHolds proposes an unhold for every hold seen at least pool.ReuseHold
 // ago, while this server leads. It scans every pool.ReuseHold/5.
@@ -104,7 +98,7 @@ func (n *Node) liftHolds() {
 	every := pool.ReuseHold / 5
 	t := time.NewTicker(every)
 	defer t.Stop()
-	tr := holdTracker{seen: map[pool.Hold]time.Time{}}
+	tr := holdTracker{}
 	for {
 		select {
 		case <-n.stop:
@@ -112,10 +106,10 @@ func (n *Node) liftHolds() {
 		case <-t.C:
 		}
 		if n.raft.State() != raft.Leader {
-			clear(tr.seen)
+			clear(tr)
 			continue
 		}
-		ops := tr.due(n, time.Now())
+		ops := tr.due(n.Read, time.Now())
 		for len(ops) > 0 {
 			batch := ops[:min(len(ops), n.cfg.MaxBatch)]
 			ops = ops[len(batch):]
@@ -126,31 +120,41 @@ func (n *Node) liftHolds() {
 				n.log.Debug("lifting reuse holds", "err", err)
 				break // seen again at the next scan
 			}
+			tr.lifted(batch)
 		}
 	}
 }
 
 // due returns the unhold ops for holds seen pool.ReuseHold ago or more, and
 // forgets holds that are gone.
-func (tr *holdTracker) due(n *Node, now time.Time) []pool.Op {
+func (tr holdTracker) due(read func(func(*pool.State)), now time.Time) []pool.Op {
 	var ops []pool.Op
-	present := make(map[pool.Hold]bool, len(tr.seen))
-	n.Read(func(s *pool.State) {
+	present := make(map[pool.Hold]bool, len(tr))
+	read(func(s *pool.State) {
 		s.Holds(func(h pool.Hold) bool {
 			present[h] = true
-			first, ok := tr.seen[h]
+			first, ok := tr[h]
 			if !ok {
-				tr.seen[h] = now
+				tr[h] = now
 			} else if now.Sub(first) >= pool.ReuseHold {
 				ops = append(ops, pool.Op{Kind: pool.OpUnhold, Time: now, Client: h.Client, Addr: h.Addr})
 			}
 			return true
 		})
 	})
-	for h := range tr.seen {
+	for h := range tr {
 		if !present[h] {
-			delete(tr.seen, h)
+			delete(tr, h)
 		}
 	}
 	return ops
+}
+
+// lifted forgets the holds whose unholds were applied: if an address is
+// released again before the next scan, that is a new hold with a whole Q
+// ahead of it, not the old one already due.
+func (tr holdTracker) lifted(unholds []pool.Op) {
+	for _, op := range unholds {
+		delete(tr, pool.Hold{Client: op.Client, Addr: op.Addr})
+	}
 }

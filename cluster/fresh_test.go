@@ -41,11 +41,18 @@ func TestFollowerStopsLocalReadsWhenCutOff(t *testing.T) {
 		}
 	}
 	eventually(t, 10*time.Second, "the cut-off follower to stop local reads", func() bool { return !f.LocalReadOK() })
-	for range 20 {
+	// Rounds keep failing while it is cut off, and a failed round never
+	// makes it fresh again.
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), f.StaleBound())
+		err := f.ReadBarrier(ctx)
+		cancel()
+		if err == nil {
+			t.Fatal("a read barrier succeeded on the cut-off follower")
+		}
 		if f.LocalReadOK() {
 			t.Fatal("the cut-off follower answers locally again")
 		}
-		time.Sleep(f.StaleBound() / 4)
 	}
 	if st := f.Local(); st.LocalReads || st.StaleBound != "300ms" || st.ReuseHold != pool.ReuseHold.String() {
 		t.Fatalf("status says local_reads=%v stale_bound=%s reuse_hold=%s", st.LocalReads, st.StaleBound, st.ReuseHold)
@@ -168,10 +175,48 @@ func TestLinearizableReadsNeverAnswerLocally(t *testing.T) {
 	if err := n.ReadBarrier(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	for range 8 {
-		if n.LocalReadOK() {
-			t.Fatal("a server with LinearizableReads says it may answer locally")
-		}
-		time.Sleep(n.StaleBound() / 4)
+	// The round just succeeded and was recorded, so only the setting can
+	// refuse local answers now.
+	if f := n.fresh.Load(); f == nil || !n.appliedThrough(f.idx) {
+		t.Fatal("the read barrier's round was not recorded")
+	}
+	if n.LocalReadOK() {
+		t.Fatal("a server with LinearizableReads says it may answer locally")
+	}
+}
+
+// A hold lifted and then made again (the address allocated and released
+// once more) before the next scan gets a whole Q of its own.
+func TestHoldMadeAgainAfterItsLiftWaitsAWholeQ(t *testing.T) {
+	s := pool.NewState()
+	cfg, _ := pool.ParseConfig("10.0.0.0/30", "", time.Hour)
+	t0 := time.Now()
+	s.SetConfig(cfg, t0)
+	read := func(fn func(*pool.State)) { fn(s) }
+	apply := func(ops ...pool.Op) []pool.Result { return s.ApplyOps(ops) }
+	apply(pool.Op{Kind: pool.OpAllocate, Time: t0, Client: "c", Domain: "a.example"},
+		pool.Op{Kind: pool.OpRelease, Time: t0, Client: "c", Domain: "a.example"})
+
+	tr := holdTracker{}
+	if ops := tr.due(read, t0); len(ops) != 0 {
+		t.Fatalf("a hold just seen is due: %v", ops)
+	}
+	ops := tr.due(read, t0.Add(pool.ReuseHold))
+	if len(ops) != 1 {
+		t.Fatalf("%d unholds due after Q, want 1", len(ops))
+	}
+	apply(ops...)
+	tr.lifted(ops)
+	// The same address is allocated and released again at once.
+	at := t0.Add(pool.ReuseHold)
+	if r := apply(pool.Op{Kind: pool.OpAllocate, Time: at, Client: "c", Domain: "b.example"},
+		pool.Op{Kind: pool.OpRelease, Time: at, Client: "c", Domain: "b.example"}); r[0].Addr != ops[0].Addr || r[1].Count != 1 {
+		t.Fatalf("re-allocation and release: %+v", r)
+	}
+	if again := tr.due(read, at.Add(time.Millisecond)); len(again) != 0 {
+		t.Fatalf("the new hold was lifted at once: %v", again)
+	}
+	if again := tr.due(read, at.Add(pool.ReuseHold+time.Millisecond)); len(again) != 1 {
+		t.Fatalf("%d unholds due a Q after the new hold was seen, want 1", len(again))
 	}
 }
