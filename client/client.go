@@ -12,6 +12,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -105,15 +106,33 @@ type Client struct {
 	// RetryFor bounds retrying when a request's context has no deadline;
 	// without it a cluster without quorum would hold the caller forever.
 	RetryFor time.Duration
+
+	token string
+}
+
+// Options configure a Client beyond its server addresses.
+type Options struct {
+	// Token is sent as "Authorization: Bearer <Token>" on every request,
+	// once the cluster's ACLs are bootstrapped.
+	Token string
+	// TLS configures https:// addresses: the CA that signed the servers'
+	// certificates and, when they ask for one, this client's certificate.
+	// nil uses the system's roots.
+	TLS *tls.Config
 }
 
 // New returns a Client for the servers at addrs, each "host:port" or a base
 // URL ("http://host:port", "https://host:port").
 func New(addrs ...string) (*Client, error) {
+	return NewWithOptions(addrs, Options{})
+}
+
+// NewWithOptions is New with a token or TLS settings.
+func NewWithOptions(addrs []string, opts Options) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("no server address given")
 	}
-	c := &Client{RetryFor: 10 * time.Second}
+	c := &Client{RetryFor: 10 * time.Second, token: opts.Token}
 	for _, a := range addrs {
 		b, err := baseURL(a)
 		if err != nil {
@@ -128,6 +147,9 @@ func New(addrs ...string) (*Client, error) {
 	t.MaxIdleConns = 1024
 	t.MaxIdleConnsPerHost = 256
 	t.IdleConnTimeout = 90 * time.Second
+	if opts.TLS != nil {
+		t.TLSClientConfig = opts.TLS
+	}
 	c.hc = &http.Client{Transport: t}
 	return c, nil
 }
@@ -435,6 +457,9 @@ func (c *Client) once(ctx context.Context, base, method, p string, b body) (resp
 		}
 	}
 	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	resp, err = c.hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {

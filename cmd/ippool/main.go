@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +24,13 @@ import (
 type CLI struct {
 	Addr    []string      `help:"Server HTTP address(es); several spread load and fail over." env:"IPPOOL_ADDR" default:"127.0.0.1:7480" sep:","`
 	Timeout time.Duration `help:"Longest a command may wait for the servers, failover included (bench: per operation)." env:"IPPOOL_TIMEOUT" default:"30s"`
+	Token   string        `help:"ACL token, sent as a bearer token (ippool acl bootstrap prints the first)." env:"IPPOOL_TOKEN"`
+	// HTTPS to the servers: https:// addresses, checked against --ca-cert;
+	// --client-cert and --client-key when the servers ask for a client
+	// certificate (serve --http-client-ca).
+	CACert     string `name:"ca-cert" help:"CA certificate (PEM) that signed the servers' HTTPS certificates (default: the system's)." env:"IPPOOL_CACERT"`
+	ClientCert string `name:"client-cert" help:"Client certificate (PEM) for servers started with --http-client-ca." env:"IPPOOL_CLIENT_CERT"`
+	ClientKey  string `name:"client-key" help:"Private key (PEM) of --client-cert." env:"IPPOOL_CLIENT_KEY"`
 
 	Serve    ServeCmd    `cmd:"" help:"Run an ippool server."`
 	Alloc    AllocCmd    `cmd:"" help:"Print a client's address for a domain, allocating one if needed."`
@@ -106,7 +114,11 @@ func errCode(err error) string {
 
 // client returns a Client for the --addr servers.
 func (cli *CLI) client() (*client.Client, error) {
-	return client.New(cli.Addr...)
+	tlsCfg, err := cli.httpsConfig()
+	if err != nil {
+		return nil, err
+	}
+	return client.NewWithOptions(cli.Addr, client.Options{Token: cli.Token, TLS: tlsCfg})
 }
 
 // connect returns a client of the configured servers and a context bounded
@@ -129,4 +141,11 @@ func (cli *CLI) context() (context.Context, context.CancelFunc) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, cli.Timeout)
 	return ctx, func() { cancel(); stop() }
+}
+
+// httpsConfig is the TLS configuration --ca-cert, --client-cert and
+// --client-key describe; nil when none is given.
+func (cli *CLI) httpsConfig() (*tls.Config, error) {
+	// TODO(https): load the files.
+	return nil, nil
 }

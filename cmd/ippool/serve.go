@@ -45,6 +45,10 @@ type ServeCmd struct {
 	TLSCert           string        `name:"tls-cert" help:"This server's certificate (PEM), signed by the cluster CA." env:"IPPOOL_TLS_CERT"`
 	TLSKey            string        `name:"tls-key" help:"This server's private key (PEM)." env:"IPPOOL_TLS_KEY"`
 	Insecure          bool          `help:"Allow plain TCP between servers on non-loopback addresses." env:"IPPOOL_INSECURE"`
+	ACL               bool          `name:"acl" help:"Require ACL tokens on the HTTP API even before 'ippool acl bootstrap' (then only bootstrap, /healthz and /readyz answer); once bootstrapped, tokens are required whatever this says." env:"IPPOOL_ACL"`
+	HTTPTLSCert       string        `name:"http-tls-cert" help:"Certificate (PEM) for HTTPS on the HTTP address; reloaded on SIGHUP." env:"IPPOOL_HTTP_TLS_CERT"`
+	HTTPTLSKey        string        `name:"http-tls-key" help:"Private key (PEM) of --http-tls-cert." env:"IPPOOL_HTTP_TLS_KEY"`
+	HTTPClientCA      string        `name:"http-client-ca" help:"CA (PEM) whose client certificates HTTPS requires; reloaded on SIGHUP." env:"IPPOOL_HTTP_CLIENT_CA"`
 	RaftTimeout       time.Duration `help:"Raft heartbeat and election timeout; failover takes one to two of it." default:"500ms" env:"IPPOOL_RAFT_TIMEOUT"`
 	LinearizableReads bool          `help:"Confirm every lookup hit and known allocation with the leader (a read barrier) instead of answering from local state while it is at most one Raft timeout stale; about 4x the cost of a lookup." env:"IPPOOL_LINEARIZABLE_READS"`
 	SnapshotThreshold uint64        `help:"Log entries between snapshots." default:"16384" env:"IPPOOL_SNAPSHOT_THRESHOLD"`
