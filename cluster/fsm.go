@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/ippool/ippool/acl"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -20,7 +21,10 @@ import (
 type fsm struct {
 	mu    sync.RWMutex
 	state *pool.State
-	log   *slog.Logger
+	// acl is replaced whole at each change (acl.State is immutable), so a
+	// request checks its token without the lock. Written under mu.
+	acl atomic.Pointer[acl.State]
+	log *slog.Logger
 
 	// onApplied is told the pool configuration after each batch, so the node
 	// can keep its record of it on disk. It runs outside the lock.
@@ -99,7 +103,15 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		ops, err := pool.DecodeCommand(l.Data)
+		var ops []pool.Op
+		var cmd acl.Command
+		var err error
+		isACL := acl.IsCommand(l.Data)
+		if isACL {
+			cmd, err = acl.DecodeCommand(l.Data)
+		} else {
+			ops, err = pool.DecodeCommand(l.Data)
+		}
 		if errors.Is(err, pool.ErrCorruptEntry) {
 			// Only this server's copy can be damaged: the entry was
 			// checksummed when proposed and the others applied it. Skipping
@@ -116,6 +128,12 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			// every server alike, and changes nothing.
 			f.log.Error("refusing a log entry that does not decode", "index", l.Index, "err", err)
 			f.badEntries()
+			out[i] = applyResponse{err: err}
+			continue
+		}
+		if isACL {
+			next, err := f.acl.Load().Apply(cmd)
+			f.acl.Store(next)
 			out[i] = applyResponse{err: err}
 			continue
 		}
@@ -154,7 +172,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	var buf bytes.Buffer
 	start := time.Now()
 	f.mu.RLock()
-	err := f.state.WriteSnapshot(&buf)
+	err := acl.WriteSnapshot(&buf, f.state, f.acl.Load())
 	f.mu.RUnlock()
 	f.snapshotTook(time.Since(start))
 	if err != nil {
@@ -167,12 +185,13 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 // and the current state stays as it was.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	s, err := pool.ReadSnapshot(rc)
+	s, a, err := acl.ReadSnapshot(rc)
 	if err != nil {
 		return err
 	}
 	f.mu.Lock()
 	f.state = s
+	f.acl.Store(a)
 	cfg, ok := s.Config()
 	f.mu.Unlock()
 	if f.snapshot != nil {

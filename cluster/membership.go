@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/ippool/ippool/acl"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -244,8 +246,52 @@ func (n *Node) Restore(ctx context.Context, snapshot []byte) error {
 	if !n.IsLeader() {
 		return n.callLeader(ctx, rpcRestore, snapshot, "restore")
 	}
+	if !acl.HasSection(snapshot) {
+		// A backup from before the ACLs were bootstrapped (or from a cluster
+		// without them) keeps the cluster's tokens: restoring an old backup
+		// must not turn access control off.
+		var b bytes.Buffer
+		if err := acl.WriteSection(&b, n.ACL()); err != nil {
+			return err
+		}
+		snapshot = append(b.Bytes(), snapshot...)
+	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: int64(len(snapshot))}
 	return n.raft.Restore(meta, bytes.NewReader(snapshot), timeLeft(ctx, time.Minute))
+}
+
+// ACL is the replicated access control state; nil before bootstrap.
+func (n *Node) ACL() *acl.State { return n.fsm.acl.Load() }
+
+// ApplyACL commits a change to the tokens through the leader.
+func (n *Node) ApplyACL(ctx context.Context, cmd acl.Command) error {
+	if n.IsLeader() {
+		return n.applyACLLocal(ctx, cmd)
+	}
+	entry, err := acl.EncodeCommand(cmd)
+	if err != nil {
+		return err
+	}
+	return n.callLeader(ctx, rpcACL, entry, "change the tokens")
+}
+
+// applyACLLocal appends an ACL command on the leader.
+func (n *Node) applyACLLocal(ctx context.Context, cmd acl.Command) error {
+	if !n.IsLeader() {
+		return pool.Errorf(pool.CodeNoLeader, "changing the tokens must go through the leader")
+	}
+	entry, err := acl.EncodeCommand(cmd)
+	if err != nil {
+		return err
+	}
+	if _, err := n.applyLocal(ctx, entry); err != nil {
+		var retry errRetry
+		if errors.As(err, &retry) {
+			return noQuorum(retry.err)
+		}
+		return err
+	}
+	return nil
 }
 
 // callLeader sends a request that only the leader may serve.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/ippool/ippool/acl"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -26,6 +27,7 @@ const (
 	rpcStatus    = "/internal/v1/status"
 	rpcRestore   = "/internal/v1/restore"
 	rpcRemove    = "/internal/v1/remove"
+	rpcACL       = "/internal/v1/acl"
 
 	maxRestoreBody = 4 << 30
 
@@ -85,7 +87,7 @@ func (n *Node) rpcHandler() http.Handler {
 	mux.HandleFunc("POST "+rpcRestore, func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRestoreBody))
 		if err == nil {
-			_, err = pool.ReadSnapshot(bytes.NewReader(body))
+			_, _, err = acl.ReadSnapshot(bytes.NewReader(body))
 		}
 		if err == nil {
 			if !n.IsLeader() {
@@ -93,6 +95,22 @@ func (n *Node) rpcHandler() http.Handler {
 			} else {
 				err = n.Restore(r.Context(), body)
 			}
+		}
+		if err != nil {
+			writeRPCError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, struct{}{})
+	})
+	mux.HandleFunc("POST "+rpcACL, func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, acl.MaxCommand+1))
+		var cmd acl.Command
+		if err == nil {
+			// Decoded here so that only a well-formed command reaches the log.
+			cmd, err = acl.DecodeCommand(body)
+		}
+		if err == nil {
+			err = n.applyACLLocal(r.Context(), cmd)
 		}
 		if err != nil {
 			writeRPCError(w, err)
@@ -150,8 +168,18 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if s.ID == raft.ServerID(req.ID) || s.Address == raft.ServerAddress(req.Addr) {
-			// Same ID at a new address, or a new ID at a known address: the
-			// old entry is stale; replace it.
+			// Same ID at a new address, or a new ID at a known address. A
+			// server that lost its disk comes back like that, and its old
+			// entry is stale: replace it. But if the entry's server still
+			// answers, the joiner is a mistake (a copied data dir, a reused
+			// ID) or an impostor, and replacing would take a live voter out.
+			if n.serverIsLive(r.Context(), s) {
+				writeRPCError(w, &pool.Error{Code: pool.CodeInvalidConfig, Msg: fmt.Sprintf(
+					"server %s asks to join at %s, which would replace server %s at %s, and %s is live; "+
+						"if the replacement is intended, an admin must first run `ippool cluster remove %s`",
+					req.ID, req.Addr, s.ID, s.Address, s.ID, s.ID)})
+				return
+			}
 			if err := n.raft.RemoveServer(s.ID, 0, n.cfg.WriteTimeout).Error(); err != nil {
 				writeRPCError(w, err)
 				return
@@ -164,6 +192,23 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	n.log.Info("server joined", "id", req.ID, "addr", req.Addr)
 	writeJSON(w, http.StatusOK, n.info())
+}
+
+// liveProbeTimeout bounds the leader's check that a server it would replace
+// on a join still runs.
+const liveProbeTimeout = time.Second
+
+// serverIsLive reports whether the server of a configuration entry answers
+// at its address under its ID.
+func (n *Node) serverIsLive(ctx context.Context, s raft.Server) bool {
+	if s.ID == raft.ServerID(n.cfg.ID) {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, liveProbeTimeout)
+	defer cancel()
+	var inf Info
+	err := n.rpc.call(ctx, string(s.Address), rpcInfo, nil, &inf)
+	return err == nil && inf.ID == string(s.ID)
 }
 
 var errNotLeader = &rpcError{Code: pool.CodeNoLeader, Message: "this server is not the leader", Retry: true}

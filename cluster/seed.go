@@ -12,7 +12,7 @@ import (
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
 
-	"github.com/ippool/ippool/pool"
+	"github.com/ippool/ippool/acl"
 )
 
 // SeedDataDir prepares an empty data dir from a backup, offline, the way
@@ -21,7 +21,7 @@ import (
 // on it with the same ID and cluster address restores the state and leads a
 // one-server cluster; more servers then join it with --join.
 func SeedDataDir(dir, id, clusterAddr string, snapshot []byte) error {
-	s, err := pool.ReadSnapshot(bytes.NewReader(snapshot))
+	s, _, err := acl.ReadSnapshot(bytes.NewReader(snapshot))
 	if err != nil {
 		return err
 	}

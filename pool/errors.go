@@ -34,6 +34,11 @@ const (
 	// A write that a snapshot restore cut off before it was committed; it
 	// was not applied, so it is safe to retry.
 	CodeAbortedByRestore Code = "aborted_by_restore"
+	// Access control's: no valid token (401), a token whose role does not
+	// allow the request (403), a second bootstrap (409).
+	CodeUnauthorized        Code = "unauthorized"
+	CodeForbidden           Code = "forbidden"
+	CodeAlreadyBootstrapped Code = "already_bootstrapped"
 )
 
 // Error is the error type of every operation of this package. Its text is a

@@ -25,6 +25,7 @@ type Metrics struct {
 	Snapshots    prometheus.Histogram
 	BadEntries   prometheus.Counter
 	Leadership   prometheus.Counter
+	AuthFailures *prometheus.CounterVec
 }
 
 var latencyBuckets = []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5}
@@ -56,6 +57,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ippool_write_batch_seconds", Help: "Time to commit one batch of writes, by whether it was forwarded to the leader and its result.",
 			Buckets: latencyBuckets,
 		}, []string{"forwarded", "result"}),
+		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ippool_http_auth_failures_total", Help: "HTTP requests refused by access control, by code: unauthorized (no valid token, 401), forbidden (the token's role does not allow it, 403).",
+		}, []string{"code"}),
 		BatchOps: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "ippool_write_batch_ops", Help: "Ops per committed batch (group commit).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
@@ -75,7 +79,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.Allocations, m.Reuses, m.Exhaustions, m.Lookups, m.MarkBatches, m.MarksDropped,
-		m.Batches, m.BatchOps, m.ReadBarriers, m.Snapshots, m.BadEntries, m.Leadership)
+		m.Batches, m.BatchOps, m.ReadBarriers, m.Snapshots, m.BadEntries, m.Leadership, m.AuthFailures)
 	return m
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ippool/ippool/acl"
 	"github.com/ippool/ippool/cluster"
 	"github.com/ippool/ippool/pool"
 	"github.com/ippool/ippool/wire"
@@ -38,6 +39,10 @@ type Node interface {
 	// knows to be committed.
 	CaughtUp() bool
 	RemoveServer(ctx context.Context, id string) error
+	// ACL is the replicated access control state (nil before bootstrap);
+	// ApplyACL commits a change to it through the leader.
+	ACL() *acl.State
+	ApplyACL(ctx context.Context, cmd acl.Command) error
 	// RaftStats are hashicorp/raft's counters, for the metrics.
 	RaftStats() map[string]uint64
 }

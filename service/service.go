@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ippool/ippool/acl"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -27,6 +28,9 @@ type Options struct {
 	// and counted.
 	MarkBuffer int
 	Now        func() time.Time
+	// RequireACL makes every request but health and readiness need a token
+	// even before the cluster's ACLs are bootstrapped (serve --acl).
+	RequireACL bool
 	Logger     *slog.Logger
 	Metrics    *Metrics
 }
@@ -335,7 +339,7 @@ func (s *Service) Snapshot(ctx context.Context, w io.Writer) error {
 	}
 	var buf bytes.Buffer
 	var err error
-	s.node.Read(func(st *pool.State) { err = st.WriteSnapshot(&buf) })
+	s.node.Read(func(st *pool.State) { err = acl.WriteSnapshot(&buf, st, s.node.ACL()) })
 	if err != nil {
 		return err
 	}
@@ -345,7 +349,7 @@ func (s *Service) Snapshot(ctx context.Context, w io.Writer) error {
 
 // Restore replaces the whole cluster's state with a backup.
 func (s *Service) Restore(ctx context.Context, backup []byte) error {
-	if _, err := pool.ReadSnapshot(bytes.NewReader(backup)); err != nil {
+	if _, _, err := acl.ReadSnapshot(bytes.NewReader(backup)); err != nil {
 		return err
 	}
 	return s.node.Restore(ctx, backup)

@@ -203,3 +203,32 @@ func parseLifetime(raw json.RawMessage, numbers bool) (d time.Duration, given bo
 	}
 	return time.Duration(n), true, nil
 }
+
+// Token is a token as the API shows it: the answer to creating one (with
+// Secret, shown this once), an entry of TokenList (without), and the answer
+// to GET /v1/acl/self.
+type Token struct {
+	Accessor    string    `json:"accessor,omitempty"`
+	Secret      string    `json:"secret,omitempty"`
+	Role        string    `json:"role"`
+	Description string    `json:"description,omitempty"`
+	Created     time.Time `json:"created,omitzero"`
+}
+
+// TokenList is the answer to GET /v1/acl/tokens.
+type TokenList struct {
+	Tokens []Token `json:"tokens"`
+}
+
+// TokenRequest is the body of POST /v1/acl/tokens.
+type TokenRequest struct {
+	Role        string `json:"role"`
+	Description string `json:"description,omitempty"`
+}
+
+// ACLSelf is the answer to GET /v1/acl/self: whether access control is on
+// and, when it is, the caller's token.
+type ACLSelf struct {
+	Enabled bool   `json:"enabled"`
+	Token   *Token `json:"token,omitempty"`
+}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ippool/ippool/acl"
 	"github.com/ippool/ippool/pool"
 	"github.com/ippool/ippool/wire"
 )
@@ -22,6 +23,7 @@ import (
 type Node struct {
 	mu    sync.RWMutex
 	state *pool.State
+	acl   *acl.State
 
 	Fresh      atomic.Bool
 	BarrierErr atomic.Pointer[error]
@@ -79,12 +81,15 @@ func (n *Node) PoolConfig() (c pool.Config, ok bool) {
 }
 
 func (n *Node) Restore(ctx context.Context, snapshot []byte) error {
-	s, err := pool.ReadSnapshot(bytes.NewReader(snapshot))
+	s, a, err := acl.ReadSnapshot(bytes.NewReader(snapshot))
 	if err != nil {
 		return err
 	}
 	n.mu.Lock()
 	n.state = s
+	if a != nil {
+		n.acl = a
+	}
 	n.mu.Unlock()
 	return nil
 }
@@ -97,3 +102,17 @@ func (n *Node) Status(ctx context.Context) wire.Status            { return n.Loc
 func (n *Node) CaughtUp() bool                                    { return true }
 func (n *Node) RemoveServer(ctx context.Context, id string) error { return nil }
 func (n *Node) RaftStats() map[string]uint64                      { return map[string]uint64{} }
+
+func (n *Node) ACL() *acl.State {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.acl
+}
+
+func (n *Node) ApplyACL(ctx context.Context, cmd acl.Command) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	next, err := n.acl.Apply(cmd)
+	n.acl = next
+	return err
+}
