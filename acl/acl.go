@@ -83,10 +83,10 @@ const (
 type Token struct {
 	// Accessor names the token in lists and revocations; it is not a
 	// credential.
-	Accessor    string   `json:"accessor"`
-	Hash        Hash     `json:"hash"`
-	Role        Role     `json:"role"`
-	Description string   `json:"description,omitempty"`
+	Accessor    string `json:"accessor"`
+	Hash        Hash   `json:"hash"`
+	Role        Role   `json:"role"`
+	Description string `json:"description,omitempty"`
 	// Created is the proposing server's time, for operators' eyes only.
 	Created time.Time `json:"created"`
 }
