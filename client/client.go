@@ -526,3 +526,47 @@ func isConnError(err error) bool {
 	var oe *net.OpError
 	return errors.As(err, &ce) || errors.As(err, &ue) || errors.As(err, &oe)
 }
+
+// Token is a token as a server shows it; Secret is set only in the answers
+// to BootstrapACL and CreateToken.
+type Token = wire.Token
+
+// BootstrapACL turns access control on for the whole cluster and returns the
+// first admin token, secret included. It succeeds once per cluster.
+func (c *Client) BootstrapACL(ctx context.Context) (Token, error) {
+	var t Token
+	err := c.call(ctx, http.MethodPost, "/v1/acl/bootstrap", nil, &t)
+	return t, err
+}
+
+// CreateToken makes a token with the role (read, allocate or admin) and
+// returns it, secret included; the cluster keeps only its hash.
+func (c *Client) CreateToken(ctx context.Context, role, description string) (Token, error) {
+	body, err := json.Marshal(wire.TokenRequest{Role: role, Description: description})
+	if err != nil {
+		return Token{}, err
+	}
+	var t Token
+	err = c.call(ctx, http.MethodPost, "/v1/acl/tokens", bodyBytes(body), &t)
+	return t, err
+}
+
+// Tokens lists the cluster's tokens, without secrets.
+func (c *Client) Tokens(ctx context.Context) ([]Token, error) {
+	var l wire.TokenList
+	err := c.call(ctx, http.MethodGet, "/v1/acl/tokens", nil, &l)
+	return l.Tokens, err
+}
+
+// RevokeToken revokes the token with the accessor on every server.
+func (c *Client) RevokeToken(ctx context.Context, accessor string) error {
+	return c.call(ctx, http.MethodDelete, path("acl", "tokens", accessor), nil, nil)
+}
+
+// ACLSelf says whether access control is on and, if so, which token this
+// client uses.
+func (c *Client) ACLSelf(ctx context.Context) (wire.ACLSelf, error) {
+	var s wire.ACLSelf
+	err := c.call(ctx, http.MethodGet, "/v1/acl/self", nil, &s)
+	return s, err
+}

@@ -15,11 +15,13 @@ import (
 	"net/http/pprof"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ippool/ippool/acl"
 	"github.com/ippool/ippool/pool"
 	"github.com/ippool/ippool/service"
 	"github.com/ippool/ippool/wire"
@@ -37,6 +39,11 @@ type Options struct {
 	// Pprof serves Go's profiler under /debug/pprof/, as Consul's
 	// enable_debug does; off by default because profiles reveal internals.
 	Pprof bool
+	// LoopbackHostsOnly refuses, with 403 bad_host, every request whose
+	// Host is not a loopback name or address. Set it when the server
+	// listens on loopback only: no legitimate client names it otherwise,
+	// and a web page reaching it through DNS rebinding does.
+	LoopbackHostsOnly bool
 }
 
 // Handler returns the API's handler on net/http. NewServer serves the same
@@ -47,34 +54,110 @@ func Handler(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Logge
 
 func (a *api) handler(gatherer prometheus.Gatherer, opts Options) http.Handler {
 	mux := http.NewServeMux()
-	if opts.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	for _, rt := range a.routes(gatherer, opts) {
+		mux.Handle(rt.pattern, a.guard(rt.role, rt.handler))
 	}
-	mux.HandleFunc("POST /v1/clients/{client}/domains/{domain}", a.alloc)
-	mux.HandleFunc("GET /v1/clients/{client}/domains/{domain}", a.get)
-	mux.HandleFunc("DELETE /v1/clients/{client}/domains/{domain}", a.release)
-	mux.HandleFunc("GET /v1/clients/{client}/ips/{ip}", a.lookup)
-	mux.HandleFunc("GET /v1/clients/{client}", a.list)
-	mux.HandleFunc("DELETE /v1/clients/{client}", a.releaseClient)
-	mux.HandleFunc("GET /v1/cluster", a.cluster)
-	mux.HandleFunc("DELETE /v1/cluster/servers/{id}", a.removeServer)
-	mux.HandleFunc("GET /v1/snapshot", a.snapshot)
-	mux.HandleFunc("PUT /v1/snapshot", a.restore)
-	mux.HandleFunc("GET /v1/pool", a.getPool)
-	mux.HandleFunc("PUT /v1/pool", a.setPool)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", a.ready)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
-	})
+	if opts.LoopbackHostsOnly {
+		return loopbackHostsOnly(limitBody(mux))
+	}
 	return limitBody(mux)
+}
+
+// route is an endpoint and the role a token needs to call it. Every
+// endpoint the API serves is in routes, so none can be added without
+// deciding who may call it; the e2e access test walks Routes and fails on
+// an endpoint it has no case for.
+type route struct {
+	pattern string
+	role    acl.Role
+	handler http.HandlerFunc
+}
+
+// The roles of the two endpoints serveFast answers without the mux.
+const (
+	allocRole  = acl.RoleAllocate
+	lookupRole = acl.RoleRead
+)
+
+func (a *api) routes(gatherer prometheus.Gatherer, opts Options) []route {
+	rs := []route{
+		{"POST /v1/clients/{client}/domains/{domain}", allocRole, a.alloc},
+		{"GET /v1/clients/{client}/ips/{ip}", lookupRole, a.lookup},
+		{"GET /v1/clients/{client}/domains/{domain}", acl.RoleRead, a.get},
+		{"GET /v1/clients/{client}", acl.RoleRead, a.list},
+		{"DELETE /v1/clients/{client}/domains/{domain}", acl.RoleAdmin, a.release},
+		{"DELETE /v1/clients/{client}", acl.RoleAdmin, a.releaseClient},
+		{"GET /v1/cluster", acl.RoleRead, a.cluster},
+		{"DELETE /v1/cluster/servers/{id}", acl.RoleAdmin, a.removeServer},
+		{"GET /v1/snapshot", acl.RoleAdmin, a.snapshot},
+		{"PUT /v1/snapshot", acl.RoleAdmin, a.restore},
+		{"GET /v1/pool", acl.RoleRead, a.getPool},
+		{"PUT /v1/pool", acl.RoleAdmin, a.setPool},
+		{"POST /v1/acl/bootstrap", acl.RolePublic, a.bootstrapACL},
+		{"GET /v1/acl/self", acl.RoleRead, a.aclSelf},
+		{"GET /v1/acl/tokens", acl.RoleAdmin, a.listTokens},
+		{"POST /v1/acl/tokens", acl.RoleAdmin, a.createToken},
+		{"DELETE /v1/acl/tokens/{accessor}", acl.RoleAdmin, a.revokeToken},
+		{"GET /metrics", acl.RoleRead, promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}).ServeHTTP},
+		{"GET /healthz", acl.RolePublic, func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		}},
+		{"GET /readyz", acl.RolePublic, a.ready},
+		// Unknown paths need a token too, so a stranger cannot map the API.
+		{"/", acl.RoleRead, func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
+		}},
+	}
+	if opts.Pprof {
+		// Profiles and the command line reveal internals.
+		rs = append(rs,
+			route{"/debug/pprof/", acl.RoleAdmin, pprof.Index},
+			route{"/debug/pprof/cmdline", acl.RoleAdmin, pprof.Cmdline},
+			route{"/debug/pprof/profile", acl.RoleAdmin, pprof.Profile},
+			route{"/debug/pprof/symbol", acl.RoleAdmin, pprof.Symbol},
+			route{"/debug/pprof/trace", acl.RoleAdmin, pprof.Trace})
+	}
+	return rs
+}
+
+// Route is an endpoint's pattern (as net/http's mux takes it) and the role
+// it needs.
+type Route struct {
+	Pattern string
+	Role    acl.Role
+}
+
+// Routes lists every endpoint the API serves with opts, and its role.
+func Routes(opts Options) []Route {
+	var out []Route
+	for _, rt := range (&api{}).routes(prometheus.NewRegistry(), opts) {
+		out = append(out, Route{rt.pattern, rt.role})
+	}
+	return out
+}
+
+// guard runs h only for a request whose token has the role.
+func (a *api) guard(role acl.Role, h http.HandlerFunc) http.Handler {
+	if role == acl.RolePublic {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := a.svc.Authorize(bearerToken(r.Header.Get("Authorization")), role); err != nil {
+			a.fail(w, err)
+			return
+		}
+		h(w, r)
+	})
+}
+
+// bearerToken is the token of an "Authorization: Bearer <token>" header, ""
+// for any other.
+func bearerToken(h string) string {
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(token)
 }
 
 // limitBody refuses oversized bodies before any handler runs, so a client
@@ -135,9 +218,15 @@ type reply struct {
 	retryAfter bool
 }
 
+// bearerChallenge is the WWW-Authenticate header RFC 6750 asks a 401 to carry.
+const bearerChallenge = `Bearer realm="ippool"`
+
 func (rep reply) write(w http.ResponseWriter) {
 	if rep.retryAfter {
 		w.Header().Set("Retry-After", "1")
+	}
+	if rep.status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", bearerChallenge)
 	}
 	writeJSON(w, rep.status, rep.body)
 }
@@ -346,7 +435,11 @@ func statusOf(code pool.Code) int {
 		return http.StatusBadRequest
 	case pool.CodeNotFound:
 		return http.StatusNotFound
-	case pool.CodePoolExhausted:
+	case pool.CodeUnauthorized:
+		return http.StatusUnauthorized
+	case pool.CodeForbidden:
+		return http.StatusForbidden
+	case pool.CodePoolExhausted, pool.CodeAlreadyBootstrapped:
 		return http.StatusConflict
 	case pool.CodeNoQuorum, pool.CodeNoLeader, pool.CodeNotConfigured, pool.CodeAbortedByRestore:
 		return http.StatusServiceUnavailable

@@ -17,6 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
+	"github.com/ippool/ippool/acl"
 	"github.com/ippool/ippool/service"
 )
 
@@ -49,7 +50,8 @@ func NewServer(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Log
 					writeFast(ctx, reply{status: http.StatusInternalServerError, body: errorBody("internal", "internal error")})
 				}
 			}()
-			if a.serveFast(ctx) {
+			hostOK := !opts.LoopbackHostsOnly || loopbackHost(string(ctx.Host()))
+			if hostOK && a.serveFast(ctx) {
 				return
 			}
 			// fasthttp takes request targets net/http refuses; answer
@@ -58,14 +60,29 @@ func NewServer(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Log
 				writeFast(ctx, reply{status: http.StatusBadRequest, body: errorBody("bad_request", "malformed request target: "+err.Error())})
 				return
 			}
+			if !hostOK {
+				writeFast(ctx, badHost(string(ctx.Host())))
+				return
+			}
 			rest(ctx)
 		},
 		HeaderReceived: func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-			return fasthttp.RequestConfig{MaxRequestBodySize: bodyLimit(h)}
+			limit := bodyLimit(h)
+			if limit > MaxBody && a.authorizeHeader(h, acl.RoleAdmin) != nil {
+				// Only an admin may send a restore's large body; fasthttp
+				// would read it all before the mux refused the caller.
+				limit = MaxBody
+			}
+			return fasthttp.RequestConfig{MaxRequestBodySize: limit}
 		},
 		MaxRequestBodySize: MaxBody,
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
 			switch {
+			case errors.Is(err, fasthttp.ErrBodyTooLarge) && opts.LoopbackHostsOnly && !loopbackHost(string(ctx.Host())):
+				// The mux refuses the host before it looks at the body.
+				lingerClose(ctx, badHost(string(ctx.Host())))
+			case errors.Is(err, fasthttp.ErrBodyTooLarge) && bodyLimit(&ctx.Request.Header) > MaxBody && a.authorizeHeader(&ctx.Request.Header, acl.RoleAdmin) != nil:
+				lingerClose(ctx, a.errorReply(a.authorizeHeader(&ctx.Request.Header, acl.RoleAdmin)))
 			case errors.Is(err, fasthttp.ErrBodyTooLarge):
 				lingerClose(ctx, tooLarge(int64(ctx.Request.Header.ContentLength()), int64(bodyLimit(&ctx.Request.Header))))
 			case errors.As(err, new(*fasthttp.ErrSmallBuffer)):
@@ -93,6 +110,12 @@ func bodyLimit(h *fasthttp.RequestHeader) int {
 	return MaxBody
 }
 
+// authorizeHeader checks a fasthttp request's bearer token.
+func (a *api) authorizeHeader(h *fasthttp.RequestHeader, need acl.Role) error {
+	_, err := a.svc.Authorize(bearerToken(string(h.Peek("Authorization"))), need)
+	return err
+}
+
 var (
 	clientsPrefix = []byte("/v1/clients/")
 	domainsPart   = []byte("domains")
@@ -103,6 +126,16 @@ var (
 // other request.
 func (a *api) serveFast(ctx *fasthttp.RequestCtx) bool {
 	route, client, arg := fastRoute(ctx.IsPost(), ctx.IsGet(), ctx.URI().PathOriginal())
+	need := lookupRole
+	if route == routeAlloc {
+		need = allocRole
+	}
+	if route != routeNone {
+		if err := a.authorizeHeader(&ctx.Request.Header, need); err != nil {
+			writeFast(ctx, a.errorReply(err))
+			return true
+		}
+	}
 	switch route {
 	case routeAlloc:
 		writeFast(ctx, a.allocReply(ctx, client, arg))
@@ -166,6 +199,9 @@ func writeFast(ctx *fasthttp.RequestCtx, rep reply) {
 	}
 	if rep.retryAfter {
 		ctx.Response.Header.Set("Retry-After", "1")
+	}
+	if rep.status == http.StatusUnauthorized {
+		ctx.Response.Header.Set("WWW-Authenticate", bearerChallenge)
 	}
 	ctx.SetContentType("application/json")
 	ctx.SetStatusCode(rep.status)

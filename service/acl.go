@@ -39,7 +39,7 @@ func (s *Service) Authorize(secret string, need acl.Role) (acl.Token, error) {
 		return acl.Token{}, s.denied(pool.CodeUnauthorized, "the token is not valid")
 	}
 	if t.Role < need {
-		return t, s.denied(pool.CodeForbidden, fmt.Sprintf("a %s token may not do this; it needs a %s token", t.Role, need))
+		return t, s.denied(pool.CodeForbidden, fmt.Sprintf("this request needs a token with the %s role or above; this one has the %s role", need, t.Role))
 	}
 	return t, nil
 }

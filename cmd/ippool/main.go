@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -41,6 +42,8 @@ type CLI struct {
 	Snapshot SnapshotCmd `cmd:"" help:"Back up, restore or inspect the pool state."`
 	Pool     PoolCmd     `cmd:"" help:"Show or change the pool configuration."`
 	TLS      TLSCmd      `cmd:"" name:"tls" help:"Make certificates for mutual TLS between servers."`
+	ACL      ACLCmd      `cmd:"" name:"acl" help:"Turn access control on (bootstrap)."`
+	Tokens   TokenCmd    `cmd:"" name:"token" help:"Create, list and revoke ACL tokens."`
 	Bench    BenchCmd    `cmd:"" help:"Generate load against servers and report latency."`
 	Version  VersionCmd  `cmd:"" help:"Print the version of this binary."`
 }
@@ -146,6 +149,29 @@ func (cli *CLI) context() (context.Context, context.CancelFunc) {
 // httpsConfig is the TLS configuration --ca-cert, --client-cert and
 // --client-key describe; nil when none is given.
 func (cli *CLI) httpsConfig() (*tls.Config, error) {
-	// TODO(https): load the files.
-	return nil, nil
+	if cli.CACert == "" && cli.ClientCert == "" && cli.ClientKey == "" {
+		return nil, nil
+	}
+	if (cli.ClientCert == "") != (cli.ClientKey == "") {
+		return nil, errors.New("--client-cert and --client-key go together: give both, or neither")
+	}
+	cfg := &tls.Config{}
+	if cli.CACert != "" {
+		pem, err := os.ReadFile(cli.CACert)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-cert: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca-cert %s holds no PEM certificate", cli.CACert)
+		}
+	}
+	if cli.ClientCert != "" {
+		cert, err := tls.LoadX509KeyPair(cli.ClientCert, cli.ClientKey)
+		if err != nil {
+			return nil, fmt.Errorf("--client-cert/--client-key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -44,7 +43,7 @@ type ServeCmd struct {
 	TLSCA             string        `name:"tls-ca" help:"Cluster CA certificate (PEM); with --tls-cert and --tls-key turns on mutual TLS between servers." env:"IPPOOL_TLS_CA"`
 	TLSCert           string        `name:"tls-cert" help:"This server's certificate (PEM), signed by the cluster CA." env:"IPPOOL_TLS_CERT"`
 	TLSKey            string        `name:"tls-key" help:"This server's private key (PEM)." env:"IPPOOL_TLS_KEY"`
-	Insecure          bool          `help:"Allow plain TCP between servers on non-loopback addresses." env:"IPPOOL_INSECURE"`
+	Insecure          bool          `help:"Run plain TCP between servers, without TLS: anyone who reaches the cluster address can then join, vote and write. Without it and without the TLS flags, a server starting a new cluster alone makes its own CA in DATA-DIR/tls, and one given --join or --bootstrap-expect refuses to start." env:"IPPOOL_INSECURE"`
 	ACL               bool          `name:"acl" help:"Require ACL tokens on the HTTP API even before 'ippool acl bootstrap' (then only bootstrap, /healthz and /readyz answer); once bootstrapped, tokens are required whatever this says." env:"IPPOOL_ACL"`
 	HTTPTLSCert       string        `name:"http-tls-cert" help:"Certificate (PEM) for HTTPS on the HTTP address; reloaded on SIGHUP." env:"IPPOOL_HTTP_TLS_CERT"`
 	HTTPTLSKey        string        `name:"http-tls-key" help:"Private key (PEM) of --http-tls-cert." env:"IPPOOL_HTTP_TLS_KEY"`
@@ -77,8 +76,9 @@ func (c *ServeCmd) Help() string {
 	return `Examples:
   ippool serve                                  # one server on loopback, state in ./ippool-data
   ippool serve --pool 100.64.0.0/16 --dns-addr 127.0.0.1:5353
+  ippool tls init --dir tls --servers 3         # then copy tls/server-N to server N
   ippool serve --id s1 --cluster-addr 10.0.0.1:7481 --join 10.0.0.2:7481,10.0.0.3:7481 \
-      --bootstrap-expect 3 --tls-ca ca.pem --tls-cert server-1.pem --tls-key server-1-key.pem`
+      --bootstrap-expect 3 --tls-ca server-1/ca.pem --tls-cert server-1/cert.pem --tls-key server-1/key.pem`
 }
 
 func (c *ServeCmd) logger() *slog.Logger {
@@ -167,7 +167,18 @@ func (c *ServeCmd) dnsConfig(log *slog.Logger) (dnsfront.Config, error) {
 // gracefully: the HTTP and DNS servers drain, buffered marks are written and
 // a leader hands over leadership.
 func (c *ServeCmd) Run(cli *CLI) error {
+	// Everything the server creates (Raft log segments, the meta DB,
+	// snapshots, its record) is owner-only: the libraries make some of it
+	// 0644 or 0755, and the data dir holds every client's mappings and the
+	// cluster CA's key. The cluster package fixes what already exists.
+	syscall.Umask(0o077)
 	log := c.logger()
+	httpsTLS, httpLoopback, err := c.httpSetup()
+	if err != nil {
+		return err
+	}
+	stopReload := reloadOnSIGHUP(log, httpsTLS)
+	defer stopReload()
 	ccfg, err := c.clusterConfig(log)
 	if err != nil {
 		return err
@@ -178,9 +189,9 @@ func (c *ServeCmd) Run(cli *CLI) error {
 			return err
 		}
 	}
-	httpLn, err := net.Listen("tcp", c.HTTPAddr)
+	httpLn, err := listenHTTP(c.HTTPAddr, httpLoopback, httpsTLS)
 	if err != nil {
-		return fmt.Errorf("listening on the HTTP address: %w", err)
+		return err
 	}
 	defer httpLn.Close()
 
@@ -197,7 +208,7 @@ func (c *ServeCmd) Run(cli *CLI) error {
 	}
 	defer node.Shutdown()
 	service.RegisterClusterGauges(reg, node)
-	svc := service.New(node, service.Options{MarkWindow: c.MarkWindow, Logger: log, Metrics: metrics})
+	svc := service.New(node, service.Options{MarkWindow: c.MarkWindow, RequireACL: c.ACL, Logger: log, Metrics: metrics})
 	defer svc.Close()
 
 	// DNS listens before HTTP serves, so /readyz never says ready while the
@@ -214,13 +225,16 @@ func (c *ServeCmd) Run(cli *CLI) error {
 		registerDNSMetrics(reg, dns)
 	}
 
-	httpSrv := httpapi.NewServer(svc, reg, log, httpapi.Options{Pprof: c.Pprof})
+	httpSrv := httpapi.NewServer(svc, reg, log, httpapi.Options{Pprof: c.Pprof, LoopbackHostsOnly: httpLoopback})
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- httpSrv.Serve(httpLn) }()
 
 	httpURL := "http://" + httpLn.Addr().String()
+	if httpsTLS != nil {
+		httpURL = "https://" + httpLn.Addr().String()
+	}
 	log.Info("ippool is serving", "id", node.ID(), "http", httpURL, "cluster", node.ClusterAddr(), "dns", c.DNSAddr, "data_dir", c.DataDir)
-	fmt.Fprintf(os.Stderr, "\nippool %s is up. Try:\n  curl -X POST %s/v1/clients/node1/domains/example.com\n\n", node.ID(), httpURL)
+	fmt.Fprintf(os.Stderr, "\nippool %s is up. Try:\n  %s -X POST %s/v1/clients/node1/domains/example.com\n\n", node.ID(), curlHint(httpsTLS), httpURL)
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
