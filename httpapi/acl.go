@@ -92,4 +92,3 @@ func (a *api) revokeToken(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"revoked": accessor})
 }
-
