@@ -17,7 +17,7 @@ import (
 )
 
 func tlsFiles(t *testing.T, dir string, i int) TLSFiles {
-	return TLSFiles{CA: filepath.Join(dir, "ca.pem"), Cert: filepath.Join(dir, fmt.Sprintf("server-%d.pem", i)), Key: filepath.Join(dir, fmt.Sprintf("server-%d-key.pem", i))}
+	return ServerTLSFiles(filepath.Join(dir, fmt.Sprintf("server-%d", i)))
 }
 
 func TestMutualTLSRefusesAnotherCA(t *testing.T) {
@@ -209,7 +209,7 @@ func TestJoinRunningClusterAndRemove(t *testing.T) {
 			break
 		}
 	}
-	cfg := Config{ID: "s4", DataDir: t.TempDir(), ClusterAddr: freeAddr(t), Join: []string{via}, Logger: testLogger(t), RaftTimeout: 300 * time.Millisecond}
+	cfg := Config{ID: "s4", DataDir: t.TempDir(), ClusterAddr: freeAddr(t), Join: []string{via}, Insecure: true, Logger: testLogger(t), RaftTimeout: 300 * time.Millisecond}
 	joiner, err := Start(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -48,7 +48,8 @@ type testCluster struct {
 	cfgs  []Config
 }
 
-// startCluster starts n servers at the same instant with --bootstrap-expect n.
+// startCluster starts n servers at the same instant with --bootstrap-expect n,
+// in plain TCP unless mutate gives them TLS.
 func startCluster(t testing.TB, n int, mutate func(i int, c *Config)) *testCluster {
 	t.Helper()
 	tc := &testCluster{t: t, nodes: make([]*Node, n), cfgs: make([]Config, n)}
@@ -66,6 +67,9 @@ func startCluster(t testing.TB, n int, mutate func(i int, c *Config)) *testClust
 			BootstrapExpect: n,
 			Logger:          testLogger(t).With("server", i+1),
 			RaftTimeout:     300 * time.Millisecond,
+			// TLS is not what most of these tests are about; the ones it
+			// is about set Config.TLS, which takes precedence.
+			Insecure: true,
 		}
 		if mutate != nil {
 			mutate(i, &tc.cfgs[i])

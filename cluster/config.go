@@ -31,7 +31,10 @@ type Config struct {
 	Pool *pool.Config
 	// TLS, when set, is used for mutual TLS on the cluster address.
 	TLS *tls.Config
-	// Insecure allows plain TCP on non-loopback cluster addresses.
+	// Insecure runs plain TCP on the cluster address when TLS is nil.
+	// Without either, a server starting a new cluster alone makes a CA of
+	// its own in the data dir (autotls.go), and one that is to join others
+	// refuses to start.
 	Insecure bool
 
 	// RaftTimeout is the heartbeat and election timeout. The LAN default of
@@ -81,12 +84,8 @@ func (c *Config) setDefaults() error {
 	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
 		return fmt.Errorf("cluster address %q is a wildcard; give the address other servers reach this one at", c.ClusterAddr)
 	}
-	if c.TLS == nil && !c.Insecure {
-		for _, a := range append([]string{c.ClusterAddr}, c.Join...) {
-			if !isLoopback(a) {
-				return fmt.Errorf("cluster address %s is not loopback: give the TLS flags (ippool tls init makes the files) or --insecure to run without TLS", a)
-			}
-		}
+	if err := c.checkTLS(); err != nil {
+		return err
 	}
 	if c.RaftTimeout == 0 {
 		c.RaftTimeout = 500 * time.Millisecond
@@ -113,16 +112,4 @@ func (c *Config) setDefaults() error {
 		c.Metrics = nopMetrics{}
 	}
 	return nil
-}
-
-func isLoopback(hostport string) bool {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

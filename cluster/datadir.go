@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -54,6 +55,9 @@ const recordFile = "server.json"
 // record against the flags.
 func (n *Node) openDataDir() error {
 	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
+		return err
+	}
+	if err := restrictDataDir(n.cfg.DataDir); err != nil {
 		return err
 	}
 	lock, err := lockDataDir(n.cfg.DataDir)
@@ -120,12 +124,99 @@ func (n *Node) writeRecord(r record) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(n.cfg.DataDir, recordFile)
+	return replaceFile(filepath.Join(n.cfg.DataDir, recordFile), append(b, '\n'))
+}
+
+// replaceFile writes path through a synced temporary file and a rename, then
+// syncs the directory: after a crash path holds the old contents or the new,
+// never a torn or empty file (the record is this server's identity).
+func replaceFile(path string, data []byte) error {
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// createSynced writes a file that must not exist yet, owner-only, synced.
+func createSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+	}
+	return err
+}
+
+// syncDir makes a rename or a new file in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// restrictDataDir makes the data dir and everything in it owner-only (0700
+// directories, 0600 files), whatever it was made with: it holds the cluster
+// CA's key and every client's mappings, and a directory made by someone else
+// (systemd's StateDirectory makes 0755) or files from an older binary or a
+// library that creates them 0644 would be readable by every local user.
+// Files created later are kept owner-only by `ippool serve`'s umask.
+func restrictDataDir(dir string) error {
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		mode := fs.FileMode(0o600)
+		switch {
+		case d.IsDir():
+			mode = 0o700
+		case !d.Type().IsRegular():
+			// Symlinks and the like: chmod would follow a link out of the
+			// data dir.
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if info.Mode().Perm() == mode {
+			return nil
+		}
+		if err := os.Chmod(path, mode); err != nil {
+			return fmt.Errorf("making %s owner-only: %w", path, err)
+		}
+		return nil
+	})
 }
 
 // saveConfig keeps the record's copy of the pool in step with the state.

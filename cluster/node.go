@@ -79,6 +79,11 @@ func Start(cfg Config) (*Node, error) {
 	if err := n.openDataDir(); err != nil {
 		return nil, err
 	}
+	tlsMode, err := n.setupTLS()
+	if err != nil {
+		n.closeAll()
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", cfg.ClusterAddr)
 	if err != nil {
 		n.closeAll()
@@ -91,7 +96,7 @@ func Start(cfg Config) (*Node, error) {
 			ln.Close()
 		}
 	}()
-	n.mux = newMux(ln, cfg.TLS, func(msg string, args ...any) { n.log.Warn(msg, args...) })
+	n.mux = newMux(ln, n.cfg.TLS, func(msg string, args ...any) { n.log.Warn(msg, args...) })
 	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsUnspecified() {
 		n.mux.localAddr = &net.TCPAddr{IP: tcp.IP}
 	}
@@ -128,7 +133,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.serve(ln.Addr(), !hasState)
 	ok = true
-	n.log.Info("cluster server started", "id", cfg.ID, "cluster_addr", n.cfg.ClusterAddr, "tls", cfg.TLS != nil, "restarted", hasState)
+	n.log.Info("cluster server started", "id", cfg.ID, "cluster_addr", n.cfg.ClusterAddr, "tls", tlsMode, "restarted", hasState)
 	return n, nil
 }
 

@@ -142,7 +142,7 @@ func TestPeerInfoWithOtherOrUnparsablePoolStopsTheJoiningServer(t *testing.T) {
 		peer := fakePeer(t, info)
 		addr := freeAddr(t)
 		n, err := Start(Config{ID: "joiner", DataDir: t.TempDir(), ClusterAddr: addr, Join: []string{addr, peer},
-			BootstrapExpect: 2, Pool: &mine, Logger: testLogger(t)})
+			BootstrapExpect: 2, Pool: &mine, Insecure: true, Logger: testLogger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

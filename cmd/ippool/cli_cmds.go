@@ -385,7 +385,8 @@ func (c *PoolSetCmd) Run(cli *CLI) error {
 
 // TLSCmd groups the certificate verbs.
 type TLSCmd struct {
-	Init TLSInitCmd `cmd:"" help:"Create a cluster CA and server certificates."`
+	Init  TLSInitCmd  `cmd:"" help:"Create a cluster CA and server certificates."`
+	Issue TLSIssueCmd `cmd:"" help:"Issue a server certificate from an existing cluster CA, such as the one a first server made in its data dir."`
 }
 
 type TLSInitCmd struct {
@@ -395,7 +396,14 @@ type TLSInitCmd struct {
 }
 
 func (c *TLSInitCmd) Help() string {
-	return "Writes ca.pem, ca-key.pem and server-N.pem, server-N-key.pem; existing files are kept. Example:\n\n    ippool tls init --dir /etc/ippool/tls --servers 3\n    ippool serve --tls-ca /etc/ippool/tls/ca.pem --tls-cert /etc/ippool/tls/server-1.pem --tls-key /etc/ippool/tls/server-1-key.pem"
+	return `Writes DIR/ca/ca.pem and DIR/ca/ca-key.pem, the CA: keep it offline, it is needed only to issue
+more certificates (ippool tls issue --ca-dir DIR/ca). And one directory per server,
+DIR/server-N/{ca.pem,cert.pem,key.pem}: copy the whole server-N directory to server N.
+Existing files are never overwritten. Example:
+
+    ippool tls init --dir ippool-tls --servers 3
+    scp -r ippool-tls/server-1 10.0.0.1:/etc/ippool/tls
+    ippool serve --tls-ca /etc/ippool/tls/ca.pem --tls-cert /etc/ippool/tls/cert.pem --tls-key /etc/ippool/tls/key.pem ...`
 }
 
 func (c *TLSInitCmd) Run(cli *CLI) error {
@@ -406,13 +414,39 @@ func (c *TLSInitCmd) Run(cli *CLI) error {
 		return fmt.Errorf("--valid-for %v is not positive", c.ValidFor)
 	}
 	files, err := cluster.InitTLS(c.Dir, c.Servers, c.ValidFor)
-	if err != nil {
-		return err
-	}
 	for _, f := range files {
 		fmt.Fprintln(stdout, f)
 	}
-	return nil
+	return err
+}
+
+type TLSIssueCmd struct {
+	CADir    string        `name:"ca-dir" required:"" help:"The CA: a directory holding ca.pem and ca-key.pem (tls init's DIR/ca), or the data dir of a server that made its own CA."`
+	Out      string        `required:"" help:"Directory to write ca.pem, cert.pem and key.pem into; copy it to the new server."`
+	ValidFor time.Duration `help:"How long the certificate is valid (at most as long as the CA)." default:"8760h"`
+}
+
+func (c *TLSIssueCmd) Help() string {
+	return `A server started alone without TLS flags makes its own cluster CA in DATA-DIR/tls. To add a
+server, issue it a certificate from there (on the first server, which may keep running), copy the
+output directory to the new server and start it with the TLS flags. Existing files are never
+overwritten. Example:
+
+    ippool tls issue --ca-dir /var/lib/ippool --out s2-tls
+    scp -r s2-tls 10.0.0.2:/etc/ippool/tls
+    ippool serve --id s2 --cluster-addr 10.0.0.2:7481 --join 10.0.0.1:7481 \
+        --tls-ca /etc/ippool/tls/ca.pem --tls-cert /etc/ippool/tls/cert.pem --tls-key /etc/ippool/tls/key.pem`
+}
+
+func (c *TLSIssueCmd) Run(cli *CLI) error {
+	if c.ValidFor <= 0 {
+		return fmt.Errorf("--valid-for %v is not positive", c.ValidFor)
+	}
+	files, err := cluster.IssueTLS(c.CADir, c.Out, c.ValidFor)
+	for _, f := range files {
+		fmt.Fprintln(stdout, f)
+	}
+	return err
 }
 
 // VersionCmd prints what the binary was built from, for bug reports.

@@ -217,10 +217,17 @@ func TestZeroFlagServerCLIAndAPI(t *testing.T) {
 	}
 	tlsDir := filepath.Join(dir, "tls")
 	mustCLI(t, bin, "tls", "init", "--dir", tlsDir, "--servers", "2")
-	for _, f := range []string{"ca.pem", "server-1.pem", "server-2-key.pem"} {
+	for _, f := range []string{"ca/ca.pem", "ca/ca-key.pem", "server-1/ca.pem", "server-1/cert.pem", "server-2/key.pem"} {
 		if _, err := os.Stat(filepath.Join(tlsDir, f)); err != nil {
 			t.Fatalf("tls init did not write %s", f)
 		}
+	}
+	// The CA key stays in ca/, away from what is copied to the servers.
+	if m, _ := filepath.Glob(filepath.Join(tlsDir, "server-*", "ca-key.pem")); len(m) > 0 {
+		t.Fatalf("tls init put the CA key in a server's directory: %v", m)
+	}
+	if _, _, code := cli(t, bin, "tls", "init", "--dir", tlsDir, "--servers", "2"); code == 0 {
+		t.Fatal("tls init overwrote an existing CA")
 	}
 	var bench struct {
 		Overall struct {

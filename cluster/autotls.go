@@ -1,0 +1,124 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// The cluster port is never plain TCP unless the operator says so
+// (--insecure): loopback is no boundary against other local users. A server
+// given no TLS files that starts a new cluster alone makes its own CA in its
+// data dir and keeps using it; more servers join it with certificates issued
+// from that CA (`ippool tls issue --ca-dir DATA-DIR`).
+
+// autoTLSDir is the data dir's subdirectory holding the CA a server made
+// for itself, with that server's own certificate.
+const autoTLSDir = "tls"
+
+const (
+	autoCertFile = "server.pem"
+	autoKeyFile  = "server-key.pem"
+	// Nothing renews the automatic CA or its server's certificate, so they
+	// last as long as a server plausibly runs.
+	autoTLSValidFor = 10 * 365 * 24 * time.Hour
+)
+
+func autoTLSFiles(dataDir string) TLSFiles {
+	d := filepath.Join(dataDir, autoTLSDir)
+	return TLSFiles{CA: filepath.Join(d, caCertFile), Cert: filepath.Join(d, autoCertFile), Key: filepath.Join(d, autoKeyFile)}
+}
+
+func hasAutoTLS(dataDir string) bool {
+	_, err := os.Stat(filepath.Join(dataDir, autoTLSDir))
+	return err == nil
+}
+
+// joinsOthers reports whether the server is to form or join a cluster with
+// other servers, which a CA of its own cannot admit.
+func (c *Config) joinsOthers() bool {
+	if c.BootstrapExpect > 1 {
+		return true
+	}
+	for _, a := range c.Join {
+		if a != c.ClusterAddr {
+			return true
+		}
+	}
+	return false
+}
+
+// checkTLS refuses, before anything touches the data dir, a server that
+// would talk to others with neither TLS nor --insecure.
+func (c *Config) checkTLS() error {
+	if c.TLS != nil || c.Insecure || !c.joinsOthers() || hasAutoTLS(c.DataDir) {
+		return nil
+	}
+	return errors.New("this server is to join other servers (--join or --bootstrap-expect above 1), but the cluster port needs mutual TLS and no TLS files were given. " +
+		"Give it a certificate from the cluster's CA: on the first server run `ippool tls issue --ca-dir FIRST-SERVER-DATA-DIR --out DIR` " +
+		"(or make a CA and a certificate for every server beforehand with `ippool tls init --dir DIR --servers N`, which writes DIR/server-N), " +
+		"copy that directory here and start with --tls-ca DIR/ca.pem --tls-cert DIR/cert.pem --tls-key DIR/key.pem. " +
+		"Or give --insecure to run plain TCP between servers, which lets anyone who reaches the cluster port join, vote and write")
+}
+
+// setupTLS picks the cluster port's security once the data dir is locked:
+// the TLS files given, plain TCP with Insecure, else the data dir's own CA,
+// made the first time.
+func (n *Node) setupTLS() (string, error) {
+	switch {
+	case n.cfg.TLS != nil:
+		return "mutual TLS (given files)", nil
+	case n.cfg.Insecure:
+		return "off (insecure)", nil
+	}
+	if !hasAutoTLS(n.cfg.DataDir) {
+		if err := makeAutoTLS(n.cfg.DataDir, n.cfg.ID); err != nil {
+			return "", fmt.Errorf("making this server's cluster CA in %s: %w", filepath.Join(n.cfg.DataDir, autoTLSDir), err)
+		}
+		n.log.Info("made a cluster CA for this server; issue certificates for more servers with `ippool tls issue --ca-dir DATA-DIR`",
+			"dir", filepath.Join(n.cfg.DataDir, autoTLSDir))
+	}
+	conf, err := autoTLSFiles(n.cfg.DataDir).Load()
+	if err != nil {
+		return "", fmt.Errorf("this server's cluster CA in %s: %w", filepath.Join(n.cfg.DataDir, autoTLSDir), err)
+	}
+	n.cfg.TLS = conf
+	return "mutual TLS (data dir CA)", nil
+}
+
+// makeAutoTLS writes the CA and the server's certificate into a temporary
+// directory and renames it into place, so a crash leaves either no tls
+// directory or a whole one.
+func makeAutoTLS(dataDir, id string) error {
+	if old, err := filepath.Glob(filepath.Join(dataDir, ".tls-*")); err == nil {
+		for _, d := range old {
+			os.RemoveAll(d)
+		}
+	}
+	tmp, err := os.MkdirTemp(dataDir, ".tls-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	ca, caKey, err := newCA(autoTLSValidFor)
+	if err != nil {
+		return err
+	}
+	cert, key, err := ca.issue("ippool server "+id, autoTLSValidFor)
+	if err != nil {
+		return err
+	}
+	if _, err := writeNewFiles([]newFile{{filepath.Join(tmp, caCertFile), ca.certPEM}, {filepath.Join(tmp, caKeyFile), caKey},
+		{filepath.Join(tmp, autoCertFile), cert}, {filepath.Join(tmp, autoKeyFile), key}}); err != nil {
+		return err
+	}
+	if err := syncDir(tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dataDir, autoTLSDir)); err != nil {
+		return err
+	}
+	return syncDir(dataDir)
+}
