@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ippool/ippool/cluster"
 	"github.com/ippool/ippool/wire"
 )
 
@@ -64,7 +65,10 @@ type Server struct {
 	HTTPAddr    string
 	ClusterAddr string
 	DataDir     string
-	Args        []string
+	// TLSDir holds the server's ca.pem, cert.pem and key.pem; empty with
+	// Options.Insecure.
+	TLSDir string
+	Args   []string
 
 	t       testing.TB
 	bin     string
@@ -72,6 +76,8 @@ type Server struct {
 	cmd     *exec.Cmd
 	logPath string
 	exited  chan struct{}
+	// token is sent by Status and Do (SetToken).
+	token string
 }
 
 // Options shape a cluster.
@@ -80,9 +86,14 @@ type Options struct {
 	Args []string
 	// FirstIP is the last octet of the first server's 127.0.0.x address.
 	FirstIP int
+	// Insecure runs the servers in plain TCP between each other
+	// (--insecure) instead of mutual TLS with certificates made for the
+	// cluster.
+	Insecure bool
 }
 
-// Cluster is a set of servers started with --bootstrap-expect.
+// Cluster is a set of servers started with --bootstrap-expect, with mutual
+// TLS between them unless Options.Insecure.
 type Cluster struct {
 	t       testing.TB
 	Servers []*Server
@@ -120,9 +131,26 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 		clusterAddrs = append(clusterAddrs, s.ClusterAddr)
 		c.Servers = append(c.Servers, s)
 	}
+	if !opts.Insecure {
+		// One CA per cluster, made the way an operator would (ippool tls
+		// init), so every server runs mutual TLS on the cluster port.
+		tlsRoot := filepath.Join(root, "tls")
+		if _, err := cluster.InitTLS(tlsRoot, n, 24*time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		for i, s := range c.Servers {
+			s.TLSDir = filepath.Join(tlsRoot, fmt.Sprintf("server-%d", i+1))
+		}
+	}
 	for _, s := range c.Servers {
 		s.Args = append([]string{"serve", "--id", s.ID, "--data-dir", s.DataDir, "--http-addr", s.HTTPAddr,
 			"--cluster-addr", s.ClusterAddr, "--log-level", "debug"}, opts.Args...)
+		if s.TLSDir != "" {
+			f := cluster.ServerTLSFiles(s.TLSDir)
+			s.Args = append(s.Args, "--tls-ca", f.CA, "--tls-cert", f.Cert, "--tls-key", f.Key)
+		} else {
+			s.Args = append(s.Args, "--insecure")
+		}
 		if n > 1 {
 			s.Args = append(s.Args, "--join", strings.Join(clusterAddrs, ","), "--bootstrap-expect", fmt.Sprint(n))
 		}
@@ -250,6 +278,24 @@ func (s *Server) Log() string {
 // URL returns the base URL of the HTTP API.
 func (s *Server) URL() string { return "http://" + s.HTTPAddr }
 
+// SetToken makes every server's Status and Do send the ACL token.
+func (c *Cluster) SetToken(token string) {
+	for _, s := range c.Servers {
+		s.mu.Lock()
+		s.token = token
+		s.mu.Unlock()
+	}
+}
+
+func (s *Server) authorize(req *http.Request) {
+	s.mu.Lock()
+	token := s.token
+	s.mu.Unlock()
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+}
+
 // StopAll kills every process still running, and on failure prints their logs.
 func (c *Cluster) StopAll() {
 	for _, s := range c.Servers {
@@ -277,7 +323,9 @@ var httpClient = &http.Client{Timeout: 3 * time.Second}
 // Status asks one server for its view.
 func (s *Server) Status() (Status, error) {
 	var st Status
-	resp, err := httpClient.Get(s.URL() + "/v1/cluster")
+	req, _ := http.NewRequest(http.MethodGet, s.URL()+"/v1/cluster", nil)
+	s.authorize(req)
+	resp, err := httpClient.Do(req)
 	if err != nil {
 		return st, err
 	}
@@ -360,6 +408,7 @@ func (s *Server) Do(ctx context.Context, method, path string, body []byte) (int,
 	if err != nil {
 		return 0, nil, err
 	}
+	s.authorize(req)
 	resp, err := httpClient.Do(req)
 	if err != nil {
 		return 0, nil, err
