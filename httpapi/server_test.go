@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -37,6 +38,12 @@ func startService(t *testing.T) *service.Service {
 // same bytes, and reads the answer.
 func rawRequest(t *testing.T, addr, method, target string, body []byte) (*http.Response, []byte) {
 	t.Helper()
+	return rawRequestHost(t, addr, "test", method, target, body)
+}
+
+// rawRequestHost is rawRequest with the given Host header.
+func rawRequestHost(t *testing.T, addr, host, method, target string, body []byte) (*http.Response, []byte) {
+	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +51,7 @@ func rawRequest(t *testing.T, addr, method, target string, body []byte) (*http.R
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	var req bytes.Buffer
-	req.WriteString(method + " " + target + " HTTP/1.1\r\nHost: test\r\nConnection: close\r\n")
+	req.WriteString(method + " " + target + " HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n")
 	if body != nil || method == "POST" || method == "PUT" {
 		req.WriteString("Content-Length: " + strconv.Itoa(len(body)) + "\r\n")
 	}
@@ -143,16 +150,127 @@ func TestServerAnswersAsTheNetHTTPHandler(t *testing.T) {
 	}
 }
 
+// With LoopbackHostsOnly, both stacks refuse a request naming a host other
+// than loopback, the fast path's included, before anything runs, and
+// answer alike; loopback names and addresses pass.
+func TestServerRefusesNonLoopbackHosts(t *testing.T) {
+	svc := startService(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	reg := prometheus.NewRegistry()
+	opts := Options{LoopbackHostsOnly: true}
+	reference := httptest.NewServer(Handler(svc, reg, log, opts))
+	defer reference.Close()
+	fast := NewServer(svc, reg, log, opts)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go fast.Serve(ln)
+	defer fast.Shutdown()
+
+	const bad = "attacker.example"
+	big := bytes.Repeat([]byte("x"), MaxBody+1)
+	cases := []struct {
+		host, method, target string
+		body                 []byte
+		status               int
+		statusOnly           bool
+	}{
+		{host: bad, method: "POST", target: "/v1/clients/n1/domains/rebound.example", status: 403},
+		{host: bad + ":7480", method: "GET", target: "/v1/clients/n1/ips/10.0.0.0", status: 403},
+		{host: "Attacker.Example", method: "GET", target: "/v1/clients/n1", status: 403},
+		{host: bad, method: "DELETE", target: "/v1/clients/n1", status: 403},
+		{host: bad, method: "GET", target: "/v1/cluster", status: 403},
+		{host: bad, method: "GET", target: "/v1/pool", status: 403},
+		{host: bad, method: "GET", target: "/metrics", status: 403},
+		{host: bad, method: "GET", target: "/healthz", status: 403},
+		{host: bad, method: "GET", target: "/readyz", status: 403},
+		{host: bad, method: "GET", target: "/v1/nothing", status: 403},
+		{host: bad, method: "POST", target: "/v1/clients/n1/domains/rebound.example", body: big, status: 403},
+		// (An empty Host is refused too: by fasthttp itself with a 400,
+		// by net/http with this 403.)
+		{host: "0.0.0.0:7480", method: "GET", target: "/healthz", status: 403},
+		{host: "192.168.1.10", method: "GET", target: "/healthz", status: 403},
+		{host: "[::]:7480", method: "GET", target: "/healthz", status: 403},
+		{host: "localhost.attacker.example", method: "GET", target: "/healthz", status: 403},
+		{host: "127.0.0.1.attacker.example", method: "GET", target: "/healthz", status: 403},
+		// An absolute target names the host too; it is the one checked.
+		{host: "127.0.0.1", method: "GET", target: "http://attacker.example/healthz", status: 403},
+		// A target net/http cannot parse is refused first, as it is
+		// without the check.
+		{host: bad, method: "GET", target: "/v1/clients/n1/ips/a%zz", status: 400, statusOnly: true},
+
+		{host: "localhost", method: "GET", target: "/healthz", status: 200},
+		{host: "LOCALHOST:7480", method: "GET", target: "/healthz", status: 200},
+		{host: "localhost.", method: "GET", target: "/healthz", status: 200},
+		{host: "app.localhost:7480", method: "GET", target: "/healthz", status: 200},
+		{host: "127.0.0.1:7480", method: "GET", target: "/healthz", status: 200},
+		{host: "127.8.9.10", method: "GET", target: "/healthz", status: 200},
+		{host: "[::1]:7480", method: "GET", target: "/healthz", status: 200},
+		{host: "[::1]", method: "GET", target: "/healthz", status: 200},
+		{host: "127.0.0.1:7480", method: "POST", target: "/v1/clients/n1/domains/example.com", status: 200},
+		{host: "localhost", method: "GET", target: "/v1/clients/n1/ips/10.0.0.0", status: 200},
+	}
+	for _, c := range cases {
+		name := fmt.Sprintf("Host %q: %s %s", c.host, c.method, c.target)
+		want, wantBody := rawRequestHost(t, reference.Listener.Addr().String(), c.host, c.method, c.target, c.body)
+		got, gotBody := rawRequestHost(t, ln.Addr().String(), c.host, c.method, c.target, c.body)
+		if want.StatusCode != c.status {
+			t.Errorf("%s: net/http answered %d, want %d (%s)", name, want.StatusCode, c.status, wantBody)
+		}
+		if got.StatusCode != want.StatusCode {
+			t.Errorf("%s: status %d, net/http %d (%s)", name, got.StatusCode, want.StatusCode, gotBody)
+			continue
+		}
+		if c.statusOnly {
+			continue
+		}
+		if got.Header.Get("Content-Type") != want.Header.Get("Content-Type") || !bytes.Equal(gotBody, wantBody) {
+			t.Errorf("%s: %s\n%s\nnet/http: %s\n%s", name, got.Header.Get("Content-Type"), gotBody, want.Header.Get("Content-Type"), wantBody)
+		}
+		if c.status == http.StatusForbidden {
+			var e struct{ Error, Code string }
+			if err := json.Unmarshal(gotBody, &e); err != nil || e.Code != "bad_host" ||
+				!strings.Contains(e.Error, "not a loopback name") || !strings.Contains(e.Error, "--http-addr") {
+				t.Errorf("%s: body %s, want a bad_host error naming --http-addr", name, gotBody)
+			}
+		}
+	}
+	if _, ok := svc.Get("n1", "rebound.example"); ok {
+		t.Error("a request with a rebound Host allocated")
+	}
+	if _, ok := svc.Get("n1", "example.com"); !ok {
+		t.Error("a request with a loopback Host did not allocate")
+	}
+}
+
 // What net/http would take but ippool refuses: a request line and headers
 // over 16 KiB, and a chunked body over the limit. Each gets its JSON error,
-// readable before the connection closes.
+// readable before the connection closes, over HTTPS too (where the half
+// close lingerClose makes is TLS's close_notify).
 func TestServerRefusesOversizedHeadersAndChunkedBodies(t *testing.T) {
+	for _, https := range []bool{false, true} {
+		name := "HTTP"
+		if https {
+			name = "HTTPS"
+		}
+		t.Run(name, func(t *testing.T) { testRefusesOversized(t, https) })
+	}
+}
+
+func testRefusesOversized(t *testing.T, https bool) {
 	svc := startService(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := NewServer(svc, prometheus.NewRegistry(), log, Options{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	dial := func() (net.Conn, error) { return net.Dial("tcp", ln.Addr().String()) }
+	if https {
+		serverTLS, clientTLS := testTLS(t)
+		ln = tls.NewListener(ln, serverTLS.Config())
+		dial = func() (net.Conn, error) { return tls.Dial("tcp", ln.Addr().String(), clientTLS) }
 	}
 	go srv.Serve(ln)
 	defer srv.Shutdown()
@@ -164,6 +282,7 @@ func TestServerRefusesOversizedHeadersAndChunkedBodies(t *testing.T) {
 		fmt.Fprintf(&chunked, "%x\r\n%s\r\n", len(chunk), chunk)
 	}
 	chunked.WriteString("0\r\n\r\n")
+	declared := append([]byte("POST /v1/clients/n1/domains/a.example HTTP/1.1\r\nHost: test\r\nContent-Length: 131072\r\n\r\n"), bytes.Repeat([]byte("x"), 128<<10)...)
 	for _, c := range []struct {
 		name   string
 		req    []byte
@@ -172,8 +291,9 @@ func TestServerRefusesOversizedHeadersAndChunkedBodies(t *testing.T) {
 	}{
 		{"20 KiB header", []byte("GET /healthz HTTP/1.1\r\nHost: test\r\nX-Big: " + strings.Repeat("a", 20<<10) + "\r\n\r\n"), http.StatusRequestHeaderFieldsTooLarge, "bad_request"},
 		{"128 KiB chunked body", chunked.Bytes(), http.StatusRequestEntityTooLarge, "body_too_large"},
+		{"128 KiB declared body", declared, http.StatusRequestEntityTooLarge, "body_too_large"},
 	} {
-		conn, err := net.Dial("tcp", ln.Addr().String())
+		conn, err := dial()
 		if err != nil {
 			t.Fatal(err)
 		}
