@@ -343,6 +343,10 @@ func (c *BenchCmd) Run(cli *CLI) error {
 		rand.Read(b[:])
 		prefix = "r" + hex.EncodeToString(b[:])
 	}
+	tlsCfg, err := cli.httpsConfig()
+	if err != nil {
+		return err
+	}
 	conns := make([]*benchConn, c.Concurrency)
 	for i := range conns {
 		// Workers are spread round robin over the servers; each stays on
@@ -350,6 +354,7 @@ func (c *BenchCmd) Run(cli *CLI) error {
 		if conns[i], err = newBenchConn(cli.Addr, i, cli.Timeout); err != nil {
 			return err
 		}
+		conns[i].tls = tlsCfg
 	}
 	r := &run{cmd: c, mix: m, prefix: prefix, ips: make([]atomic.Uint32, c.Clients*c.Domains)}
 

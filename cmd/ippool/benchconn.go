@@ -30,6 +30,10 @@ type benchConn struct {
 	c       net.Conn
 	br      *bufio.Reader
 	req     []byte
+
+	// tls is the CLI's HTTPS configuration (--ca-cert ...), nil for the
+	// system's roots.
+	tls *tls.Config
 }
 
 func newBenchConn(addrs []string, first int, timeout time.Duration) (*benchConn, error) {
@@ -64,7 +68,12 @@ func (b *benchConn) dial() error {
 		var c net.Conn
 		c, err = net.DialTimeout("tcp", u.Host, b.timeout)
 		if err == nil && u.Scheme == "https" {
-			tc := tls.Client(c, &tls.Config{ServerName: u.Hostname()})
+			cfg := &tls.Config{}
+			if b.tls != nil {
+				cfg = b.tls.Clone()
+			}
+			cfg.ServerName = u.Hostname()
+			tc := tls.Client(c, cfg)
 			tc.SetDeadline(time.Now().Add(b.timeout))
 			if err = tc.Handshake(); err != nil {
 				c.Close()
