@@ -92,13 +92,15 @@ type Harness struct {
 	history []porcupine.Operation
 	errs    []string
 	// gate: workers hold it shared for each op; Quiesce takes it exclusive.
-	gate    sync.RWMutex
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	paused  map[*testcluster.Server]bool
-	broken  map[*testcluster.Server]string // refused to start after corruption
-	Steps   []string                       // what was injected, for the log
-	Unavail []time.Duration                // write unavailability after each heal
+	gate   sync.RWMutex
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	paused map[*testcluster.Server]bool
+	broken map[*testcluster.Server]string // refused to start after corruption
+	// token is the admin token Boot bootstrapped; every request sends it.
+	token   string
+	Steps   []string        // what was injected, for the log
+	Unavail []time.Duration // write unavailability after each heal
 }
 
 // New starts the cluster of a scenario (not the workers).
@@ -154,7 +156,7 @@ func (h *Harness) Boot() {
 	for _, s := range h.C.Servers {
 		s.Start()
 	}
-	h.C.WaitReady(30 * time.Second)
+	h.bootstrapACL(h.C.WaitReady(30 * time.Second))
 	for _, addr := range h.dnsAddr {
 		testcluster.WaitDNS(h.T, addr, 10*time.Second)
 	}
@@ -377,6 +379,33 @@ func extendedError(r *dns.Msg) string {
 	return strings.Join(out, "; ")
 }
 
+// bootstrapACL turns access control on, as a production cluster runs: every
+// request of the workers and checks carries the admin token from then on.
+func (h *Harness) bootstrapACL(leader *testcluster.Server) {
+	h.T.Helper()
+	var tok wire.Token
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		status, body, err := h.request(leader, http.MethodPost, "/v1/acl/bootstrap")
+		if err == nil && status == 200 && json.Unmarshal(body, &tok) == nil && tok.Secret != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			h.T.Fatalf("bootstrapping ACLs on %s: %d %s %v", leader.ID, status, body, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	h.token = tok.Secret
+	h.C.SetToken(tok.Secret)
+}
+
+// Authorize adds the harness's token to a request.
+func (h *Harness) Authorize(req *http.Request) {
+	if h.token != "" {
+		req.Header.Set("Authorization", "Bearer "+h.token)
+	}
+}
+
 func (h *Harness) request(s *testcluster.Server, method, path string) (int, []byte, error) {
 	return h.requestWithin(s, method, path, 5*time.Second)
 }
@@ -388,6 +417,7 @@ func (h *Harness) requestWithin(s *testcluster.Server, method, path string, time
 	if err != nil {
 		return 0, nil, err
 	}
+	h.Authorize(req)
 	resp, err := h.http.Do(req)
 	if err != nil {
 		return 0, nil, err
