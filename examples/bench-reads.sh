@@ -22,9 +22,12 @@ fi
 go build -o "$work/upstream" ./examples/demo-upstream
 "$work/upstream" 127.0.0.1:7599 & pids+=($!)
 join=127.0.0.61:7591,127.0.0.62:7591,127.0.0.63:7591
+"$BIN" tls init --dir "$work/tls" --servers 3 >/dev/null
 for i in 1 2 3; do
 	ip=127.0.0.6$i
+	tls=$work/tls/server-$i
 	"$BIN" serve --id "s$i" --data-dir "$work/s$i" --http-addr "$ip:7590" --cluster-addr "$ip:7591" --join "$join" \
+		--tls-ca "$tls/ca.pem" --tls-cert "$tls/cert.pem" --tls-key "$tls/key.pem" \
 		--bootstrap-expect 3 --pool 100.64.0.0/16 --dns-addr "$ip:7592" --dns-domains bench.test \
 		--dns-upstream 127.0.0.1:7599 --dns-rate-limit 0 --log-level error "$@" >"$work/s$i.log" 2>&1 &
 	pids+=($!)

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # A 3-server ippool cluster on this machine, for trying failover by hand.
 #
-#   examples/cluster.sh start        # build ippool, start s1..s3, wait for a leader
+#   examples/cluster.sh start        # build ippool, make certificates once, start s1..s3, wait for a leader
 #   examples/cluster.sh status       # ippool cluster status
 #   examples/cluster.sh kill-leader  # SIGKILL the leader; writes continue on the others
 #   examples/cluster.sh restart [ID] # restart a stopped server (default: every stopped one)
 #   examples/cluster.sh stop         # SIGTERM every server, SIGKILL any still up after 10s
 #
 # Servers listen for HTTP on 127.0.0.1:7480, 7482, 7484 and for each other on
-# 7481, 7483, 7485; server sI keeps its state in ./cluster-data/sI and its log
-# in ./cluster-data/sI.log.
+# 7481, 7483, 7485, over mutual TLS with a CA made by `ippool tls init` in
+# ./cluster-data/tls (the CA key in tls/ca, server sI's files in
+# tls/server-I); server sI keeps its state in ./cluster-data/sI and its log in
+# ./cluster-data/sI.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-cluster-data}
@@ -41,8 +43,10 @@ start_one() {
 		echo "$id is already running (pid $pid)"
 		return 0
 	fi
+	local tls="$DATA/tls/server-$i"
 	"$BIN" serve --id "$id" --data-dir "$DATA/$id" --http-addr "${HTTP[$idx]}" \
-		--cluster-addr "${CLUSTER[$idx]}" --join "$JOIN" --bootstrap-expect 3 $EXTRA \
+		--cluster-addr "${CLUSTER[$idx]}" --join "$JOIN" --bootstrap-expect 3 \
+		--tls-ca "$tls/ca.pem" --tls-cert "$tls/cert.pem" --tls-key "$tls/key.pem" $EXTRA \
 		>>"$DATA/$id.log" 2>&1 &
 	echo $! >"$DATA/$id.pid"
 	echo "started $id (pid $!) http=${HTTP[$idx]} cluster=${CLUSTER[$idx]}"
@@ -68,6 +72,8 @@ case "${1:-}" in
 start)
 	mkdir -p "$DATA"
 	go build -o "$BIN" ./cmd/ippool
+	# The cluster port is never plain TCP without --insecure, loopback too.
+	[ -e "$DATA/tls/ca/ca.pem" ] || "$BIN" tls init --dir "$DATA/tls" --servers 3 >/dev/null
 	for i in 1 2 3; do start_one "$i"; done
 	wait_ready
 	echo
@@ -114,7 +120,7 @@ stop)
 	echo stopped
 	;;
 *)
-	sed -n '2,12p' "$0"
+	sed -n '2,14p' "$0"
 	exit 2
 	;;
 esac
