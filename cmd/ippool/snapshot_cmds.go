@@ -24,8 +24,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ippool/ippool/acl"
 	"github.com/ippool/ippool/cluster"
-	"github.com/ippool/ippool/pool"
 )
 
 const backupMagic = "ippool-backup "
@@ -239,8 +239,10 @@ type inspectResult struct {
 	Clients  int        `json:"clients"`
 	Mappings int        `json:"mappings"`
 	Domains  int        `json:"domains"`
-	Size     int64      `json:"size_bytes"`
-	SHA256   string     `json:"sha256"`
+	// Tokens counts ACL tokens; nil when the snapshot has no ACL section.
+	Tokens *int   `json:"tokens,omitempty"`
+	Size   int64  `json:"size_bytes"`
+	SHA256 string `json:"sha256"`
 }
 
 func (c *SnapshotInspectCmd) Run(cli *CLI) error {
@@ -275,6 +277,9 @@ func (c *SnapshotInspectCmd) Run(cli *CLI) error {
 	tw.row("clients", fmt.Sprint(res.Clients))
 	tw.row("mappings", fmt.Sprint(res.Mappings))
 	tw.row("domains", fmt.Sprint(res.Domains))
+	if res.Tokens != nil {
+		tw.row("tokens", fmt.Sprint(*res.Tokens))
+	}
 	tw.row("size", fmt.Sprintf("%d bytes", res.Size))
 	tw.row("sha256", res.SHA256)
 	return tw.err
@@ -290,7 +295,7 @@ func inspect(r io.Reader) (*inspectResult, error) {
 	}
 	sum := sha256.New()
 	cnt := &countWriter{}
-	st, err := pool.ReadSnapshot(io.TeeReader(br, io.MultiWriter(sum, cnt)))
+	st, tokens, err := acl.ReadSnapshot(io.TeeReader(br, io.MultiWriter(sum, cnt)))
 	if err != nil {
 		return nil, err
 	}
@@ -304,6 +309,10 @@ func inspect(r io.Reader) (*inspectResult, error) {
 		res.Pool, res.Exclude, res.Lifetime = cfg.PoolString(), cfg.ExcludeString(), cfg.Lifetime.String()
 	}
 	res.Clients, res.Mappings, res.Domains = st.Counts()
+	if tokens.Bootstrapped() {
+		n := len(tokens.Tokens())
+		res.Tokens = &n
+	}
 	return res, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ippool/ippool/acl"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -123,5 +124,30 @@ func TestInspectRefusesCorruption(t *testing.T) {
 		if _, err := inspect(bytes.NewReader(file)); !errors.Is(err, pool.ErrBadSnapshot) {
 			t.Errorf("%s: err = %v, want bad_snapshot", name, err)
 		}
+	}
+}
+
+func TestInspectCountsTokens(t *testing.T) {
+	var tokens *acl.State
+	_, root, err := acl.NewToken(acl.RoleAdmin, "root", time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tokens, err = tokens.Apply(acl.Command{Op: acl.OpBootstrap, Token: &root}); err != nil {
+		t.Fatal(err)
+	}
+	var section bytes.Buffer
+	if err := acl.WriteSection(&section, tokens); err != nil {
+		t.Fatal(err)
+	}
+	res, err := inspect(bytes.NewReader(append(section.Bytes(), testSnapshot(t)...)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Tokens == nil || *res.Tokens != 1 || res.Mappings != 3 {
+		t.Fatalf("%+v", res)
+	}
+	if res, _ := inspect(bytes.NewReader(testSnapshot(t))); res.Tokens != nil {
+		t.Fatalf("a snapshot without ACLs shows tokens: %+v", res)
 	}
 }
