@@ -66,7 +66,7 @@ type Server struct {
 	ClusterAddr string
 	DataDir     string
 	// TLSDir holds the server's ca.pem, cert.pem and key.pem; empty with
-	// Options.Insecure.
+	// Options.Insecure or NoTLSFlags.
 	TLSDir string
 	Args   []string
 
@@ -90,10 +90,14 @@ type Options struct {
 	// (--insecure) instead of mutual TLS with certificates made for the
 	// cluster.
 	Insecure bool
+	// NoTLSFlags gives the servers neither certificates nor --insecure, as
+	// an operator starting one without flags: a lone server makes its own
+	// CA in its data dir, and one that is to join others refuses to start.
+	NoTLSFlags bool
 }
 
 // Cluster is a set of servers started with --bootstrap-expect, with mutual
-// TLS between them unless Options.Insecure.
+// TLS between them unless Options.Insecure or NoTLSFlags.
 type Cluster struct {
 	t       testing.TB
 	Servers []*Server
@@ -131,7 +135,7 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 		clusterAddrs = append(clusterAddrs, s.ClusterAddr)
 		c.Servers = append(c.Servers, s)
 	}
-	if !opts.Insecure {
+	if !opts.Insecure && !opts.NoTLSFlags {
 		// One CA per cluster, made the way an operator would (ippool tls
 		// init), so every server runs mutual TLS on the cluster port.
 		tlsRoot := filepath.Join(root, "tls")
@@ -148,7 +152,7 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 		if s.TLSDir != "" {
 			f := cluster.ServerTLSFiles(s.TLSDir)
 			s.Args = append(s.Args, "--tls-ca", f.CA, "--tls-cert", f.Cert, "--tls-key", f.Key)
-		} else {
+		} else if opts.Insecure {
 			s.Args = append(s.Args, "--insecure")
 		}
 		if n > 1 {
