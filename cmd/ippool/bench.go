@@ -355,6 +355,7 @@ func (c *BenchCmd) Run(cli *CLI) error {
 			return err
 		}
 		conns[i].tls = tlsCfg
+		conns[i].token = cli.Token
 	}
 	r := &run{cmd: c, mix: m, prefix: prefix, ips: make([]atomic.Uint32, c.Clients*c.Domains)}
 

@@ -34,6 +34,8 @@ type benchConn struct {
 	// tls is the CLI's HTTPS configuration (--ca-cert ...), nil for the
 	// system's roots.
 	tls *tls.Config
+	// token is the CLI's --token, sent on every request.
+	token string
 }
 
 func newBenchConn(addrs []string, first int, timeout time.Duration) (*benchConn, error) {
@@ -112,7 +114,13 @@ func (b *benchConn) do(method, path string) (benchAnswer, string) {
 		b.req = append(b.req, path...)
 		b.req = append(b.req, " HTTP/1.1\r\nHost: "...)
 		b.req = append(b.req, b.bases[b.cur].Host...)
-		b.req = append(b.req, "\r\nUser-Agent: ippool-bench\r\nContent-Length: 0\r\n\r\n"...)
+		b.req = append(b.req, "\r\nUser-Agent: ippool-bench\r\n"...)
+		if b.token != "" {
+			b.req = append(b.req, "Authorization: Bearer "...)
+			b.req = append(b.req, b.token...)
+			b.req = append(b.req, "\r\n"...)
+		}
+		b.req = append(b.req, "Content-Length: 0\r\n\r\n"...)
 		b.c.SetDeadline(time.Now().Add(b.timeout))
 		resp, err := b.exchange()
 		if err != nil {
