@@ -93,7 +93,7 @@ func newToken(t *testing.T, s *testcluster.Server, admin, role string) wire.Toke
 // valid token, 403 with a role below the endpoint's, anything but those with
 // a role at or above it. Tokens are made on one server and used on all.
 func TestEveryEndpointEnforcesItsRole(t *testing.T) {
-	c := testcluster.Start(t, 3, testcluster.Options{FirstIP: 91, Args: []string{"--pprof", "--insecure"}})
+	c := testcluster.Start(t, 3, testcluster.Options{FirstIP: 91, Args: []string{"--pprof"}})
 	s1 := c.Servers[0]
 
 	status, body := call(t, s1, "", "POST", "/v1/acl/bootstrap", "")
