@@ -395,6 +395,11 @@ func (c *Client) do(ctx context.Context, method, p string, b body) (*http.Respon
 	// answered is the last error a server answered with: when the context
 	// ends during a retry, it says more than "deadline exceeded" does.
 	var answered error
+	// tlsFailed counts the last attempts in a row that failed the TLS
+	// handshake: a certificate refused, one way or the other, is refused
+	// again, so a whole round of them ends the call at once with that
+	// error rather than with a timeout.
+	tlsFailed := 0
 	for attempt := 0; ; attempt++ {
 		i := (start + attempt) % n
 		resp, retry, err := c.once(ctx, c.bases[i], method, p, b)
@@ -408,7 +413,11 @@ func (c *Client) do(ctx context.Context, method, p string, b body) (*http.Respon
 		if _, ok := errors.AsType[*APIError](err); ok {
 			answered = err
 		}
-		if !retry || ctx.Err() != nil || (!giveUp.IsZero() && time.Now().After(giveUp)) {
+		tlsFailed++
+		if !isTLSError(err) {
+			tlsFailed = 0
+		}
+		if !retry || tlsFailed == n || ctx.Err() != nil || (!giveUp.IsZero() && time.Now().After(giveUp)) {
 			return nil, err
 		}
 		// After every server has failed once, wait before the next round:
@@ -518,6 +527,14 @@ type connError struct {
 
 func (e *connError) Error() string { return "server " + e.base + " did not answer: " + e.err.Error() }
 func (e *connError) Unwrap() error { return e.err }
+
+// isTLSError reports whether err is a TLS handshake refused by this client
+// (the server's certificate) or by the server (this client's, or its
+// absence).
+func isTLSError(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, new(*tls.CertificateVerificationError)) || (errors.As(err, &oe) && oe.Op == "remote error")
+}
 
 // isConnError reports whether err means no answer came back from a server.
 func isConnError(err error) bool {

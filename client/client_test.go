@@ -3,6 +3,8 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
@@ -303,6 +305,49 @@ func TestRetriesUntilDeadline(t *testing.T) {
 	}
 	if n.Load() < 2 {
 		t.Fatalf("tried %d times, want a retry", n.Load())
+	}
+}
+
+// A refused TLS handshake fails over like a dead server, but a whole round
+// of them ends the call with the TLS error at once: waiting for the
+// deadline would only hide what is wrong.
+func TestTLSRefusalFailsOverThenStops(t *testing.T) {
+	h := fake(t).Config.Handler
+	ok := httptest.NewTLSServer(h)
+	defer ok.Close()
+	wantsCert := httptest.NewUnstartedServer(h)
+	wantsCert.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
+	wantsCert.StartTLS()
+	defer wantsCert.Close()
+	trust := x509.NewCertPool()
+	trust.AddCert(ok.Certificate())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	for _, c := range []struct {
+		name  string
+		addrs []string
+		trust *x509.CertPool
+		want  string
+	}{
+		{"an untrusted certificate", []string{ok.URL, ok.URL}, nil, "certificate signed by unknown authority"},
+		{"no client certificate", []string{wantsCert.URL, wantsCert.URL}, trust, "certificate required"},
+		{"one server refusing, one answering", []string{wantsCert.URL, ok.URL}, trust, ""},
+	} {
+		cl, err := NewWithOptions(c.addrs, Options{TLS: &tls.Config{RootCAs: c.trust}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_, err = cl.Alloc(ctx, "node1", "example.com")
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: %v", c.name, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: %v, want an error saying %q", c.name, err, c.want)
+		case time.Since(start) > 5*time.Second:
+			t.Errorf("%s: took %v", c.name, time.Since(start))
+		}
 	}
 }
 
