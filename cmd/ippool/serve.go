@@ -35,7 +35,7 @@ type ServeCmd struct {
 	Pool              string        `help:"Addresses to hand out: comma-separated IPv4 prefixes, FIRST-LAST ranges or addresses (default: the cluster's, or 198.18.0.0/15 for a new one)." env:"IPPOOL_POOL"`
 	Exclude           string        `help:"Addresses never handed out, same syntax as --pool." env:"IPPOOL_EXCLUDE"`
 	Lifetime          time.Duration `help:"How long a mapping may sit unused before its address may be reused (default 48h)." env:"IPPOOL_LIFETIME"`
-	HTTPAddr          string        `help:"Address of the HTTP API, metrics and health." default:"127.0.0.1:7480" env:"IPPOOL_HTTP_ADDR"`
+	HTTPAddr          string        `help:"Address of the HTTP API, metrics and health. One that is not loopback needs --acl and HTTPS (or --insecure); on loopback, requests naming another host are refused (DNS rebinding)." default:"127.0.0.1:7480" env:"IPPOOL_HTTP_ADDR"`
 	DNSAddr           string        `help:"Address of the DNS server (UDP and TCP); empty: no DNS." env:"IPPOOL_DNS_ADDR"`
 	ClusterAddr       string        `help:"Address for all server-to-server traffic; other servers dial it." default:"127.0.0.1:7481" env:"IPPOOL_CLUSTER_ADDR"`
 	Join              []string      `help:"Cluster addresses of other servers to join or to bootstrap with." env:"IPPOOL_JOIN" sep:","`
@@ -43,7 +43,7 @@ type ServeCmd struct {
 	TLSCA             string        `name:"tls-ca" help:"Cluster CA certificate (PEM); with --tls-cert and --tls-key turns on mutual TLS between servers." env:"IPPOOL_TLS_CA"`
 	TLSCert           string        `name:"tls-cert" help:"This server's certificate (PEM), signed by the cluster CA." env:"IPPOOL_TLS_CERT"`
 	TLSKey            string        `name:"tls-key" help:"This server's private key (PEM)." env:"IPPOOL_TLS_KEY"`
-	Insecure          bool          `help:"Run plain TCP between servers, without TLS: anyone who reaches the cluster address can then join, vote and write. Without it and without the TLS flags, a server starting a new cluster alone makes its own CA in DATA-DIR/tls, and one given --join or --bootstrap-expect refuses to start." env:"IPPOOL_INSECURE"`
+	Insecure          bool          `help:"Allow plain text where no TLS is configured: plain TCP between servers when the TLS flags are not given and the data dir holds no CA of its own (anyone who reaches the cluster address can then join, vote and write), and plain HTTP on a non-loopback --http-addr. Without it and without the TLS flags, a server starting a new cluster alone makes its own CA in DATA-DIR/tls, and one given --join or --bootstrap-expect refuses to start." env:"IPPOOL_INSECURE"`
 	ACL               bool          `name:"acl" help:"Require ACL tokens on the HTTP API even before 'ippool acl bootstrap' (then only bootstrap, /healthz and /readyz answer); once bootstrapped, tokens are required whatever this says." env:"IPPOOL_ACL"`
 	HTTPTLSCert       string        `name:"http-tls-cert" help:"Certificate (PEM) for HTTPS on the HTTP address; reloaded on SIGHUP." env:"IPPOOL_HTTP_TLS_CERT"`
 	HTTPTLSKey        string        `name:"http-tls-key" help:"Private key (PEM) of --http-tls-cert." env:"IPPOOL_HTTP_TLS_KEY"`
@@ -78,7 +78,8 @@ func (c *ServeCmd) Help() string {
   ippool serve --pool 100.64.0.0/16 --dns-addr 127.0.0.1:5353
   ippool tls init --dir tls --servers 3         # then copy tls/server-N to server N
   ippool serve --id s1 --cluster-addr 10.0.0.1:7481 --join 10.0.0.2:7481,10.0.0.3:7481 \
-      --bootstrap-expect 3 --tls-ca server-1/ca.pem --tls-cert server-1/cert.pem --tls-key server-1/key.pem`
+      --bootstrap-expect 3 --tls-ca server-1/ca.pem --tls-cert server-1/cert.pem --tls-key server-1/key.pem
+  ippool serve --http-addr 0.0.0.0:7480 --acl --http-tls-cert api.pem --http-tls-key api-key.pem   # then ippool acl bootstrap`
 }
 
 func (c *ServeCmd) logger() *slog.Logger {
