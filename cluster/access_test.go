@@ -169,7 +169,7 @@ func TestNewSingleServerMakesItsOwnCAAndKeepsIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer n.Shutdown()
+	defer n.Shutdown() // Shutdown is idempotent
 	if again, _ := os.ReadFile(ca); !bytes.Equal(first, again) {
 		t.Fatal("the restart made a new CA")
 	}
@@ -177,6 +177,23 @@ func TestNewSingleServerMakesItsOwnCAAndKeepsIt(t *testing.T) {
 		t.Fatal("the restart runs plain TCP")
 	}
 	eventually(t, 10*time.Second, "the restarted server to lead", n.IsLeader)
+	n.Shutdown()
+	// Insecure does not turn a data dir's CA off either.
+	cfg.Insecure = true
+	again, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Shutdown()
+	if again.cfg.TLS == nil {
+		t.Fatal("with Insecure, a server whose data dir has a CA runs plain TCP")
+	}
+	// And Insecure on a new data dir is plain TCP, with no CA made.
+	plain := startSolo(t, Config{ID: "plain", DataDir: t.TempDir(), ClusterAddr: freeAddr(t), Insecure: true, Logger: testLogger(t)})
+	defer plain.Shutdown()
+	if plain.cfg.TLS != nil || hasAutoTLS(plain.cfg.DataDir) {
+		t.Fatal("an insecure new server made a CA")
+	}
 }
 
 func TestJoinWithoutTLSRefusesToStart(t *testing.T) {

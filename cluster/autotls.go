@@ -64,16 +64,20 @@ func (c *Config) checkTLS() error {
 }
 
 // setupTLS picks the cluster port's security once the data dir is locked:
-// the TLS files given, plain TCP with Insecure, else the data dir's own CA,
-// made the first time.
+// the TLS files given; else the data dir's own CA if it has one; else plain
+// TCP with Insecure; else a CA made now. A CA once made is kept even with
+// Insecure: the servers holding certificates from it could not talk to
+// this one otherwise, and --insecure also serves to allow plain HTTP on the
+// API, which must not quietly turn the cluster port plain too.
 func (n *Node) setupTLS() (string, error) {
+	hasCA := hasAutoTLS(n.cfg.DataDir)
 	switch {
 	case n.cfg.TLS != nil:
 		return "mutual TLS (given files)", nil
-	case n.cfg.Insecure:
+	case n.cfg.Insecure && !hasCA:
 		return "off (insecure)", nil
 	}
-	if !hasAutoTLS(n.cfg.DataDir) {
+	if !hasCA {
 		if err := makeAutoTLS(n.cfg.DataDir, n.cfg.ID); err != nil {
 			return "", fmt.Errorf("making this server's cluster CA in %s: %w", filepath.Join(n.cfg.DataDir, autoTLSDir), err)
 		}

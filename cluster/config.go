@@ -31,10 +31,10 @@ type Config struct {
 	Pool *pool.Config
 	// TLS, when set, is used for mutual TLS on the cluster address.
 	TLS *tls.Config
-	// Insecure runs plain TCP on the cluster address when TLS is nil.
-	// Without either, a server starting a new cluster alone makes a CA of
-	// its own in the data dir (autotls.go), and one that is to join others
-	// refuses to start.
+	// Insecure runs plain TCP on the cluster address when TLS is nil and
+	// the data dir holds no CA of its own. Without either, a server
+	// starting a new cluster alone makes a CA of its own in the data dir
+	// (autotls.go), and one that is to join others refuses to start.
 	Insecure bool
 
 	// RaftTimeout is the heartbeat and election timeout. The LAN default of
