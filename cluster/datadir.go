@@ -51,13 +51,10 @@ func (r record) storedPool() (*pool.Config, error) {
 
 const recordFile = "server.json"
 
-// openDataDir creates the data dir if needed, locks it and checks the
-// record against the flags.
+// openDataDir creates the data dir if needed, locks it, makes it owner-only
+// and checks the record against the flags.
 func (n *Node) openDataDir() error {
 	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
-		return err
-	}
-	if err := restrictDataDir(n.cfg.DataDir); err != nil {
 		return err
 	}
 	lock, err := lockDataDir(n.cfg.DataDir)
@@ -65,7 +62,11 @@ func (n *Node) openDataDir() error {
 		return err
 	}
 	n.lock = lock
-	if err := n.checkRecord(); err != nil {
+	err = restrictDataDir(n.cfg.DataDir)
+	if err == nil {
+		err = n.checkRecord()
+	}
+	if err != nil {
 		lock.Close()
 		n.lock = nil
 		return err
