@@ -81,7 +81,7 @@ func (n *Node) setupTLS() (string, error) {
 		if err := makeAutoTLS(n.cfg.DataDir, n.cfg.ID); err != nil {
 			return "", fmt.Errorf("making this server's cluster CA in %s: %w", filepath.Join(n.cfg.DataDir, autoTLSDir), err)
 		}
-		n.log.Info("made a cluster CA for this server; issue certificates for more servers with `ippool tls issue --ca-dir DATA-DIR`",
+		n.log.Info(fmt.Sprintf("made a cluster CA for this server; give each further server a certificate from `ippool tls issue --ca-dir %s --out DIR`", n.cfg.DataDir),
 			"dir", filepath.Join(n.cfg.DataDir, autoTLSDir))
 	}
 	conf, err := autoTLSFiles(n.cfg.DataDir).Load()
