@@ -37,6 +37,12 @@ import (
 //
 // Limits match Handler's: bodies are refused past MaxBody (a snapshot
 // restore, past 4 GiB) before the handler runs, with the same 413.
+// Options.LoopbackHostsOnly is checked before the fast path, and again by
+// the mux for what it answers.
+//
+// For HTTPS, serve a tls.NewListener (TLS.Config): fasthttp reads and writes
+// through it as through TCP, and lingerClose's half close becomes TLS's
+// close_notify.
 func NewServer(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Logger, opts Options) *fasthttp.Server {
 	a := &api{svc: svc, log: log}
 	rest := fasthttpadaptor.NewFastHTTPHandler(a.handler(gatherer, opts))
