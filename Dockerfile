@@ -17,7 +17,8 @@
 #       -copy_extensions copy -out http.pem
 #   ca.pem, cert.pem, key.pem   mutual TLS between servers: the files of one server
 #                            directory that `ippool tls init --dir DIR --servers N` writes
-#                            (DIR/server-N), a different one in each server's container.
+#                            (DIR/server-N) or of `ippool tls issue`'s --out, a different
+#                            one in each server's container.
 # Keep the CA keys (http-ca-key.pem, DIR/ca) out of the containers. Replacing
 # http.pem and http-key.pem then `docker kill -s HUP` reloads them. A cluster
 # also needs IPPOOL_ID, IPPOOL_CLUSTER_ADDR (this server's address as the
