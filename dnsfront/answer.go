@@ -133,7 +133,7 @@ func (s *Server) address(rep reply, remote net.Addr, q dns.Question, norm, apex 
 		return s.negative(rep, apex, dns.RcodeSuccess, s.ttl)
 	}
 
-	client, err := s.clientID(remote)
+	client, err := s.clients.OfRemote(remote)
 	if err != nil {
 		s.log.Debug("query from an unusable client address", "remote", remote, "err", err)
 		return s.fail(rep, dns.RcodeRefused, dns.ExtendedErrorCodeProhibited, "no usable client identity for this source")

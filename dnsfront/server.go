@@ -41,6 +41,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/ippool/ippool/clientid"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -88,7 +89,7 @@ type Server struct {
 	now       func() time.Time
 	domains   []string // normalized; "" is the root
 	upstreams []string
-	clients   *clientMap
+	clients   *clientid.Map
 	limits    *limiters
 	ttl       uint32
 
@@ -142,7 +143,7 @@ func New(cfg Config, p Pool) (*Server, error) {
 		limits:    newLimiters(cfg.RateLimit, cfg.Burst),
 	}
 	if cfg.ClientMap != "" {
-		cm, err := loadClientMap(cfg.ClientMap)
+		cm, err := clientid.Load(cfg.ClientMap)
 		if err != nil {
 			return nil, fmt.Errorf("dnsfront: %w", err)
 		}

@@ -1,9 +1,18 @@
-package dnsfront
+// Package clientid names the client behind a source address, for every part
+// of ippool that meets clients on the network: the DNS front end when a query
+// arrives and the connector when a flow arrives. One implementation serves
+// both because a client's flows must be the same client as its DNS queries,
+// or the connector would look up another client's mappings.
+//
+// A client is named by its source address, or by the client map: a file of
+// "prefix clientID" lines where the longest prefix holding the source wins.
+package clientid
 
 import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -13,36 +22,38 @@ import (
 	"github.com/ippool/ippool/pool"
 )
 
-// clientMap names clients by source prefix. It exists because a source
-// address is a poor identity when many devices share one resolver or NAT: the
-// operator can fold a whole prefix into one client, or give a known host a
-// stable name that survives renumbering.
-type clientMap struct {
+// Map names clients by source prefix. It exists because a source address is
+// a poor identity when many devices share one resolver or NAT: the operator
+// can fold a whole prefix into one client, or give a known host a stable name
+// that survives renumbering. A nil *Map names every client by its address.
+type Map struct {
 	// entries is sorted by prefix length, longest first, so the first match
 	// is the longest. Files are short, so a linear scan beats a trie on
 	// simplicity and is fast enough.
-	entries []clientMapEntry
+	entries []entry
 }
 
-type clientMapEntry struct {
+type entry struct {
 	prefix netip.Prefix
 	id     string
 }
 
-// loadClientMap reads "prefix clientID" lines. A bare address stands for a
-// host prefix. Errors name the line, because the operator edits this file
-// by hand.
-func loadClientMap(path string) (*clientMap, error) {
+// Load reads "prefix clientID" lines ('#' starts a comment). A bare address
+// stands for a host prefix. Errors name the line, because the operator edits
+// this file by hand.
+func Load(path string) (*Map, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("client map: %w", err)
 	}
 	defer f.Close()
-	return parseClientMap(path, bufio.NewScanner(f))
+	return Parse(path, f)
 }
 
-func parseClientMap(name string, sc *bufio.Scanner) (*clientMap, error) {
-	cm := &clientMap{}
+// Parse reads a client map from r; name is used in errors.
+func Parse(name string, r io.Reader) (*Map, error) {
+	sc := bufio.NewScanner(r)
+	cm := &Map{}
 	seen := make(map[netip.Prefix]int)
 	line := 0
 	for sc.Scan() {
@@ -69,7 +80,7 @@ func parseClientMap(name string, sc *bufio.Scanner) (*clientMap, error) {
 			return nil, fmt.Errorf("client map %s:%d: prefix %s is already mapped on line %d", name, line, p, prev)
 		}
 		seen[p] = line
-		cm.entries = append(cm.entries, clientMapEntry{prefix: p, id: fields[1]})
+		cm.entries = append(cm.entries, entry{prefix: p, id: fields[1]})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("client map %s: %w", name, err)
@@ -107,11 +118,11 @@ func parsePrefixOrAddr(s string) (netip.Prefix, error) {
 	return p.Masked(), nil
 }
 
-func (cm *clientMap) lookup(a netip.Addr) (string, bool) {
-	if cm == nil {
+func (m *Map) lookup(a netip.Addr) (string, bool) {
+	if m == nil {
 		return "", false
 	}
-	for _, e := range cm.entries {
+	for _, e := range m.entries {
 		if e.prefix.Contains(a) {
 			return e.id, true
 		}
@@ -119,10 +130,27 @@ func (cm *clientMap) lookup(a netip.Addr) (string, bool) {
 	return "", false
 }
 
-// clientID names the client by its source address, or by the client map.
-// IPv4-mapped IPv6 sources are named in IPv4 form, so a client keeps its
-// mappings whether the listener is dual-stack or not.
-func (s *Server) clientID(remote net.Addr) (string, error) {
+// Of names the client at source address a: the client map's longest prefix
+// holding it, else the address itself. IPv4-mapped IPv6 sources are named in
+// IPv4 form, so a client keeps its mappings whether a listener is dual-stack
+// or not.
+func (m *Map) Of(a netip.Addr) (string, error) {
+	ip := a.Unmap().WithZone("")
+	if !ip.IsValid() {
+		return "", errors.New("no remote address")
+	}
+	if id, ok := m.lookup(ip); ok {
+		return id, nil
+	}
+	id := ip.String()
+	if err := pool.ValidateClientID(id); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// OfRemote is Of for the remote address of a connection or packet.
+func (m *Map) OfRemote(remote net.Addr) (string, error) {
 	var ap netip.AddrPort
 	switch a := remote.(type) {
 	case *net.UDPAddr:
@@ -137,16 +165,5 @@ func (s *Server) clientID(remote net.Addr) (string, error) {
 			return "", err
 		}
 	}
-	ip := ap.Addr().Unmap().WithZone("")
-	if !ip.IsValid() {
-		return "", errors.New("no remote address")
-	}
-	if id, ok := s.clients.lookup(ip); ok {
-		return id, nil
-	}
-	id := ip.String()
-	if err := pool.ValidateClientID(id); err != nil {
-		return "", err
-	}
-	return id, nil
+	return m.Of(ap.Addr())
 }
