@@ -67,6 +67,13 @@ func (p *Pool) Get(client, domain string) (pool.Mapping, bool) {
 	return p.state.Get(client, d)
 }
 
+// HasClient reports whether the pool holds any state of the client.
+func (p *Pool) HasClient(client string) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.state.HasClient(client)
+}
+
 // Mappings returns the client's mappings in address order.
 func (p *Pool) Mappings(client string) []pool.Mapping {
 	p.mu.RLock()

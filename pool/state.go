@@ -161,6 +161,14 @@ func (s *State) Get(clientID, domain string) (Mapping, bool) {
 	return s.mappingOf(c, i), true
 }
 
+// HasClient reports whether the state holds anything of the client: a
+// mapping, expired or not, or a reuse hold. Allocating for a client it does
+// not hold adds one to the state.
+func (s *State) HasClient(clientID string) bool {
+	_, ok := s.clients[clientID]
+	return ok
+}
+
 // Mappings returns the client's mappings in address order.
 func (s *State) Mappings(clientID string) []Mapping {
 	c := s.clients[clientID]

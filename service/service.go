@@ -251,6 +251,16 @@ func (s *Service) Get(client, domain string) (pool.Mapping, bool) {
 	return m, ok
 }
 
+// HasClient reports whether local state holds anything of the client. The
+// DNS front end asks it to tell a new client, which an allocation would add
+// to the state, from a known one; a stale answer only misfiles a client
+// created within the stale bound.
+func (s *Service) HasClient(client string) bool {
+	var ok bool
+	s.node.Read(func(st *pool.State) { ok = st.HasClient(client) })
+	return ok
+}
+
 // GetConsistent is Get with a local miss confirmed through the read barrier.
 func (s *Service) GetConsistent(ctx context.Context, client, domain string) (pool.Mapping, error) {
 	if err := pool.ValidateClientID(client); err != nil {
