@@ -27,6 +27,10 @@ type Mapping struct {
 type List struct {
 	Client   string    `json:"client"`
 	Mappings []Mapping `json:"mappings"`
+	// Total (the client's mapping count) and Offset (the position of the
+	// first entry among them) come only with a page (?limit=).
+	Total  *int `json:"total,omitempty"`
+	Offset *int `json:"offset,omitempty"`
 }
 
 // Release is the answer to DELETE /v1/clients/{client}/domains/{domain}.
