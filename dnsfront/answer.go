@@ -27,6 +27,13 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		return
 	}
 	s.stats.queries.Add(1)
+	if !s.allowed(w.RemoteAddr()) {
+		s.stats.notAllowed.Add(1)
+		m := new(dns.Msg)
+		m.SetReply(r)
+		s.write(w, r, s.refuse(reply{msg: m}, dns.ExtendedErrorCodeProhibited))
+		return
+	}
 	rep := s.answer(w.RemoteAddr(), r)
 	s.write(w, r, rep)
 }
@@ -102,12 +109,23 @@ func (s *Server) answer(remote net.Addr, r *dns.Msg) reply {
 	}
 }
 
-// address answers A and AAAA within the domains.
+// errLimited stands for a query refused by a rate limit, already counted.
+var errLimited = errors.New("rate limited")
+
+// address answers A and AAAA within the domains. The client is named first
+// because every upstream lookup and every new allocation is paid for from
+// its bucket before it is done (see Config.RateLimit).
 func (s *Server) address(rep reply, remote net.Addr, q dns.Question, norm, apex string) reply {
 	m := rep.msg
-	up, err := s.lookup(norm, dns.TypeA)
+	client, err := s.clients.OfRemote(remote)
 	if err != nil {
-		return s.fail(rep, dns.RcodeServerFailure, dns.ExtendedErrorCodeNoReachableAuthority, "upstream lookup failed for "+norm)
+		s.log.Debug("query from an unusable client address", "remote", remote, "err", err)
+		return s.refuse(rep, dns.ExtendedErrorCodeProhibited)
+	}
+	paid := false
+	up, err := s.paidLookup(client, norm, dns.TypeA, &paid)
+	if err != nil {
+		return s.lookupError(rep, norm, err)
 	}
 	if up.rcode == dns.RcodeNameError {
 		return s.negative(rep, apex, dns.RcodeNameError, s.remaining(up))
@@ -115,9 +133,13 @@ func (s *Server) address(rep reply, remote net.Addr, q dns.Question, norm, apex 
 	if up.ignored {
 		src := up
 		if q.Qtype == dns.TypeAAAA {
-			src, err = s.lookup(norm, dns.TypeAAAA)
+			// A second lookup is a second token even when the first
+			// was paid for, so that upstream lookups never outnumber
+			// tokens.
+			paid = false
+			src, err = s.paidLookup(client, norm, dns.TypeAAAA, &paid)
 			if err != nil {
-				return s.fail(rep, dns.RcodeServerFailure, dns.ExtendedErrorCodeNoReachableAuthority, "upstream lookup failed for "+norm)
+				return s.lookupError(rep, norm, err)
 			}
 		}
 		m.Answer = s.passthrough(src, q.Name)
@@ -133,15 +155,9 @@ func (s *Server) address(rep reply, remote net.Addr, q dns.Question, norm, apex 
 		return s.negative(rep, apex, dns.RcodeSuccess, s.ttl)
 	}
 
-	client, err := s.clients.OfRemote(remote)
-	if err != nil {
-		s.log.Debug("query from an unusable client address", "remote", remote, "err", err)
-		return s.fail(rep, dns.RcodeRefused, dns.ExtendedErrorCodeProhibited, "no usable client identity for this source")
-	}
-	if s.limits != nil {
-		if _, mapped := s.pool.Get(client, norm); !mapped && !s.limits.allow(client, s.now()) {
-			s.stats.rateLimited.Add(1)
-			return s.fail(rep, dns.RcodeRefused, dns.ExtendedErrorCodeOther, "rate limit of new addresses exceeded for client "+client)
+	if !paid && (s.limits != nil || s.newClients != nil) {
+		if _, mapped := s.pool.Get(client, norm); !mapped && !s.spend(client) {
+			return s.refuse(rep, 0)
 		}
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.WriteTimeout)
@@ -172,11 +188,45 @@ func (s *Server) poolError(rep reply, client, domain string, err error) reply {
 		s.log.Warn("pool not ready", "client", client, "domain", domain, "err", err)
 		return s.fail(rep, dns.RcodeServerFailure, dns.ExtendedErrorCodeNotReady, "address pool unavailable: "+string(pool.CodeOf(err)))
 	case errors.Is(err, pool.ErrInvalidClient):
-		return s.fail(rep, dns.RcodeRefused, dns.ExtendedErrorCodeProhibited, "invalid client "+client)
+		return s.refuse(rep, dns.ExtendedErrorCodeProhibited)
 	default:
 		s.log.Error("pool error", "client", client, "domain", domain, "err", err)
 		return s.fail(rep, dns.RcodeServerFailure, dns.ExtendedErrorCodeOther, "address pool error")
 	}
+}
+
+// paidLookup is lookup with the client paying a token for a cache miss;
+// *paid records that it did. A refusal is errLimited.
+func (s *Server) paidLookup(client, name string, qtype uint16, paid *bool) (*upstreamAnswer, error) {
+	if a, ok := s.cached(name, qtype); ok {
+		return a, nil
+	}
+	if !*paid {
+		if !s.spend(client) {
+			return nil, errLimited
+		}
+		*paid = true
+	}
+	return s.lookup(name, qtype)
+}
+
+func (s *Server) lookupError(rep reply, name string, err error) reply {
+	if errors.Is(err, errLimited) {
+		return s.refuse(rep, 0)
+	}
+	return s.fail(rep, dns.RcodeServerFailure, dns.ExtendedErrorCodeNoReachableAuthority, "upstream lookup failed for "+name)
+}
+
+// refuse answers REFUSED; write cuts the reply down to no more than the
+// query. info is the Extended DNS Error code to add if there is room, 0 for
+// none (0 is "Other", which says nothing without a text).
+func (s *Server) refuse(rep reply, info uint16) reply {
+	rep.msg.Rcode = dns.RcodeRefused
+	rep.ede = nil
+	if info != 0 {
+		rep.ede = &dns.EDNS0_EDE{InfoCode: info}
+	}
+	return rep
 }
 
 func (s *Server) fail(rep reply, rcode int, info uint16, text string) reply {
@@ -233,6 +283,18 @@ func (s *Server) passthrough(a *upstreamAnswer, qname string) []dns.RR {
 	return out
 }
 
+// queryFloor is a size the query had at least on the wire: its header,
+// questions and OPT record written out. The guarded reader has dropped
+// queries whose question was compressed, and an OPT record's owner, the
+// root, takes no less than one byte however written.
+func queryFloor(r *dns.Msg) int {
+	q := &dns.Msg{Question: r.Question}
+	if opt := r.IsEdns0(); opt != nil {
+		q.Extra = []dns.RR{opt}
+	}
+	return q.Len()
+}
+
 func (s *Server) remaining(a *upstreamAnswer) uint32 {
 	d := a.expires.Sub(s.now())
 	if d <= 0 {
@@ -247,12 +309,18 @@ func (s *Server) remaining(a *upstreamAnswer) uint32 {
 func (s *Server) write(w dns.ResponseWriter, r *dns.Msg, rep reply) {
 	m := rep.msg
 	size := dns.MinMsgSize
+	if m.Rcode == dns.RcodeRefused {
+		m.Answer, m.Ns, m.Extra = nil, nil, nil
+	}
 	if opt := r.IsEdns0(); opt != nil {
 		size = min(max(int(opt.UDPSize()), dns.MinMsgSize), ednsUDPSize)
 		m.SetEdns0(uint16(size), false)
 		if rep.ede != nil {
 			o := m.IsEdns0()
 			o.Option = append(o.Option, rep.ede)
+			if m.Rcode == dns.RcodeRefused && m.Len() > queryFloor(r) {
+				o.Option = nil
+			}
 		}
 	}
 	if _, isTCP := w.RemoteAddr().(*net.TCPAddr); isTCP {

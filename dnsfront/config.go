@@ -45,10 +45,39 @@ type Config struct {
 	// names its client. Sources matching no line are named by their
 	// address.
 	ClientMap string
-	// RateLimit is new allocations per second per client; 0 means no
-	// limit. Burst is the bucket size, default max(1, RateLimit).
+	// Allow lists the source prefixes that may query; any other source is
+	// answered REFUSED before any other work. Nil or empty means
+	// DefaultAllow. IPv4-mapped IPv6 sources match as IPv4.
+	Allow []netip.Prefix
+	// RateLimit is the refill rate, in tokens per second, of each client's
+	// bucket; 0 means no limit. Burst is the bucket size, default
+	// max(1, RateLimit). A query takes a token for each upstream lookup it
+	// needs (a cache miss: the A lookup, and the AAAA lookup of a name
+	// passed through) and for a new allocation, except that a query which
+	// took one for its lookup allocates without a second. With no token
+	// left the query is REFUSED before that work is done, so a client's
+	// upstream lookups and new allocations are both bounded by its bucket.
+	// Answers from local state (a mapped name whose upstream answer is
+	// cached, a cached NXDOMAIN) take none.
 	RateLimit float64
 	Burst     int
+	// NewClientRate bounds, per second across all sources, the queries
+	// from clients the pool holds nothing of that would cost a token
+	// above; 0 means no limit. NewClientBurst is the bucket size, default
+	// max(1, NewClientRate). It is what stops a flood of forged sources,
+	// each a new client with a full bucket of its own, from filling the
+	// state and the Raft log; past it such queries are REFUSED. Known
+	// clients are never held back by it.
+	NewClientRate  float64
+	NewClientBurst int
+	// TCPMaxConns and TCPMaxConnsPerSource cap open DNS-over-TCP
+	// connections in all and per source address; a connection past either
+	// is closed at once. Defaults 256 and 16.
+	TCPMaxConns, TCPMaxConnsPerSource int
+	// TCPTimeout is how long a TCP connection may take to deliver its
+	// next query in full (the first one included) and to take a reply.
+	// Default 10s.
+	TCPTimeout time.Duration
 	// WriteTimeout bounds IPForDomain. Default 2s: well inside a stub
 	// resolver's retry interval, so that a cluster without quorum answers
 	// SERVFAIL before the client has given up on us.
@@ -80,6 +109,18 @@ func (cfg *Config) setDefaults() {
 	if cfg.UpstreamTimeout <= 0 {
 		cfg.UpstreamTimeout = 2 * time.Second
 	}
+	if len(cfg.Allow) == 0 {
+		cfg.Allow = DefaultAllow()
+	}
+	if cfg.TCPMaxConns <= 0 {
+		cfg.TCPMaxConns = 256
+	}
+	if cfg.TCPMaxConnsPerSource <= 0 {
+		cfg.TCPMaxConnsPerSource = 16
+	}
+	if cfg.TCPTimeout <= 0 {
+		cfg.TCPTimeout = 10 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -97,6 +138,8 @@ func (cfg *Config) validate() error {
 		return fmt.Errorf("dnsfront: cache TTL bounds %v to %v are not an interval", cfg.CacheMinTTL, cfg.CacheMaxTTL)
 	case cfg.RateLimit < 0 || cfg.Burst < 0:
 		return errors.New("dnsfront: rate limit and burst must not be negative")
+	case cfg.NewClientRate < 0 || cfg.NewClientBurst < 0:
+		return errors.New("dnsfront: new-client rate and burst must not be negative")
 	}
 	if cfg.V6Prefix.IsValid() {
 		if !cfg.V6Prefix.Addr().Is6() || cfg.V6Prefix.Addr().Is4In6() || cfg.V6Prefix.Bits() != 96 {
@@ -104,18 +147,47 @@ func (cfg *Config) validate() error {
 		}
 		cfg.V6Prefix = cfg.V6Prefix.Masked()
 	}
-	// Copied: normalizing in place would edit the caller's slice.
-	cfg.IgnoreDestinations = append([]netip.Prefix(nil), cfg.IgnoreDestinations...)
-	for i, p := range cfg.IgnoreDestinations {
+	var err error
+	if cfg.Allow, err = normalizePrefixes("allowed source", cfg.Allow); err != nil {
+		return err
+	}
+	cfg.IgnoreDestinations, err = normalizePrefixes("ignore destination", cfg.IgnoreDestinations)
+	return err
+}
+
+// normalizePrefixes masks host bits and folds IPv4-mapped prefixes into
+// IPv4, because the addresses they are matched against are unmapped first.
+// It copies: normalizing in place would edit the caller's slice.
+func normalizePrefixes(what string, in []netip.Prefix) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, len(in))
+	for i, p := range in {
 		if !p.IsValid() {
-			return fmt.Errorf("dnsfront: ignore destination %d is not a valid prefix", i+1)
+			return nil, fmt.Errorf("dnsfront: %s %d is not a valid prefix", what, i+1)
 		}
 		if p.Addr().Is4In6() && p.Bits() >= 96 {
 			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 		}
-		cfg.IgnoreDestinations[i] = p.Masked()
+		out[i] = p.Masked()
 	}
-	return nil
+	return out, nil
+}
+
+// DefaultAllow is the sources allowed to query when Config.Allow is empty:
+// loopback and the private ranges (RFC 1918, the shared address space of
+// RFC 6598 that carrier NAT and tailnets use, IPv6 unique local addresses).
+// A public source is refused, as unbound refuses every source but
+// localhost unless told otherwise, so that a server reachable from the
+// internet does not answer (or reflect floods to) whoever forges a source.
+// Link-local sources are left out: a host picks one only to reach a server
+// it addresses by a link-local address (RFC 6724 matches scopes), which a
+// resolver configuration rarely does; allow fe80::/10 or 169.254.0.0/16
+// explicitly for that.
+func DefaultAllow() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range []string{"127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"} {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
 }
 
 // parseDomains normalizes the domains to answer; "." (every name) becomes

@@ -88,6 +88,14 @@ func FuzzServeDNS(f *testing.F) {
 					t.Fatalf("UDP reply of %d bytes", n)
 				}
 			}
+			// A refusal is no larger than its query; queries with a
+			// compressed question never get this far (guardedReader).
+			if w.attempts == 1 && w.msgs[0].Rcode == dns.RcodeRefused && plainQuestion(b) {
+				w.msgs[0].Compress = false
+				if n := w.msgs[0].Len(); n > len(b) {
+					t.Fatalf("REFUSED of %d bytes to a query of %d: %v", n, len(b), m)
+				}
+			}
 		}
 	})
 }

@@ -25,8 +25,15 @@ func (s *Server) Start() error {
 	if err != nil {
 		return err
 	}
-	udp := &dns.Server{PacketConn: pc, Handler: s, UDPSize: 4096}
-	tcp := &dns.Server{Listener: ln, Handler: s, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
+	guard := func(r dns.Reader) dns.Reader { return guardedReader{Reader: r, s: s} }
+	udp := &dns.Server{PacketConn: pc, Handler: s, UDPSize: 4096, DecorateReader: guard}
+	// One deadline for the first query, the next ones and the reply: a
+	// connection that holds a slot must keep delivering queries.
+	tcpTimeout := s.cfg.TCPTimeout
+	tcp := &dns.Server{
+		Listener: s.tcpConns.listener(ln), Handler: s, DecorateReader: guard,
+		ReadTimeout: tcpTimeout, WriteTimeout: tcpTimeout, IdleTimeout: func() time.Duration { return tcpTimeout },
+	}
 	for _, srv := range []*dns.Server{udp, tcp} {
 		up := make(chan struct{})
 		failed := make(chan error, 1)
@@ -108,4 +115,63 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.udpConns.closeAll()
 	return errors.Join(errs...)
+}
+
+// errBadQuestion closes a TCP connection that sent a query whose question
+// is compressed or cut short.
+var errBadQuestion = errors.New("dnsfront: compressed or truncated question")
+
+// guardedReader drops queries whose first question name holds a
+// compression pointer, or that end inside their first question, before the
+// DNS library parses them. Nothing precedes that name for a pointer to refer
+// to but the header, so no client sends one. What such a pointer buys is a
+// name whose bytes are counted twice: read out of the header (or out of a
+// record) for the question, and spelled out again in the reply, which would
+// then be larger than the query.
+type guardedReader struct {
+	dns.Reader
+	s *Server
+}
+
+func (g guardedReader) ReadUDP(conn *net.UDPConn, timeout time.Duration) ([]byte, *dns.SessionUDP, error) {
+	for {
+		m, sess, err := g.Reader.ReadUDP(conn, timeout)
+		if err != nil || plainQuestion(m) {
+			return m, sess, err
+		}
+		g.s.stats.dropped.Add(1)
+	}
+}
+
+func (g guardedReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error) {
+	m, err := g.Reader.ReadTCP(conn, timeout)
+	if err == nil && !plainQuestion(m) {
+		g.s.stats.dropped.Add(1)
+		return nil, errBadQuestion
+	}
+	return m, err
+}
+
+// plainQuestion reports whether the first question of the message m is
+// written out in full: its name in labels, then its type and class. The DNS
+// library takes a question cut short as one of type and class 0, which a
+// reply would then spell out in bytes the query never had. A message too
+// short to hold a question, or holding none, is left to the library, which
+// refuses it without echoing one.
+func plainQuestion(m []byte) bool {
+	const header = 12
+	if len(m) < header || m[4] == 0 && m[5] == 0 {
+		return true
+	}
+	for off := header; off < len(m); {
+		c := m[off]
+		switch {
+		case c == 0:
+			return off+1+4 <= len(m)
+		case c&0xC0 != 0:
+			return false
+		}
+		off += 1 + int(c)
+	}
+	return false
 }

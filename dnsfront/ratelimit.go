@@ -48,3 +48,34 @@ func newLimiters(r float64, burst int) *limiters {
 	}
 	return &limiters{m: make(map[string]*rate.Limiter), limit: rate.Limit(r), burst: burst}
 }
+
+// spend takes the token a query needs for work beyond local state (see
+// Config.RateLimit) and, for a client the pool holds nothing of, one of the
+// new-client bucket shared by all sources (Config.NewClientRate). The
+// shared bucket is asked first, so that forged sources, each with a fresh
+// bucket of its own, cannot fill the per-client map either. It reports
+// false, counted, when either bucket is empty.
+func (s *Server) spend(client string) bool {
+	now := s.now()
+	if s.newClients != nil && !s.pool.HasClient(client) && !s.newClients.AllowN(now, 1) {
+		s.stats.newClientLimited.Add(1)
+		return false
+	}
+	if s.limits != nil && !s.limits.allow(client, now) {
+		s.stats.rateLimited.Add(1)
+		return false
+	}
+	return true
+}
+
+// newClientLimiter returns nil (no limit) when rate is 0; burst 0 means one
+// second's worth.
+func newClientLimiter(r float64, burst int) *rate.Limiter {
+	if r <= 0 {
+		return nil
+	}
+	if burst == 0 {
+		burst = max(1, int(r))
+	}
+	return rate.NewLimiter(rate.Limit(r), burst)
+}

@@ -11,22 +11,34 @@
 //
 // Response codes, and why:
 //
+//   - Sources outside Config.Allow: REFUSED, before anything else is done,
+//     as unbound refuses sources outside its access control.
 //   - Names outside Config.Domains: REFUSED, so a misconfigured client
 //     learns quickly that this server is not its general resolver.
 //   - Names inside Config.Domains that pool.NormalizeDomain refuses
 //     (bad characters, too long, escaped dots): NXDOMAIN. They cannot exist
 //     as a pool domain (S8), and NXDOMAIN is the answer resolvers cache;
 //     FORMERR would claim the packet was broken when it was not.
-//   - A new allocation over Config.RateLimit: REFUSED with an Extended DNS
-//     Error. It is a policy decision, not a fault; SERVFAIL would invite
-//     resolvers to retry at once, and REFUSED sends them to another server
-//     of the cluster, which is what an operator wants of a busy client.
+//   - A query over Config.RateLimit or Config.NewClientRate: REFUSED. It is
+//     a policy decision, not a fault; SERVFAIL would invite resolvers to
+//     retry at once, and REFUSED sends them to another server of the
+//     cluster, which is what an operator wants of a busy client.
 //   - Pool exhausted, no quorum, no leader, upstream unreachable: SERVFAIL
 //     with an Extended DNS Error naming the cause.
 //
 // Extended DNS Errors (RFC 8914) travel in the OPT record, and RFC 6891
 // forbids an OPT in a reply to a query without one, so clients that do not
 // send EDNS0 get the bare response code.
+//
+// A REFUSED reply is never larger than its query: it holds the header, the
+// question and, when the query had an OPT record, an OPT without options;
+// an Extended DNS Error code (without text) is added only where the query's
+// own options leave room for it. A forged source therefore gets nothing out
+// of this server that it did not put in, which is what keeps it from being
+// used to amplify a flood. Queries whose question name is compressed (no
+// client compresses the first name of a message) or cut short are dropped
+// unanswered, because the reply would spell out in bytes of its own a name,
+// type and class the query did not.
 package dnsfront
 
 import (
@@ -40,6 +52,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/time/rate"
 
 	"github.com/ippool/ippool/clientid"
 	"github.com/ippool/ippool/pool"
@@ -60,38 +73,51 @@ type Pool interface {
 	// allocating. The front end uses it only to decide whether a query
 	// would allocate, and so whether the rate limit applies.
 	Get(client, domain string) (pool.Mapping, bool)
+	// HasClient reports whether the pool holds anything of the client: an
+	// allocation for one it does not hold adds a client to the state, and
+	// those are bounded by Config.NewClientRate.
+	HasClient(client string) bool
 }
 
 // Stats are counters since the server was created.
 type Stats struct {
 	Queries        uint64 // messages handed to ServeDNS, responses excluded
 	Answered       uint64 // replies with NOERROR or NXDOMAIN
-	Refused        uint64 // replies with REFUSED (rate-limited ones included)
+	Refused        uint64 // replies with REFUSED (limited and not allowed ones included)
 	ServFail       uint64 // replies with SERVFAIL
 	OtherErrors    uint64 // replies with FORMERR, NOTIMP or BADVERS
-	RateLimited    uint64 // new allocations refused by the rate limit
+	RateLimited    uint64 // queries refused by the per-client rate limit
 	UpstreamErrors uint64 // upstream lookups that no upstream answered
 	CacheHits      uint64 // upstream lookups answered from the cache
 	CacheMisses    uint64 // upstream lookups sent upstream
+
+	NotAllowed       uint64 // queries refused because Config.Allow does not admit their source
+	NewClientLimited uint64 // queries of new clients refused by Config.NewClientRate
+	Dropped          uint64 // queries dropped unanswered (a compressed or truncated question)
+	TCPRefused       uint64 // TCP connections closed at accept, over a connection cap
+	TCPConns         uint64 // TCP connections open now (a gauge, not a counter)
 }
 
 type counters struct {
 	queries, answered, refused, servfail, other         atomic.Uint64
 	rateLimited, upstreamErrors, cacheHits, cacheMisses atomic.Uint64
+	notAllowed, newClientLimited, dropped, tcpRefused   atomic.Uint64
 }
 
 // Server is a DNS server answering from a Pool. Its methods are safe for
 // concurrent use.
 type Server struct {
-	cfg       Config
-	pool      Pool
-	log       *slog.Logger
-	now       func() time.Time
-	domains   []string // normalized; "" is the root
-	upstreams []string
-	clients   *clientid.Map
-	limits    *limiters
-	ttl       uint32
+	cfg        Config
+	pool       Pool
+	log        *slog.Logger
+	now        func() time.Time
+	domains    []string // normalized; "" is the root
+	upstreams  []string
+	clients    *clientid.Map
+	limits     *limiters
+	newClients *rate.Limiter // nil: no limit
+	tcpConns   *connLimiter
+	ttl        uint32
 
 	udpClient, tcpClient *dns.Client
 	udpConns             connPool
@@ -142,6 +168,8 @@ func New(cfg Config, p Pool) (*Server, error) {
 		flight:    flight{calls: make(map[cacheKey]*flightCall)},
 		limits:    newLimiters(cfg.RateLimit, cfg.Burst),
 	}
+	s.newClients = newClientLimiter(cfg.NewClientRate, cfg.NewClientBurst)
+	s.tcpConns = newConnLimiter(cfg.TCPMaxConns, cfg.TCPMaxConnsPerSource, &s.stats.tcpRefused)
 	if cfg.ClientMap != "" {
 		cm, err := clientid.Load(cfg.ClientMap)
 		if err != nil {
@@ -166,5 +194,11 @@ func (s *Server) Stats() Stats {
 		UpstreamErrors: c.upstreamErrors.Load(),
 		CacheHits:      c.cacheHits.Load(),
 		CacheMisses:    c.cacheMisses.Load(),
+
+		NotAllowed:       c.notAllowed.Load(),
+		NewClientLimited: c.newClientLimited.Load(),
+		Dropped:          c.dropped.Load(),
+		TCPRefused:       c.tcpRefused.Load(),
+		TCPConns:         uint64(s.tcpConns.open()),
 	}
 }

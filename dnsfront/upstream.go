@@ -108,14 +108,23 @@ func (f *flight) do(k cacheKey, fn func() (*upstreamAnswer, error)) (*upstreamAn
 // errUpstream marks a lookup that no upstream answered usefully.
 var errUpstream = errors.New("upstream lookup failed")
 
+// cached returns the upstream answer for name and qtype if the cache holds
+// a fresh one.
+func (s *Server) cached(name string, qtype uint16) (*upstreamAnswer, bool) {
+	a, ok := s.cache.get(cacheKey{name: name, qtype: qtype}, s.now())
+	if ok {
+		s.stats.cacheHits.Add(1)
+	}
+	return a, ok
+}
+
 // lookup returns the upstream answer for name and qtype, from the cache when
 // it is fresh.
 func (s *Server) lookup(name string, qtype uint16) (*upstreamAnswer, error) {
-	k := cacheKey{name: name, qtype: qtype}
-	if a, ok := s.cache.get(k, s.now()); ok {
-		s.stats.cacheHits.Add(1)
+	if a, ok := s.cached(name, qtype); ok {
 		return a, nil
 	}
+	k := cacheKey{name: name, qtype: qtype}
 	return s.flight.do(k, func() (*upstreamAnswer, error) {
 		// Another flight may have filled the cache between our miss and
 		// our becoming the leader of this one.

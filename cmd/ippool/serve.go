@@ -63,8 +63,14 @@ type ServeCmd struct {
 	DNSCacheMinTTL     time.Duration `name:"dns-cache-min-ttl" help:"Upstream answers are cached at least this long." default:"5s" env:"IPPOOL_DNS_CACHE_MIN_TTL"`
 	DNSCacheMaxTTL     time.Duration `name:"dns-cache-max-ttl" help:"Upstream answers are cached at most this long." default:"1h" env:"IPPOOL_DNS_CACHE_MAX_TTL"`
 	DNSClientMap       string        `name:"dns-client-map" help:"File of 'prefix client-id' lines mapping query sources to client IDs." env:"IPPOOL_DNS_CLIENT_MAP"`
-	DNSRateLimit       float64       `name:"dns-rate-limit" help:"New allocations per second per DNS client (0: no limit)." default:"100" env:"IPPOOL_DNS_RATE_LIMIT"`
-	DNSBurst           int           `name:"dns-burst" help:"Burst of new allocations per DNS client." default:"200" env:"IPPOOL_DNS_BURST"`
+	DNSRateLimit       float64       `name:"dns-rate-limit" help:"Tokens per second per DNS client (0: no limit); a query takes one for each upstream lookup it needs and for a new allocation, and is REFUSED without." default:"100" env:"IPPOOL_DNS_RATE_LIMIT"`
+	DNSBurst           int           `name:"dns-burst" help:"Bucket size of --dns-rate-limit." default:"200" env:"IPPOOL_DNS_BURST"`
+	DNSAllow           []string      `name:"dns-allow" help:"Source prefixes that may query; others get REFUSED (0.0.0.0/0,::/0 for all)." default:"127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7" env:"IPPOOL_DNS_ALLOW" sep:","`
+	DNSNewClientsRate  float64       `name:"dns-new-clients-rate" help:"Queries per second, all sources together, from clients the pool holds nothing of that need an upstream lookup or an allocation (0: no limit); past it REFUSED. Bounds the clients a forged-source flood can create." default:"10" env:"IPPOOL_DNS_NEW_CLIENTS_RATE"`
+	DNSNewClientsBurst int           `name:"dns-new-clients-burst" help:"Bucket size of --dns-new-clients-rate." default:"100" env:"IPPOOL_DNS_NEW_CLIENTS_BURST"`
+	DNSTCPMaxConns     int           `name:"dns-tcp-max-conns" help:"Open DNS-over-TCP connections at most; more are closed at once." default:"256" env:"IPPOOL_DNS_TCP_MAX_CONNS"`
+	DNSTCPMaxPerSource int           `name:"dns-tcp-max-conns-per-source" help:"Open DNS-over-TCP connections at most per source address." default:"16" env:"IPPOOL_DNS_TCP_MAX_CONNS_PER_SOURCE"`
+	DNSTCPTimeout      time.Duration `name:"dns-tcp-timeout" help:"A DNS-over-TCP connection is closed when its next query has not arrived in full within this, or its reply cannot be sent." default:"10s" env:"IPPOOL_DNS_TCP_TIMEOUT"`
 
 	Pprof     bool   `help:"Serve Go's profiler under /debug/pprof/ on the HTTP address." env:"IPPOOL_PPROF"`
 	LogLevel  string `help:"debug, info, warn or error." default:"info" enum:"debug,info,warn,error" env:"IPPOOL_LOG_LEVEL"`
@@ -146,6 +152,21 @@ func (c *ServeCmd) dnsConfig(log *slog.Logger) (dnsfront.Config, error) {
 		Addr: c.DNSAddr, Domains: c.DNSDomains, Upstreams: c.DNSUpstream, TTL: c.DNSTTL, ClientMap: c.DNSClientMap,
 		CacheMinTTL: c.DNSCacheMinTTL, CacheMaxTTL: c.DNSCacheMaxTTL,
 		RateLimit: c.DNSRateLimit, Burst: c.DNSBurst, Logger: log,
+		NewClientRate: c.DNSNewClientsRate, NewClientBurst: c.DNSNewClientsBurst,
+		TCPMaxConns: c.DNSTCPMaxConns, TCPMaxConnsPerSource: c.DNSTCPMaxPerSource, TCPTimeout: c.DNSTCPTimeout,
+	}
+	if c.DNSTCPMaxConns <= 0 || c.DNSTCPMaxPerSource <= 0 || c.DNSTCPTimeout <= 0 {
+		return cfg, errors.New("--dns-tcp-max-conns, --dns-tcp-max-conns-per-source and --dns-tcp-timeout must be positive")
+	}
+	for _, s := range c.DNSAllow {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			return cfg, fmt.Errorf("--dns-allow: %q is not a prefix (a single address is ADDR/32 or ADDR/128)", s)
+		}
+		cfg.Allow = append(cfg.Allow, p)
+	}
+	if len(cfg.Allow) == 0 {
+		return cfg, errors.New("--dns-allow: no prefix given; 0.0.0.0/0,::/0 allows every source")
 	}
 	for _, s := range c.IgnoreDestinations {
 		p, err := netip.ParsePrefix(strings.TrimSpace(s))
@@ -274,6 +295,12 @@ func registerDNSMetrics(reg prometheus.Registerer, dns *dnsfront.Server) {
 	counter("ippool_dns_rate_limited_total", "DNS allocations refused by the per-client rate limit.", func(s dnsfront.Stats) uint64 { return s.RateLimited })
 	counter("ippool_dns_upstream_errors_total", "Upstream lookups no upstream answered.", func(s dnsfront.Stats) uint64 { return s.UpstreamErrors })
 	counter("ippool_dns_cache_hits_total", "Upstream lookups answered from the cache.", func(s dnsfront.Stats) uint64 { return s.CacheHits })
+	counter("ippool_dns_upstream_lookups_total", "Upstream lookups sent upstream (cache misses).", func(s dnsfront.Stats) uint64 { return s.CacheMisses })
+	counter("ippool_dns_not_allowed_total", "DNS queries refused because --dns-allow does not admit their source.", func(s dnsfront.Stats) uint64 { return s.NotAllowed })
+	counter("ippool_dns_new_clients_limited_total", "DNS queries of new clients refused by --dns-new-clients-rate.", func(s dnsfront.Stats) uint64 { return s.NewClientLimited })
+	counter("ippool_dns_dropped_total", "DNS queries dropped unanswered (a compressed or truncated question).", func(s dnsfront.Stats) uint64 { return s.Dropped })
+	counter("ippool_dns_tcp_refused_total", "DNS-over-TCP connections closed at accept, over --dns-tcp-max-conns or --dns-tcp-max-conns-per-source.", func(s dnsfront.Stats) uint64 { return s.TCPRefused })
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ippool_dns_tcp_connections", Help: "DNS-over-TCP connections open."}, func() float64 { return float64(dns.Stats().TCPConns) }))
 }
 
 // exportRaftMetrics publishes hashicorp/raft's own timings (commitTime,
