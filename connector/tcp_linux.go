@@ -1,0 +1,177 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// acceptTCP takes flows from a transparent listener until it is closed.
+// Admission runs here, before any goroutine is started for the flow, so a
+// flood past the limits costs an accept and a reset each, nothing more.
+func (c *Connector) acceptTCP(ln *net.TCPListener) {
+	defer c.plat.wg.Done()
+	backoff := 5 * time.Millisecond
+	for {
+		conn, err := ln.AcceptTCP()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors, most likely: wait for flows to end
+			// rather than spin.
+			c.log.Warn("connector accept", "err", err)
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		f := flowInfo{proto: "tcp", src: addrPort(conn.RemoteAddr()), dst: addrPort(conn.LocalAddr())}
+		if !c.admit(&f) {
+			reset(conn)
+			c.done(&f)
+			continue
+		}
+		c.plat.wg.Add(1)
+		go c.serveTCP(conn, f)
+	}
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		ap := t.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}
+
+// reset closes conn with an RST rather than a FIN, so the client's connect
+// or first read fails at once instead of looking like an empty answer.
+func reset(conn *net.TCPConn) {
+	_ = conn.SetLinger(0)
+	_ = conn.Close()
+}
+
+func (c *Connector) serveTCP(conn *net.TCPConn, f flowInfo) {
+	defer c.plat.wg.Done()
+	defer c.limits.release(f.client)
+	c.m.open("tcp", 1)
+	defer c.m.open("tcp", -1)
+	start := time.Now()
+	// Shutdown ends every flow; AfterFunc costs no goroutine per flow.
+	stopConn := context.AfterFunc(c.ctx, func() { reset(conn) })
+	defer stopConn()
+
+	addrs := c.route(&f)
+	if addrs == nil {
+		reset(conn)
+		c.done(&f)
+		return
+	}
+	up, err := c.dialTCP(addrs, &f)
+	if err != nil {
+		f.result, f.err = DialFailed, err
+		reset(conn)
+		c.done(&f)
+		return
+	}
+	stopUp := context.AfterFunc(c.ctx, func() { reset(up) })
+	defer stopUp()
+	f.result = Relayed
+	upBytes, downBytes := c.relay(conn, up)
+	c.m.relayed("tcp", upBytes, downBytes)
+	c.done(&f, "up_bytes", upBytes, "down_bytes", downBytes, "duration", time.Since(start).Round(time.Millisecond))
+}
+
+// dialTCP connects to the flow's port on each address in turn until one
+// accepts.
+func (c *Connector) dialTCP(addrs []netip.Addr, f *flowInfo) (*net.TCPConn, error) {
+	d := net.Dialer{Timeout: c.cfg.DialTimeout, KeepAliveConfig: keepAliveConfig(c.cfg.KeepAlive)}
+	port := strconv.Itoa(int(f.dst.Port()))
+	start := time.Now()
+	var errs []error
+	for _, a := range addrs {
+		conn, err := d.DialContext(c.ctx, "tcp", net.JoinHostPort(a.String(), port))
+		if err == nil {
+			c.m.dialed(time.Since(start))
+			f.target = netip.AddrPortFrom(a, f.dst.Port())
+			return conn.(*net.TCPConn), nil
+		}
+		errs = append(errs, err)
+	}
+	c.m.dialed(time.Since(start))
+	return nil, errors.Join(errs...)
+}
+
+// relay copies both ways until both directions have ended, and returns the
+// bytes sent upstream (client to domain) and downstream. Each direction
+// passes its end on as it came: a FIN as a half-close, so a client that
+// shuts its write side after a request still reads the whole answer; a reset
+// or an error as a reset of both sides. io.Copy between two *net.TCPConn
+// splices on Linux.
+func (c *Connector) relay(client, up *net.TCPConn) (upBytes, downBytes int64) {
+	stopIdle := c.watchIdle(client, up)
+	defer stopIdle()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		upBytes = pipe(up, client)
+	}()
+	downBytes = pipe(client, up)
+	wg.Wait()
+	client.Close()
+	up.Close()
+	return upBytes, downBytes
+}
+
+func pipe(dst, src *net.TCPConn) int64 {
+	n, err := io.Copy(dst, src)
+	if err != nil {
+		reset(src)
+		reset(dst)
+		return n
+	}
+	_ = dst.CloseWrite()
+	return n
+}
+
+// watchIdle resets both sides once neither has received data for the idle
+// timeout. It asks the kernel when each socket last received data, at most
+// once per timeout, rather than timing every read.
+func (c *Connector) watchIdle(a, b *net.TCPConn) (stop func()) {
+	idle := c.cfg.IdleTimeout
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	check := func() {
+		qa, errA := quietFor(a)
+		qb, errB := quietFor(b)
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped || errA != nil || errB != nil {
+			return
+		}
+		if q := min(qa, qb); q < idle {
+			t.Reset(idle - q)
+			return
+		}
+		c.log.Debug("flow idle", "src", a.RemoteAddr(), "dst", a.LocalAddr(), "idle", idle)
+		reset(a)
+		reset(b)
+	}
+	mu.Lock()
+	t = time.AfterFunc(idle, check)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+	}
+}
