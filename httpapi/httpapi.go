@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ippool/ippool/acl"
+	"github.com/ippool/ippool/console"
 	"github.com/ippool/ippool/pool"
 	"github.com/ippool/ippool/service"
 	"github.com/ippool/ippool/wire"
@@ -92,6 +93,9 @@ func (a *api) routes(gatherer prometheus.Gatherer, opts Options) []route {
 		{"GET /v1/snapshot", acl.RoleAdmin, a.snapshot},
 		{"PUT /v1/snapshot", acl.RoleAdmin, a.restore},
 		{"GET /v1/pool", acl.RoleRead, a.getPool},
+		{"GET /v1/pool/clients", acl.RoleRead, a.topClients},
+		{"GET /v1/clients/{client}/occupancy", acl.RoleRead, a.occupancy},
+		{"GET /v1/stats", acl.RoleRead, a.stats(gatherer)},
 		{"PUT /v1/pool", acl.RoleAdmin, a.setPool},
 		{"POST /v1/acl/bootstrap", acl.RolePublic, a.bootstrapACL},
 		{"GET /v1/acl/self", acl.RoleRead, a.aclSelf},
@@ -103,6 +107,12 @@ func (a *api) routes(gatherer prometheus.Gatherer, opts Options) []route {
 			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 		}},
 		{"GET /readyz", acl.RolePublic, a.ready},
+		// The console's files hold no data (its pages read the API with
+		// the user's token), so anyone may load them.
+		{"GET " + console.Prefix, acl.RolePublic, console.Handler().ServeHTTP},
+		{"GET /{$}", acl.RolePublic, func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, console.Prefix, http.StatusFound)
+		}},
 		// Unknown paths need a token too, so a stranger cannot map the API.
 		{"/", acl.RoleRead, func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
@@ -317,6 +327,10 @@ func (a *api) releaseClient(w http.ResponseWriter, r *http.Request) {
 func (a *api) list(w http.ResponseWriter, r *http.Request) {
 	client := r.PathValue("client")
 	consistent, _ := strconv.ParseBool(r.URL.Query().Get("consistent"))
+	if r.URL.Query().Has("limit") {
+		a.listPage(w, r, client, consistent)
+		return
+	}
 	ms, err := a.svc.Mappings(r.Context(), client, consistent)
 	if err != nil {
 		a.fail(w, err)
