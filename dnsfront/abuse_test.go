@@ -406,7 +406,7 @@ func TestTCPConnectionCaps(t *testing.T) {
 	if !closedSoon(dial("127.0.0.24"), 2*time.Second) {
 		t.Fatal("a connection past the total cap was kept")
 	}
-	if st := e.srv.Stats(); st.TCPRefused != 2 {
+	if st := e.srv.Stats(); st.TCPRefusedPerSource != 1 || st.TCPRefusedTotal != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 	// A connection that sends nothing is closed after the timeout, and

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/ippool/ippool/connlimit"
 )
 
 // Start listens on UDP and TCP and returns once both accept queries, so a
@@ -30,8 +32,11 @@ func (s *Server) Start() error {
 	// One deadline for the first query, the next ones and the reply: a
 	// connection that holds a slot must keep delivering queries.
 	tcpTimeout := s.cfg.TCPTimeout
+	// miekg/dns gives every accepted connection a goroutine and a buffer
+	// and caps neither; past a cap a connection is closed at accept.
+	tcpConns := connlimit.New(ln, s.cfg.TCPMaxConns, s.cfg.TCPMaxConnsPerSource)
 	tcp := &dns.Server{
-		Listener: s.tcpConns.listener(ln), Handler: s, DecorateReader: guard,
+		Listener: tcpConns, Handler: s, DecorateReader: guard,
 		ReadTimeout: tcpTimeout, WriteTimeout: tcpTimeout, IdleTimeout: func() time.Duration { return tcpTimeout },
 	}
 	for _, srv := range []*dns.Server{udp, tcp} {
@@ -56,7 +61,7 @@ func (s *Server) Start() error {
 			return fmt.Errorf("dnsfront: serve: %w", err)
 		}
 	}
-	s.udp, s.tcp, s.addr = udp, tcp, pc.LocalAddr().String()
+	s.udp, s.tcp, s.tcpConns, s.addr = udp, tcp, tcpConns, pc.LocalAddr().String()
 	return nil
 }
 

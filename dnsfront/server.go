@@ -55,6 +55,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/ippool/ippool/clientid"
+	"github.com/ippool/ippool/connlimit"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -94,14 +95,16 @@ type Stats struct {
 	NotAllowed       uint64 // queries refused because Config.Allow does not admit their source
 	NewClientLimited uint64 // queries of new clients refused by Config.NewClientRate
 	Dropped          uint64 // queries dropped unanswered (a compressed or truncated question)
-	TCPRefused       uint64 // TCP connections closed at accept, over a connection cap
-	TCPConns         uint64 // TCP connections open now (a gauge, not a counter)
+	// TCP connections closed at accept, over Config.TCPMaxConns and over
+	// Config.TCPMaxConnsPerSource.
+	TCPRefusedTotal, TCPRefusedPerSource uint64
+	TCPConns                             uint64 // TCP connections open now (a gauge, not a counter)
 }
 
 type counters struct {
 	queries, answered, refused, servfail, other         atomic.Uint64
 	rateLimited, upstreamErrors, cacheHits, cacheMisses atomic.Uint64
-	notAllowed, newClientLimited, dropped, tcpRefused   atomic.Uint64
+	notAllowed, newClientLimited, dropped               atomic.Uint64
 }
 
 // Server is a DNS server answering from a Pool. Its methods are safe for
@@ -116,7 +119,6 @@ type Server struct {
 	clients    *clientid.Map
 	limits     *limiters
 	newClients *rate.Limiter // nil: no limit
-	tcpConns   *connLimiter
 	ttl        uint32
 
 	udpClient, tcpClient *dns.Client
@@ -132,6 +134,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	udp, tcp *dns.Server
+	tcpConns *connlimit.Listener
 	addr     string
 }
 
@@ -169,7 +172,6 @@ func New(cfg Config, p Pool) (*Server, error) {
 		limits:    newLimiters(cfg.RateLimit, cfg.Burst),
 	}
 	s.newClients = newClientLimiter(cfg.NewClientRate, cfg.NewClientBurst)
-	s.tcpConns = newConnLimiter(cfg.TCPMaxConns, cfg.TCPMaxConnsPerSource, &s.stats.tcpRefused)
 	if cfg.ClientMap != "" {
 		cm, err := clientid.Load(cfg.ClientMap)
 		if err != nil {
@@ -184,6 +186,12 @@ func New(cfg Config, p Pool) (*Server, error) {
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
 	c := &s.stats
+	var tcp connlimit.Stats
+	s.mu.Lock()
+	if s.tcpConns != nil {
+		tcp = s.tcpConns.Stats()
+	}
+	s.mu.Unlock()
 	return Stats{
 		Queries:        c.queries.Load(),
 		Answered:       c.answered.Load(),
@@ -195,10 +203,11 @@ func (s *Server) Stats() Stats {
 		CacheHits:      c.cacheHits.Load(),
 		CacheMisses:    c.cacheMisses.Load(),
 
-		NotAllowed:       c.notAllowed.Load(),
-		NewClientLimited: c.newClientLimited.Load(),
-		Dropped:          c.dropped.Load(),
-		TCPRefused:       c.tcpRefused.Load(),
-		TCPConns:         uint64(s.tcpConns.open()),
+		NotAllowed:          c.notAllowed.Load(),
+		NewClientLimited:    c.newClientLimited.Load(),
+		Dropped:             c.dropped.Load(),
+		TCPRefusedTotal:     tcp.RefusedTotal,
+		TCPRefusedPerSource: tcp.RefusedPerSource,
+		TCPConns:            uint64(tcp.Open),
 	}
 }

@@ -20,6 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/ippool/ippool/cluster"
+	"github.com/ippool/ippool/connector"
+	"github.com/ippool/ippool/connlimit"
 	"github.com/ippool/ippool/dnsfront"
 	"github.com/ippool/ippool/httpapi"
 	"github.com/ippool/ippool/pool"
@@ -71,6 +73,8 @@ type ServeCmd struct {
 	DNSTCPMaxConns     int           `name:"dns-tcp-max-conns" help:"Open DNS-over-TCP connections at most; more are closed at once." default:"256" env:"IPPOOL_DNS_TCP_MAX_CONNS"`
 	DNSTCPMaxPerSource int           `name:"dns-tcp-max-conns-per-source" help:"Open DNS-over-TCP connections at most per source address." default:"16" env:"IPPOOL_DNS_TCP_MAX_CONNS_PER_SOURCE"`
 	DNSTCPTimeout      time.Duration `name:"dns-tcp-timeout" help:"A DNS-over-TCP connection is closed when its next query has not arrived in full within this, or its reply cannot be sent." default:"10s" env:"IPPOOL_DNS_TCP_TIMEOUT"`
+
+	ConnectorFlags `embed:""`
 
 	Pprof     bool   `help:"Serve Go's profiler under /debug/pprof/ on the HTTP address." env:"IPPOOL_PPROF"`
 	LogLevel  string `help:"debug, info, warn or error." default:"info" enum:"debug,info,warn,error" env:"IPPOOL_LOG_LEVEL"`
@@ -206,8 +210,13 @@ func (c *ServeCmd) Run(cli *CLI) error {
 		return err
 	}
 	var dcfg dnsfront.Config
-	if c.DNSAddr != "" {
+	if c.DNSAddr != "" || c.Connector {
 		if dcfg, err = c.dnsConfig(log.With("component", "dns")); err != nil {
+			return err
+		}
+	}
+	if c.Connector {
+		if err := connector.Supported(); err != nil {
 			return err
 		}
 	}
@@ -236,15 +245,33 @@ func (c *ServeCmd) Run(cli *CLI) error {
 	// DNS listens before HTTP serves, so /readyz never says ready while the
 	// DNS port is still closed.
 	var dns *dnsfront.Server
-	if c.DNSAddr != "" {
-		dns, err = dnsfront.New(dcfg, svc)
-		if err == nil {
-			err = dns.Start()
+	if c.DNSAddr != "" || c.Connector {
+		// The connector resolves through the DNS front end's upstreams and
+		// cache, so it has one even when DNS is off; then it never listens.
+		if dns, err = dnsfront.New(dcfg, svc); err != nil {
+			return fmt.Errorf("starting DNS: %w", err)
 		}
-		if err != nil {
+		defer dns.Shutdown(context.Background())
+	}
+	if c.DNSAddr != "" {
+		if err := dns.Start(); err != nil {
 			return fmt.Errorf("starting DNS: %w", err)
 		}
 		registerDNSMetrics(reg, dns)
+	}
+	var conn *connector.Connector
+	if c.Connector {
+		ccfg, err := c.connectorConfig(log.With("component", "connector"), reg)
+		if err == nil {
+			conn, err = connector.New(ccfg, svc, dns)
+		}
+		if err == nil {
+			err = conn.Start()
+		}
+		if err != nil {
+			return fmt.Errorf("starting the connector: %w", err)
+		}
+		defer conn.Close()
 	}
 
 	httpSrv := httpapi.NewServer(svc, reg, log, httpapi.Options{Pprof: c.Pprof, LoopbackHostsOnly: httpLoopback})
@@ -272,6 +299,12 @@ func (c *ServeCmd) Run(cli *CLI) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if conn != nil {
+		// Rules first: no flow may arrive at a port about to close.
+		if err := conn.Close(); err != nil {
+			log.Warn("connector shutdown", "err", err)
+		}
+	}
 	if dns != nil {
 		dns.Shutdown(ctx)
 	}
@@ -299,7 +332,15 @@ func registerDNSMetrics(reg prometheus.Registerer, dns *dnsfront.Server) {
 	counter("ippool_dns_not_allowed_total", "DNS queries refused because --dns-allow does not admit their source.", func(s dnsfront.Stats) uint64 { return s.NotAllowed })
 	counter("ippool_dns_new_clients_limited_total", "DNS queries of new clients refused by --dns-new-clients-rate.", func(s dnsfront.Stats) uint64 { return s.NewClientLimited })
 	counter("ippool_dns_dropped_total", "DNS queries dropped unanswered (a compressed or truncated question).", func(s dnsfront.Stats) uint64 { return s.Dropped })
-	counter("ippool_dns_tcp_refused_total", "DNS-over-TCP connections closed at accept, over --dns-tcp-max-conns or --dns-tcp-max-conns-per-source.", func(s dnsfront.Stats) uint64 { return s.TCPRefused })
+	for reason, f := range map[string]func(dnsfront.Stats) uint64{
+		connlimit.ReasonTotal:     func(s dnsfront.Stats) uint64 { return s.TCPRefusedTotal },
+		connlimit.ReasonPerSource: func(s dnsfront.Stats) uint64 { return s.TCPRefusedPerSource },
+	} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "ippool_dns_tcp_refused_total", ConstLabels: prometheus.Labels{"reason": reason},
+			Help: "DNS-over-TCP connections closed at accept, by the cap they were past: total (--dns-tcp-max-conns) or per_source (--dns-tcp-max-conns-per-source).",
+		}, func() float64 { return float64(f(dns.Stats())) }))
+	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ippool_dns_tcp_connections", Help: "DNS-over-TCP connections open."}, func() float64 { return float64(dns.Stats().TCPConns) }))
 }
 
