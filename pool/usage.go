@@ -82,16 +82,6 @@ func (s *State) TopClients(prefix string, offset, limit int, now time.Time) ([]C
 	return out, total
 }
 
-// ClientUsage returns one client's usage at now, and false for a client
-// the state does not hold.
-func (s *State) ClientUsage(clientID string, now time.Time) (ClientUsage, bool) {
-	c := s.clients[clientID]
-	if c == nil {
-		return ClientUsage{}, false
-	}
-	return s.usageOf(c, now.UnixNano()), true
-}
-
 func (s *State) usageOf(c *client, now int64) ClientUsage {
 	return ClientUsage{Client: c.id, Mappings: len(c.slab), Expired: s.expiredCount(c, now), Held: len(c.held)}
 }

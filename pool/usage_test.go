@@ -94,22 +94,19 @@ func TestTopClientsRanksByMappingsAndPages(t *testing.T) {
 	}
 }
 
-func TestClientUsageCountsExpiredAndHeld(t *testing.T) {
+func TestUsageCountsExpiredAndHeld(t *testing.T) {
 	s := usageState(t)
 	for _, id := range s.Clients() {
-		got, ok := s.ClientUsage(id, usageNow)
-		if want := naiveUsage(s, id, usageNow); !ok || got != want {
+		got := s.usageOf(s.clients[id], usageNow.UnixNano())
+		if want := naiveUsage(s, id, usageNow); got != want {
 			t.Fatalf("%s: %+v, want %+v", id, got, want)
 		}
 	}
-	if _, ok := s.ClientUsage("nobody", usageNow); ok {
-		t.Fatal("an unknown client has a usage")
-	}
 	// Every mapping expired, none expired.
 	for _, at := range []time.Time{t0.Add(10 * time.Hour), t0} {
-		u, _ := s.ClientUsage("gw-01", at)
-		if want := naiveUsage(s, "gw-01", at); u != want {
-			t.Fatalf("at %v: %+v, want %+v", at, u, want)
+		got := s.usageOf(s.clients["gw-01"], at.UnixNano())
+		if want := naiveUsage(s, "gw-01", at); got != want || got.Mappings == 0 {
+			t.Fatalf("at %v: %+v, want %+v", at, got, want)
 		}
 	}
 }
@@ -228,11 +225,6 @@ func BenchmarkConsoleReads(b *testing.B) {
 	b.Run("MappingsPage-busiest-last-50", func(b *testing.B) {
 		for b.Loop() {
 			s.MappingsPage("client-0", netip.Addr{}, 19950, 50)
-		}
-	})
-	b.Run("ClientUsage-busiest", func(b *testing.B) {
-		for b.Loop() {
-			s.ClientUsage("client-0", now)
 		}
 	})
 }
