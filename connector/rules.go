@@ -57,11 +57,11 @@ func PoolRanges(pool, exclude []netipx.IPRange) ([]netipx.IPRange, error) {
 }
 
 func rangeText(r netipx.IPRange) string {
-	if p, ok := r.Prefix(); ok {
-		return p.String()
-	}
 	if r.From() == r.To() {
 		return r.From().String()
+	}
+	if p, ok := r.Prefix(); ok {
+		return p.String()
 	}
 	return r.From().String() + "-" + r.To().String()
 }

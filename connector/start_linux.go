@@ -21,6 +21,9 @@ type platform struct {
 	done  chan struct{}
 }
 
+// Supported says whether this system can run the connector: Linux can.
+func Supported() error { return nil }
+
 // poolEvery is how often the pool configuration is read again: a change
 // (ippool pool set) updates the guard and the nftables set within it.
 const poolEvery = 2 * time.Second
@@ -81,13 +84,23 @@ func (c *Connector) currentRules() Rules {
 
 // watchPool follows changes of the pool configuration.
 func (c *Connector) watchPool() {
-	t := time.NewTicker(poolEvery)
+	// Faster until the pool is known: a cluster still bootstrapping has
+	// none, and the rules were installed with an empty set.
+	every := poolEvery
+	if c.guard.poolSet.Load() == nil {
+		every = poolEvery / 10
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-c.plat.done:
 			return
 		case <-t.C:
+		}
+		if every != poolEvery && c.guard.poolSet.Load() != nil {
+			every = poolEvery
+			t.Reset(every)
 		}
 		if !c.guard.refreshPool() || !c.cfg.Rules {
 			continue

@@ -10,9 +10,12 @@ import (
 // platform is empty where there is no TPROXY.
 type platform struct{}
 
-func (c *Connector) start() error {
+// Supported says why this system cannot run the connector.
+func Supported() error {
 	return errors.New("the connector needs Linux (TPROXY and IP_TRANSPARENT sockets); this is " + runtime.GOOS + ": run ippool serve without --connector")
 }
+
+func (c *Connector) start() error { return Supported() }
 
 func (c *Connector) close() error { return nil }
 

@@ -45,6 +45,7 @@ type CLI struct {
 	ACL      ACLCmd      `cmd:"" name:"acl" help:"Turn access control on (bootstrap)."`
 	Tokens   TokenCmd    `cmd:"" name:"token" help:"Create, list and revoke ACL tokens."`
 	Bench    BenchCmd    `cmd:"" help:"Generate load against servers and report latency."`
+	Conn     ConnCmd     `cmd:"" name:"connector" help:"The connector's firewall rules."`
 	Version  VersionCmd  `cmd:"" help:"Print the version of this binary."`
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/ippool/ippool/cluster"
+	"github.com/ippool/ippool/connector"
 	"github.com/ippool/ippool/connlimit"
 	"github.com/ippool/ippool/dnsfront"
 	"github.com/ippool/ippool/httpapi"
@@ -72,6 +73,8 @@ type ServeCmd struct {
 	DNSTCPMaxConns     int           `name:"dns-tcp-max-conns" help:"Open DNS-over-TCP connections at most; more are closed at once." default:"256" env:"IPPOOL_DNS_TCP_MAX_CONNS"`
 	DNSTCPMaxPerSource int           `name:"dns-tcp-max-conns-per-source" help:"Open DNS-over-TCP connections at most per source address." default:"16" env:"IPPOOL_DNS_TCP_MAX_CONNS_PER_SOURCE"`
 	DNSTCPTimeout      time.Duration `name:"dns-tcp-timeout" help:"A DNS-over-TCP connection is closed when its next query has not arrived in full within this, or its reply cannot be sent." default:"10s" env:"IPPOOL_DNS_TCP_TIMEOUT"`
+
+	ConnectorFlags `embed:""`
 
 	Pprof     bool   `help:"Serve Go's profiler under /debug/pprof/ on the HTTP address." env:"IPPOOL_PPROF"`
 	LogLevel  string `help:"debug, info, warn or error." default:"info" enum:"debug,info,warn,error" env:"IPPOOL_LOG_LEVEL"`
@@ -207,8 +210,13 @@ func (c *ServeCmd) Run(cli *CLI) error {
 		return err
 	}
 	var dcfg dnsfront.Config
-	if c.DNSAddr != "" {
+	if c.DNSAddr != "" || c.Connector {
 		if dcfg, err = c.dnsConfig(log.With("component", "dns")); err != nil {
+			return err
+		}
+	}
+	if c.Connector {
+		if err := connector.Supported(); err != nil {
 			return err
 		}
 	}
@@ -237,15 +245,33 @@ func (c *ServeCmd) Run(cli *CLI) error {
 	// DNS listens before HTTP serves, so /readyz never says ready while the
 	// DNS port is still closed.
 	var dns *dnsfront.Server
-	if c.DNSAddr != "" {
-		dns, err = dnsfront.New(dcfg, svc)
-		if err == nil {
-			err = dns.Start()
+	if c.DNSAddr != "" || c.Connector {
+		// The connector resolves through the DNS front end's upstreams and
+		// cache, so it has one even when DNS is off; then it never listens.
+		if dns, err = dnsfront.New(dcfg, svc); err != nil {
+			return fmt.Errorf("starting DNS: %w", err)
 		}
-		if err != nil {
+		defer dns.Shutdown(context.Background())
+	}
+	if c.DNSAddr != "" {
+		if err := dns.Start(); err != nil {
 			return fmt.Errorf("starting DNS: %w", err)
 		}
 		registerDNSMetrics(reg, dns)
+	}
+	var conn *connector.Connector
+	if c.Connector {
+		ccfg, err := c.connectorConfig(log.With("component", "connector"), reg)
+		if err == nil {
+			conn, err = connector.New(ccfg, svc, dns)
+		}
+		if err == nil {
+			err = conn.Start()
+		}
+		if err != nil {
+			return fmt.Errorf("starting the connector: %w", err)
+		}
+		defer conn.Close()
 	}
 
 	httpSrv := httpapi.NewServer(svc, reg, log, httpapi.Options{Pprof: c.Pprof, LoopbackHostsOnly: httpLoopback})
@@ -273,6 +299,12 @@ func (c *ServeCmd) Run(cli *CLI) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if conn != nil {
+		// Rules first: no flow may arrive at a port about to close.
+		if err := conn.Close(); err != nil {
+			log.Warn("connector shutdown", "err", err)
+		}
+	}
 	if dns != nil {
 		dns.Shutdown(ctx)
 	}
