@@ -177,7 +177,8 @@ func normalizePrefixes(what string, in []netip.Prefix) ([]netip.Prefix, error) {
 // RFC 6598 that carrier NAT and tailnets use, IPv6 unique local addresses).
 // A public source is refused, as unbound refuses every source but
 // localhost unless told otherwise, so that a server reachable from the
-// internet does not answer (or reflect floods to) whoever forges a source.
+// internet looks up and allocates nothing for strangers; the refusal is no
+// larger than the query, so forging a victim's source buys no amplification.
 // Link-local sources are left out: a host picks one only to reach a server
 // it addresses by a link-local address (RFC 6724 matches scopes), which a
 // resolver configuration rarely does; allow fe80::/10 or 169.254.0.0/16
