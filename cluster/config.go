@@ -56,6 +56,14 @@ type Config struct {
 	// LinearizableReads turns local answers off: every read that would be
 	// answered from local state goes through the read barrier.
 	LinearizableReads bool
+	// MaxClients bounds the clients the cluster holds: a new client past it
+	// is refused with quota_exceeded. The leader puts its own in every
+	// entry it appends, so give every server the same. Default
+	// DefaultMaxClients.
+	MaxClients int
+	// ClockOffset is added to this server's clock; for tests only, to
+	// show that a server whose clock is wrong cannot move the cluster's.
+	ClockOffset time.Duration
 
 	Logger *slog.Logger
 	// Metrics receives counts; nil discards them.
@@ -104,6 +112,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxBatch == 0 {
 		c.MaxBatch = 1024
+	}
+	if c.MaxClients == 0 {
+		c.MaxClients = DefaultMaxClients
+	}
+	if c.MaxClients < 0 || c.MaxClients > pool.MaxClientsLimit {
+		return fmt.Errorf("cluster: a client limit of %d is outside 1 to %d", c.MaxClients, pool.MaxClientsLimit)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

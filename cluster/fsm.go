@@ -43,7 +43,11 @@ type fsm struct {
 	// configurations) or of the snapshot it restored. Raft's own applied
 	// index runs ahead of it: Raft counts an entry applied once it is queued
 	// for the FSM.
-	applied  atomic.Uint64
+	applied atomic.Uint64
+	// maxTime is the latest entry time applied (Unix ns), below which a
+	// leader never stamps. It is not in snapshots: a server that installs
+	// one knows only the times of the entries it applies after it.
+	maxTime  atomic.Int64
 	snapshot *snapshotStore
 	// progress is closed and replaced after every batch, to wake waiters.
 	progressMu sync.Mutex
@@ -103,14 +107,14 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		var ops []pool.Op
+		var e pool.Entry
 		var cmd acl.Command
 		var err error
 		isACL := acl.IsCommand(l.Data)
 		if isACL {
 			cmd, err = acl.DecodeCommand(l.Data)
 		} else {
-			ops, err = pool.DecodeCommand(l.Data)
+			e, err = pool.DecodeEntry(l.Data)
 		}
 		if errors.Is(err, pool.ErrCorruptEntry) {
 			// Only this server's copy can be damaged: the entry was
@@ -137,10 +141,13 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			out[i] = applyResponse{err: err}
 			continue
 		}
-		for j := range ops {
-			configChanged = configChanged || ops[j].Kind == pool.OpSetConfig
+		for j := range e.Ops {
+			configChanged = configChanged || e.Ops[j].Kind == pool.OpSetConfig
 		}
-		out[i] = applyResponse{results: f.state.ApplyOps(ops)}
+		out[i] = applyResponse{results: f.state.ApplyEntry(e)}
+		if t := e.Time.UnixNano(); t > f.maxTime.Load() {
+			f.maxTime.Store(t)
+		}
 	}
 	cfg, _ := f.state.Config()
 	f.mu.Unlock()

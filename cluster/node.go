@@ -56,6 +56,8 @@ type Node struct {
 	// readyTerm is the term in which this server, as leader, has applied
 	// everything before its own first entry: its commit index is current.
 	readyTerm atomic.Uint64
+	// clock is the cluster's time as this server knows it (clock.go).
+	clock clockState
 
 	lock     *os.File
 	fatal    chan error
@@ -237,6 +239,7 @@ func (n *Node) serve(addr net.Addr, bootstrap bool) {
 	n.goRun(func() { n.batcher.run(n.stop) })
 	n.goRun(n.keepFresh)
 	n.goRun(n.liftHolds)
+	n.goRun(n.sampleClocks)
 	if bootstrap {
 		n.goRun(n.bootstrapOrJoin)
 	}

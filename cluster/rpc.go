@@ -84,6 +84,7 @@ func (n *Node) rpcHandler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]uint64{"index": idx})
 	})
 	mux.HandleFunc("POST "+rpcJoin, n.handleJoin)
+	mux.HandleFunc("POST "+rpcTime, n.handleTime)
 	mux.HandleFunc("POST "+rpcRestore, func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRestoreBody))
 		if err == nil {

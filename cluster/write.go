@@ -97,16 +97,54 @@ func (b *batcher) gather(first *proposal) ([]*proposal, int) {
 // send commits a batch, retrying across leader changes, frees its slot (if
 // it holds one) and tells its callers.
 func (b *batcher) send(batch []*proposal, count int, slots chan struct{}) {
-	entry, err := pool.EncodeCommand(nil, joinOps(batch, count))
-	var results []pool.Result
-	if err == nil {
-		results, err = b.n.commit(entry, count)
+	results, err := b.n.commit(joinOps(batch, count))
+	if errors.As(err, new(badOps)) && len(batch) > 1 {
+		// One caller's op that the log would refuse fails that caller
+		// alone; the others' ops are committed without it.
+		batch, count = failBadOps(batch)
+		results, err = nil, nil
+		if count > 0 {
+			results, err = b.n.commit(joinOps(batch, count))
+		}
 	}
 	// The next batch need not wait while these callers are told.
 	if slots != nil {
 		<-slots
 	}
 	deliver(batch, results, err)
+}
+
+// badOps is an encoding error: an op the log entry's decoder would refuse.
+type badOps struct{ err error }
+
+func (e badOps) Error() string { return e.err.Error() }
+func (e badOps) Unwrap() error { return e.err }
+
+// failBadOps tells each proposal with an op the encoder refuses why, and
+// returns the others.
+func failBadOps(batch []*proposal) ([]*proposal, int) {
+	var keep []*proposal
+	count := 0
+	for _, p := range batch {
+		if _, err := pool.EncodeEntry(nil, pool.Entry{Ops: p.ops}); err != nil {
+			deliver([]*proposal{p}, nil, err)
+			continue
+		}
+		keep = append(keep, p)
+		count += len(p.ops)
+	}
+	return keep, count
+}
+
+// forwardEntry encodes ops to send to the leader, which decodes them and
+// stamps its own time on the entry it appends: this server's time in it is
+// never applied.
+func (n *Node) forwardEntry(ops []pool.Op) ([]byte, error) {
+	entry, err := pool.EncodeEntry(nil, pool.Entry{Time: n.Now(), Ops: ops})
+	if err != nil {
+		return nil, badOps{err}
+	}
+	return entry, nil
 }
 
 // forwardOnStream hands a follower's batch to its live forwarding stream
@@ -125,7 +163,7 @@ func (b *batcher) forwardOnStream(batch []*proposal, count int, slots chan struc
 	if fc == nil {
 		return false
 	}
-	entry, err := pool.EncodeCommand(nil, joinOps(batch, count))
+	entry, err := b.n.forwardEntry(joinOps(batch, count))
 	if err != nil {
 		return false
 	}
@@ -208,10 +246,10 @@ func noQuorum(cause error) error {
 	return pool.Errorf(pool.CodeNoQuorum, "the write was not committed in time: no quorum of servers answered (%v)", cause)
 }
 
-// commit gets one entry committed, retrying across leader changes until
-// WriteTimeout. A retried entry carries the same request IDs, so the state
-// applies each op once.
-func (n *Node) commit(entry []byte, nops int) ([]pool.Result, error) {
+// commit gets ops committed as one entry, retrying across leader changes
+// until WriteTimeout. A retried entry carries the same request IDs, so the
+// state applies each op once; the leader that appends it stamps it anew.
+func (n *Node) commit(ops []pool.Op) ([]pool.Result, error) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.WriteTimeout)
 	defer cancel()
@@ -222,10 +260,13 @@ func (n *Node) commit(entry []byte, nops int) ([]pool.Result, error) {
 		var err error
 		forwarded := false
 		if n.raft.State() == raft.Leader {
-			results, err = n.applyLocal(ctx, entry)
+			results, err = n.applyOps(ctx, ops)
 		} else if _, addr := n.Leader(); addr != "" {
 			forwarded = true
-			results, err = n.forward(ctx, addr, entry, nops)
+			var entry []byte
+			if entry, err = n.forwardEntry(ops); err == nil {
+				results, err = n.forward(ctx, addr, entry, len(ops))
+			}
 		} else {
 			err = errRetry{pool.Errorf(pool.CodeNoLeader, "no leader is known")}
 		}
@@ -257,9 +298,31 @@ type errRetry struct{ err error }
 func (e errRetry) Error() string { return e.err.Error() }
 func (e errRetry) Unwrap() error { return e.err }
 
-// applyLocal appends the entry on this server, which must lead.
-func (n *Node) applyLocal(ctx context.Context, entry []byte) ([]pool.Result, error) {
+// applyOps appends ops as one entry on this server, which must lead. The
+// entry carries this leader's stamp (its time, never below the entry
+// before) and its client bound; stamping and appending happen under one
+// lock, so entries reach the log in the order of their times.
+func (n *Node) applyOps(ctx context.Context, ops []pool.Op) ([]pool.Result, error) {
+	if err := n.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	n.clock.stampMu.Lock()
+	entry, err := pool.EncodeEntry(nil, pool.Entry{Time: n.stamp(), MaxClients: n.cfg.MaxClients, Ops: ops})
+	if err != nil {
+		n.clock.stampMu.Unlock()
+		return nil, badOps{err}
+	}
 	f := n.raft.Apply(entry, timeLeft(ctx, n.cfg.WriteTimeout))
+	n.clock.stampMu.Unlock()
+	return applyResult(f)
+}
+
+// applyLocal appends an entry as it is on this server, which must lead.
+func (n *Node) applyLocal(ctx context.Context, entry []byte) ([]pool.Result, error) {
+	return applyResult(n.raft.Apply(entry, timeLeft(ctx, n.cfg.WriteTimeout)))
+}
+
+func applyResult(f raft.ApplyFuture) ([]pool.Result, error) {
 	if err := f.Error(); err != nil {
 		return nil, applyError(err)
 	}

@@ -33,7 +33,7 @@ func BenchmarkAllocate(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if _, _, err := s.allocate("c", names[i%len(names)], int64(i)); err != nil {
+				if _, _, err := s.allocate("c", names[i%len(names)], int64(i), 0); err != nil {
 					b.Fatal(err)
 				}
 				if i%len(names) == len(names)-1 {
@@ -65,7 +65,7 @@ func BenchmarkAllocate(b *testing.B) {
 				// Every mapping was reused once: age them all again.
 				now += 2 * int64(life)
 			}
-			if _, _, err := s.allocate("c", names[(i/size)%2*size+i%size], now); err != nil {
+			if _, _, err := s.allocate("c", names[(i/size)%2*size+i%size], now, 0); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -120,7 +120,7 @@ func fill1M(b *testing.B) *State {
 	for c := range 1000 {
 		id := clientName(c)
 		for d, name := range names {
-			if _, _, err := s.allocate(id, name, t0.UnixNano()+int64(c*1000+d)*int64(time.Millisecond)); err != nil {
+			if _, _, err := s.allocate(id, name, t0.UnixNano()+int64(c*1000+d)*int64(time.Millisecond), 0); err != nil {
 				b.Fatal(err)
 			}
 		}

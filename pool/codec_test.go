@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"go4.org/netipx"
 )
 
 func sampleOps() []Op {
@@ -27,16 +30,17 @@ func sampleOps() []Op {
 
 func TestCommandRoundTrip(t *testing.T) {
 	ops := sampleOps()
-	b, err := EncodeCommand(nil, ops)
+	e := Entry{Time: ops[0].Time, MaxClients: 1_000_000, Ops: ops}
+	b, err := EncodeEntry(nil, e)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := DecodeCommand(b)
+	got, err := DecodeEntry(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(got, ops) {
-		t.Fatalf("round trip:\n got %+v\nwant %+v", got, ops)
+	if !reflect.DeepEqual(got, e) {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got, e)
 	}
 	// An allocation is compact: a few bytes beyond its strings, 4 of them
 	// the checksum.
@@ -46,22 +50,142 @@ func TestCommandRoundTrip(t *testing.T) {
 	}
 }
 
-// asV1 turns a version 2 entry into the version 1 entry of the same ops (no
-// checksum), so that the decoder's checks of the body are reached.
-func asV1(b []byte) []byte { return append([]byte{1}, b[1:len(b)-4]...) }
+// legacyBody is the op count and ops as versions 1 and 2 wrote them, each
+// op with its own time, unchecked.
+func legacyBody(ops []Op) []byte {
+	b := binary.AppendUvarint(nil, uint64(len(ops)))
+	for i := range ops {
+		one := appendOps(nil, ops[i:i+1])[1:]
+		head := 1
+		if !ops[i].ID.IsZero() {
+			_, n := binary.Uvarint(one[9:])
+			head = 9 + n
+		}
+		b = append(b, one[:head]...)
+		b = binary.AppendVarint(b, ops[i].Time.UnixNano())
+		b = append(b, one[head:]...)
+	}
+	return b
+}
 
-// withChecksum turns a version 1 entry into a version 2 entry, checksum and
-// all, whatever its body holds.
+// asV1 is the version 1 entry of ops (no checksum), and withChecksum turns
+// a version 1 entry into a version 2 entry, checksum and all, whatever its
+// body holds.
+func asV1(ops []Op) []byte { return append([]byte{1}, legacyBody(ops)...) }
+
 func withChecksum(v1 []byte) []byte {
 	b := append([]byte{2}, v1[1:]...)
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 }
 
-func TestDecodeCommandReadsVersion1(t *testing.T) {
-	b, _ := EncodeCommand(nil, sampleOps())
-	got, err := DecodeCommand(asV1(b))
-	if err != nil || !reflect.DeepEqual(got, sampleOps()) {
-		t.Fatalf("version 1 entry: %+v, %v", got, err)
+// rawV3 is a version 3 entry with whatever e holds, unchecked, with a
+// good checksum: what a server without the encoder's checks would write.
+func rawV3(e Entry) []byte {
+	b := []byte{3}
+	b = binary.AppendVarint(b, e.Time.UnixNano())
+	b = binary.AppendUvarint(b, uint64(e.MaxClients))
+	b = appendOps(b, e.Ops)
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+// Entries of versions 1 and 2 are read with the rules they were written
+// under: a time per op, no client bound, a pool configuration held only to
+// Validate.
+func TestDecodeReadsVersions1And2(t *testing.T) {
+	ops := sampleOps()
+	for i := range ops {
+		ops[i].Time = ops[i].Time.Add(time.Duration(i) * time.Second)
+	}
+	ops[0].Time = ops[0].Time.Add(time.Hour) // not the last op, the latest
+	legacy, _ := ParseConfig("127.0.0.0/30", "", time.Nanosecond)
+	ops = append(ops, Op{Kind: OpSetConfig, Time: ops[1].Time, Config: legacy})
+	for _, b := range [][]byte{asV1(ops), withChecksum(asV1(ops))} {
+		got, err := DecodeEntry(b)
+		if err != nil {
+			t.Fatalf("version %d entry: %v", b[0], err)
+		}
+		want := Entry{Time: ops[0].Time, Ops: ops}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("version %d entry:\n got %+v\nwant %+v", b[0], got, want)
+		}
+	}
+	if _, err := DecodeEntry(rawV3(Entry{Time: ops[0].Time, Ops: ops[len(ops)-1:]})); !errors.Is(err, ErrBadCommand) {
+		t.Fatalf("version 3 entry with a 1ns loopback pool: %v, want bad_command", err)
+	}
+}
+
+// TestEncoderRefusesWhatDecoderRefuses: the encoder and the decoder hold
+// ops to one set of rules, so nothing the leader appends is refused at
+// apply on every server (the 4,500 exclude ranges that used to be).
+func TestEncoderRefusesWhatDecoderRefuses(t *testing.T) {
+	var many []string
+	for i := range 4500 {
+		many = append(many, fmt.Sprintf("10.%d.%d.1", i/256, i%256))
+	}
+	huge := Config{Pool: []netipx.IPRange{netipx.MustParseIPRange("10.0.0.0-10.255.255.255")}, Lifetime: time.Hour}
+	for _, x := range many {
+		huge.Exclude = append(huge.Exclude, netipx.MustParseIPRange(x+"-"+x))
+	}
+	sortRanges(huge.Exclude)
+	cfgOf := func(p, x string, l time.Duration) Config {
+		c, err := ParseConfig(p, x, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a := netip.MustParseAddr("10.0.0.1")
+	at := time.Unix(1_700_000_000, 0)
+	for name, op := range map[string]Op{
+		"bad client":          {Kind: OpAllocate, Client: "node 1", Domain: "a.com"},
+		"empty client":        {Kind: OpReleaseClient},
+		"upper domain":        {Kind: OpAllocate, Client: "n", Domain: "A.com"},
+		"trailing dot":        {Kind: OpRelease, Client: "n", Domain: "a.com."},
+		"mark bad domain":     {Kind: OpMarkUsed, Client: "n", Addr: a, Domain: "a..com"},
+		"unhold bad client":   {Kind: OpUnhold, Client: "", Addr: a},
+		"unknown kind":        {Kind: 42, Client: "n"},
+		"4,500 exclusions":    {Kind: OpSetConfig, Config: huge},
+		"loopback pool":       {Kind: OpSetConfig, Config: cfgOf("127.0.0.0/8", "", time.Hour)},
+		"unspecified address": {Kind: OpSetConfig, Config: cfgOf("0.0.0.0", "", time.Hour)},
+		"multicast pool":      {Kind: OpSetConfig, Config: cfgOf("224.0.0.0/4", "", time.Hour)},
+		"broadcast address":   {Kind: OpSetConfig, Config: cfgOf("255.255.255.255", "", time.Hour)},
+		"link-local pool":     {Kind: OpSetConfig, Config: cfgOf("169.254.0.0/16", "", time.Hour)},
+		"1ns lifetime":        {Kind: OpSetConfig, Config: cfgOf("10.0.0.0/24", "", time.Nanosecond)},
+		"no pool":             {Kind: OpSetConfig, Config: Config{Lifetime: time.Hour}},
+	} {
+		op.Time = at
+		if _, err := EncodeEntry(nil, Entry{Time: at, Ops: []Op{op}}); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("%s: encoder: %v, want bad_command", name, err)
+		}
+		if op.Kind == OpSetConfig && len(op.Config.Exclude) > maxRanges {
+			// The encoder's own bytes would carry more ranges than the
+			// decoder reads; it refuses the count before reading them.
+			continue
+		}
+		if _, err := DecodeEntry(rawV3(Entry{Time: at, Ops: []Op{op}})); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("%s: decoder: %v, want bad_command", name, err)
+		}
+	}
+	many4097 := huge
+	many4097.Exclude = huge.Exclude[:maxRanges+1]
+	if _, err := DecodeEntry(rawV3(Entry{Time: at, Ops: []Op{{Kind: OpSetConfig, Config: many4097}}})); !errors.Is(err, ErrBadCommand) {
+		t.Errorf("%d exclusions: decoder: %v", maxRanges+1, err)
+	}
+	for name, e := range map[string]Entry{
+		"no ops":         {Time: at},
+		"negative bound": {Time: at, MaxClients: -1, Ops: []Op{{Kind: OpReleaseClient, Client: "n"}}},
+		"huge bound":     {Time: at, MaxClients: MaxClientsLimit + 1, Ops: []Op{{Kind: OpReleaseClient, Client: "n"}}},
+	} {
+		if _, err := EncodeEntry(nil, e); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("%s: encoder: %v", name, err)
+		}
+	}
+	if _, err := DecodeEntry(rawV3(Entry{Time: at, MaxClients: MaxClientsLimit + 1, Ops: []Op{{Kind: OpReleaseClient, Client: "n"}}})); !errors.Is(err, ErrBadCommand) {
+		t.Errorf("huge bound: decoder: %v", err)
+	}
+	two := []Op{{Kind: OpReleaseClient, Client: "n", Time: at}, {Kind: OpReleaseClient, Client: "m", Time: at.Add(1)}}
+	if _, err := EncodeCommand(nil, two); !errors.Is(err, ErrBadCommand) {
+		t.Errorf("ops with two times in one entry: %v", err)
 	}
 }
 
@@ -83,21 +207,18 @@ func TestDecodeCommandDetectsDamage(t *testing.T) {
 	}
 	// A body that is wrong but checksummed is a bad command, refused alike
 	// on every server.
-	alloc, _ := EncodeCommand(nil, sampleOps()[1:2])
-	bad := withChecksum(bytes.Replace(asV1(alloc), []byte("node-1"), []byte("node 1"), 1))
+	bad := withChecksum(bytes.Replace(asV1(sampleOps()[1:2]), []byte("node-1"), []byte("node 1"), 1))
 	if _, err := DecodeCommand(bad); !errors.Is(err, ErrBadCommand) {
 		t.Errorf("checksummed bad client: %v", err)
 	}
 }
 
 func TestDecodeCommandRefusesGarbage(t *testing.T) {
-	good, _ := EncodeCommand(nil, sampleOps())
-	alloc, _ := EncodeCommand(nil, sampleOps()[1:2])
-	good, alloc = asV1(good), asV1(alloc)
+	good, alloc := asV1(sampleOps()), asV1(sampleOps()[1:2])
 	cases := map[string][]byte{
 		"empty":        nil,
 		"json":         []byte(`{"Name":"checkoutAddr"}`),
-		"version 3":    append([]byte{3}, good[1:]...),
+		"version 4":    append([]byte{4}, good[1:]...),
 		"zero ops":     {1, 0},
 		"huge count":   {1, 0xff, 0xff, 0xff, 0xff, 0x0f},
 		"unknown kind": {1, 1, 42, 0},

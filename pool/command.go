@@ -42,8 +42,9 @@ func (k OpKind) String() string {
 	return "unknown"
 }
 
-// Op is one write, as carried in the Raft log. Time is chosen by the server
-// that proposes it (S9).
+// Op is one write, as carried in the Raft log. Its Time is the time of the
+// entry that carries it, which the leader chooses (S9); entries written
+// before version 3 carry a time per op, the proposing server's.
 type Op struct {
 	Kind   OpKind
 	ID     RequestID
@@ -52,6 +53,21 @@ type Op struct {
 	Domain string
 	Addr   netip.Addr
 	Config Config
+}
+
+// Entry is one Raft log entry: a batch of ops and what the leader stamps on
+// the whole batch when it appends it.
+type Entry struct {
+	// Time is every op's time. The leader sets it, never below the time of
+	// the entry before, so that no server's clock but the leader's choice
+	// decides when a client is forgotten (docs/design.md#clocks).
+	Time time.Time
+	// MaxClients bounds the clients the state may hold: an allocation that
+	// would add a client past it fails with quota_exceeded. 0 is no bound,
+	// as in entries from before version 3. It travels in the entry so that
+	// every server applies the leader's bound alike.
+	MaxClients int
+	Ops        []Op
 }
 
 // Result is the outcome of one applied Op.
@@ -72,9 +88,13 @@ type Result struct {
 // ends with a CRC-32C of everything before it: raft-wal checks only the
 // batch it wrote last, so without it a byte of an older entry that decayed
 // on one server's disk would be applied there, and that server alone would
-// hold another state. Version 1 entries (no checksum) are still read.
+// hold another state. Version 3 carries one time and the client bound for
+// the whole entry, both the leader's, instead of a time per op, and holds
+// a pool configuration to the limits of Config.CheckNew. Versions 1 (no
+// checksum) and 2 are still read, with the rules they were written under.
 const (
-	commandVersion   = 2
+	commandVersion   = 3
+	commandVersionV2 = 2
 	commandVersionV1 = 1
 	checksumLen      = 4
 )
@@ -83,36 +103,74 @@ const (
 // decoder allocate without limit.
 const MaxOpsPerCommand = 1 << 16
 
+// MaxClientsLimit is the largest client bound an entry may carry.
+const MaxClientsLimit = 1 << 31
+
 const (
 	flagHasID   = 0x80
 	maxRanges   = 1 << 12
 	maxDomainSz = 253
 )
 
-// EncodeCommand appends the log entry for a batch of ops to dst.
+// EncodeEntry appends the log entry for e to dst. It refuses anything
+// DecodeEntry would refuse, by the same checks (Op.check), so an entry that
+// reaches the log decodes on every server.
 //
-// Layout (integers are unsigned varints unless said otherwise):
+// Layout of version 3 (integers are unsigned varints unless said
+// otherwise):
 //
-//	version byte, op count, then per op:
-//	kind byte (|0x80 when a request ID follows), [origin uint64 LE, seq],
-//	time (signed varint, Unix ns), then the kind's fields: strings as
-//	length+bytes, addresses as 4 bytes, a config as its range lists and
-//	lifetime; last, CRC-32C (Castagnoli) of all the entry's bytes before
-//	it, uint32 LE.
-func EncodeCommand(dst []byte, ops []Op) ([]byte, error) {
+//	version byte, time (signed varint, Unix ns), client bound, op count,
+//	then per op: kind byte (|0x80 when a request ID follows), [origin
+//	uint64 LE, seq], then the kind's fields: strings as length+bytes,
+//	addresses as 4 bytes, a config as its range lists and lifetime; last,
+//	CRC-32C (Castagnoli) of all the entry's bytes before it, uint32 LE.
+func EncodeEntry(dst []byte, e Entry) ([]byte, error) {
 	start := len(dst)
-	dst, err := encodeBody(append(dst, commandVersion), ops)
+	if e.MaxClients < 0 || e.MaxClients > MaxClientsLimit {
+		return dst, errorf(CodeBadCommand, "a client bound of %d is outside 0 to %d", e.MaxClients, MaxClientsLimit)
+	}
+	dst = append(dst, commandVersion)
+	dst = binary.AppendVarint(dst, e.Time.UnixNano())
+	dst = binary.AppendUvarint(dst, uint64(e.MaxClients))
+	dst, err := encodeBody(dst, e.Ops)
 	if err != nil {
 		return dst[:start], err
 	}
 	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli)), nil
 }
 
-// encodeBody appends the op count and the ops.
+// EncodeCommand appends the entry of ops that share one time, with no client
+// bound: EncodeEntry for callers (tests, tools) that build ops one by one.
+// Ops with different times are refused, since an entry carries one.
+func EncodeCommand(dst []byte, ops []Op) ([]byte, error) {
+	var at time.Time
+	for i, op := range ops {
+		if i == 0 {
+			at = op.Time
+		} else if !op.Time.Equal(at) {
+			return dst, errorf(CodeBadCommand, "the ops of one log entry share its time; op %d has %v, op 0 %v", i, op.Time, at)
+		}
+	}
+	return EncodeEntry(dst, Entry{Time: at, Ops: ops})
+}
+
+// encodeBody appends the op count and the ops, once every op passes the
+// decoder's checks.
 func encodeBody(dst []byte, ops []Op) ([]byte, error) {
 	if len(ops) == 0 || len(ops) > MaxOpsPerCommand {
 		return dst, errorf(CodeBadCommand, "a command carries 1 to %d ops, not %d", MaxOpsPerCommand, len(ops))
 	}
+	for i := range ops {
+		if err := ops[i].check(commandVersion); err != nil {
+			return dst, errorf(CodeBadCommand, "op %d (%s): %v", i, ops[i].Kind, err)
+		}
+	}
+	return appendOps(dst, ops), nil
+}
+
+// appendOps writes the op count and the ops of a version 3 entry as they
+// are; encodeBody checks them first.
+func appendOps(dst []byte, ops []Op) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(ops)))
 	for i := range ops {
 		op := &ops[i]
@@ -125,15 +183,11 @@ func encodeBody(dst []byte, ops []Op) ([]byte, error) {
 			dst = binary.LittleEndian.AppendUint64(dst, op.ID.Origin)
 			dst = binary.AppendUvarint(dst, op.ID.Seq)
 		}
-		dst = binary.AppendVarint(dst, op.Time.UnixNano())
 		switch op.Kind {
 		case OpAllocate, OpRelease:
 			dst = appendString(dst, op.Client)
 			dst = appendString(dst, op.Domain)
 		case OpMarkUsed:
-			if !op.Addr.Is4() {
-				return dst, errorf(CodeBadCommand, "mark-used needs an IPv4 address, not %v", op.Addr)
-			}
 			dst = appendString(dst, op.Client)
 			dst = binary.BigEndian.AppendUint32(dst, addrToU32(op.Addr))
 			dst = appendString(dst, op.Domain)
@@ -142,16 +196,63 @@ func encodeBody(dst []byte, ops []Op) ([]byte, error) {
 		case OpSetConfig:
 			dst = appendConfig(dst, op.Config)
 		case OpUnhold:
-			if !op.Addr.Is4() {
-				return dst, errorf(CodeBadCommand, "unhold needs an IPv4 address, not %v", op.Addr)
-			}
 			dst = appendString(dst, op.Client)
 			dst = binary.BigEndian.AppendUint32(dst, addrToU32(op.Addr))
-		default:
-			return dst, errorf(CodeBadCommand, "unknown op kind %d", op.Kind)
 		}
 	}
-	return dst, nil
+	return dst
+}
+
+// check is what the decoder of version v requires of an op's fields once
+// they are read, and what the encoder requires before writing them: one set
+// of rules, so that nothing the encoder writes is refused at apply.
+func (op *Op) check(v byte) error {
+	switch op.Kind {
+	case OpAllocate, OpRelease:
+		if err := ValidateClientID(op.Client); err != nil {
+			return err
+		}
+		return checkDomain(op.Domain)
+	case OpMarkUsed:
+		if err := ValidateClientID(op.Client); err != nil {
+			return err
+		}
+		if !op.Addr.Is4() {
+			return errorf(CodeBadCommand, "mark-used needs an IPv4 address, not %v", op.Addr)
+		}
+		return checkDomain(op.Domain)
+	case OpReleaseClient:
+		return ValidateClientID(op.Client)
+	case OpSetConfig:
+		if v >= 3 {
+			// Entries from before version 3 keep the rules they were
+			// written under, so an older log replays to the same state.
+			return op.Config.CheckNew()
+		}
+		return op.Config.Validate()
+	case OpUnhold:
+		if err := ValidateClientID(op.Client); err != nil {
+			return err
+		}
+		if !op.Addr.Is4() {
+			return errorf(CodeBadCommand, "unhold needs an IPv4 address, not %v", op.Addr)
+		}
+		return nil
+	}
+	return errorf(CodeBadCommand, "unknown op kind %d", op.Kind)
+}
+
+// checkDomain accepts only names already in normal form, as proposers write
+// them.
+func checkDomain(s string) error {
+	n, err := NormalizeDomain(s)
+	if err != nil {
+		return err
+	}
+	if n != s {
+		return errorf(CodeInvalidDomain, "domain %q is not in normal form", s)
+	}
+	return nil
 }
 
 func appendString(dst []byte, s string) []byte {
@@ -170,54 +271,83 @@ func appendConfig(dst []byte, c Config) []byte {
 	return binary.AppendVarint(dst, int64(c.Lifetime))
 }
 
-// DecodeCommand decodes a log entry written by EncodeCommand. Every field is
-// validated as the API would validate it, so an entry that decodes can be
-// applied; anything else is an error, never a panic (S10).
-func DecodeCommand(b []byte) ([]Op, error) {
+// DecodeEntry decodes a log entry written by EncodeEntry, or by an earlier
+// version. Every field is validated as the API would validate it, so an
+// entry that decodes can be applied; anything else is an error, never a
+// panic (S10). Each op's Time is the entry's; in an entry from before
+// version 3, whose ops carry their own, Time is the latest of them.
+func DecodeEntry(b []byte) (Entry, error) {
 	d := decoder{b: b}
-	switch v := d.byte(); {
+	var e Entry
+	v := d.byte()
+	switch {
 	case d.err != nil:
-		return nil, d.err
-	case v == commandVersion:
+		return e, d.err
+	case v == commandVersion || v == commandVersionV2:
 		if len(b) < 1+checksumLen {
-			return nil, errorf(CodeBadCommand, "log entry of %d bytes is too short for its checksum", len(b))
+			return e, errorf(CodeBadCommand, "log entry of %d bytes is too short for its checksum", len(b))
 		}
 		body := len(b) - checksumLen
 		if crc32.Checksum(b[:body], castagnoli) != binary.LittleEndian.Uint32(b[body:]) {
-			return nil, errorf(CodeCorruptEntry, "log entry of %d bytes fails its checksum: it was damaged after it was written", len(b))
+			return e, errorf(CodeCorruptEntry, "log entry of %d bytes fails its checksum: it was damaged after it was written", len(b))
 		}
 		d.b = b[1:body]
 	case v != commandVersionV1:
-		return nil, errorf(CodeBadCommand, "log entry has command version %d; this server reads versions %d and %d", v, commandVersionV1, commandVersion)
+		return e, errorf(CodeBadCommand, "log entry has command version %d; this server reads versions %d to %d", v, commandVersionV1, commandVersion)
+	}
+	d.version = v
+	if v >= 3 {
+		e.Time = time.Unix(0, d.varint()).UTC()
+		if m := d.uvarint(); d.err == nil && m > MaxClientsLimit {
+			d.fail("client bound %d exceeds %d", m, MaxClientsLimit)
+		} else {
+			e.MaxClients = int(m)
+		}
 	}
 	n := d.uvarint()
 	if d.err == nil && (n == 0 || n > MaxOpsPerCommand) {
-		return nil, errorf(CodeBadCommand, "log entry claims %d ops; 1 to %d are allowed", n, MaxOpsPerCommand)
+		return Entry{}, errorf(CodeBadCommand, "log entry claims %d ops; 1 to %d are allowed", n, MaxOpsPerCommand)
 	}
 	// Each op takes at least two bytes, which caps the allocation below by
 	// the entry's own size.
 	if d.err == nil && n > uint64(len(b)) {
-		return nil, errorf(CodeBadCommand, "log entry claims %d ops in %d bytes", n, len(b))
+		return Entry{}, errorf(CodeBadCommand, "log entry claims %d ops in %d bytes", n, len(b))
 	}
 	if d.err != nil {
-		return nil, d.err
+		return Entry{}, d.err
 	}
-	ops := make([]Op, n)
-	for i := range ops {
-		if err := d.op(&ops[i]); err != nil {
-			return nil, errorf(CodeBadCommand, "log entry op %d: %v", i, err)
+	e.Ops = make([]Op, n)
+	for i := range e.Ops {
+		op := &e.Ops[i]
+		if err := d.op(op); err != nil {
+			return Entry{}, errorf(CodeBadCommand, "log entry op %d: %v", i, err)
+		}
+		if v >= 3 {
+			op.Time = e.Time
+		} else if op.Time.After(e.Time) {
+			e.Time = op.Time
 		}
 	}
 	if d.err == nil && len(d.b) != 0 {
-		return nil, errorf(CodeBadCommand, "log entry has %d bytes after its last op", len(d.b))
+		return Entry{}, errorf(CodeBadCommand, "log entry has %d bytes after its last op", len(d.b))
 	}
-	return ops, d.err
+	if d.err != nil {
+		return Entry{}, d.err
+	}
+	return e, nil
+}
+
+// DecodeCommand returns the ops of a log entry (DecodeEntry).
+func DecodeCommand(b []byte) ([]Op, error) {
+	e, err := DecodeEntry(b)
+	return e.Ops, err
 }
 
 // decoder reads from b; the first error sticks and later reads return zero.
 type decoder struct {
-	b   []byte
-	err error
+	b       []byte
+	err     error
+	version byte
 }
 
 func (d *decoder) fail(format string, args ...any) {
@@ -296,29 +426,6 @@ func (d *decoder) string(max int) string {
 	return s
 }
 
-func (d *decoder) clientID() string {
-	s := d.string(MaxClientIDLen)
-	if d.err == nil {
-		if err := ValidateClientID(s); err != nil {
-			d.fail("%v", err)
-		}
-	}
-	return s
-}
-
-// domain accepts only names already in normal form, as proposers write them.
-func (d *decoder) domain() string {
-	s := d.string(maxDomainSz)
-	if d.err == nil {
-		if n, err := NormalizeDomain(s); err != nil {
-			d.fail("%v", err)
-		} else if n != s {
-			d.fail("domain %q is not in normal form", s)
-		}
-	}
-	return s
-}
-
 func (d *decoder) ranges() []netipx.IPRange {
 	n := d.uvarint()
 	if d.err == nil && n > maxRanges {
@@ -341,14 +448,11 @@ func (d *decoder) ranges() []netipx.IPRange {
 func (d *decoder) config() Config {
 	c := Config{Pool: d.ranges(), Exclude: d.ranges()}
 	c.Lifetime = time.Duration(d.varint())
-	if d.err == nil {
-		if err := c.Validate(); err != nil {
-			d.fail("%v", err)
-		}
-	}
 	return c
 }
 
+// op reads one op, whose fields the reads bound by size, then holds it to
+// the rules the encoder also applies (Op.check).
 func (d *decoder) op(op *Op) error {
 	kind := d.byte()
 	op.Kind = OpKind(kind &^ flagHasID)
@@ -359,50 +463,63 @@ func (d *decoder) op(op *Op) error {
 			d.fail("request ID is flagged but zero")
 		}
 	}
-	op.Time = time.Unix(0, d.varint()).UTC()
+	if d.version < 3 {
+		op.Time = time.Unix(0, d.varint()).UTC()
+	}
 	switch op.Kind {
 	case OpAllocate, OpRelease:
-		op.Client = d.clientID()
-		op.Domain = d.domain()
+		op.Client = d.string(MaxClientIDLen)
+		op.Domain = d.string(maxDomainSz)
 	case OpMarkUsed:
-		op.Client = d.clientID()
+		op.Client = d.string(MaxClientIDLen)
 		op.Addr = u32ToAddr(d.uint32())
-		op.Domain = d.domain()
+		op.Domain = d.string(maxDomainSz)
 	case OpReleaseClient:
-		op.Client = d.clientID()
+		op.Client = d.string(MaxClientIDLen)
 	case OpSetConfig:
 		op.Config = d.config()
 	case OpUnhold:
-		op.Client = d.clientID()
+		op.Client = d.string(MaxClientIDLen)
 		op.Addr = u32ToAddr(d.uint32())
 	default:
 		d.fail("unknown op kind %d", op.Kind)
 	}
+	if d.err == nil {
+		if err := op.check(d.version); err != nil {
+			d.fail("%v", err)
+		}
+	}
 	return d.err
 }
 
-// Apply decodes a log entry and applies its ops in order, returning one
-// Result per op. An entry that does not decode changes nothing and returns
-// an error (S10).
+// Apply decodes a log entry and applies it (ApplyEntry). An entry that does
+// not decode changes nothing and returns an error (S10).
 func (s *State) Apply(entry []byte) ([]Result, error) {
-	ops, err := DecodeCommand(entry)
+	e, err := DecodeEntry(entry)
 	if err != nil {
 		return nil, err
 	}
-	return s.ApplyOps(ops), nil
+	return s.ApplyEntry(e), nil
 }
 
-// ApplyOps applies decoded ops; see Apply. A retried op whose request ID
-// already succeeded returns the remembered result and changes nothing.
-func (s *State) ApplyOps(ops []Op) []Result {
-	results := make([]Result, len(ops))
-	for i := range ops {
-		results[i] = s.applyOp(&ops[i])
+// ApplyEntry applies a decoded entry's ops in order, each at its time and
+// under the entry's client bound, and returns one Result per op.
+func (s *State) ApplyEntry(e Entry) []Result {
+	results := make([]Result, len(e.Ops))
+	for i := range e.Ops {
+		results[i] = s.applyOp(&e.Ops[i], e.MaxClients)
 	}
 	return results
 }
 
-func (s *State) applyOp(op *Op) Result {
+// ApplyOps applies ops with no client bound; see ApplyEntry. A retried op
+// whose request ID already succeeded returns the remembered result and
+// changes nothing.
+func (s *State) ApplyOps(ops []Op) []Result {
+	return s.ApplyEntry(Entry{Ops: ops})
+}
+
+func (s *State) applyOp(op *Op, maxClients int) Result {
 	if r, ok := s.dedup.lookup(op.ID); ok {
 		return r.result()
 	}
@@ -410,7 +527,7 @@ func (s *State) applyOp(op *Op) Result {
 	var res Result
 	switch op.Kind {
 	case OpAllocate:
-		a, how, err := s.allocate(op.Client, op.Domain, now)
+		a, how, err := s.allocate(op.Client, op.Domain, now, maxClients)
 		if err != nil {
 			return Result{Err: err}
 		}

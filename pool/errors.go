@@ -39,6 +39,11 @@ const (
 	CodeUnauthorized        Code = "unauthorized"
 	CodeForbidden           Code = "forbidden"
 	CodeAlreadyBootstrapped Code = "already_bootstrapped"
+	// Bounds on the state and on callers: a new client past the cluster's
+	// client limit (429 quota_exceeded), a caller past its write rate
+	// (429 rate_limited, with Retry-After).
+	CodeQuotaExceeded Code = "quota_exceeded"
+	CodeRateLimited   Code = "rate_limited"
 )
 
 // Error is the error type of every operation of this package. Its text is a
@@ -71,6 +76,8 @@ var (
 	ErrNoQuorum         = &Error{Code: CodeNoQuorum}
 	ErrNoLeader         = &Error{Code: CodeNoLeader}
 	ErrAbortedByRestore = &Error{Code: CodeAbortedByRestore}
+	ErrQuotaExceeded    = &Error{Code: CodeQuotaExceeded}
+	ErrRateLimited      = &Error{Code: CodeRateLimited}
 )
 
 // Errorf returns an *Error with the given code; other packages use it so that

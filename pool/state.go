@@ -246,7 +246,7 @@ func (s *State) Allocate(clientID, domain string, now time.Time) (netip.Addr, er
 	if err != nil {
 		return netip.Addr{}, err
 	}
-	a, _, err := s.allocate(clientID, domain, now.UnixNano())
+	a, _, err := s.allocate(clientID, domain, now.UnixNano(), 0)
 	if err != nil {
 		return netip.Addr{}, err
 	}
@@ -260,12 +260,25 @@ const (
 	allocReused   = 2
 )
 
-func (s *State) allocate(clientID, domain string, now int64) (uint32, int, error) {
+// allocate is S1 and S2 at now. A client it would add past maxClients
+// clients (when not 0) is refused with quota_exceeded.
+func (s *State) allocate(clientID, domain string, now int64, maxClients int) (uint32, int, error) {
 	if !s.configured {
 		return 0, 0, errorf(CodeNotConfigured, "the pool is not configured yet")
 	}
 	c := s.clients[clientID]
 	isNew := c == nil
+	if isNew && maxClients > 0 && len(s.clients) >= maxClients {
+		// Clients idle long enough go first, as after any write at this
+		// time: the refusal below is then exact. Should some be forgotten
+		// and the bound still be reached (it was lowered), this failed
+		// write has changed the state, alike on every server, and its
+		// retry finds nothing more to forget.
+		s.forgetIdleClients(now)
+		if len(s.clients) >= maxClients {
+			return 0, 0, errorf(CodeQuotaExceeded, "client %q is new and the cluster already holds %d clients, its limit (--max-clients %d); it can be added once idle clients are forgotten (idle longer than %v) or the limit is raised", clientID, len(s.clients), maxClients, s.cfg.Lifetime+ReuseHold)
+		}
+	}
 	if !isNew {
 		if d, ok := s.domains.ids[domain]; ok {
 			if i, ok := c.findDomain(d); ok {
