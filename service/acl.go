@@ -55,6 +55,9 @@ func (s *Service) denied(code pool.Code, msg string) error {
 // first admin token's secret. It works once per cluster; from then on every
 // request but health and readiness needs a token.
 func (s *Service) BootstrapACL(ctx context.Context) (string, acl.Token, error) {
+	if err := s.admit(ctx); err != nil {
+		return "", acl.Token{}, err
+	}
 	secret, t, err := acl.NewToken(acl.RoleAdmin, "bootstrap token", s.opts.Now())
 	if err != nil {
 		return "", acl.Token{}, err
@@ -69,6 +72,9 @@ func (s *Service) BootstrapACL(ctx context.Context) (string, acl.Token, error) {
 // CreateToken makes a token with the role and returns its secret, which the
 // cluster does not keep.
 func (s *Service) CreateToken(ctx context.Context, role acl.Role, description string) (string, acl.Token, error) {
+	if err := s.admit(ctx); err != nil {
+		return "", acl.Token{}, err
+	}
 	secret, t, err := acl.NewToken(role, description, s.opts.Now())
 	if err != nil {
 		return "", acl.Token{}, err
@@ -82,6 +88,9 @@ func (s *Service) CreateToken(ctx context.Context, role acl.Role, description st
 
 // RevokeToken removes the token with the accessor on every server.
 func (s *Service) RevokeToken(ctx context.Context, accessor string) error {
+	if err := s.admit(ctx); err != nil {
+		return err
+	}
 	if err := s.node.ApplyACL(ctx, acl.Command{Op: acl.OpRevoke, Accessor: accessor}); err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ippool/ippool/acl"
 	"github.com/ippool/ippool/cluster"
 	"github.com/ippool/ippool/pool"
 )
@@ -26,6 +27,10 @@ type Metrics struct {
 	BadEntries   prometheus.Counter
 	Leadership   prometheus.Counter
 	AuthFailures *prometheus.CounterVec
+	// The bounds' refusals: new clients past --max-clients, writes past a
+	// caller's rate.
+	QuotaExceeded prometheus.Counter
+	RateLimited   prometheus.Counter
 }
 
 var latencyBuckets = []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5}
@@ -77,9 +82,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Leadership: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ippool_leadership_changes_total", Help: "Times this server gained or lost leadership.",
 		}),
+		QuotaExceeded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ippool_quota_exceeded_total", Help: "Allocations refused because they would add a client past the cluster's limit (--max-clients).",
+		}),
+		RateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ippool_http_rate_limited_total", Help: "HTTP writes refused because their caller (token, or source address without ACLs) was past its write rate (--http-write-rate).",
+		}),
 	}
 	reg.MustRegister(m.Allocations, m.Reuses, m.Exhaustions, m.Lookups, m.MarkBatches, m.MarksDropped,
-		m.Batches, m.BatchOps, m.ReadBarriers, m.Snapshots, m.BadEntries, m.Leadership, m.AuthFailures)
+		m.Batches, m.BatchOps, m.ReadBarriers, m.Snapshots, m.BadEntries, m.Leadership, m.AuthFailures,
+		m.QuotaExceeded, m.RateLimited)
 	return m
 }
 
@@ -146,4 +158,19 @@ func RegisterClusterGauges(reg prometheus.Registerer, node Node) {
 	gauge("ippool_clients", "Clients with at least one mapping.", func() float64 { sizes(); return clients })
 	gauge("ippool_mappings", "Mappings held.", func() float64 { sizes(); return mappings })
 	gauge("ippool_held_addresses", "Addresses under a reuse hold (released less than the reuse hold ago).", func() float64 { sizes(); return held })
+}
+
+// RegisterBoundGauges exports how close the state and the callers are to
+// each bound: clients against maxClients (the --max-clients this server
+// stamps when it leads; ippool_clients is the count), tokens against
+// acl.MaxTokens, callers whose write rate is tracked against their limit.
+func RegisterBoundGauges(reg prometheus.Registerer, svc *Service, maxClients int) {
+	gauge := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+	}
+	gauge("ippool_max_clients", "The most clients the cluster may hold (--max-clients); compare ippool_clients.", func() float64 { return float64(maxClients) })
+	gauge("ippool_acl_tokens", "ACL tokens the cluster holds.", func() float64 { return float64(len(svc.node.ACL().Tokens())) })
+	gauge("ippool_acl_max_tokens", "The most ACL tokens the cluster may hold.", func() float64 { return acl.MaxTokens })
+	gauge("ippool_http_write_limiters", "HTTP callers whose write rate this server tracks.", func() float64 { n, _ := svc.WriteLimiters(); return float64(n) })
+	gauge("ippool_http_write_limiters_max", "The most HTTP callers whose write rate this server tracks at once (0: no write rate limit).", func() float64 { _, m := svc.WriteLimiters(); return float64(m) })
 }

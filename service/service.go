@@ -31,8 +31,15 @@ type Options struct {
 	// RequireACL makes every request but health and readiness need a token
 	// even before the cluster's ACLs are bootstrapped (serve --acl).
 	RequireACL bool
-	Logger     *slog.Logger
-	Metrics    *Metrics
+	// WriteRate is how many writes a second each caller may make (see
+	// WithCaller; 0 means no limit), in bursts of WriteBurst (default one
+	// second's worth); WriteLimiters bounds the callers tracked at once
+	// (default DefaultWriteLimiters).
+	WriteRate     float64
+	WriteBurst    int
+	WriteLimiters int
+	Logger        *slog.Logger
+	Metrics       *Metrics
 }
 
 // Service is safe for concurrent use.
@@ -40,6 +47,7 @@ type Service struct {
 	node      Node
 	opts      Options
 	marks     *markBuffer
+	limiter   *writeLimiter
 	metrics   *Metrics
 	log       *slog.Logger
 	stop      chan struct{}
@@ -63,6 +71,10 @@ func New(node Node, opts Options) *Service {
 	}
 	s := &Service{node: node, opts: opts, metrics: opts.Metrics, log: opts.Logger, stop: make(chan struct{}), done: make(chan struct{})}
 	s.marks = newMarkBuffer(opts.MarkBuffer)
+	if opts.WriteLimiters == 0 {
+		opts.WriteLimiters = DefaultWriteLimiters
+	}
+	s.limiter = newWriteLimiter(opts.WriteRate, opts.WriteBurst, opts.WriteLimiters)
 	go s.flushMarks()
 	return s
 }
@@ -123,6 +135,9 @@ func (s *Service) IPForDomain(ctx context.Context, client, domain string) (netip
 			return m2.Addr, nil
 		}
 	}
+	if err := s.admit(ctx); err != nil {
+		return netip.Addr{}, err
+	}
 	op := pool.Op{Kind: pool.OpAllocate, ID: s.node.NextRequestID(), Time: now, Client: client, Domain: domain}
 	res, err := s.node.Propose(ctx, []pool.Op{op})
 	if err == nil {
@@ -131,6 +146,9 @@ func (s *Service) IPForDomain(ctx context.Context, client, domain string) (netip
 	if err != nil {
 		if errors.Is(err, pool.ErrPoolExhausted) && s.metrics != nil {
 			s.metrics.Exhaustions.Inc()
+		}
+		if errors.Is(err, pool.ErrQuotaExceeded) && s.metrics != nil {
+			s.metrics.QuotaExceeded.Inc()
 		}
 		return netip.Addr{}, err
 	}
@@ -326,13 +344,18 @@ func (s *Service) ReleaseClient(ctx context.Context, client string) (int, error)
 // SetPool changes the pool; mappings outside the new pool are released and
 // counted in the result.
 func (s *Service) SetPool(ctx context.Context, cfg pool.Config) (int, error) {
-	if err := cfg.Validate(); err != nil {
+	// The limits the log entry's decoder holds a new configuration to,
+	// checked before anything is proposed.
+	if err := cfg.CheckNew(); err != nil {
 		return 0, err
 	}
 	return s.write(ctx, pool.Op{Kind: pool.OpSetConfig, Config: cfg})
 }
 
 func (s *Service) write(ctx context.Context, op pool.Op) (int, error) {
+	if err := s.admit(ctx); err != nil {
+		return 0, err
+	}
 	op.ID, op.Time = s.node.NextRequestID(), s.opts.Now()
 	res, err := s.node.Propose(ctx, []pool.Op{op})
 	if err != nil {
