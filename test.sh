@@ -2,7 +2,8 @@
 # Runs every test of ippool. Installs what the tests need beyond Go when it is
 # missing and this is a Debian machine we may install on: dig (dnsutils) for
 # the DNS end-to-end tests, iptables for the partition faults, ps (procps)
-# for examples/cluster.sh. Tests that need
+# for examples/cluster.sh, ip (iproute2) and nft (nftables) for the
+# connector's namespaces. Tests that need
 # them fail with a clear message otherwise.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -11,6 +12,8 @@ missing=()
 command -v dig >/dev/null 2>&1 || missing+=(dnsutils)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v ps >/dev/null 2>&1 || missing+=(procps) # examples/cluster.sh
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)  # the connector's network namespaces
+command -v nft >/dev/null 2>&1 || missing+=(nftables) # the connector's tests read its table
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
 	echo "test.sh: installing ${missing[*]}"
 	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) ||

@@ -1,0 +1,348 @@
+//go:build linux
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/ippool/ippool/internal/testcluster"
+)
+
+const connV6Prefix = "fd7a:115c:a1e0:b1a::/96"
+
+// upstreamNet is what runs in the upstream namespace: a DNS server for the
+// test's domains, TCP servers that greet with the address and port they were
+// reached at and then echo, and a UDP echo server that says the same.
+type upstreamNet struct {
+	mu      sync.Mutex
+	queries map[string]int // DNS questions by name
+}
+
+func (u *upstreamNet) asked(name string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.queries[name]
+}
+
+// startUpstreamNet serves zone (name -> A) on dnsAddr:53 and the TCP and UDP
+// servers on every address of addrs, all inside ns.
+func startUpstreamNet(lab *netnsLab, ns, dnsAddr string, zone map[string]string, addrs []string, tcpPorts []int, udpPort int) *upstreamNet {
+	t := lab.t
+	u := &upstreamNet{queries: make(map[string]int)}
+	pc := lab.listenUDP(ns, net.JoinHostPort(dnsAddr, "53"))
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		q := r.Question[0]
+		name := strings.TrimSuffix(strings.ToLower(q.Name), ".")
+		u.mu.Lock()
+		u.queries[name]++
+		u.mu.Unlock()
+		a, ok := zone[name]
+		switch {
+		case !ok:
+			m.Rcode = dns.RcodeNameError
+		case q.Qtype == dns.TypeA:
+			// A short TTL, as SaaS names have: the connector's resolves
+			// then go through the cache's refresh too.
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30}, A: net.ParseIP(a)})
+		}
+		w.WriteMsg(m)
+	})}
+	up := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(up) }
+	go srv.ActivateAndServe()
+	<-up
+	t.Cleanup(func() { srv.Shutdown() })
+	for _, a := range addrs {
+		for _, port := range tcpPorts {
+			ln := lab.listen(ns, net.JoinHostPort(a, fmt.Sprint(port)))
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go func() {
+						defer c.Close()
+						fmt.Fprintf(c, "hello %s\n", c.LocalAddr())
+						io.Copy(c, c)
+						c.(*net.TCPConn).CloseWrite()
+						// Wait for the client's close, so the echo is
+						// read whole before the connection ends.
+						c.SetReadDeadline(time.Now().Add(10 * time.Second))
+						io.Copy(io.Discard, c)
+					}()
+				}
+			}()
+		}
+		pc := lab.listenUDP(ns, net.JoinHostPort(a, fmt.Sprint(udpPort)))
+		go func() {
+			buf := make([]byte, 65535)
+			for {
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pc.WriteTo(append([]byte(fmt.Sprintf("from %s: ", pc.LocalAddr())), buf[:n]...), from)
+			}
+		}()
+	}
+	return u
+}
+
+// tcpExchange connects from local to remote, reads the greeting, sends
+// payload and closes its write side first, then reads the echo to the end.
+func tcpExchange(lab *netnsLab, ns, local, remote string, payload []byte) (greeting string, err error) {
+	c, err := lab.dial(ns, "tcp", local, remote, 5*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	greeting, err = br.ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("greeting: %w", err)
+	}
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(payload)
+		if err == nil {
+			err = c.(*net.TCPConn).CloseWrite()
+		}
+		werr <- err
+	}()
+	echo, err := io.ReadAll(br)
+	if err != nil {
+		return greeting, fmt.Errorf("echo: %w", err)
+	}
+	if err := <-werr; err != nil {
+		return greeting, fmt.Errorf("send: %w", err)
+	}
+	if !bytes.Equal(echo, payload) {
+		return greeting, fmt.Errorf("echo is %d bytes, not the %d sent", len(echo), len(payload))
+	}
+	return strings.TrimSpace(greeting), nil
+}
+
+// udpExchange sends one datagram from local to remote on a connected socket
+// (which takes replies only from remote) and returns the reply, retrying a
+// few times as a UDP client does.
+func udpExchange(lab *netnsLab, ns, local, remote, msg string) (string, error) {
+	c, err := lab.dial(ns, "udp", local, remote, time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	buf := make([]byte, 2048)
+	for try := 0; try < 5; try++ {
+		c.Write([]byte(msg))
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		n, err := c.Read(buf)
+		if err == nil {
+			return string(buf[:n]), nil
+		}
+	}
+	return "", errors.New("no reply")
+}
+
+// dig asks the namespace's resolver (ippool) from source src.
+func dig(t *testing.T, ns, src, qtype, name string) string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", ns, "dig", "+short", "+time=2", "+tries=2", "-b", src, qtype, name).CombinedOutput()
+	if err != nil {
+		t.Fatalf("dig %s %s from %s: %v: %s", qtype, name, src, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// waitPoolSet waits until the connector's nftables set in ns holds the pool.
+func waitPoolSet(t *testing.T, ns, want string, p *labProc) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, _ := exec.Command("ip", "netns", "exec", ns, "nft", "list", "set", "inet", "ippool", "pool4").CombinedOutput()
+		if strings.Contains(string(out), want) {
+			return
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited before its rules were in place", p.name)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the connector's nftables set in %s never held %s: %s", ns, want, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// isReset reports whether err is the peer's reset.
+func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
+
+func subnet() int {
+	b := make([]byte, 1)
+	rand.Read(b)
+	return 100 + int(b[0])%100
+}
+
+// TestConnector runs the real binary as a gateway between a client
+// namespace, whose resolver is ippool, and an upstream namespace with the
+// test's domains: DNS gives a pool address, TCP to it reaches the domain
+// on the port dialed with bytes both ways (the sender closing first, too),
+// UDP makes a round trip, two clients sharing one pool address each reach
+// their own domain, an IPv6 flow to the v6 prefix reaches the domain of the
+// IPv4 address inside it, an unmapped address is reset at once, a client
+// past its flow limit is refused while another is served, and a clean stop
+// removes the rules.
+func TestConnector(t *testing.T) {
+	lab := newLab(t)
+	bin := testcluster.Binary(t)
+	n := subnet()
+	sub := func(format string, a ...any) string { return fmt.Sprintf(format, append([]any{n}, a...)...) }
+	client, gw, up := lab.ns("client"), lab.ns("gw"), lab.ns("up")
+	alice, bob, alice6 := sub("10.%d.1.2"), sub("10.%d.1.3"), sub("fd00:%d:1::2")
+	gwClientSide, gwClientSide6 := sub("10.%d.1.1"), sub("fd00:%d:1::1")
+	upA, upB := sub("10.%d.2.2"), sub("10.%d.2.3")
+	lab.link(client, gw, []string{alice + "/24", bob + "/24", alice6 + "/64"}, []string{gwClientSide + "/24", gwClientSide6 + "/64"})
+	lab.link(gw, up, []string{sub("10.%d.2.1/24")}, []string{upA + "/24", upB + "/24"})
+	lab.ip("-n", client, "route", "add", "default", "via", gwClientSide)
+	lab.ip("-6", "-n", client, "route", "add", connV6Prefix, "via", gwClientSide6)
+	lab.resolvConf(client, gwClientSide)
+
+	upstream := startUpstreamNet(lab, up, upA, map[string]string{"a.test": upA, "b.test": upB}, []string{upA, upB}, []int{8080, 9090}, 5300)
+
+	// alice's IPv4 and IPv6 addresses are one client, as a client map
+	// makes them; bob is named by his address.
+	clientMap := filepath.Join(t.TempDir(), "clients")
+	if err := os.WriteFile(clientMap, []byte(alice+" alice\n"+alice6+" alice\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := lab.start("gateway", gw, bin, "serve", "--data-dir", filepath.Join(t.TempDir(), "data"),
+		"--http-addr", "127.0.0.1:7480", "--cluster-addr", "127.0.0.1:7481",
+		"--dns-addr", gwClientSide+":53", "--dns-upstream", upA+":53", "--dns-domains", "test",
+		"--v6-prefix", connV6Prefix, "--dns-client-map", clientMap,
+		"--connector", "--connector-client-flows", "4", "--log-level", "debug")
+	waitPoolSet(t, gw, "198.18.0.0/15", srv)
+
+	poolA := dig(t, client, alice, "A", "a.test")
+	if poolA != "198.18.0.0" {
+		t.Fatalf("alice's A for a.test is %q, want the pool's first address", poolA)
+	}
+	if got := dig(t, client, alice, "AAAA", "a.test"); got != "fd7a:115c:a1e0:b1a::c612:0" {
+		t.Fatalf("alice's AAAA for a.test is %q", got)
+	}
+	if poolB := dig(t, client, bob, "A", "b.test"); poolB != poolA {
+		t.Fatalf("bob's A for b.test is %q, want the same pool address as alice's a.test (%s)", poolB, poolA)
+	}
+
+	payload := make([]byte, 1<<20)
+	rand.Read(payload)
+	for _, port := range []int{8080, 9090} {
+		g, err := tcpExchange(lab, client, alice, fmt.Sprintf("%s:%d", poolA, port), payload)
+		if err != nil || g != fmt.Sprintf("hello %s:%d", upA, port) {
+			t.Fatalf("alice to %s:%d: %q %v", poolA, port, g, err)
+		}
+	}
+	if g, err := tcpExchange(lab, client, bob, poolA+":8080", payload[:1000]); err != nil || g != "hello "+upB+":8080" {
+		t.Fatalf("bob to %s:8080 reached %q (%v), want b.test at %s", poolA, g, err, upB)
+	}
+	if g, err := tcpExchange(lab, client, alice6, "[fd7a:115c:a1e0:b1a::c612:0]:9090", payload[:5000]); err != nil || g != "hello "+upA+":9090" {
+		t.Fatalf("alice over IPv6: %q %v", g, err)
+	}
+	if r, err := udpExchange(lab, client, alice, poolA+":5300", "ping"); err != nil || r != fmt.Sprintf("from %s:5300: ping", upA) {
+		t.Fatalf("UDP round trip: %q %v", r, err)
+	}
+	if r, err := udpExchange(lab, client, bob, poolA+":5300", "pong"); err != nil || r != fmt.Sprintf("from %s:5300: pong", upB) {
+		t.Fatalf("bob's UDP round trip: %q %v", r, err)
+	}
+
+	// An address nobody was given: the connection is reset at once.
+	t0 := time.Now()
+	c, err := lab.dial(client, "tcp", alice, "198.18.0.77:8080", 2*time.Second)
+	if err == nil {
+		_, err = readAll(c, 3*time.Second)
+		c.Close()
+	}
+	if !isReset(err) || time.Since(t0) > time.Second {
+		t.Fatalf("unmapped address: %v after %v, want a reset at once", err, time.Since(t0))
+	}
+
+	// alice's UDP flow lives until its idle timeout; with three TCP flows
+	// held she is at her limit of four: a fifth is refused, bob is served.
+	var held []net.Conn
+	for range 3 {
+		c, err := lab.dial(client, "tcp", alice, poolA+":8080", 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+			t.Fatalf("held flow: %v", err)
+		}
+	}
+	c, err = lab.dial(client, "tcp", alice, poolA+":8080", 2*time.Second)
+	if err == nil {
+		_, err = readAll(c, 3*time.Second)
+		c.Close()
+	}
+	if !isReset(err) {
+		t.Fatalf("alice's fifth flow: %v, want a reset", err)
+	}
+	if g, err := tcpExchange(lab, client, bob, poolA+":9090", []byte("bob")); err != nil || g != "hello "+upB+":9090" {
+		t.Fatalf("bob while alice is at her limit: %q %v", g, err)
+	}
+	for _, c := range held {
+		c.Close()
+	}
+
+	ns := func(s string) float64 { return lab.metric(gw, "127.0.0.1:7480", s) }
+	for sample, least := range map[string]float64{
+		`ippool_connector_flows_total{proto="tcp",result="relayed"}`:    8,
+		`ippool_connector_flows_total{proto="udp",result="relayed"}`:    0, // UDP flows end only after their idle timeout
+		`ippool_connector_flows_total{proto="tcp",result="no_mapping"}`: 1,
+		`ippool_connector_flows_total{proto="tcp",result="limited"}`:    1,
+		`ippool_connector_bytes_total{direction="upstream",proto="tcp"}`: 2 << 20,
+		`ippool_connector_active_flows{proto="udp"}`:                     2,
+		`ippool_connector_dial_seconds_count`:                            9,
+	} {
+		if v := ns(sample); v < least {
+			t.Errorf("%s = %v, want at least %v", sample, v, least)
+		}
+	}
+	if n := upstream.asked("a.test"); n < 1 || n > 3 {
+		t.Errorf("upstream asked %d times for a.test: the connector must resolve through the DNS front end's cache", n)
+	}
+
+	srv.signal(syscall.SIGTERM)
+	if !srv.wait(15 * time.Second) {
+		t.Fatal("gateway did not stop on SIGTERM")
+	}
+	out, _ := exec.Command("ip", "netns", "exec", gw, "nft", "list", "tables").CombinedOutput()
+	rules, _ := exec.Command("ip", "-n", gw, "rule").CombinedOutput()
+	if strings.Contains(string(out), "ippool") || strings.Contains(string(rules), "7490") {
+		t.Fatalf("rules left after a clean stop:\n%s\n%s", out, rules)
+	}
+	if _, err := netip.ParseAddr(poolA); err != nil {
+		t.Fatal(err)
+	}
+}
