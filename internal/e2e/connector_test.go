@@ -317,10 +317,10 @@ func TestConnector(t *testing.T) {
 
 	ns := func(s string) float64 { return lab.metric(gw, "127.0.0.1:7480", s) }
 	for sample, least := range map[string]float64{
-		`ippool_connector_flows_total{proto="tcp",result="relayed"}`:    8,
-		`ippool_connector_flows_total{proto="udp",result="relayed"}`:    0, // UDP flows end only after their idle timeout
-		`ippool_connector_flows_total{proto="tcp",result="no_mapping"}`: 1,
-		`ippool_connector_flows_total{proto="tcp",result="limited"}`:    1,
+		`ippool_connector_flows_total{proto="tcp",result="relayed"}`:     8,
+		`ippool_connector_flows_total{proto="udp",result="relayed"}`:     0, // UDP flows end only after their idle timeout
+		`ippool_connector_flows_total{proto="tcp",result="no_mapping"}`:  1,
+		`ippool_connector_flows_total{proto="tcp",result="limited"}`:     1,
 		`ippool_connector_bytes_total{direction="upstream",proto="tcp"}`: 2 << 20,
 		`ippool_connector_active_flows{proto="udp"}`:                     2,
 		`ippool_connector_dial_seconds_count`:                            9,
