@@ -16,7 +16,6 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -146,17 +145,19 @@ func Routes(opts Options) []Route {
 	return out
 }
 
-// guard runs h only for a request whose token has the role.
+// guard runs h only for a request whose token has the role, and names its
+// caller for the write rate limit.
 func (a *api) guard(role acl.Role, h http.HandlerFunc) http.Handler {
-	if role == acl.RolePublic {
-		return h
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, err := a.svc.Authorize(bearerToken(r.Header.Get("Authorization")), role); err != nil {
-			a.fail(w, err)
-			return
+		var t acl.Token
+		if role != acl.RolePublic {
+			var err error
+			if t, err = a.svc.Authorize(bearerToken(r.Header.Get("Authorization")), role); err != nil {
+				a.fail(w, err)
+				return
+			}
 		}
-		h(w, r)
+		h(w, a.withCaller(r, t))
 	})
 }
 
@@ -224,8 +225,10 @@ func (a *api) alloc(w http.ResponseWriter, r *http.Request) {
 type reply struct {
 	status int
 	body   any
-	// retryAfter asks the client to retry in a second (503s).
-	retryAfter bool
+	// retryAfter asks the client to retry in a second (503s), or in
+	// retrySeconds when set (429 rate_limited).
+	retryAfter   bool
+	retrySeconds int
 }
 
 // bearerChallenge is the WWW-Authenticate header RFC 6750 asks a 401 to carry.
@@ -233,7 +236,7 @@ const bearerChallenge = `Bearer realm="ippool"`
 
 func (rep reply) write(w http.ResponseWriter) {
 	if rep.retryAfter {
-		w.Header().Set("Retry-After", "1")
+		w.Header().Set("Retry-After", rep.retryAfterHeader())
 	}
 	if rep.status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", bearerChallenge)
@@ -260,7 +263,8 @@ func (a *api) errorReply(err error) reply {
 	if status == http.StatusInternalServerError {
 		a.log.Error("request failed", "err", err)
 	}
-	return reply{status: status, body: errorBody(string(code), err.Error()), retryAfter: status == http.StatusServiceUnavailable}
+	secs := retrySecondsOf(err)
+	return reply{status: status, body: errorBody(string(code), err.Error()), retryAfter: status == http.StatusServiceUnavailable || secs > 0, retrySeconds: secs}
 }
 
 func (a *api) allocReply(ctx context.Context, client, domain string) reply {
@@ -290,7 +294,7 @@ func (a *api) lookupReply(ctx context.Context, client, ip string) reply {
 	if err != nil || !addr.Is4() {
 		return reply{status: http.StatusBadRequest, body: errorBody(string(pool.CodeInvalidAddress), fmt.Sprintf("%q is not an IPv4 address", ip))}
 	}
-	m, err := a.svc.Lookup(ctx, client, addr, time.Now())
+	m, err := a.svc.Lookup(ctx, client, addr, a.svc.Now())
 	if err != nil {
 		return a.errorReply(err)
 	}
@@ -457,6 +461,8 @@ func statusOf(code pool.Code) int {
 		return http.StatusConflict
 	case pool.CodeNoQuorum, pool.CodeNoLeader, pool.CodeNotConfigured, pool.CodeAbortedByRestore:
 		return http.StatusServiceUnavailable
+	case pool.CodeQuotaExceeded, pool.CodeRateLimited:
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }

@@ -136,15 +136,17 @@ func (a *api) serveFast(ctx *fasthttp.RequestCtx) bool {
 	if route == routeAlloc {
 		need = allocRole
 	}
+	var t acl.Token
 	if route != routeNone {
-		if err := a.authorizeHeader(&ctx.Request.Header, need); err != nil {
+		var err error
+		if t, err = a.svc.Authorize(bearerToken(string(ctx.Request.Header.Peek("Authorization"))), need); err != nil {
 			writeFast(ctx, a.errorReply(err))
 			return true
 		}
 	}
 	switch route {
 	case routeAlloc:
-		writeFast(ctx, a.allocReply(ctx, client, arg))
+		writeFast(ctx, a.allocReply(a.fastCaller(ctx, t), client, arg))
 	case routeLookup:
 		writeFast(ctx, a.lookupReply(ctx, client, arg))
 	default:
@@ -204,7 +206,7 @@ func writeFast(ctx *fasthttp.RequestCtx, rep reply) {
 		b, _ = json.Marshal(rep.body)
 	}
 	if rep.retryAfter {
-		ctx.Response.Header.Set("Retry-After", "1")
+		ctx.Response.Header.Set("Retry-After", rep.retryAfterHeader())
 	}
 	if rep.status == http.StatusUnauthorized {
 		ctx.Response.Header.Set("WWW-Authenticate", bearerChallenge)

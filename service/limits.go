@@ -137,6 +137,10 @@ func (s *Service) admit(ctx context.Context) error {
 	}
 }
 
+// LimitsWrites says whether writes have a rate limit, so that a front end
+// need not name callers when they do not.
+func (s *Service) LimitsWrites() bool { return s.limiter != nil }
+
 // WriteLimiters is how many callers' write rates are tracked, and the most
 // that may be.
 func (s *Service) WriteLimiters() (n, limit int) {
