@@ -183,6 +183,10 @@ func (s *Server) poolError(rep reply, client, domain string, err error) reply {
 	case errors.Is(err, pool.ErrPoolExhausted):
 		s.log.Warn("pool exhausted", "client", client, "domain", domain)
 		return s.fail(rep, dns.RcodeServerFailure, dns.ExtendedErrorCodeOther, "pool exhausted for client "+client)
+	case errors.Is(err, pool.ErrQuotaExceeded):
+		// Not logged: a flood of new sources would flood the log; the
+		// service counts these (ippool_quota_exceeded_total).
+		return s.fail(rep, dns.RcodeServerFailure, dns.ExtendedErrorCodeOther, "client limit reached")
 	case errors.Is(err, pool.ErrNoQuorum), errors.Is(err, pool.ErrNoLeader),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		s.log.Warn("pool not ready", "client", client, "domain", domain, "err", err)
