@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -344,5 +345,101 @@ func TestConnector(t *testing.T) {
 	}
 	if _, err := netip.ParseAddr(poolA); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestConnectorFailover: two gateways, each one server of a three-server
+// cluster running the connector, serve the same clients. A client resolves
+// and connects through the first; the first is SIGKILLed and the client's
+// route moves to the second (what VRRP or an ECMP route does); the same pool
+// address reaches the same domain through the second, with no new DNS query:
+// the mapping was replicated when the DNS answer was made.
+func TestConnectorFailover(t *testing.T) {
+	lab := newLab(t)
+	bin := testcluster.Binary(t)
+	n := subnet()
+	ip := func(host int) string { return fmt.Sprintf("10.%d.0.%d", n, host) }
+	plug := lab.bridge("hub")
+	client, g1, g2, s3, up := lab.ns("client"), lab.ns("g1"), lab.ns("g2"), lab.ns("s3"), lab.ns("up")
+	plug(client, ip(10)+"/24")
+	plug(g1, ip(1)+"/24")
+	plug(g2, ip(2)+"/24")
+	plug(s3, ip(3)+"/24")
+	plug(up, ip(100)+"/24")
+	lab.ip("-n", client, "route", "add", "198.18.0.0/15", "via", ip(1))
+	lab.resolvConf(client, ip(1))
+	upstream := startUpstreamNet(lab, up, ip(100), map[string]string{"a.test": ip(100)}, []string{ip(100)}, []int{8080}, 5300)
+
+	tlsDir := filepath.Join(t.TempDir(), "tls")
+	if out, err := exec.Command(bin, "tls", "init", "--dir", tlsDir, "--servers", "3").CombinedOutput(); err != nil {
+		t.Fatalf("tls init: %v: %s", err, out)
+	}
+	join := strings.Join([]string{ip(1) + ":7481", ip(2) + ":7481", ip(3) + ":7481"}, ",")
+	var procs []*labProc
+	for i, ns := range []string{g1, g2, s3} {
+		certs := filepath.Join(tlsDir, fmt.Sprintf("server-%d", i+1))
+		args := []string{bin, "serve", "--id", fmt.Sprintf("s%d", i+1), "--data-dir", filepath.Join(t.TempDir(), "data"),
+			"--http-addr", "127.0.0.1:7480", "--cluster-addr", ip(i+1) + ":7481", "--join", join, "--bootstrap-expect", "3",
+			"--tls-ca", filepath.Join(certs, "ca.pem"), "--tls-cert", filepath.Join(certs, "cert.pem"), "--tls-key", filepath.Join(certs, "key.pem"),
+			"--log-level", "debug"}
+		if ns != s3 {
+			args = append(args, "--connector", "--dns-addr", ip(i+1)+":53", "--dns-upstream", ip(100)+":53", "--dns-domains", "test")
+		}
+		procs = append(procs, lab.start(fmt.Sprintf("s%d", i+1), ns, args...))
+	}
+	waitPoolSet(t, g1, "198.18.0.0/15", procs[0])
+	waitPoolSet(t, g2, "198.18.0.0/15", procs[1])
+
+	src := ip(10)
+	pa := dig(t, client, src, "A", "a.test")
+	if pa != "198.18.0.0" {
+		t.Fatalf("A for a.test: %q", pa)
+	}
+	if g, err := tcpExchange(lab, client, src, pa+":8080", []byte("through g1")); err != nil || g != "hello "+ip(100)+":8080" {
+		t.Fatalf("through g1: %q %v", g, err)
+	}
+	if v := lab.metric(g1, "127.0.0.1:7480", `ippool_connector_flows_total{proto="tcp",result="relayed"}`); v != 1 {
+		t.Fatalf("g1 relayed %v flows, want 1", v)
+	}
+
+	leader := "?"
+	if resp, err := lab.httpClient(g1).Get("http://127.0.0.1:7480/v1/cluster"); err == nil {
+		var st struct {
+			Leader string `json:"leader_id"`
+		}
+		json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		leader = st.Leader
+	}
+	procs[0].signal(syscall.SIGKILL)
+	if !procs[0].wait(10 * time.Second) {
+		t.Fatal("s1 did not die")
+	}
+	lab.ip("-n", client, "route", "replace", "198.18.0.0/15", "via", ip(2))
+	t0 := time.Now()
+	var g string
+	var err error
+	for {
+		// A refused try (the surviving servers electing a leader while the
+		// lookup waits for its read barrier) is what a client retries.
+		if g, err = tcpExchange(lab, client, src, pa+":8080", []byte("through g2")); err == nil || time.Since(t0) > 20*time.Second {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil || g != "hello "+ip(100)+":8080" {
+		t.Fatalf("through g2 after s1 died: %q %v", g, err)
+	}
+	t.Logf("the pool address reached a.test through g2 %v after s1 was killed (the leader was %s)", time.Since(t0).Round(time.Millisecond), leader)
+	if v := lab.metric(g2, "127.0.0.1:7480", `ippool_connector_flows_total{proto="tcp",result="relayed"}`); v < 1 {
+		t.Fatalf("g2 relayed %v flows", v)
+	}
+	if v := lab.metric(g2, "127.0.0.1:7480", "ippool_dns_queries_total"); v != 0 {
+		t.Fatalf("g2's DNS was asked %v queries; the client must not need a new DNS answer", v)
+	}
+	// g1's DNS asked upstream once for the answer; g2's connector once to
+	// resolve the domain it found in the replicated mapping.
+	if n := upstream.asked("a.test"); n > 2 {
+		t.Errorf("upstream asked %d times for a.test", n)
 	}
 }
