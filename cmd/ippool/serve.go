@@ -55,6 +55,10 @@ type ServeCmd struct {
 	SnapshotThreshold uint64        `help:"Log entries between snapshots." default:"16384" env:"IPPOOL_SNAPSHOT_THRESHOLD"`
 	SnapshotInterval  time.Duration `help:"How often to check whether a snapshot is due." default:"30s" env:"IPPOOL_SNAPSHOT_INTERVAL"`
 	WriteTimeout      time.Duration `help:"Longest a write may take, retries included, before it fails with no_quorum." default:"4s" env:"IPPOOL_WRITE_TIMEOUT"`
+	MaxClients        int           `help:"Most clients the cluster holds; an allocation for a new client past it gets 429 quota_exceeded (DNS: SERVFAIL) until idle clients are forgotten. The leader's applies: give every server the same." default:"1000000" env:"IPPOOL_MAX_CLIENTS"`
+	HTTPWriteRate     float64       `name:"http-write-rate" help:"Writes a second each HTTP caller may make (its token, or without ACLs its source address): allocations that reach the log, releases, pool and token changes; past it 429 rate_limited with Retry-After (0: no limit)." default:"1000" env:"IPPOOL_HTTP_WRITE_RATE"`
+	HTTPWriteBurst    int           `name:"http-write-burst" help:"Burst of writes an HTTP caller may make above --http-write-rate." default:"2000" env:"IPPOOL_HTTP_WRITE_BURST"`
+	TestClockOffset   time.Duration `hidden:"" help:"For tests only: run this server's clock this far off." env:"IPPOOL_TEST_CLOCK_OFFSET"`
 	MarkWindow        time.Duration `help:"A lookup writes a fresher last-used time only when the stored one is older than this (default min(5m, lifetime/10))." env:"IPPOOL_MARK_WINDOW"`
 
 	DNSDomains         []string      `name:"dns-domains" help:"Names the DNS server answers ('.' for all); others get REFUSED." default:"." env:"IPPOOL_DNS_DOMAINS" sep:","`
@@ -128,6 +132,13 @@ func (c *ServeCmd) clusterConfig(log *slog.Logger) (cluster.Config, error) {
 	} else if c.Exclude != "" || c.Lifetime != 0 {
 		return cfg, errors.New("--exclude and --lifetime describe a pool: give --pool with them")
 	}
+	if c.MaxClients < 1 || c.MaxClients > pool.MaxClientsLimit {
+		return cfg, fmt.Errorf("--max-clients %d is outside 1 to %d", c.MaxClients, pool.MaxClientsLimit)
+	}
+	if c.HTTPWriteRate < 0 || c.HTTPWriteBurst < 0 {
+		return cfg, errors.New("--http-write-rate and --http-write-burst must be 0 (no limit) or more")
+	}
+	cfg.MaxClients, cfg.ClockOffset = c.MaxClients, c.TestClockOffset
 	files := cluster.TLSFiles{CA: c.TLSCA, Cert: c.TLSCert, Key: c.TLSKey}
 	if files.Enabled() {
 		t, err := files.Load()
@@ -239,7 +250,11 @@ func (c *ServeCmd) Run(cli *CLI) error {
 	}
 	defer node.Shutdown()
 	service.RegisterClusterGauges(reg, node)
-	svc := service.New(node, service.Options{MarkWindow: c.MarkWindow, RequireACL: c.ACL, Logger: log, Metrics: metrics})
+	// The service judges mappings by the cluster's time, as the leader
+	// stamps them (docs/design.md#clocks).
+	svc := service.New(node, service.Options{MarkWindow: c.MarkWindow, RequireACL: c.ACL, Logger: log, Metrics: metrics,
+		Now: node.Now, WriteRate: c.HTTPWriteRate, WriteBurst: c.HTTPWriteBurst})
+	service.RegisterBoundGauges(reg, svc, c.MaxClients)
 	defer svc.Close()
 
 	// DNS listens before HTTP serves, so /readyz never says ready while the

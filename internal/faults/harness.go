@@ -131,8 +131,11 @@ func New(t testing.TB, cfg Config) *Harness {
 	if cfg.Net {
 		h.Net = testcluster.NewNet(t)
 	}
+	// Every worker sends the one admin token, so the per-token write rate
+	// limit would throttle the whole workload as one caller: it is set
+	// far above what the workers reach, so it runs without shaping them.
 	args := append([]string{"--pool", PoolFlag(), "--raft-timeout", RaftTimeout.String(), "--write-timeout", "2s",
-		"--log-level", "info"}, cfg.Args...)
+		"--log-level", "info", "--http-write-rate", "1000000", "--http-write-burst", "1000000"}, cfg.Args...)
 	h.C = testcluster.New(t, cfg.Servers, testcluster.Options{FirstIP: firstIP, Args: args})
 	if cfg.DNS {
 		h.clients = append(h.clients, DNSClient)
