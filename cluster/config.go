@@ -65,10 +65,32 @@ type Config struct {
 	// show that a server whose clock is wrong cannot move the cluster's.
 	ClockOffset time.Duration
 
+	// MaxConns and MaxConnsPerSource cap the connections open on the
+	// cluster address, in all and from one IP address; one past a cap is
+	// closed at accept. A server opens a few dozen to each peer at most
+	// (Raft's pool and pipeline, RPCs, one forwarding stream), so the
+	// defaults, 1024 and 128, leave room for a large cluster.
+	MaxConns          int
+	MaxConnsPerSource int
+	// HandshakeTimeout bounds a new cluster connection's TLS handshake, its
+	// protocol byte and its first request (an RPC's header, a forwarding
+	// frame, Raft's first RPC): peers send them at once. Default 10s.
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes a forwarding stream or an RPC connection that
+	// carries nothing for this long; a follower redials when it next
+	// writes. Default 2m.
+	IdleTimeout time.Duration
+	// MaxRestoreBytes bounds a snapshot restore that another server sends
+	// this one to install as leader. Default 4 GiB.
+	MaxRestoreBytes int64
+
 	Logger *slog.Logger
 	// Metrics receives counts; nil discards them.
 	Metrics Metrics
 }
+
+// DefaultMaxRestoreBytes is the default bound of a snapshot restore.
+const DefaultMaxRestoreBytes = 4 << 30
 
 // DefaultPool is the pool of a cluster bootstrapped without --pool: the
 // 198.18.0.0/15 benchmarking block (RFC 2544), which fake-IP DNS tools
@@ -118,6 +140,21 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxClients < 0 || c.MaxClients > pool.MaxClientsLimit {
 		return fmt.Errorf("cluster: a client limit of %d is outside 1 to %d", c.MaxClients, pool.MaxClientsLimit)
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = 1024
+	}
+	if c.MaxConnsPerSource == 0 {
+		c.MaxConnsPerSource = 128
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 2 * time.Minute
+	}
+	if c.MaxRestoreBytes == 0 {
+		c.MaxRestoreBytes = DefaultMaxRestoreBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

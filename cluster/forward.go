@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -40,7 +41,10 @@ func writeFrame(w *bufio.Writer, seq uint64, body []byte) error {
 	return w.Flush()
 }
 
-// readFrame reads one frame whose body is at most limit bytes.
+// readFrame reads one frame whose body is at most limit bytes. The body's
+// buffer grows with the bytes that arrive, doubling from frameChunk, so a
+// length announced and never sent costs nothing: a frame costs at most
+// twice what its sender has sent.
 func readFrame(r *bufio.Reader, limit int) (uint64, []byte, error) {
 	var h [frameHeader]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
@@ -50,12 +54,27 @@ func readFrame(r *bufio.Reader, limit int) (uint64, []byte, error) {
 	if n < 8 || n-8 > limit {
 		return 0, nil, fmt.Errorf("forwarding frame of %d bytes is out of bounds", n)
 	}
-	body := make([]byte, n-8)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return 0, nil, err
+	size := n - 8
+	body := make([]byte, 0, min(size, frameChunk))
+	for len(body) < size {
+		if len(body) == cap(body) {
+			body = slices.Grow(body, min(size-len(body), len(body)))
+		}
+		m, err := io.ReadFull(r, body[len(body):min(size, cap(body))])
+		body = body[:len(body)+m]
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, nil, err
+		}
 	}
 	return binary.BigEndian.Uint64(h[4:]), body, nil
 }
+
+// frameChunk is the most of a frame's body readFrame allocates before its
+// bytes arrive; most frames fit.
+const frameChunk = 64 << 10
 
 // Answer bodies start with one of these.
 const (
@@ -233,7 +252,12 @@ func (n *Node) serveForward(c net.Conn) {
 	br := bufio.NewReaderSize(c, 64<<10)
 	bw := bufio.NewWriterSize(c, 16<<10)
 	var wmu sync.Mutex
+	// A follower dials only to send a batch, so the first frame comes at
+	// once; after it the stream may idle between writes, for a while.
+	idle := n.cfg.HandshakeTimeout
 	for {
+		c.SetReadDeadline(time.Now().Add(idle))
+		idle = n.cfg.IdleTimeout
 		seq, body, err := readFrame(br, maxApplyBody)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {

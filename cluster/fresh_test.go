@@ -155,7 +155,7 @@ func TestWritesDuringRestoresFailOnlyRetryably(t *testing.T) {
 		}()
 	}
 	for range 20 {
-		if err := leader.Restore(ctx, backup.Bytes()); err != nil {
+		if err := leader.Restore(ctx, bytes.NewReader(backup.Bytes()), int64(backup.Len())); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -26,6 +26,7 @@ import (
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
 
+	"github.com/ippool/ippool/connlimit"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -39,6 +40,7 @@ type Node struct {
 	meta  *metadb.BoltMetaDB
 	snaps *snapshotStore
 	mux   *mux
+	conns *connlimit.Listener
 	rpc   *rpcClient
 	http  *http.Server
 	// fwd streams this server's writes to the leader; fwdConns are the
@@ -98,11 +100,12 @@ func Start(cfg Config) (*Node, error) {
 			ln.Close()
 		}
 	}()
-	n.mux = newMux(ln, n.cfg.TLS, func(msg string, args ...any) { n.log.Warn(msg, args...) })
+	n.conns = connlimit.New(ln, cfg.MaxConns, cfg.MaxConnsPerSource)
+	n.mux = newMux(n.conns, n.cfg.TLS, cfg.HandshakeTimeout, func(msg string, args ...any) { n.log.Warn(msg, args...) })
 	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsUnspecified() {
 		n.mux.localAddr = &net.TCPAddr{IP: tcp.IP}
 	}
-	n.rpc = newRPCClient(n.mux)
+	n.rpc = newRPCClient(n.mux, cfg.IdleTimeout)
 	n.fwd = &forwarder{m: n.mux}
 
 	if err := n.openLog(); err != nil {
@@ -221,7 +224,10 @@ func (n *Node) raftConfig() *raft.Config {
 func (n *Node) serve(addr net.Addr, bootstrap bool) {
 	n.batcher = newBatcher(n, forwardBatchSlots)
 	n.reads = &readIndexer{fetch: n.fetchReadIndex, fresh: n.noteFresh}
-	n.http = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 10 * time.Second}
+	// A peer sends a request as soon as it has a connection, and RPCs
+	// other than restores (which set their own deadlines) are small.
+	n.http = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: n.cfg.HandshakeTimeout,
+		ReadTimeout: rpcTimeout, WriteTimeout: rpcTimeout, IdleTimeout: n.cfg.IdleTimeout}
 	rpcLn := newChanListener(n.mux, n.mux.rpcCh, addr)
 	n.goRun(func() { n.mux.serve() })
 	n.goRun(func() { n.http.Serve(rpcLn) })
@@ -267,6 +273,10 @@ func (n *Node) fail(err error) {
 
 // ID returns the server's ID.
 func (n *Node) ID() string { return n.cfg.ID }
+
+// ConnStats counts the connections open on the cluster address and those
+// refused by its caps.
+func (n *Node) ConnStats() connlimit.Stats { return n.conns.Stats() }
 
 // ClusterAddr returns the address other servers reach this one at.
 func (n *Node) ClusterAddr() string { return n.cfg.ClusterAddr }

@@ -29,10 +29,15 @@ const (
 	rpcRemove    = "/internal/v1/remove"
 	rpcACL       = "/internal/v1/acl"
 
-	maxRestoreBody = 4 << 30
-
 	// maxApplyBody bounds a forwarded command entry.
 	maxApplyBody = 16 << 20
+
+	// rpcTimeout bounds reading an RPC's request and writing its answer;
+	// the answer waits for at most a few write timeouts (a join).
+	rpcTimeout = time.Minute
+	// restoreTimeout bounds a restore RPC instead: its body may be
+	// gigabytes, and installing it takes a while.
+	restoreTimeout = 10 * time.Minute
 )
 
 // Info is what a server says of itself to its peers.
@@ -86,18 +91,10 @@ func (n *Node) rpcHandler() http.Handler {
 	mux.HandleFunc("POST "+rpcJoin, n.handleJoin)
 	mux.HandleFunc("POST "+rpcTime, n.handleTime)
 	mux.HandleFunc("POST "+rpcRestore, func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRestoreBody))
-		if err == nil {
-			_, _, err = acl.ReadSnapshot(bytes.NewReader(body))
-		}
-		if err == nil {
-			if !n.IsLeader() {
-				err = errNotLeader
-			} else {
-				err = n.Restore(r.Context(), body)
-			}
-		}
-		if err != nil {
+		rc := http.NewResponseController(w)
+		rc.SetReadDeadline(time.Now().Add(restoreTimeout))
+		rc.SetWriteDeadline(time.Now().Add(restoreTimeout))
+		if err := n.restoreUpload(r.Context(), r.Body, r.ContentLength); err != nil {
 			writeRPCError(w, err)
 			return
 		}
@@ -236,7 +233,7 @@ type rpcClient struct {
 	http *http.Client
 }
 
-func newRPCClient(m *mux) *rpcClient {
+func newRPCClient(m *mux, peerIdle time.Duration) *rpcClient {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			timeout := 2 * time.Second
@@ -246,7 +243,13 @@ func newRPCClient(m *mux) *rpcClient {
 			return m.dial(addr, protoRPC, timeout)
 		},
 		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     time.Minute,
+		// Within a peer's cap per source (Config.MaxConnsPerSource), with
+		// room for Raft's and the forwarding stream's connections.
+		MaxConnsPerHost: 64,
+		// Shorter than a peer's IdleTimeout (if it is this server's), so
+		// this end closes an idle connection before the other does and no
+		// request meets one the peer just closed.
+		IdleConnTimeout: min(time.Minute, peerIdle/2),
 	}
 	return &rpcClient{http: &http.Client{Transport: tr}}
 }
@@ -256,13 +259,27 @@ func (c *rpcClient) close() { c.http.CloseIdleConnections() }
 // call sends a request to addr and decodes a 200 answer into out. An error
 // answer comes back as *rpcError.
 func (c *rpcClient) call(ctx context.Context, addr, path string, body []byte, out any) error {
-	method := http.MethodGet
-	if body != nil {
-		method = http.MethodPost
+	if body == nil {
+		return c.do(ctx, http.MethodGet, addr, path, nil, 0, out)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, bytes.NewReader(body))
+	return c.do(ctx, http.MethodPost, addr, path, bytes.NewReader(body), int64(len(body)), out)
+}
+
+// post sends size bytes from body, streamed rather than held in memory.
+func (c *rpcClient) post(ctx context.Context, addr, path string, body io.ReaderAt, size int64, out any) error {
+	return c.do(ctx, http.MethodPost, addr, path, io.NewSectionReader(body, 0, size), size, out)
+}
+
+func (c *rpcClient) do(ctx context.Context, method, addr, path string, body io.Reader, size int64, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
 	if err != nil {
 		return err
+	}
+	if sr, ok := body.(*io.SectionReader); ok {
+		req.ContentLength = size
+		req.GetBody = func() (io.ReadCloser, error) {
+			return io.NopCloser(io.NewSectionReader(sr, 0, size)), nil
+		}
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

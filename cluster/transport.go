@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -35,10 +36,13 @@ type mux struct {
 	// localAddr is the IP outgoing connections bind to; nil lets the
 	// kernel choose.
 	localAddr *net.TCPAddr
+	// handshakeTimeout is Config.HandshakeTimeout.
+	handshakeTimeout time.Duration
 }
 
-func newMux(ln net.Listener, tlsConf *tls.Config, log func(string, ...any)) *mux {
-	return &mux{ln: ln, tls: tlsConf, raftCh: make(chan net.Conn), rpcCh: make(chan net.Conn), fwdCh: make(chan net.Conn), done: make(chan struct{}), log: log}
+func newMux(ln net.Listener, tlsConf *tls.Config, handshakeTimeout time.Duration, log func(string, ...any)) *mux {
+	return &mux{ln: ln, tls: tlsConf, raftCh: make(chan net.Conn), rpcCh: make(chan net.Conn), fwdCh: make(chan net.Conn), done: make(chan struct{}), log: log,
+		handshakeTimeout: handshakeTimeout}
 }
 
 func (m *mux) serve() {
@@ -62,8 +66,11 @@ func (m *mux) serve() {
 }
 
 // handshake runs per connection so a slow or hostile peer holds up nobody.
+// Every phase has a deadline: the TLS handshake and the protocol byte
+// here, then each protocol's own (firstRPCConn for Raft, the RPC server's
+// header and idle timeouts, serveForward's per frame).
 func (m *mux) handshake(c net.Conn) {
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.SetDeadline(time.Now().Add(m.handshakeTimeout))
 	if m.tls != nil {
 		tc := tls.Server(c, m.tls)
 		if err := tc.Handshake(); err != nil {
@@ -83,6 +90,7 @@ func (m *mux) handshake(c net.Conn) {
 	switch b[0] {
 	case protoRaft:
 		ch = m.raftCh
+		c = &firstRPCConn{Conn: c, timeout: m.handshakeTimeout}
 	case protoRPC:
 		ch = m.rpcCh
 	case protoForward:
@@ -97,6 +105,33 @@ func (m *mux) handshake(c net.Conn) {
 	case <-m.done:
 		c.Close()
 	}
+}
+
+// firstRPCConn bounds each read of a Raft connection by timeout until this
+// server has answered an RPC on it, then lets it idle. Raft's handler waits
+// for RPCs with no deadline of its own, and it must: a peer keeps
+// connections in a pool and may reuse one after hours, and closing them
+// would fail its next vote or append. But a peer dials only to send an RPC
+// at once, so a connection that sends the protocol byte and then nothing,
+// or stalls inside its first RPC, is not a peer's and is closed.
+type firstRPCConn struct {
+	net.Conn
+	timeout  time.Duration
+	answered atomic.Bool
+}
+
+func (c *firstRPCConn) Read(p []byte) (int, error) {
+	if !c.answered.Load() {
+		c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *firstRPCConn) Write(p []byte) (int, error) {
+	if c.answered.CompareAndSwap(false, true) {
+		c.Conn.SetReadDeadline(time.Time{})
+	}
+	return c.Conn.Write(p)
 }
 
 func (m *mux) close() {

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -31,8 +32,8 @@ import (
 // requests are small, and a huge body is either a mistake or an attack.
 const MaxBody = 64 << 10
 
-// maxSnapshotBody bounds a restore upload.
-const maxSnapshotBody = 4 << 30
+// DefaultMaxRestoreBytes is the default bound of a restore upload.
+const DefaultMaxRestoreBytes = 4 << 30
 
 // Options are the handler's switches.
 type Options struct {
@@ -44,12 +45,39 @@ type Options struct {
 	// listens on loopback only: no legitimate client names it otherwise,
 	// and a web page reaching it through DNS rebinding does.
 	LoopbackHostsOnly bool
+	// MaxRestoreBytes bounds a snapshot restore's body, which only an
+	// admin may send; 0 is DefaultMaxRestoreBytes. The body goes to a file
+	// on the server's disk, not to memory.
+	MaxRestoreBytes int64
+
+	// NewServer's deadlines. HeaderTimeout bounds a new connection's TLS
+	// handshake and request headers, and every later request's headers
+	// from their first byte (default 10s); BodyTimeout bounds reading a
+	// request's body and writing its answer (default 2m); IdleTimeout
+	// closes a kept-alive connection that sends nothing (default 2m).
+	HeaderTimeout, BodyTimeout, IdleTimeout time.Duration
+}
+
+func (o *Options) setDefaults() {
+	if o.MaxRestoreBytes <= 0 {
+		o.MaxRestoreBytes = DefaultMaxRestoreBytes
+	}
+	if o.HeaderTimeout <= 0 {
+		o.HeaderTimeout = 10 * time.Second
+	}
+	if o.BodyTimeout <= 0 {
+		o.BodyTimeout = 2 * time.Minute
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 2 * time.Minute
+	}
 }
 
 // Handler returns the API's handler on net/http. NewServer serves the same
 // API, faster.
 func Handler(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Logger, opts Options) http.Handler {
-	return (&api{svc: svc, log: log}).handler(gatherer, opts)
+	opts.setDefaults()
+	return (&api{svc: svc, log: log, maxRestore: opts.MaxRestoreBytes}).handler(gatherer, opts)
 }
 
 func (a *api) handler(gatherer prometheus.Gatherer, opts Options) http.Handler {
@@ -58,9 +86,9 @@ func (a *api) handler(gatherer prometheus.Gatherer, opts Options) http.Handler {
 		mux.Handle(rt.pattern, a.guard(rt.role, rt.handler))
 	}
 	if opts.LoopbackHostsOnly {
-		return loopbackHostsOnly(limitBody(mux))
+		return loopbackHostsOnly(a.limitBody(mux))
 	}
-	return limitBody(mux)
+	return a.limitBody(mux)
 }
 
 // route is an endpoint and the role a token needs to call it. Every
@@ -173,11 +201,11 @@ func bearerToken(h string) string {
 
 // limitBody refuses oversized bodies before any handler runs, so a client
 // learns at once that its request is too large and nothing is changed.
-func limitBody(next http.Handler) http.Handler {
+func (a *api) limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		limit := int64(MaxBody)
 		if r.URL.Path == "/v1/snapshot" && r.Method == http.MethodPut {
-			limit = maxSnapshotBody
+			limit = a.maxRestore
 		}
 		if r.ContentLength > limit {
 			tooLarge(r.ContentLength, limit).write(w)
@@ -191,6 +219,8 @@ func limitBody(next http.Handler) http.Handler {
 type api struct {
 	svc *service.Service
 	log *slog.Logger
+	// maxRestore is Options.MaxRestoreBytes.
+	maxRestore int64
 }
 
 // mappingOut gives the time in UTC, so every server writes the same bytes
@@ -382,16 +412,33 @@ func (a *api) snapshot(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) restore(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
+	a.restoreFrom(r.Context(), r.Body).write(w)
+}
+
+// restoreFrom restores the backup a request's body carries. The body goes
+// to a file on the server's disk, is checked whole there, and is restored
+// from there: a backup may be gigabytes, and memory holds only what it
+// decodes to.
+func (a *api) restoreFrom(ctx context.Context, body io.Reader) reply {
+	f, err := a.svc.SpoolFile()
 	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", err.Error())
-		return
+		return a.errorReply(err)
 	}
-	if err := a.svc.Restore(r.Context(), body); err != nil {
-		a.fail(w, err)
-		return
+	defer f.Close()
+	n, err := io.Copy(f, io.LimitReader(body, a.maxRestore+1))
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return tooLarge(0, mbe.Limit)
+	case err != nil:
+		return reply{status: http.StatusBadRequest, body: errorBody("bad_request", "reading the request body: "+err.Error())}
+	case n > a.maxRestore:
+		return tooLarge(0, a.maxRestore)
 	}
-	writeJSON(w, http.StatusOK, map[string]bool{"restored": true})
+	if err := a.svc.Restore(ctx, f, n); err != nil {
+		return a.errorReply(err)
+	}
+	return reply{status: http.StatusOK, body: map[string]bool{"restored": true}}
 }
 
 func (a *api) getPool(w http.ResponseWriter, r *http.Request) {

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,15 +38,21 @@ import (
 // test holds them to the same bytes.
 //
 // Limits match Handler's: bodies are refused past MaxBody (a snapshot
-// restore, past 4 GiB) before the handler runs, with the same 413.
-// Options.LoopbackHostsOnly is checked before the fast path, and again by
-// the mux for what it answers.
+// restore, which only an admin may send, past Options.MaxRestoreBytes)
+// with the same 413. fasthttp streams request bodies
+// (StreamRequestBody), so none is held in memory before the handler sees
+// it: takeBody reads an ordinary body up to MaxBody, and a restore's goes
+// to a file (restoreFrom). A body whose declared length is over its limit
+// is refused from its headers alone, at once. Options.LoopbackHostsOnly
+// is checked before the fast path, and again by the mux for what it
+// answers.
 //
 // For HTTPS, serve a tls.NewListener (TLS.Config): fasthttp reads and writes
 // through it as through TCP, and lingerClose's half close becomes TLS's
 // close_notify.
 func NewServer(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Logger, opts Options) *fasthttp.Server {
-	a := &api{svc: svc, log: log}
+	opts.setDefaults()
+	a := &api{svc: svc, log: log, maxRestore: opts.MaxRestoreBytes}
 	rest := fasthttpadaptor.NewFastHTTPHandler(a.handler(gatherer, opts))
 	return &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
@@ -56,6 +64,10 @@ func NewServer(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Log
 					writeFast(ctx, reply{status: http.StatusInternalServerError, body: errorBody("internal", "internal error")})
 				}
 			}()
+			restore := a.mayRestore(&ctx.Request.Header)
+			if !a.takeBody(ctx, restore, opts.LoopbackHostsOnly) {
+				return
+			}
 			hostOK := !opts.LoopbackHostsOnly || loopbackHost(string(ctx.Host()))
 			if hostOK && a.serveFast(ctx) {
 				return
@@ -70,36 +82,52 @@ func NewServer(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Log
 				writeFast(ctx, badHost(string(ctx.Host())))
 				return
 			}
+			if restore {
+				// Not through the adaptor, which reads a body into memory.
+				var body io.Reader = bytes.NewReader(nil)
+				if s := ctx.RequestBodyStream(); s != nil {
+					body = s
+				}
+				if rep := a.restoreFrom(ctx, body); rep.status == http.StatusRequestEntityTooLarge {
+					lingerClose(ctx, rep)
+				} else {
+					writeFast(ctx, rep)
+				}
+				return
+			}
 			rest(ctx)
 		},
 		HeaderReceived: func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-			limit := bodyLimit(h)
-			if limit > MaxBody && a.authorizeHeader(h, acl.RoleAdmin) != nil {
-				// Only an admin may send a restore's large body; fasthttp
-				// would read it all before the mux refused the caller.
-				limit = MaxBody
+			limit := MaxBody
+			if a.mayRestore(h) {
+				limit = int(min(a.maxRestore, math.MaxInt))
 			}
-			return fasthttp.RequestConfig{MaxRequestBodySize: limit}
+			h.Del(declaredLengthHeader)
+			if n := h.ContentLength(); n > limit {
+				// Refused whatever it holds (takeBody answers). With no
+				// length left, fasthttp calls the handler at once
+				// instead of first waiting for the body's first bytes.
+				h.Set(declaredLengthHeader, strconv.Itoa(n))
+				h.SetContentLength(0)
+			}
+			return fasthttp.RequestConfig{MaxRequestBodySize: limit, ReadTimeout: opts.BodyTimeout}
 		},
+		StreamRequestBody:  true,
 		MaxRequestBodySize: MaxBody,
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
-			switch {
-			case errors.Is(err, fasthttp.ErrBodyTooLarge) && opts.LoopbackHostsOnly && !loopbackHost(string(ctx.Host())):
-				// The mux refuses the host before it looks at the body.
-				lingerClose(ctx, badHost(string(ctx.Host())))
-			case errors.Is(err, fasthttp.ErrBodyTooLarge) && bodyLimit(&ctx.Request.Header) > MaxBody && a.authorizeHeader(&ctx.Request.Header, acl.RoleAdmin) != nil:
-				lingerClose(ctx, a.errorReply(a.authorizeHeader(&ctx.Request.Header, acl.RoleAdmin)))
-			case errors.Is(err, fasthttp.ErrBodyTooLarge):
-				lingerClose(ctx, tooLarge(int64(ctx.Request.Header.ContentLength()), int64(bodyLimit(&ctx.Request.Header))))
-			case errors.As(err, new(*fasthttp.ErrSmallBuffer)):
+			if errors.As(err, new(*fasthttp.ErrSmallBuffer)) {
 				lingerClose(ctx, reply{status: http.StatusRequestHeaderFieldsTooLarge, body: errorBody("bad_request", fmt.Sprintf("the request line and headers exceed %d bytes", maxHeaderBytes))})
-			default:
-				writeFast(ctx, reply{status: http.StatusBadRequest, body: errorBody("bad_request", err.Error())})
+				return
 			}
+			writeFast(ctx, reply{status: http.StatusBadRequest, body: errorBody("bad_request", err.Error())})
 		},
-		ReadBufferSize:        maxHeaderBytes,
-		ReadTimeout:           2 * time.Minute,
-		IdleTimeout:           2 * time.Minute,
+		ReadBufferSize: maxHeaderBytes,
+		// fasthttp's ReadTimeout runs from a connection's start (TLS
+		// handshake included) or a request's first byte to the end of its
+		// headers; HeaderReceived gives the body its own.
+		ReadTimeout:           opts.HeaderTimeout,
+		WriteTimeout:          opts.BodyTimeout,
+		IdleTimeout:           opts.IdleTimeout,
 		NoDefaultServerHeader: true,
 		CloseOnShutdown:       true,
 		Logger:                fastLogger{log},
@@ -109,11 +137,65 @@ func NewServer(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Log
 // maxHeaderBytes bounds a request's line and headers.
 const maxHeaderBytes = 16 << 10
 
-func bodyLimit(h *fasthttp.RequestHeader) int {
-	if path, _, _ := bytes.Cut(h.RequestURI(), []byte("?")); h.IsPut() && string(path) == "/v1/snapshot" {
-		return maxSnapshotBody
+// declaredLengthHeader carries, from HeaderReceived to takeBody, the
+// Content-Length of a request refused for it; a client's own is dropped.
+const declaredLengthHeader = "X-Ippool-Refused-Length"
+
+// isRestore reports whether a request is a restore (PUT /v1/snapshot).
+func isRestore(h *fasthttp.RequestHeader) bool {
+	path, _, _ := bytes.Cut(h.RequestURI(), []byte("?"))
+	return h.IsPut() && string(path) == "/v1/snapshot"
+}
+
+// mayRestore reports whether a request is a restore from an admin, the
+// one request that may carry a large body.
+func (a *api) mayRestore(h *fasthttp.RequestHeader) bool {
+	return isRestore(h) && a.authorizeHeader(h, acl.RoleAdmin) == nil
+}
+
+// takeBody enforces the body limits, which fasthttp leaves to the handler
+// when it streams bodies, and reads an ordinary body (up to MaxBody) into
+// the request for the fast path and the adaptor. A restore's body is left
+// to stream. It reports false when it has answered the request.
+func (a *api) takeBody(ctx *fasthttp.RequestCtx, restore, loopbackOnly bool) bool {
+	h := &ctx.Request.Header
+	if declared := h.Peek(declaredLengthHeader); declared != nil {
+		n, _ := strconv.ParseInt(string(declared), 10, 64)
+		lingerClose(ctx, a.refuseBody(h, restore, loopbackOnly, n))
+		return false
 	}
-	return MaxBody
+	if restore || !ctx.Request.IsBodyStream() || h.ContentLength() == 0 {
+		return true
+	}
+	body, err := io.ReadAll(io.LimitReader(ctx.RequestBodyStream(), MaxBody+1))
+	switch {
+	case err != nil:
+		ctx.SetConnectionClose()
+		writeFast(ctx, reply{status: http.StatusBadRequest, body: errorBody("bad_request", "reading the request body: "+err.Error())})
+		return false
+	case len(body) > MaxBody:
+		lingerClose(ctx, a.refuseBody(h, restore, loopbackOnly, -1))
+		return false
+	}
+	ctx.Request.SetBodyRaw(body)
+	return true
+}
+
+// refuseBody answers a request whose body is over its limit (declared:
+// its Content-Length, -1 when chunked) as the mux would: a Host it
+// refuses first, then a restore from a caller who may not restore, else
+// 413.
+func (a *api) refuseBody(h *fasthttp.RequestHeader, restore, loopbackOnly bool, declared int64) reply {
+	limit := int64(MaxBody)
+	switch {
+	case loopbackOnly && !loopbackHost(string(h.Host())):
+		return badHost(string(h.Host()))
+	case restore:
+		limit = a.maxRestore
+	case isRestore(h):
+		return a.errorReply(a.authorizeHeader(h, acl.RoleAdmin))
+	}
+	return tooLarge(declared, limit)
 }
 
 // authorizeHeader checks a fasthttp request's bearer token.
@@ -234,7 +316,7 @@ func lingerClose(ctx *fasthttp.RequestCtx, rep reply) {
 		cw.CloseWrite()
 	}
 	c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-	io.Copy(io.Discard, io.LimitReader(c, maxSnapshotBody))
+	io.Copy(io.Discard, c)
 }
 
 // fastLogger takes fasthttp's messages, which are about connections that

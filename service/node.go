@@ -3,6 +3,8 @@ package service
 import (
 	"context"
 	"fmt"
+	"io"
+	"os"
 	"time"
 
 	"github.com/ippool/ippool/acl"
@@ -29,8 +31,12 @@ type Node interface {
 	Propose(ctx context.Context, ops []pool.Op) ([]pool.Result, error)
 	NextRequestID() pool.RequestID
 	PoolConfig() (pool.Config, bool)
-	// Restore replaces the replicated state with a snapshot.
-	Restore(ctx context.Context, snapshot []byte) error
+	// Restore replaces the replicated state with the snapshot of size
+	// bytes in snapshot.
+	Restore(ctx context.Context, snapshot io.ReaderAt, size int64) error
+	// SpoolFile returns an empty, owner-only file that disappears when
+	// closed, on the server's disk, to hold an upload.
+	SpoolFile() (*os.File, error)
 
 	// Local is this server's own view; Status adds every member's.
 	Local() wire.Status

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 
@@ -380,13 +381,19 @@ func (s *Service) Snapshot(ctx context.Context, w io.Writer) error {
 	return err
 }
 
-// Restore replaces the whole cluster's state with a backup.
-func (s *Service) Restore(ctx context.Context, backup []byte) error {
-	if _, _, err := acl.ReadSnapshot(bytes.NewReader(backup)); err != nil {
+// Restore replaces the whole cluster's state with the backup of size bytes
+// in snapshot (a file SpoolFile gave, for an upload). The backup is checked
+// whole before anything changes.
+func (s *Service) Restore(ctx context.Context, snapshot io.ReaderAt, size int64) error {
+	if _, _, err := acl.ReadSnapshot(io.NewSectionReader(snapshot, 0, size)); err != nil {
 		return err
 	}
-	return s.node.Restore(ctx, backup)
+	return s.node.Restore(ctx, snapshot, size)
 }
+
+// SpoolFile returns an empty file, owner-only and removed when closed, to
+// receive an upload into before Restore: a backup may be gigabytes.
+func (s *Service) SpoolFile() (*os.File, error) { return s.node.SpoolFile() }
 
 func (s *Service) flushMarks() {
 	defer close(s.done)

@@ -254,7 +254,7 @@ func TestServiceOnARealNode(t *testing.T) {
 	if ok, err := svc.Release(ctx, "c", "a.example"); !ok || err != nil {
 		t.Fatalf("release: %v %v", ok, err)
 	}
-	if err := svc.Restore(ctx, backup.Bytes()); err != nil {
+	if err := svc.Restore(ctx, bytes.NewReader(backup.Bytes()), int64(backup.Len())); err != nil {
 		t.Fatal(err)
 	}
 	if m, err := svc.GetConsistent(ctx, "c", "a.example"); err != nil || m.Addr != a {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/ippool/ippool/connlimit"
 	"github.com/ippool/ippool/httpapi"
 )
 
@@ -70,22 +71,26 @@ func loopbackListenHost(host string) bool {
 	return err == nil && a.IsLoopback()
 }
 
-// listenHTTP listens on the HTTP address, with HTTPS when t is not nil. An
-// address judged loopback must have been bound on loopback: "localhost"
-// is resolved by the system, which could say otherwise.
-func listenHTTP(addr string, loopback bool, t *httpapi.TLS) (net.Listener, error) {
+// listenHTTP listens on the HTTP address, with HTTPS when t is not nil,
+// keeping at most maxConns connections open and perIP from one address
+// (connlimit, under TLS so a refusal costs no handshake). An address
+// judged loopback must have been bound on loopback: "localhost" is
+// resolved by the system, which could say otherwise.
+func listenHTTP(addr string, loopback bool, t *httpapi.TLS, maxConns, perIP int) (net.Listener, *connlimit.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("listening on the HTTP address: %w", err)
+		return nil, nil, fmt.Errorf("listening on the HTTP address: %w", err)
 	}
 	if tcp, ok := ln.Addr().(*net.TCPAddr); loopback && (!ok || !tcp.IP.IsLoopback()) {
 		ln.Close()
-		return nil, fmt.Errorf("--http-addr %s was bound on %s, which is not loopback", addr, ln.Addr())
+		return nil, nil, fmt.Errorf("--http-addr %s was bound on %s, which is not loopback", addr, ln.Addr())
 	}
+	conns := connlimit.New(ln, maxConns, perIP)
+	ln = conns
 	if t != nil {
 		ln = tls.NewListener(ln, t.Config())
 	}
-	return ln, nil
+	return ln, conns, nil
 }
 
 // reloadOnSIGHUP reloads the HTTPS certificates and client CA on every

@@ -61,6 +61,17 @@ type ServeCmd struct {
 	TestClockOffset   time.Duration `hidden:"" help:"For tests only: run this server's clock this far off." env:"IPPOOL_TEST_CLOCK_OFFSET"`
 	MarkWindow        time.Duration `help:"A lookup writes a fresher last-used time only when the stored one is older than this (default min(5m, lifetime/10))." env:"IPPOOL_MARK_WINDOW"`
 
+	MaxRestoreBytes         int64         `help:"Largest snapshot a restore may send (PUT /v1/snapshot, admins only); it is received into a file in the data dir, not memory." default:"4294967296" env:"IPPOOL_MAX_RESTORE_BYTES"`
+	HTTPMaxConns            int           `name:"http-max-conns" help:"Open connections on the HTTP address at most; more are closed at once." default:"4096" env:"IPPOOL_HTTP_MAX_CONNS"`
+	HTTPMaxConnsPerIP       int           `name:"http-max-conns-per-ip" help:"Open connections on the HTTP address from one IP address at most." default:"256" env:"IPPOOL_HTTP_MAX_CONNS_PER_IP"`
+	HTTPHeaderTimeout       time.Duration `name:"http-header-timeout" help:"Longest a new HTTP connection may take to finish its TLS handshake and request headers, and any request its headers from their first byte." default:"10s" env:"IPPOOL_HTTP_HEADER_TIMEOUT"`
+	HTTPBodyTimeout         time.Duration `name:"http-body-timeout" help:"Longest an HTTP request's body may take to arrive (a restore's too), and its answer to be sent." default:"2m" env:"IPPOOL_HTTP_BODY_TIMEOUT"`
+	HTTPIdleTimeout         time.Duration `name:"http-idle-timeout" help:"A kept-alive HTTP connection sending nothing for this long is closed." default:"2m" env:"IPPOOL_HTTP_IDLE_TIMEOUT"`
+	ClusterMaxConns         int           `name:"cluster-max-conns" help:"Open connections on the cluster address at most; more are closed at once. A server opens a few dozen to each peer at most." default:"1024" env:"IPPOOL_CLUSTER_MAX_CONNS"`
+	ClusterMaxConnsPerIP    int           `name:"cluster-max-conns-per-ip" help:"Open connections on the cluster address from one IP address at most; keep it above 80, what one server may open." default:"128" env:"IPPOOL_CLUSTER_MAX_CONNS_PER_IP"`
+	ClusterHandshakeTimeout time.Duration `name:"cluster-handshake-timeout" help:"Longest a new cluster connection may take to finish TLS, send its protocol byte and then its first request." default:"10s" env:"IPPOOL_CLUSTER_HANDSHAKE_TIMEOUT"`
+	ClusterIdleTimeout      time.Duration `name:"cluster-idle-timeout" help:"A forwarding stream or RPC connection on the cluster address carrying nothing for this long is closed (servers redial)." default:"2m" env:"IPPOOL_CLUSTER_IDLE_TIMEOUT"`
+
 	DNSDomains         []string      `name:"dns-domains" help:"Names the DNS server answers ('.' for all); others get REFUSED." default:"." env:"IPPOOL_DNS_DOMAINS" sep:","`
 	DNSUpstream        []string      `name:"dns-upstream" help:"Upstream resolvers host:port (default: /etc/resolv.conf's)." env:"IPPOOL_DNS_UPSTREAM" sep:","`
 	IgnoreDestinations []string      `help:"Prefixes: a name resolving into one is answered with its real addresses." env:"IPPOOL_IGNORE_DESTINATIONS" sep:","`
@@ -112,6 +123,11 @@ func (c *ServeCmd) clusterConfig(log *slog.Logger) (cluster.Config, error) {
 		ID: c.ID, DataDir: c.DataDir, ClusterAddr: c.ClusterAddr, Join: c.Join, BootstrapExpect: c.BootstrapExpect,
 		Insecure: c.Insecure, RaftTimeout: c.RaftTimeout, LinearizableReads: c.LinearizableReads, SnapshotThreshold: c.SnapshotThreshold,
 		SnapshotInterval: c.SnapshotInterval, WriteTimeout: c.WriteTimeout, Logger: log,
+		MaxConns: c.ClusterMaxConns, MaxConnsPerSource: c.ClusterMaxConnsPerIP, HandshakeTimeout: c.ClusterHandshakeTimeout,
+		IdleTimeout: c.ClusterIdleTimeout, MaxRestoreBytes: c.MaxRestoreBytes,
+	}
+	if err := c.checkLimits(); err != nil {
+		return cfg, err
 	}
 	if cfg.ID == "" {
 		cfg.ID = recordedID(c.DataDir)
@@ -148,6 +164,32 @@ func (c *ServeCmd) clusterConfig(log *slog.Logger) (cluster.Config, error) {
 		cfg.TLS = t
 	}
 	return cfg, nil
+}
+
+// checkLimits refuses limits that would switch a bound off.
+func (c *ServeCmd) checkLimits() error {
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--http-header-timeout", c.HTTPHeaderTimeout}, {"--http-body-timeout", c.HTTPBodyTimeout}, {"--http-idle-timeout", c.HTTPIdleTimeout},
+		{"--cluster-handshake-timeout", c.ClusterHandshakeTimeout}, {"--cluster-idle-timeout", c.ClusterIdleTimeout}} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s must be positive", d.flag)
+		}
+	}
+	for _, n := range []struct {
+		flag string
+		v    int
+	}{{"--http-max-conns", c.HTTPMaxConns}, {"--http-max-conns-per-ip", c.HTTPMaxConnsPerIP},
+		{"--cluster-max-conns", c.ClusterMaxConns}, {"--cluster-max-conns-per-ip", c.ClusterMaxConnsPerIP}} {
+		if n.v <= 0 {
+			return fmt.Errorf("%s must be positive", n.flag)
+		}
+	}
+	if c.MaxRestoreBytes <= 0 {
+		return errors.New("--max-restore-bytes must be positive")
+	}
+	return nil
 }
 
 // recordedID is the ID a data dir was used with, else the host name.
@@ -231,7 +273,7 @@ func (c *ServeCmd) Run(cli *CLI) error {
 			return err
 		}
 	}
-	httpLn, err := listenHTTP(c.HTTPAddr, httpLoopback, httpsTLS)
+	httpLn, httpConns, err := listenHTTP(c.HTTPAddr, httpLoopback, httpsTLS, c.HTTPMaxConns, c.HTTPMaxConnsPerIP)
 	if err != nil {
 		return err
 	}
@@ -250,6 +292,8 @@ func (c *ServeCmd) Run(cli *CLI) error {
 	}
 	defer node.Shutdown()
 	service.RegisterClusterGauges(reg, node)
+	registerConnMetrics(reg, "http", httpConns.Stats)
+	registerConnMetrics(reg, "cluster", node.ConnStats)
 	// The service judges mappings by the cluster's time, as the leader
 	// stamps them (docs/design.md#clocks).
 	svc := service.New(node, service.Options{MarkWindow: c.MarkWindow, RequireACL: c.ACL, Logger: log, Metrics: metrics,
@@ -289,7 +333,8 @@ func (c *ServeCmd) Run(cli *CLI) error {
 		defer conn.Close()
 	}
 
-	httpSrv := httpapi.NewServer(svc, reg, log, httpapi.Options{Pprof: c.Pprof, LoopbackHostsOnly: httpLoopback})
+	httpSrv := httpapi.NewServer(svc, reg, log, httpapi.Options{Pprof: c.Pprof, LoopbackHostsOnly: httpLoopback, MaxRestoreBytes: c.MaxRestoreBytes,
+		HeaderTimeout: c.HTTPHeaderTimeout, BodyTimeout: c.HTTPBodyTimeout, IdleTimeout: c.HTTPIdleTimeout})
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- httpSrv.Serve(httpLn) }()
 
@@ -357,6 +402,25 @@ func registerDNSMetrics(reg prometheus.Registerer, dns *dnsfront.Server) {
 		}, func() float64 { return float64(f(dns.Stats())) }))
 	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ippool_dns_tcp_connections", Help: "DNS-over-TCP connections open."}, func() float64 { return float64(dns.Stats().TCPConns) }))
+}
+
+// registerConnMetrics exports a port's connection caps at work: the
+// connections open and those closed at accept, by the cap that refused
+// them.
+func registerConnMetrics(reg prometheus.Registerer, port string, stats func() connlimit.Stats) {
+	refused := func(reason string, f func(connlimit.Stats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "ippool_connections_refused_total",
+			Help:        "Connections closed at accept because a cap was reached, by port (http, cluster) and cap (total, per_source).",
+			ConstLabels: prometheus.Labels{"port": port, "reason": reason},
+		}, func() float64 { return float64(f(stats())) })
+	}
+	reg.MustRegister(
+		refused(connlimit.ReasonTotal, func(s connlimit.Stats) uint64 { return s.RefusedTotal }),
+		refused(connlimit.ReasonPerSource, func(s connlimit.Stats) uint64 { return s.RefusedPerSource }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ippool_connections_open", Help: "Connections open, by port (http, cluster).", ConstLabels: prometheus.Labels{"port": port},
+		}, func() float64 { return float64(stats().Open) }))
 }
 
 // exportRaftMetrics publishes hashicorp/raft's own timings (commitTime,

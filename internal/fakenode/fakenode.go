@@ -5,8 +5,9 @@
 package fakenode
 
 import (
-	"bytes"
 	"context"
+	"io"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -80,8 +81,8 @@ func (n *Node) PoolConfig() (c pool.Config, ok bool) {
 	return c, ok
 }
 
-func (n *Node) Restore(ctx context.Context, snapshot []byte) error {
-	s, a, err := acl.ReadSnapshot(bytes.NewReader(snapshot))
+func (n *Node) Restore(ctx context.Context, snapshot io.ReaderAt, size int64) error {
+	s, a, err := acl.ReadSnapshot(io.NewSectionReader(snapshot, 0, size))
 	if err != nil {
 		return err
 	}
@@ -92,6 +93,17 @@ func (n *Node) Restore(ctx context.Context, snapshot []byte) error {
 	}
 	n.mu.Unlock()
 	return nil
+}
+
+// SpoolFile is a temporary file removed as soon as it is made, as the real
+// node's.
+func (n *Node) SpoolFile() (*os.File, error) {
+	f, err := os.CreateTemp("", "ippool-fakenode-spool-*")
+	if err != nil {
+		return nil, err
+	}
+	os.Remove(f.Name())
+	return f, nil
 }
 
 func (n *Node) Local() wire.Status {
