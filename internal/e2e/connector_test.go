@@ -166,7 +166,7 @@ func udpExchange(lab *netnsLab, ns, local, remote, msg string) (string, error) {
 }
 
 // dig asks the namespace's resolver (ippool) from source src.
-func dig(t *testing.T, ns, src, qtype, name string) string {
+func dig(t testing.TB, ns, src, qtype, name string) string {
 	t.Helper()
 	out, err := exec.Command("ip", "netns", "exec", ns, "dig", "+short", "+time=2", "+tries=2", "-b", src, qtype, name).CombinedOutput()
 	if err != nil {
@@ -176,7 +176,7 @@ func dig(t *testing.T, ns, src, qtype, name string) string {
 }
 
 // waitPoolSet waits until the connector's nftables set in ns holds the pool.
-func waitPoolSet(t *testing.T, ns, want string, p *labProc) {
+func waitPoolSet(t testing.TB, ns, want string, p *labProc) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {

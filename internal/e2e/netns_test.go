@@ -31,7 +31,7 @@ import (
 
 // netnsLab is one test's set of namespaces.
 type netnsLab struct {
-	t      *testing.T
+	t      testing.TB
 	prefix string // unique per lab: names are prefix + role
 	mu     sync.Mutex
 	procs  []*labProc
@@ -40,7 +40,7 @@ type netnsLab struct {
 
 // newLab makes a lab, or skips the test where namespaces cannot be made
 // (not root, no ip(8)); under CI=true that is a failure instead.
-func newLab(t *testing.T) *netnsLab {
+func newLab(t testing.TB) *netnsLab {
 	t.Helper()
 	b := make([]byte, 3)
 	rand.Read(b)
