@@ -44,7 +44,9 @@ func (a *api) stats(gatherer prometheus.Gatherer) http.HandlerFunc {
 		z := a.svc.Sizes()
 		out := wire.Stats{Server: a.svc.Local().ID, Time: time.Now().UTC(), PoolSize: z.PoolSize, Clients: z.Clients,
 			Mappings: z.Mappings, Domains: z.Domains, HeldAddresses: z.Held, LocalReads: a.svc.LocalReadOK(),
-			Counters: map[string]float64{}}
+			// The service's counters are there from the start, at 0 until
+			// something happens; the front ends' only while they run.
+			Counters: map[string]float64{"allocations": 0, "allocations_new": 0, "lookups": 0, "reuses": 0, "exhaustions": 0}}
 		mfs, err := gatherer.Gather()
 		if err != nil {
 			// Gather returns what it could read with the error; a counter
@@ -152,7 +154,8 @@ func (a *api) occupancy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	client := r.PathValue("client")
-	o, err := a.svc.Occupancy(r.Context(), client, cells)
+	consistent, _ := strconv.ParseBool(r.URL.Query().Get("consistent"))
+	o, err := a.svc.Occupancy(r.Context(), client, cells, consistent)
 	if err != nil {
 		a.fail(w, err)
 		return

@@ -88,6 +88,15 @@ func TestConsoleEndpoints(t *testing.T) {
 	}
 	svc.Lookup(ctx, "mid", mustAddr("10.0.0.1"), time.Now())
 
+	// A server that has answered nothing yet has every service counter, at 0.
+	idleReg := prometheus.NewRegistry()
+	idle := service.New(fakenode.New(t, "10.0.0.0/24", time.Hour), service.Options{MarkFlush: time.Hour, Metrics: service.NewMetrics(idleReg)})
+	t.Cleanup(idle.Close)
+	_, b := get(t, consoleServers(t, idle, idleReg)[0]+"/v1/stats", "")
+	if st := decode[wire.Stats](t, b); len(st.Counters) != 5 || st.Counters["lookups"] != 0 {
+		t.Fatalf("stats of an idle server: %s", b)
+	}
+
 	for _, base := range consoleServers(t, svc, reg) {
 		resp, b := get(t, base+"/v1/pool/clients", "")
 		r := decode[wire.ClientRanking](t, b)

@@ -59,12 +59,13 @@ func (s *Service) TopClients(ctx context.Context, prefix string, offset, limit i
 	return page, total, poolSize, nil
 }
 
-// Occupancy draws the client's pool in at most cells cells.
-func (s *Service) Occupancy(ctx context.Context, client string, cells int) (pool.Occupancy, error) {
+// Occupancy draws the client's pool in at most cells cells, after a read
+// barrier when consistent is set.
+func (s *Service) Occupancy(ctx context.Context, client string, cells int, consistent bool) (pool.Occupancy, error) {
 	if err := pool.ValidateClientID(client); err != nil {
 		return pool.Occupancy{}, err
 	}
-	if err := s.confirm(ctx, false); err != nil {
+	if err := s.confirm(ctx, consistent); err != nil {
 		return pool.Occupancy{}, err
 	}
 	now := s.opts.Now()

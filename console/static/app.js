@@ -214,7 +214,8 @@
 
   function showBanner(err) {
     const b = $('banner');
-    b.replaceChildren(h('span', {}, err.message), err.code ? h('span', { class: 'code' }, err.code) : null);
+    b.replaceChildren(h('span', {}, err.message));
+    if (err.code) b.append(h('span', { class: 'code' }, err.code));
     b.hidden = false;
   }
   const clearBanner = () => {
@@ -236,11 +237,13 @@
     }, 3500);
   }
 
-  // confirmAction asks in the page's dialog and resolves to true on Confirm.
-  function confirmAction(title, text, label) {
+  // confirmAction asks in the page's dialog, naming the CLI command that
+  // does the same, and resolves to true on Confirm.
+  function confirmAction(title, text, label, cli) {
     const dlg = $('confirm');
     $('confirm-title').textContent = title;
     $('confirm-text').textContent = text;
+    $('confirm-cli').textContent = cli;
     $('confirm-ok').textContent = label;
     dlg.returnValue = '';
     return new Promise((resolve) => {
@@ -358,7 +361,8 @@
   function showConn(server, role) {
     const c = $('conn');
     c.hidden = false;
-    c.replaceChildren(h('span', { class: 'dot ok' }), h('span', {}, 'Connected to ', h('b', {}, server)), role ? h('span', { class: 'addr' }, '· ' + role) : null);
+    c.replaceChildren(h('span', { class: 'dot ok' }), h('span', {}, 'Connected to ', h('b', {}, server)));
+    if (role) c.append(h('span', { class: 'addr' }, '· ' + role));
     c.title = 'This console reads ' + location.host + ' (server ' + server + ')';
   }
 
@@ -444,7 +448,7 @@
     $('t-servers-note').textContent = up === servers.length ? 'all reachable' : servers.length - up + ' unreachable';
     $('t-clients').textContent = fmtInt(stats.clients);
     $('t-mappings').textContent = fmtInt(stats.mappings);
-    $('t-held').textContent = fmtInt(stats.held_addresses) + ' held addresses';
+    $('t-held').textContent = fmtInt(stats.held_addresses) + (stats.held_addresses === 1 ? ' held address' : ' held addresses');
     $('t-domains').textContent = fmtInt(stats.domains);
     $('servers-sub').textContent = serversSub(st);
 
@@ -468,15 +472,17 @@
         const pts = rates(x.key);
         const cur = pts.length ? pts[pts.length - 1].v : NaN;
         const max = pts.length ? Math.max(...pts.map((p) => p.v)) : NaN;
-        return h('div', { class: 'chart' + (x.bad ? ' bad' : ''), dataset: { series: x.key } },
+        // Until five minutes of samples exist, the chart spans what there is.
+        const span = pts.length > 1 ? Math.max(pts[pts.length - 1].t - pts[0].t, SAMPLE_EVERY) : WINDOW;
+        return h('div', { class: 'chart' + (x.bad ? ' bad' : ''), dataset: { series: x.key, points: pts.length, span: pts.length > 1 ? span : 0 } },
           h('div', { class: 'top' }, h('span', { class: 'name' }, x.name), h('span', { class: 'now' }, fmtRate(cur), h('small', {}, '/s'))),
-          sparkline(pts, WINDOW),
-          h('div', { class: 'axis' }, h('span', {}, '−5 min'), h('span', {}, 'peak ' + fmtRate(max) + '/s')));
+          sparkline(pts, span),
+          h('div', { class: 'axis' }, h('span', {}, '−' + fmtSpan(span)), h('span', {}, isFinite(max) ? 'peak ' + fmtRate(max) + '/s' : 'gathering…')));
       }));
     $('rates-sub').textContent = 'per second on ' + stats.server + ', last 5 minutes';
     const note = $('rates-note');
     note.hidden = off.length === 0;
-    note.textContent = off.map((x) => x.name).join(' and ') + (off.length ? ': off on this server.' : '');
+    note.textContent = off.length ? (off.length === 2 ? 'DNS and the connector are' : off[0].key === 'dns_queries' ? 'DNS is' : 'The connector is') + ' off on this server.' : '';
 
     if (cfg) renderPoolCfg(cfg, stats);
   }
@@ -528,6 +534,7 @@
       const [ranking, cfg] = await Promise.all([api('GET', '/v1/pool/clients?' + q), st.poolCfg ? st.poolCfg : api('GET', '/v1/pool')]);
       st.poolCfg = cfg;
       st.ranking = ranking;
+      if (lastStats) renderPoolTiles(lastStats, cfg);
       clearBanner();
       $('content').hidden = false;
       renderRanking(st);
@@ -739,19 +746,23 @@
     $('release-all').addEventListener('click', releaseAll);
     every(SAMPLE_EVERY, sample);
 
-    async function load() {
+    // load shows the current page; after a write it reads through the read
+    // barrier (consistent), since this server may not have applied the
+    // write yet when the leader answered it.
+    async function load(afterWrite) {
       history.replaceState(null, '', st.id ? `/ui/client?id=${enc(st.id)}${st.offset ? '&offset=' + st.offset : ''}` : '/ui/client');
       $('lookup-ip').disabled = $('lookup-btn').disabled = !st.id;
       if (!st.id) return;
       try {
         if (!st.poolCfg) st.poolCfg = await api('GET', '/v1/pool');
+        const consistent = afterWrite ? '&consistent=true' : '';
         const [page, occ] = await Promise.all([
-          api('GET', `/v1/clients/${enc(st.id)}?limit=${MAP_LIMIT}&offset=${st.offset}`),
-          api('GET', `/v1/clients/${enc(st.id)}/occupancy?cells=1`),
+          api('GET', `/v1/clients/${enc(st.id)}?limit=${MAP_LIMIT}&offset=${st.offset}${consistent}`),
+          api('GET', `/v1/clients/${enc(st.id)}/occupancy?cells=1${consistent}`),
         ]);
         if (st.offset > 0 && page.mappings.length === 0 && page.total > 0) {
           st.offset = Math.floor((page.total - 1) / MAP_LIMIT) * MAP_LIMIT;
-          return load();
+          return load(afterWrite);
         }
         st.page = page;
         clearBanner();
@@ -790,13 +801,13 @@
 
     async function release(m) {
       const ok = await confirmAction('Release ' + m.domain + '?',
-        `${st.id} loses ${m.domain} → ${m.ip}. The address is held from ${st.id} for the reuse hold (${fmtGoDuration(st.poolCfg && st.poolCfg.reuse_hold)}), then free for another domain. Same as: ippool release ${st.id} ${m.domain}`,
-        'Release');
+        `${st.id} loses ${m.domain} → ${m.ip}. The address is held from ${st.id} for the reuse hold (${fmtGoDuration(st.poolCfg && st.poolCfg.reuse_hold)}), then free for another domain.`,
+        'Release', `ippool release ${st.id} ${m.domain}`);
       if (!ok) return;
       try {
         await api('DELETE', `/v1/clients/${enc(st.id)}/domains/${enc(m.domain)}`);
         toast('Released ' + m.domain + ' from ' + st.id);
-        await load();
+        await load(true);
       } catch (e) {
         if (e.status !== 401) showBanner(e);
       }
@@ -805,14 +816,14 @@
     async function releaseAll() {
       const n = st.page ? st.page.total : 0;
       const ok = await confirmAction('Release every mapping of ' + st.id + '?',
-        `All ${fmtInt(n)} of ${st.id}'s mappings are dropped; its addresses are held for the reuse hold. Same as: ippool release ${st.id} --all`,
-        'Release all');
+        `All ${fmtInt(n)} of ${st.id}'s mappings are dropped; their addresses are held from ${st.id} for the reuse hold.`,
+        'Release all', `ippool release ${st.id}`);
       if (!ok) return;
       try {
         const res = await api('DELETE', `/v1/clients/${enc(st.id)}`);
         toast('Released ' + fmtInt(res.released) + ' mappings of ' + st.id);
         st.offset = 0;
-        await load();
+        await load(true);
       } catch (e) {
         if (e.status !== 401) showBanner(e);
       }
@@ -910,8 +921,8 @@
     const ok = await confirmAction('Remove ' + s.id + ' from the cluster?',
       `${s.id} (${s.addr}) stops being a member: it no longer votes or receives the log.` +
         (s.id === st.id ? ' It is the server this console reads.' : '') +
-        ` To bring it back, start it again with an empty data dir and --join. Same as: ippool cluster remove ${s.id}`,
-      'Remove server');
+        ' To bring it back, start it again with an empty data dir and --join.',
+      'Remove server', `ippool cluster remove ${s.id}`);
     if (!ok) return;
     try {
       await api('DELETE', '/v1/cluster/servers/' + enc(s.id));
