@@ -3,8 +3,9 @@
 # missing and this is a Debian machine we may install on: dig (dnsutils) for
 # the DNS end-to-end tests, iptables for the partition faults, ps (procps)
 # for examples/cluster.sh, ip (iproute2) and nft (nftables) for the
-# connector's namespaces. Tests that need
-# them fail with a clear message otherwise.
+# connector's namespaces, chromium for the web console's browser tests. Tests
+# that need them fail with a clear message otherwise (the browser tests skip
+# instead, unless CI=true).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -12,6 +13,7 @@ missing=()
 command -v dig >/dev/null 2>&1 || missing+=(dnsutils)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v ps >/dev/null 2>&1 || missing+=(procps) # examples/cluster.sh
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium) # internal/e2e's console tests
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)  # the connector's network namespaces
 command -v nft >/dev/null 2>&1 || missing+=(nftables) # the connector's tests read its table
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
