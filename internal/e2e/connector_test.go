@@ -443,3 +443,23 @@ func TestConnectorFailover(t *testing.T) {
 		t.Errorf("upstream asked %d times for a.test", n)
 	}
 }
+
+// TestConnectorDemoScript runs examples/connector-demo.sh as the README
+// shows it: curl through the connector reaches the domain from the
+// gateway's address, and the script leaves no namespace behind.
+func TestConnectorDemoScript(t *testing.T) {
+	newLab(t) // skips where namespaces cannot be made
+	out := runScript(t, nil, "examples/connector-demo.sh")
+	for _, want := range []string{
+		"hello from app.demo at 10.250.2.2:80; you came from 10.250.2.1:",
+		"hello from api.demo at 10.250.2.2:80; you came from 10.250.2.1:",
+		`ippool_connector_flows_total{proto="tcp",result="no_mapping"} 1`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the demo's output lacks %q:\n%s", want, out)
+		}
+	}
+	if left, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(left), "ippd") {
+		t.Errorf("the demo left namespaces: %s", left)
+	}
+}
