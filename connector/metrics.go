@@ -13,6 +13,10 @@ type Metrics struct {
 	active *prometheus.GaugeVec
 	bytes  *prometheus.CounterVec
 	dial   prometheus.Histogram
+	// The series a flow touches, looked up once rather than hashed per flow.
+	byFlow   map[string]map[Result]prometheus.Counter
+	byActive map[string]prometheus.Gauge
+	byBytes  map[string][2]prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them with reg.
@@ -35,13 +39,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.0002, .0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5},
 		}),
 	}
+	m.byFlow = make(map[string]map[Result]prometheus.Counter)
+	m.byActive = make(map[string]prometheus.Gauge)
+	m.byBytes = make(map[string][2]prometheus.Counter)
 	for _, p := range []string{"tcp", "udp"} {
+		m.byFlow[p] = make(map[Result]prometheus.Counter)
 		for _, r := range []Result{Relayed, NoMapping, LookupFailed, ResolveFailed, Refused, DialFailed, Limited} {
-			m.flows.WithLabelValues(p, string(r))
+			m.byFlow[p][r] = m.flows.WithLabelValues(p, string(r))
 		}
-		m.active.WithLabelValues(p)
-		m.bytes.WithLabelValues(p, "upstream")
-		m.bytes.WithLabelValues(p, "downstream")
+		m.byActive[p] = m.active.WithLabelValues(p)
+		m.byBytes[p] = [2]prometheus.Counter{m.bytes.WithLabelValues(p, "upstream"), m.bytes.WithLabelValues(p, "downstream")}
 	}
 	reg.MustRegister(m.flows, m.active, m.bytes, m.dial)
 	return m
@@ -49,20 +56,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 
 func (m *Metrics) flow(proto string, r Result) {
 	if m != nil {
-		m.flows.WithLabelValues(proto, string(r)).Inc()
+		m.byFlow[proto][r].Inc()
 	}
 }
 
 func (m *Metrics) open(proto string, delta float64) {
 	if m != nil {
-		m.active.WithLabelValues(proto).Add(delta)
+		m.byActive[proto].Add(delta)
 	}
 }
 
 func (m *Metrics) relayed(proto string, up, down int64) {
 	if m != nil {
-		m.bytes.WithLabelValues(proto, "upstream").Add(float64(up))
-		m.bytes.WithLabelValues(proto, "downstream").Add(float64(down))
+		m.byBytes[proto][0].Add(float64(up))
+		m.byBytes[proto][1].Add(float64(down))
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // tcpPair returns the two ends of a loopback TCP connection.
@@ -117,4 +119,35 @@ func TestRelayIdle(t *testing.T) {
 		t.Fatalf("idle flow closed after %v", d)
 	}
 	<-done
+}
+
+// TestAcceptedKeepAlive: accepted sockets inherit the listener's keepalive
+// settings (the listener sets them once instead of per flow).
+func TestAcceptedKeepAlive(t *testing.T) {
+	lc := listenConfig(42 * time.Second)
+	ln, err := lc.Listen(t.Context(), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Skipf("transparent listener (needs CAP_NET_ADMIN): %v", err)
+	}
+	defer ln.Close()
+	d, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rc, _ := c.(*net.TCPConn).SyscallConn()
+	var on, idle, cnt int
+	rc.Control(func(fd uintptr) {
+		on, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE)
+		idle, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_KEEPIDLE)
+		cnt, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_KEEPCNT)
+	})
+	if on != 1 || idle != 42 || cnt != 4 {
+		t.Fatalf("accepted socket: SO_KEEPALIVE %d, TCP_KEEPIDLE %d, TCP_KEEPCNT %d", on, idle, cnt)
+	}
 }

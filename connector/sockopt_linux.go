@@ -94,8 +94,37 @@ func quietFor(c *net.TCPConn) (time.Duration, error) {
 	return time.Duration(info.Last_data_recv) * time.Millisecond, nil
 }
 
+// listenConfig makes transparent listeners. The TCP keepalive settings go
+// on the listener, whose accepted sockets inherit them, rather than on each
+// accepted socket: four system calls fewer per flow.
 func listenConfig(keepAlive time.Duration) net.ListenConfig {
-	return net.ListenConfig{Control: transparent, KeepAliveConfig: keepAliveConfig(keepAlive)}
+	ka := keepAliveConfig(keepAlive)
+	return net.ListenConfig{KeepAlive: -1, Control: func(network, address string, rc syscall.RawConn) error {
+		if err := transparent(network, address, rc); err != nil {
+			return err
+		}
+		if network != "tcp4" && network != "tcp6" {
+			return nil
+		}
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			s := int(fd)
+			for _, o := range []struct{ level, opt, v int }{
+				{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+				{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(ka.Idle / time.Second)},
+				{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, int(ka.Interval / time.Second)},
+				{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, ka.Count},
+			} {
+				if serr = unix.SetsockoptInt(s, o.level, o.opt, o.v); serr != nil {
+					return
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
 }
 
 func keepAliveConfig(idle time.Duration) net.KeepAliveConfig {
