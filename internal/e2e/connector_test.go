@@ -275,6 +275,9 @@ func TestConnector(t *testing.T) {
 	if r, err := udpExchange(lab, client, bob, poolA+":5300", "pong"); err != nil || r != fmt.Sprintf("from %s:5300: pong", upB) {
 		t.Fatalf("bob's UDP round trip: %q %v", r, err)
 	}
+	if r, err := udpExchange(lab, client, alice6, "[fd7a:115c:a1e0:b1a::c612:0]:5300", "ping6"); err != nil || r != fmt.Sprintf("from %s:5300: ping6", upA) {
+		t.Fatalf("alice's UDP round trip over IPv6: %q %v", r, err)
+	}
 
 	// An address nobody was given: the connection is reset at once.
 	t0 := time.Now()
@@ -287,10 +290,11 @@ func TestConnector(t *testing.T) {
 		t.Fatalf("unmapped address: %v after %v, want a reset at once", err, time.Since(t0))
 	}
 
-	// alice's UDP flow lives until its idle timeout; with three TCP flows
-	// held she is at her limit of four: a fifth is refused, bob is served.
+	// alice's two UDP flows (IPv4 and IPv6) live until their idle timeout;
+	// with two TCP flows held she is at her limit of four: a fifth is
+	// refused, bob is served.
 	var held []net.Conn
-	for range 3 {
+	for range 2 {
 		c, err := lab.dial(client, "tcp", alice, poolA+":8080", 2*time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -318,12 +322,12 @@ func TestConnector(t *testing.T) {
 
 	ns := func(s string) float64 { return lab.metric(gw, "127.0.0.1:7480", s) }
 	for sample, least := range map[string]float64{
-		`ippool_connector_flows_total{proto="tcp",result="relayed"}`:     8,
+		`ippool_connector_flows_total{proto="tcp",result="relayed"}`:     7,
 		`ippool_connector_flows_total{proto="udp",result="relayed"}`:     0, // UDP flows end only after their idle timeout
 		`ippool_connector_flows_total{proto="tcp",result="no_mapping"}`:  1,
 		`ippool_connector_flows_total{proto="tcp",result="limited"}`:     1,
 		`ippool_connector_bytes_total{direction="upstream",proto="tcp"}`: 2 << 20,
-		`ippool_connector_active_flows{proto="udp"}`:                     2,
+		`ippool_connector_active_flows{proto="udp"}`:                     3,
 		`ippool_connector_dial_seconds_count`:                            9,
 	} {
 		if v := ns(sample); v < least {
