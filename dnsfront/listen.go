@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/miekg/dns"
@@ -23,9 +24,24 @@ func (s *Server) Start() error {
 	if s.ctx.Err() != nil {
 		return errors.New("dnsfront: server was shut down")
 	}
-	pc, ln, err := listenBoth(s.cfg.Addr)
+	nLoops := 0
+	if s.fastLoopsFit() {
+		nLoops = loopsFor()
+	}
+	pc, conns, ln, err := listenSockets(s.cfg.Addr, nLoops)
 	if err != nil {
 		return err
+	}
+	var loops *udpLoops
+	if conns != nil {
+		if loops, err = startUDPLoops(s, conns); err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+			ln.Close()
+			return fmt.Errorf("dnsfront: %w", err)
+		}
+		pc = loops.slow
 	}
 	guard := func(r dns.Reader) dns.Reader { return guardedReader{Reader: r, s: s} }
 	udp := &dns.Server{PacketConn: pc, Handler: s, UDPSize: 4096, DecorateReader: guard}
@@ -55,41 +71,81 @@ func (s *Server) Start() error {
 		case err := <-failed:
 			pc.Close()
 			ln.Close()
+			if loops != nil {
+				loops.close()
+			}
 			if srv == tcp {
 				_ = udp.Shutdown()
 			}
 			return fmt.Errorf("dnsfront: serve: %w", err)
 		}
 	}
-	s.udp, s.tcp, s.tcpConns, s.addr = udp, tcp, tcpConns, pc.LocalAddr().String()
+	s.udp, s.tcp, s.tcpConns, s.fast, s.addr = udp, tcp, tcpConns, loops, pc.LocalAddr().String()
 	return nil
+}
+
+// fastLoopsFit reports whether the fast UDP loops (udpLoops) may own the UDP
+// sockets: on Linux, with a pool that answers without waiting, and on a
+// specific address. A wildcard address is left to the DNS library, which
+// replies from the address each query was sent to; the loops reply from
+// the socket's address, which is that one only when it is specific.
+func (s *Server) fastLoopsFit() bool {
+	if !fastUDP || s.local == nil {
+		return false
+	}
+	host, _, err := net.SplitHostPort(s.cfg.Addr)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && !ip.IsUnspecified()
 }
 
 // listenBoth binds UDP first and then TCP on the same port. With port 0 the
 // kernel picks the UDP port, which may be taken for TCP; a few tries find
 // one free for both.
 func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
+	pc, _, ln, err := listenSockets(addr, 0)
+	return pc, ln, err
+}
+
+// listenSockets is listenBoth with, for loops > 0, that many UDP sockets for
+// the fast loops (conns) instead of one for the DNS library (pc).
+func listenSockets(addr string, loops int) (pc net.PacketConn, conns []*net.UDPConn, ln net.Listener, err error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("dnsfront: listen address %q: %w", addr, err)
+		return nil, nil, nil, fmt.Errorf("dnsfront: listen address %q: %w", addr, err)
 	}
 	tries := 1
 	if port == "0" || port == "" {
 		tries = 16
 	}
 	for i := 0; ; i++ {
-		pc, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			return nil, nil, fmt.Errorf("dnsfront: %w", err)
+		var local net.Addr
+		if loops > 0 {
+			conns, err = listenUDPs(addr, loops)
+			if err == nil {
+				local = conns[0].LocalAddr()
+			}
+		} else if pc, err = net.ListenPacket("udp", addr); err == nil {
+			local = pc.LocalAddr()
 		}
-		_, bound, _ := net.SplitHostPort(pc.LocalAddr().String())
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("dnsfront: %w", err)
+		}
+		_, bound, _ := net.SplitHostPort(local.String())
 		ln, err := net.Listen("tcp", net.JoinHostPort(host, bound))
 		if err == nil {
-			return pc, ln, nil
+			return pc, conns, ln, nil
 		}
-		pc.Close()
+		if pc != nil {
+			pc.Close()
+		}
+		for _, c := range conns {
+			c.Close()
+		}
 		if i+1 >= tries {
-			return nil, nil, fmt.Errorf("dnsfront: %w", err)
+			return nil, nil, nil, fmt.Errorf("dnsfront: %w", err)
 		}
 	}
 }
@@ -107,8 +163,8 @@ func (s *Server) Addr() string {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.cancel()
 	s.mu.Lock()
-	udp, tcp := s.udp, s.tcp
-	s.udp, s.tcp = nil, nil
+	udp, tcp, fast := s.udp, s.tcp, s.fast
+	s.udp, s.tcp, s.fast = nil, nil, nil
 	s.mu.Unlock()
 	var errs []error
 	for _, srv := range []*dns.Server{udp, tcp} {
@@ -117,6 +173,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 				errs = append(errs, err)
 			}
 		}
+	}
+	// After the library's shutdown, which waits for the queries it holds:
+	// their replies go out of these sockets.
+	if fast != nil {
+		fast.close()
 	}
 	s.udpConns.closeAll()
 	return errors.Join(errs...)
@@ -143,6 +204,21 @@ func (g guardedReader) ReadUDP(conn *net.UDPConn, timeout time.Duration) ([]byte
 		m, sess, err := g.Reader.ReadUDP(conn, timeout)
 		if err != nil || plainQuestion(m) {
 			return m, sess, err
+		}
+		g.s.stats.dropped.Add(1)
+	}
+}
+
+// ReadPacketConn guards what the fast UDP loops hand on (slowConn).
+func (g guardedReader) ReadPacketConn(conn net.PacketConn, timeout time.Duration) ([]byte, net.Addr, error) {
+	pr, ok := g.Reader.(dns.PacketConnReader)
+	if !ok {
+		return nil, nil, errors.New("dnsfront: the DNS library's reader cannot read a PacketConn")
+	}
+	for {
+		m, addr, err := pr.ReadPacketConn(conn, timeout)
+		if err != nil || plainQuestion(m) {
+			return m, addr, err
 		}
 		g.s.stats.dropped.Add(1)
 	}

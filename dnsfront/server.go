@@ -127,6 +127,12 @@ type Server struct {
 	flight               flight
 	stats                counters
 
+	// The UDP fast path's tables (fast.go) and its pool, nil when the
+	// pool cannot answer without waiting.
+	names        nameTable
+	clientsBySrc srcTable
+	local        LocalPool
+
 	// ctx ends at Shutdown, so that upstream lookups and pool writes in
 	// flight stop instead of holding shutdown up.
 	ctx    context.Context
@@ -134,6 +140,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	udp, tcp *dns.Server
+	fast     *udpLoops // nil: miekg/dns reads the UDP socket itself
 	tcpConns *connlimit.Listener
 	addr     string
 }
@@ -172,6 +179,7 @@ func New(cfg Config, p Pool) (*Server, error) {
 		limits:    newLimiters(cfg.RateLimit, cfg.Burst),
 	}
 	s.newClients = newClientLimiter(cfg.NewClientRate, cfg.NewClientBurst)
+	s.local, _ = p.(LocalPool)
 	if cfg.ClientMap != "" {
 		cm, err := clientid.Load(cfg.ClientMap)
 		if err != nil {

@@ -37,6 +37,19 @@ func (p *Pool) IPForDomain(_ context.Context, client, domain string) (netip.Addr
 	return p.state.Allocate(client, domain, p.Now())
 }
 
+// LocalIPForDomain is IPForDomain for a domain the client already has (a
+// refresh, never an allocation); it reports false for any other. client
+// must be a valid client ID and domain normalized.
+func (p *Pool) LocalIPForDomain(client, domain string) (netip.Addr, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.state.Get(client, domain); !ok {
+		return netip.Addr{}, false
+	}
+	a, err := p.state.Allocate(client, domain, p.Now())
+	return a, err == nil
+}
+
 // DomainForIP returns the domain the client's address maps to and marks
 // the mapping used at at (docs/design.md#s3-domainforip). The mark is taken
 // under the write lock only when it moves last-used forward, so repeated

@@ -164,6 +164,22 @@ func (s *Service) IPForDomain(ctx context.Context, client, domain string) (netip
 	return res[0].Addr, nil
 }
 
+// LocalIPForDomain is IPForDomain's local answer (S7) and nothing else: it
+// answers only when IPForDomain would answer at once without a barrier or a
+// log entry, and otherwise reports false without waiting, so that the DNS
+// front end may call it from its read loop and leave every other case to
+// IPForDomain. client must be a valid client ID and domain normalized.
+func (s *Service) LocalIPForDomain(client, domain string) (netip.Addr, bool) {
+	now := s.opts.Now()
+	m, ok := s.fresh(client, domain, now)
+	if !ok || !s.node.LocalReadOK() {
+		return netip.Addr{}, false
+	}
+	s.count("local")
+	s.mark(client, m, now)
+	return m.Addr, true
+}
+
 // fresh returns the client's mapping for domain when local state holds one
 // that is more than half a lifetime from expiring.
 func (s *Service) fresh(client, domain string, now time.Time) (pool.Mapping, bool) {

@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# dns-vs-unbound.sh: ippool's DNS front end against unbound on this machine,
+# side by side, in alternating runs (issue 18).
+#
+#   bench/dns-vs-unbound.sh [single] [follower] [new]   # default: all three
+#
+# unbound (2 threads) answers 1,000 names under bench.test from local-data.
+# ippool answers the same names with pool addresses, after one pass of
+# dnsperf has mapped them (every query from one source):
+#   single    one server
+#   follower  a three-server mutual-TLS cluster, queried at a follower
+# Each case runs `dnsperf -c 8 -T 1 -l $SECS` (default 10) against unbound
+# and ippool in turn, $RUNS times each (default 3), and prints min / median
+# / max queries per second, the mean of the runs' average latencies and the
+# ratios ippool/unbound.
+#   new       first queries: a fresh single server, every query a name it
+#             has never seen (upstream lookup and allocation through the
+#             log), -n 1 over 400,000 names, $RUNS runs on fresh state.
+# ippool runs with --dns-rate-limit 0 and --dns-new-clients-rate 0: the
+# limits are per source and dnsperf is one source; a mapped name with a
+# cached upstream answer takes no token anyway, but its upstream refresh
+# does (one a name every --dns-cache-min-ttl), and every new name does.
+#
+# Needs Debian's dnsperf and unbound (installed with apt-get when missing),
+# curl and Go. Addresses 127.0.0.151-156, ports 7850-7859. BIN=path runs
+# another ippool binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${SECS:-10}
+RUNS=${RUNS:-3}
+cases=("$@")
+[ ${#cases[@]} -gt 0 ] || cases=(single follower new)
+
+missing=()
+command -v dnsperf >/dev/null || missing+=(dnsperf)
+command -v unbound >/dev/null || [ -x /usr/sbin/unbound ] || missing+=(unbound)
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "installing ${missing[*]}" >&2
+	DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null
+fi
+UNBOUND=$(command -v unbound || echo /usr/sbin/unbound)
+
+work=$(mktemp -d)
+pids=()
+stop() { # stop PID...: the processes this script started, by PID
+	for p in "$@"; do kill "$p" 2>/dev/null || true; done
+	for p in "$@"; do wait "$p" 2>/dev/null || true; done
+}
+trap 'stop "${pids[@]}"; rm -rf "$work"' EXIT
+if [ -z "${BIN:-}" ]; then
+	BIN=$work/ippool
+	go build -o "$BIN" ./cmd/ippool
+fi
+go build -o "$work/upstream" ./examples/demo-upstream
+
+UP=127.0.0.156:7859
+UNB=127.0.0.151
+"$work/upstream" "$UP" & pids+=($!)
+
+for n in $(seq 0 999); do echo "n$n.bench.test A"; done >"$work/q.txt"
+{
+	cat <<EOF
+server:
+	interface: $UNB@7853
+	num-threads: 2
+	so-reuseport: yes
+	do-daemonize: no
+	chroot: ""
+	username: ""
+	directory: "$work"
+	pidfile: ""
+	use-syslog: no
+	logfile: ""
+	verbosity: 0
+	access-control: 127.0.0.0/8 allow
+	local-zone: "bench.test." static
+EOF
+	for n in $(seq 0 999); do printf '\tlocal-data: "n%d.bench.test. 60 IN A 100.64.%d.%d"\n' "$n" $((n / 250)) $((n % 250 + 1)); done
+	printf 'remote-control:\n\tcontrol-enable: no\n'
+} >"$work/unbound.conf"
+"$UNBOUND" -d -c "$work/unbound.conf" >"$work/unbound.log" 2>&1 &
+unbound_pid=$!
+pids+=($unbound_pid)
+
+serve_flags=(--pool 100.64.0.0/16 --dns-domains bench.test --dns-upstream "$UP"
+	--dns-rate-limit 0 --dns-new-clients-rate 0 --log-level error)
+
+ready() { # ready HTTP-ADDR...
+	for _ in $(seq 150); do
+		local n=0
+		for a in "$@"; do curl -sf "$a/readyz" >/dev/null && n=$((n + 1)); done
+		[ "$n" = $# ] && return 0
+		sleep 0.2
+	done
+	echo "servers $* not ready" >&2
+	return 1
+}
+
+ippool_pids=()
+start_single() { # start_single DATA-DIR; DNS on 127.0.0.152:7853
+	"$BIN" serve --id s1 --data-dir "$1" --http-addr 127.0.0.152:7850 --dns-addr 127.0.0.152:7853 \
+		"${serve_flags[@]}" >"$1.log" 2>&1 &
+	ippool_pids=($!)
+	pids+=($!)
+	ready 127.0.0.152:7850
+	DNS=127.0.0.152
+}
+
+start_cluster() { # three servers on 127.0.0.153-155; DNS is a follower
+	"$BIN" tls init --dir "$work/tls" --servers 3 >/dev/null
+	local join=127.0.0.153:7851,127.0.0.154:7851,127.0.0.155:7851
+	ippool_pids=()
+	for i in 1 2 3; do
+		local ip=127.0.0.15$((i + 2)) tls=$work/tls/server-$i
+		"$BIN" serve --id "s$i" --data-dir "$work/c$i" --http-addr "$ip:7850" --cluster-addr "$ip:7851" \
+			--join "$join" --bootstrap-expect 3 --dns-addr "$ip:7853" \
+			--tls-ca "$tls/ca.pem" --tls-cert "$tls/cert.pem" --tls-key "$tls/key.pem" \
+			"${serve_flags[@]}" >"$work/c$i.log" 2>&1 &
+		ippool_pids+=($!)
+		pids+=($!)
+	done
+	ready 127.0.0.153:7850 127.0.0.154:7850 127.0.0.155:7850
+	local leader
+	leader=$(curl -s 127.0.0.153:7850/v1/cluster | sed -n 's/.*"leader_id": *"\([^"]*\)".*/\1/p')
+	DNS=127.0.0.153
+	[ "$leader" = s1 ] && DNS=127.0.0.154
+	echo "leader $leader, querying follower $DNS"
+}
+
+# perf ADDR FILE [ARGS...]: one dnsperf run; prints "QPS AVG-LATENCY-S CODES"
+perf() {
+	local addr=$1 file=$2
+	shift 2
+	dnsperf -s "$addr" -p 7853 -d "$file" -c 8 -T 1 "$@" 2>&1 | awk '
+		/Queries per second:/ { q = $4 }
+		/Average Latency/ { l = $4 }
+		/Response codes:/ { sub(/.*Response codes: */, ""); gsub(/ /, "_"); c = $0 }
+		END { print q, l, c }'
+}
+
+# summary NAME FILE: min/median/max of column 1 and mean of column 2
+summary() {
+	sort -n -k1 "$2" | awk -v name="$1" '
+		{ q[NR] = $1; l += $2 }
+		END { printf "%-8s q/s min %9.0f  median %9.0f  max %9.0f   avg latency %.3f ms\n", name, q[1], q[int((NR + 1) / 2)], q[NR], l / NR * 1000 }'
+}
+
+median() { sort -n -k1 "$1" | awk '{ q[NR] = $1 } END { print q[int((NR + 1) / 2)] }'; }
+meanlat() { awk '{ l += $2 } END { print l / NR }' "$1"; }
+
+compare() { # compare CASE: alternating runs, unbound first
+	: >"$work/unbound.runs"
+	: >"$work/ippool.runs"
+	for r in $(seq "$RUNS"); do
+		perf "$UNB" "$work/q.txt" -l "$SECS" | tee -a "$work/unbound.runs" | sed "s/^/  run $r unbound: /"
+		perf "$DNS" "$work/q.txt" -l "$SECS" | tee -a "$work/ippool.runs" | sed "s/^/  run $r ippool:  /"
+	done
+	summary unbound "$work/unbound.runs"
+	summary ippool "$work/ippool.runs"
+	awk -v a="$(median "$work/ippool.runs")" -v b="$(median "$work/unbound.runs")" \
+		-v la="$(meanlat "$work/ippool.runs")" -v lb="$(meanlat "$work/unbound.runs")" -v c="$1" \
+		'BEGIN { printf "%s: ippool/unbound q/s %.2fx (median), avg latency %.2fx\n", c, a / b, la / lb }'
+}
+
+map_names() { # one pass to map the 1,000 names; every answer must be NOERROR
+	local out
+	out=$(dnsperf -s "$DNS" -p 7853 -d "$work/q.txt" -n 1 -c 1 -q 20 2>&1)
+	grep -q "NOERROR 1000 " <<<"$out" || { echo "mapping the names failed:" >&2; echo "$out" >&2; return 1; }
+}
+
+echo "$(date -u +%FT%TZ) $(nproc) CPUs, load: $(cut -d' ' -f1-3 /proc/loadavg); dnsperf -c 8 -T 1 -l $SECS, $RUNS runs each"
+echo "unbound $("$UNBOUND" -V | sed -n 's/^Version //p'), 2 threads, 1,000 names of local-data"
+for c in "${cases[@]}"; do
+	case $c in
+	single)
+		echo "== single server, 1,000 mapped names"
+		start_single "$work/single"
+		map_names
+		compare single
+		stop "${ippool_pids[@]}"
+		;;
+	follower)
+		echo "== follower of a three-server cluster, 1,000 mapped names"
+		start_cluster
+		map_names
+		compare follower
+		stop "${ippool_pids[@]}"
+		;;
+	new)
+		echo "== new names (first query of each), fresh single server per run, -n 1 over 400,000 names"
+		: >"$work/new.runs"
+		for r in $(seq "$RUNS"); do
+			seq 0 399999 | sed "s/.*/r${r}x&.bench.test A/" >"$work/new.txt"
+			rm -rf "$work/new"
+			start_single "$work/new"
+			perf "$DNS" "$work/new.txt" -n 1 -l "$SECS" | tee -a "$work/new.runs" | sed "s/^/  run $r ippool: /"
+			stop "${ippool_pids[@]}"
+		done
+		summary new "$work/new.runs"
+		;;
+	*)
+		echo "unknown case $c (single, follower, new)" >&2
+		exit 2
+		;;
+	esac
+done
