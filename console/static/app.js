@@ -120,7 +120,8 @@
     try {
       resp = await fetch(path, { method, headers, cache: 'no-store' });
     } catch (e) {
-      throw new ApiError(0, 'unreachable', 'This server did not answer: ' + e.message);
+      connLost();
+      throw new ApiError(0, 'unreachable', 'This server (' + location.host + ') did not answer: ' + e.message);
     }
     let body = null;
     try {
@@ -356,6 +357,13 @@
     const last = samples[samples.length - 1];
     const first = samples.find((x) => x.t >= last.t - WINDOW) || last;
     return { n: (last.c[name] || 0) - (first.c[name] || 0), span: last.t - first.t };
+  }
+
+  // connLost marks the connection indicator while this server does not
+  // answer; the next answer's showConn clears it.
+  function connLost() {
+    const dot = document.querySelector('#conn .dot');
+    if (dot) dot.className = 'dot bad';
   }
 
   function showConn(server, role) {

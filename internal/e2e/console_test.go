@@ -208,6 +208,16 @@ func (b *browser) viewport(w, h int64, phone bool) error {
 	return chromedp.Do(ctx, chromedp.EmulateViewport(w, h))
 }
 
+// scripts turns the page's JavaScript on or off.
+func (b *browser) scripts(on bool) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	if _, err := chromedp.Call(ctx, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: !on}); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
 // colorScheme makes prefers-color-scheme answer dark or light.
 func (b *browser) colorScheme(scheme string) {
 	b.t.Helper()
@@ -433,6 +443,20 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.open(s1.URL() + "/ui/cluster")
 	b.waitFor(dead.ID+" unreachable on the cluster page", fmt.Sprintf(`document.querySelector('#servers tr[data-server=%q][data-reachable="false"]') !== null`, dead.ID), 5*time.Second)
 	b.shot("cluster-server-down")
+
+	// Without JavaScript a page still says what it shows and where the
+	// JSON is, and the navigation works; the panels JavaScript fills stay
+	// hidden.
+	b.scripts(false)
+	b.open(s1.URL() + "/ui/")
+	b.clickLoads(`nav a[href="/ui/pool"]`)
+	if got := b.eval(`location.pathname`); got != "/ui/pool" {
+		t.Fatalf("the navigation led to %s", got)
+	}
+	if got := b.eval(`document.querySelector('main').innerText`); !strings.Contains(got, "JavaScript, which is off") || !strings.Contains(got, "/v1/pool/clients") || strings.Contains(got, "Clients by fill") {
+		t.Fatalf("the pool page without JavaScript shows:\n%s", got)
+	}
+	b.shot("pool-no-javascript")
 }
 
 // With ACLs bootstrapped the console asks for a token, refuses a wrong one
