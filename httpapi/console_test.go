@@ -272,3 +272,20 @@ func BenchmarkConsolePages(b *testing.B) {
 		b.Fatalf("the state holds %d clients and %d mappings", st.Clients, st.Mappings)
 	}
 }
+
+// /v1/stats sums the DNS and connector counters, under the names the
+// console charts, when those front ends have registered them.
+func TestStatsSumsFrontEndCounters(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	svc := service.New(fakenode.New(t, "10.0.0.0/24", time.Hour), service.Options{MarkFlush: time.Hour, Metrics: service.NewMetrics(reg)})
+	t.Cleanup(svc.Close)
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ippool_dns_queries_total", Help: "h"}, func() float64 { return 42 }))
+	flows := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ippool_connector_flows_total", Help: "h"}, []string{"proto", "result"})
+	reg.MustRegister(flows)
+	flows.WithLabelValues("tcp", "relayed").Add(5)
+	flows.WithLabelValues("udp", "no_mapping").Add(2)
+	_, b := get(t, consoleServers(t, svc, reg)[0]+"/v1/stats", "")
+	if st := decode[wire.Stats](t, b); st.Counters["dns_queries"] != 42 || st.Counters["connector_flows"] != 7 {
+		t.Fatalf("stats: %s", b)
+	}
+}

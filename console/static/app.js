@@ -855,7 +855,7 @@
         const btn = h('button', { class: 'btn btn-sm btn-link-danger', type: 'button', dataset: { needs: 'admin', release: m.domain } }, 'Release');
         btn.addEventListener('click', () => release(m));
         return h('tr', { class: m.ip === st.highlight ? 'flash' : null, dataset: { domain: m.domain, ip: m.ip } },
-          h('td', {}, m.domain),
+          h('td', { class: 'wrap' }, m.domain),
           h('td', { class: 'mono' }, m.ip),
           h('td', { class: 'hide-sm', title: new Date(used).toLocaleString() }, fmtSpan(now - used) + ' ago'),
           h('td', {}, !isFinite(left) ? '–' : left > 0 ? 'in ' + fmtSpan(left) : h('span', { class: 'badge candidate' }, 'expired ' + fmtSpan(-left) + ' ago')),
@@ -899,9 +899,8 @@
         return h('tr', { dataset: { server: s.id, reachable: String(!!s.reachable), role: s.role || '' } },
           h('td', {}, h('b', {}, s.id), s.id === st.id ? [' ', h('span', { class: 'badge here' }, 'this server')] : null),
           h('td', { class: 'mono' }, s.addr),
-          h('td', {}, roleBadge(s.role)),
-          h('td', {}, s.voter ? 'yes' : 'no'),
-          h('td', {}, health(s), s.error ? [' ', h('span', { class: 'err-text', title: s.error }, s.error)] : null),
+          h('td', {}, roleBadge(s.role), s.voter ? null : [' ', h('span', { class: 'badge here' }, 'non-voter')]),
+          h('td', {}, health(s), s.error ? h('span', { class: 'err-text', title: s.error }, s.error) : null),
           h('td', { class: 'num' }, s.reachable ? fmtInt(s.term) : '–'),
           h('td', { class: 'num' }, s.reachable ? fmtInt(s.applied_index) : '–'),
           lagCell(s, li),

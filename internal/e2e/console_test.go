@@ -422,6 +422,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.open(s1.URL() + "/ui/pool")
 	b.waitFor("the ranking", `document.querySelector('#ranking tbody tr[data-client="busy"]') !== null`, 10*time.Second)
 	b.shot("pool-phone")
+	b.open(s1.URL() + "/ui/client?id=busy")
+	b.waitFor("busy's mappings", `document.querySelectorAll('#mappings tbody tr[data-domain]').length === 50`, 10*time.Second)
+	b.shot("client-phone")
 	if err := b.viewport(1280, 860, false); err != nil {
 		t.Fatal(err)
 	}
