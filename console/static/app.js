@@ -201,6 +201,12 @@
         return;
       }
       $('token').value = '';
+      // A page already started (its token stopped working) starts afresh
+      // rather than wiring its controls twice.
+      if (started) {
+        location.reload();
+        return;
+      }
       $('signin').hidden = true;
       startPage();
     });
@@ -941,7 +947,9 @@
 
   // ---- start ----
 
+  let started = false;
   function startPage() {
+    started = true;
     stopTimers();
     $('signin').hidden = true;
     applyRole();
