@@ -167,6 +167,7 @@ func (s *Server) fastAnswer(lp LocalPool, b []byte, src netip.Addr, name []byte,
 	s.stats.queries.Add(1)
 	s.stats.cacheHits.Add(1)
 	s.stats.answered.Add(1)
+	s.stats.fast.Add(1)
 
 	out = append(out[:0], b[0], b[1],
 		0x80|0x04|b[2]&0x01, // QR, AA, RD as asked; opcode 0

@@ -105,6 +105,7 @@ type counters struct {
 	queries, answered, refused, servfail, other         atomic.Uint64
 	rateLimited, upstreamErrors, cacheHits, cacheMisses atomic.Uint64
 	notAllowed, newClientLimited, dropped               atomic.Uint64
+	fast                                                atomic.Uint64 // answered by fastAnswer, for tests
 }
 
 // Server is a DNS server answering from a Pool. Its methods are safe for
