@@ -64,11 +64,13 @@ func NewServer(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Log
 					writeFast(ctx, reply{status: http.StatusInternalServerError, body: errorBody("internal", "internal error")})
 				}
 			}()
-			restore := a.mayRestore(&ctx.Request.Header)
+			hostOK := !opts.LoopbackHostsOnly || loopbackHost(string(ctx.Host()))
+			// A restore to a refused Host has its body read as any other,
+			// so that the 403 goes out through lingerClose.
+			restore := hostOK && a.mayRestore(&ctx.Request.Header)
 			if !a.takeBody(ctx, restore, opts.LoopbackHostsOnly) {
 				return
 			}
-			hostOK := !opts.LoopbackHostsOnly || loopbackHost(string(ctx.Host()))
 			if hostOK && a.serveFast(ctx) {
 				return
 			}
@@ -193,7 +195,9 @@ func (a *api) refuseBody(h *fasthttp.RequestHeader, restore, loopbackOnly bool, 
 	case restore:
 		limit = a.maxRestore
 	case isRestore(h):
-		return a.errorReply(a.authorizeHeader(h, acl.RoleAdmin))
+		if err := a.authorizeHeader(h, acl.RoleAdmin); err != nil {
+			return a.errorReply(err)
+		}
 	}
 	return tooLarge(declared, limit)
 }
