@@ -173,7 +173,7 @@ func New(cfg Config, p Pool) (*Server, error) {
 		domains:   domains,
 		upstreams: upstreams,
 		udpClient: &dns.Client{Net: "udp", Timeout: cfg.UpstreamTimeout, UDPSize: ednsUDPSize},
-		udpConns:  connPool{max: 64},
+		udpConns:  connPool{max: maxIdleUpstreamConns},
 		tcpClient: &dns.Client{Net: "tcp", Timeout: cfg.UpstreamTimeout},
 		cache:     cache{entries: make(map[cacheKey]*upstreamAnswer), max: cfg.CacheSize},
 		flight:    flight{calls: make(map[cacheKey]*flightCall)},
