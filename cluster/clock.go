@@ -28,14 +28,21 @@ const DefaultMaxClients = 1_000_000
 const (
 	rpcTime = "/internal/v1/time"
 	// clockPoll is how often a server reads each peer's clock, and
-	// clockSampleTTL how long a reading counts: a peer that stopped
-	// answering stops voting after a few polls.
+	// clockSampleTTL how long a reading counts (longer on slow networks,
+	// see sampleTTL): a peer that stopped answering stops voting after a
+	// few polls.
 	clockPoll      = time.Second
 	clockSampleTTL = 5 * time.Second
-	// maxSampleRTT discards readings whose round trip leaves the peer's
-	// moment too uncertain to matter next to a reuse hold.
-	maxSampleRTT = 250 * time.Millisecond
 )
+
+// sampleTimeout bounds one reading. A reading is the peer's clock at the
+// middle of the round trip, so it is off by at most half of it; a round
+// trip near a Raft timeout (raised for slow networks) still leaves that
+// well under Q/2, and dropping such readings would leave a leader on a
+// slow network unable to stamp.
+func (n *Node) sampleTimeout() time.Duration { return max(clockPoll, 2*n.cfg.RaftTimeout) }
+
+func (n *Node) sampleTTL() time.Duration { return max(clockSampleTTL, 3*n.sampleTimeout()) }
 
 // clockState is a server's view of the cluster's time, and the leader's
 // last stamp.
@@ -170,7 +177,7 @@ func (n *Node) clockRound() {
 // sampleClock reads one peer's clock, taking its answer as the clock at
 // the middle of the round trip.
 func (n *Node) sampleClock(id raft.ServerID, addr string) {
-	ctx, cancel := context.WithTimeout(context.Background(), clockPoll)
+	ctx, cancel := context.WithTimeout(context.Background(), n.sampleTimeout())
 	defer cancel()
 	var out struct {
 		Now int64 `json:"now"`
@@ -180,9 +187,6 @@ func (n *Node) sampleClock(id raft.ServerID, addr string) {
 		return
 	}
 	rtt := time.Since(start)
-	if rtt > maxSampleRTT {
-		return
-	}
 	mid := start.Add(n.cfg.ClockOffset + rtt/2).UnixNano()
 	n.clock.mu.Lock()
 	defer n.clock.mu.Unlock()
@@ -203,7 +207,7 @@ func (n *Node) updateClockOffset(now time.Time, voters map[raft.ServerID]bool) {
 		votes++
 	}
 	for id, s := range n.clock.peers {
-		if _, member := voters[id]; !member && len(voters) > 0 || now.Sub(s.at) > clockSampleTTL {
+		if _, member := voters[id]; !member && len(voters) > 0 || now.Sub(s.at) > n.sampleTTL() {
 			delete(n.clock.peers, id)
 			continue
 		}
