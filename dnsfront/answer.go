@@ -166,6 +166,7 @@ func (s *Server) address(rep reply, remote net.Addr, q dns.Question, norm, apex 
 	if err != nil {
 		return s.poolError(rep, client, norm, err)
 	}
+	s.names.add(norm)
 	hdr := dns.RR_Header{Name: q.Name, Rrtype: q.Qtype, Class: dns.ClassINET, Ttl: s.ttl}
 	if q.Qtype == dns.TypeA {
 		m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: addr.AsSlice()})

@@ -148,7 +148,7 @@ func (s *Server) fastAnswer(lp LocalPool, b []byte, src netip.Addr, name []byte,
 	if q.qtype == dns.TypeAAAA && !s.cfg.V6Prefix.IsValid() {
 		return out, name, false
 	}
-	domain, ok := s.names.get(s, name)
+	domain, ok := s.names.get(name)
 	if !ok {
 		return out, name, false
 	}
@@ -213,36 +213,37 @@ func (s *Server) allowedAddr(ip netip.Addr) bool {
 // this.
 const maxFastEntries = 1 << 16
 
-// nameTable maps a lower-cased query name to its normalized domain, for
-// names pool.NormalizeDomain accepts unchanged and Config.Domains holds:
-// the map index by string(b) does not allocate, and the domain string
-// handed to the pool is always the same one.
+// nameTable holds the normalized domains ServeDNS has given a pool address
+// to, keyed by themselves: indexing by string(b) does not allocate, and the
+// string handed to the pool is always the same one. A name gets in only
+// once answered, so a flood of new or invented names, which the fast path
+// could not answer anyway, costs it no lookup, copy or entry.
 type nameTable struct {
 	mu sync.RWMutex
 	m  map[string]string
 }
 
-func (t *nameTable) get(s *Server, name []byte) (string, bool) {
+func (t *nameTable) get(name []byte) (string, bool) {
 	t.mu.RLock()
 	d, ok := t.m[string(name)]
 	t.mu.RUnlock()
+	return d, ok
+}
+
+// add records a domain that was answered with a pool address.
+func (t *nameTable) add(domain string) {
+	t.mu.RLock()
+	_, ok := t.m[domain]
+	t.mu.RUnlock()
 	if ok {
-		return d, true
-	}
-	d, err := pool.NormalizeDomain(string(name))
-	if err != nil || d != string(name) {
-		return "", false
-	}
-	if _, ok := s.match(d); !ok {
-		return "", false
+		return
 	}
 	t.mu.Lock()
 	if t.m == nil || len(t.m) >= maxFastEntries {
 		t.m = make(map[string]string)
 	}
-	t.m[d] = d
+	t.m[domain] = domain
 	t.mu.Unlock()
-	return d, true
 }
 
 // srcTable maps a source address to its client ID (clientid.Map.Of, which
