@@ -223,6 +223,7 @@
     const b = $('banner');
     b.replaceChildren(h('span', {}, err.message));
     if (err.code) b.append(h('span', { class: 'code' }, err.code));
+    b.append(h('button', { class: 'dismiss', type: 'button', 'aria-label': 'Dismiss', title: 'Dismiss', onclick: clearBanner }, '×'));
     b.hidden = false;
   }
   const clearBanner = () => {

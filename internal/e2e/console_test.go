@@ -447,6 +447,18 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.waitFor(dead.ID+" unreachable on the cluster page", fmt.Sprintf(`document.querySelector('#servers tr[data-server=%q][data-reachable="false"]') !== null`, dead.ID), 5*time.Second)
 	b.shot("cluster-server-down")
 
+	// Remove the dead server through the console: confirmed, it leaves the
+	// membership every server reports.
+	b.click(fmt.Sprintf(`button[data-remove=%q]`, dead.ID))
+	b.waitFor("the confirmation dialog", `document.getElementById('confirm').open && document.getElementById('confirm-cli').textContent === 'ippool cluster remove s3'`, 5*time.Second)
+	b.click("#confirm-ok")
+	b.waitFor(dead.ID+" gone from the cluster page", fmt.Sprintf(`document.querySelectorAll('#servers tbody tr').length === 2 && document.querySelector('#servers tr[data-server=%q]') === null`, dead.ID), 10*time.Second)
+	for _, s := range c.Servers[:2] {
+		if st := apiGet[wire.Status](t, s, "/v1/cluster"); len(st.Servers) != 2 || slices.ContainsFunc(st.Servers, func(x wire.ServerStatus) bool { return x.ID == dead.ID }) {
+			t.Fatalf("%s still lists %s: %+v", s.ID, dead.ID, st.Servers)
+		}
+	}
+
 	// Without JavaScript a page still says what it shows and where the
 	// JSON is, and the navigation works; the panels JavaScript fills stay
 	// hidden.
@@ -499,6 +511,23 @@ func TestConsoleWithACLs(t *testing.T) {
 	b.open(s1.URL() + "/ui/client?id=acl-client")
 	b.waitFor("acl-client's mappings, release disabled", `document.querySelectorAll('#mappings tbody tr[data-domain]').length === 12 && [...document.querySelectorAll('button[data-release]')].every(x => x.disabled) && document.getElementById('release-all').disabled`, 10*time.Second)
 	b.shot("client-read-token")
+	// A write the role may not make, forced past the disabled button: the
+	// console shows the API's refusal as it is.
+	victim := b.eval(`document.querySelector('#mappings tbody tr').dataset.domain`)
+	b.eval(fmt.Sprintf(`document.querySelector('button[data-release=%q]').disabled = false`, victim))
+	b.click(fmt.Sprintf(`button[data-release=%q]`, victim))
+	b.waitFor("the confirmation dialog", `document.getElementById('confirm').open`, 5*time.Second)
+	b.click("#confirm-ok")
+	b.waitFor("the API's refusal", `!document.getElementById('banner').hidden`, 10*time.Second)
+	status, body = call(t, s1, read.Secret, "DELETE", "/v1/clients/acl-client/domains/"+victim, "")
+	var refused wire.Error
+	if status != 403 || json.Unmarshal(body, &refused) != nil {
+		t.Fatalf("a release with a read token: %d %s", status, body)
+	}
+	if got := b.eval(`document.querySelector('#banner span').textContent`); got != refused.Message {
+		t.Fatalf("the console says %q; the API %q (%s)", got, refused.Message, refused.Code)
+	}
+	b.shot("client-read-token-refused")
 	b.open(s1.URL() + "/ui/cluster")
 	b.waitFor("remove disabled", `document.querySelectorAll('button[data-remove]').length === 3 && [...document.querySelectorAll('button[data-remove]')].every(x => x.disabled)`, 10*time.Second)
 
@@ -510,7 +539,7 @@ func TestConsoleWithACLs(t *testing.T) {
 	b.waitFor("remove enabled for an admin", `document.querySelectorAll('button[data-remove]').length === 3 && [...document.querySelectorAll('button[data-remove]')].every(x => !x.disabled) && document.getElementById('who').textContent === 'admin token'`, 10*time.Second)
 	b.open(s1.URL() + "/ui/client?id=acl-client")
 	b.waitFor("release enabled", `document.querySelectorAll('button[data-release]:not([disabled])').length === 12`, 10*time.Second)
-	victim := b.eval(`document.querySelector('#mappings tbody tr').dataset.domain`)
+	victim = b.eval(`document.querySelector('#mappings tbody tr').dataset.domain`)
 	b.click(fmt.Sprintf(`button[data-release=%q]`, victim))
 	b.waitFor("the confirmation dialog", `document.getElementById('confirm').open`, 5*time.Second)
 	b.click("#confirm-ok")
