@@ -21,7 +21,7 @@
 # cached upstream answer takes no token anyway, but its upstream refresh
 # does (one a name every --dns-cache-min-ttl), and every new name does.
 #
-# Needs Debian's dnsperf and unbound (installed with apt-get when missing),
+# ippool's upstream is another unbound. Needs Debian's dnsperf and unbound (installed with apt-get when missing),
 # curl and Go. Addresses 127.0.0.151-156, ports 7850-7859. BIN=path runs
 # another ippool binary.
 set -euo pipefail
@@ -51,11 +51,32 @@ if [ -z "${BIN:-}" ]; then
 	BIN=$work/ippool
 	go build -o "$BIN" ./cmd/ippool
 fi
-go build -o "$work/upstream" ./examples/demo-upstream
 
+# ippool's upstream is a second unbound (one thread) answering every name
+# under bench.test with 192.0.2.1: a real resolver, as in production, and one
+# that leaves more of the two CPUs to ippool than examples/demo-upstream.
 UP=127.0.0.156:7859
 UNB=127.0.0.151
-"$work/upstream" "$UP" & pids+=($!)
+cat >"$work/upstream.conf" <<EOF
+server:
+	interface: ${UP/:/@}
+	num-threads: 1
+	do-daemonize: no
+	chroot: ""
+	username: ""
+	directory: "$work"
+	pidfile: ""
+	use-syslog: no
+	logfile: ""
+	verbosity: 0
+	access-control: 127.0.0.0/8 allow
+	local-zone: "bench.test." redirect
+	local-data: "bench.test. 300 IN A 192.0.2.1"
+remote-control:
+	control-enable: no
+EOF
+"$UNBOUND" -d -c "$work/upstream.conf" >"$work/upstream.log" 2>&1 &
+pids+=($!)
 
 for n in $(seq 0 999); do echo "n$n.bench.test A"; done >"$work/q.txt"
 {
@@ -82,7 +103,8 @@ EOF
 unbound_pid=$!
 pids+=($unbound_pid)
 
-serve_flags=(--pool 100.64.0.0/16 --dns-domains bench.test --dns-upstream "$UP"
+POOL=100.64.0.0/16
+serve_flags=(--dns-domains bench.test --dns-upstream "$UP"
 	--dns-rate-limit 0 --dns-new-clients-rate 0 --log-level error)
 
 ready() { # ready HTTP-ADDR...
@@ -99,7 +121,7 @@ ready() { # ready HTTP-ADDR...
 ippool_pids=()
 start_single() { # start_single DATA-DIR; DNS on 127.0.0.152:7853
 	"$BIN" serve --id s1 --data-dir "$1" --http-addr 127.0.0.152:7850 --dns-addr 127.0.0.152:7853 \
-		"${serve_flags[@]}" >"$1.log" 2>&1 &
+		--pool "$POOL" "${serve_flags[@]}" >"$1.log" 2>&1 &
 	ippool_pids=($!)
 	pids+=($!)
 	ready 127.0.0.152:7850
@@ -115,7 +137,7 @@ start_cluster() { # three servers on 127.0.0.153-155; DNS is a follower
 		"$BIN" serve --id "s$i" --data-dir "$work/c$i" --http-addr "$ip:7850" --cluster-addr "$ip:7851" \
 			--join "$join" --bootstrap-expect 3 --dns-addr "$ip:7853" \
 			--tls-ca "$tls/ca.pem" --tls-cert "$tls/cert.pem" --tls-key "$tls/key.pem" \
-			"${serve_flags[@]}" >"$work/c$i.log" 2>&1 &
+			--pool "$POOL" "${serve_flags[@]}" >"$work/c$i.log" 2>&1 &
 		ippool_pids+=($!)
 		pids+=($!)
 	done
@@ -189,6 +211,7 @@ for c in "${cases[@]}"; do
 	new)
 		echo "== new names (first query of each), fresh single server per run, -n 1 over 400,000 names"
 		: >"$work/new.runs"
+		POOL=100.64.0.0/12 # every name is the one client's
 		for r in $(seq "$RUNS"); do
 			seq 0 399999 | sed "s/.*/r${r}x&.bench.test A/" >"$work/new.txt"
 			rm -rf "$work/new"

@@ -94,7 +94,9 @@ type Stats struct {
 
 	NotAllowed       uint64 // queries refused because Config.Allow does not admit their source
 	NewClientLimited uint64 // queries of new clients refused by Config.NewClientRate
-	Dropped          uint64 // queries dropped unanswered (a compressed or truncated question)
+	// Queries dropped unanswered: a compressed or truncated question, or
+	// a UDP query the fast loops could not queue for the full path.
+	Dropped uint64
 	// TCP connections closed at accept, over Config.TCPMaxConns and over
 	// Config.TCPMaxConnsPerSource.
 	TCPRefusedTotal, TCPRefusedPerSource uint64

@@ -209,7 +209,9 @@ func (l *udpLoop) handle(i int) {
 			return
 		}
 	}
-	l.slow.push(pkt, src, zone)
+	if !l.slow.push(pkt, src, zone) {
+		l.s.stats.dropped.Add(1)
+	}
 }
 
 // sockaddrAddr reads a source address; IPv4-mapped sources come out as

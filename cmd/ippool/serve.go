@@ -391,7 +391,7 @@ func registerDNSMetrics(reg prometheus.Registerer, dns *dnsfront.Server) {
 	counter("ippool_dns_upstream_lookups_total", "Upstream lookups sent upstream (cache misses).", func(s dnsfront.Stats) uint64 { return s.CacheMisses })
 	counter("ippool_dns_not_allowed_total", "DNS queries refused because --dns-allow does not admit their source.", func(s dnsfront.Stats) uint64 { return s.NotAllowed })
 	counter("ippool_dns_new_clients_limited_total", "DNS queries of new clients refused by --dns-new-clients-rate.", func(s dnsfront.Stats) uint64 { return s.NewClientLimited })
-	counter("ippool_dns_dropped_total", "DNS queries dropped unanswered (a compressed or truncated question).", func(s dnsfront.Stats) uint64 { return s.Dropped })
+	counter("ippool_dns_dropped_total", "DNS queries dropped unanswered: a compressed or truncated question, or a UDP query that found the queue to the full path (past the fast path) full.", func(s dnsfront.Stats) uint64 { return s.Dropped })
 	for reason, f := range map[string]func(dnsfront.Stats) uint64{
 		connlimit.ReasonTotal:     func(s dnsfront.Stats) uint64 { return s.TCPRefusedTotal },
 		connlimit.ReasonPerSource: func(s dnsfront.Stats) uint64 { return s.TCPRefusedPerSource },
