@@ -188,3 +188,28 @@ func BenchmarkFastAnswer(b *testing.B) {
 		out, name, _ = s.fastAnswer(s.local, q, fakeSrc, name, out)
 	}
 }
+
+// TestPackQuery: packQuery packs what the DNS library packs, or declines.
+func TestPackQuery(t *testing.T) {
+	for _, name := range []string{"a.example.test", "x_y-z.B.example.test", "example"} {
+		q := new(dns.Msg)
+		q.SetQuestion(dns.Fqdn(name), dns.TypeAAAA)
+		q.RecursionDesired = true
+		q.SetEdns0(ednsUDPSize, false)
+		q.Id = 0xBEEF
+		got, ok := packQuery(q)
+		if !ok {
+			t.Fatalf("%s: declined", name)
+		}
+		want := pack(t, q)
+		if string(got) != string(want) {
+			t.Fatalf("%s: packed\n%x\nlibrary\n%x", name, got, want)
+		}
+	}
+	q := new(dns.Msg)
+	q.SetQuestion(`a\.b.example.test.`, dns.TypeA)
+	q.SetEdns0(ednsUDPSize, false)
+	if _, ok := packQuery(q); ok {
+		t.Fatal("an escaped name was packed")
+	}
+}
