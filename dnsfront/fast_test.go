@@ -15,7 +15,9 @@ var fakeSrc = netip.MustParseAddr("127.0.0.9")
 // checks that ServeDNS gives the same reply to the same query.
 func sameAsServeDNS(t *testing.T, s *Server, b []byte) bool {
 	t.Helper()
-	out, _, ok := s.fastAnswer(s.local, b, fakeSrc, make([]byte, 0, 256), make([]byte, 0, maxReply))
+	f := s.newFastState()
+	out, ok := s.fastAnswer(f, b, fakeSrc, make([]byte, 0, maxReply))
+	f.flush(s)
 	if !ok {
 		return false
 	}
@@ -179,13 +181,13 @@ func BenchmarkFastAnswer(b *testing.B) {
 	w := &fakeWriter{}
 	s.ServeDNS(w, queryMsg("a.example.test.", dns.TypeA, true))
 	q := pack(b, queryMsg("a.example.test.", dns.TypeA, true))
-	name, out := make([]byte, 0, 256), make([]byte, 0, maxReply)
-	if _, _, ok := s.fastAnswer(s.local, q, fakeSrc, name, out); !ok {
+	f, out := s.newFastState(), make([]byte, 0, maxReply)
+	if _, ok := s.fastAnswer(f, q, fakeSrc, out); !ok {
 		b.Fatal("not answered fast")
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		out, name, _ = s.fastAnswer(s.local, q, fakeSrc, name, out)
+		out, _ = s.fastAnswer(f, q, fakeSrc, out)
 	}
 }
 

@@ -102,7 +102,7 @@ type mmsghdr struct {
 
 type udpLoop struct {
 	s    *Server
-	lp   LocalPool
+	fast *fastState
 	rc   syscall.RawConn
 	slow *slowConn
 
@@ -113,7 +113,6 @@ type udpLoop struct {
 	out     [batch]mmsghdr
 	outIov  [batch]unix.Iovec
 	outBuf  [batch][]byte
-	name    []byte
 	got     int // messages the last recvmmsg returned
 	nOut    int // replies in out
 	sent    int // replies of out sent so far
@@ -125,7 +124,7 @@ type udpLoop struct {
 }
 
 func newUDPLoop(s *Server, rc syscall.RawConn, slow *slowConn) *udpLoop {
-	l := &udpLoop{s: s, lp: s.local, rc: rc, slow: slow, name: make([]byte, 0, 256)}
+	l := &udpLoop{s: s, fast: s.newFastState(), rc: rc, slow: slow}
 	for i := range l.in {
 		l.inIov[i].Base = &l.inBuf[i][0]
 		l.inIov[i].SetLen(maxQuery)
@@ -177,9 +176,11 @@ func (l *udpLoop) run() {
 			return // closed
 		}
 		l.nOut = 0
+		l.fast.now = l.s.now()
 		for i := 0; i < l.got; i++ {
 			l.handle(i)
 		}
+		l.fast.flush(l.s)
 		for l.sent = 0; l.sent < l.nOut; {
 			if err := l.rc.Write(l.sendFn); err != nil {
 				return
@@ -195,9 +196,8 @@ func (l *udpLoop) handle(i int) {
 		return
 	}
 	pkt := l.inBuf[i][:min(int(m.n), maxQuery)]
-	if l.lp != nil && m.hdr.Flags&unix.MSG_TRUNC == 0 {
-		var out []byte
-		out, l.name, ok = l.s.fastAnswer(l.lp, pkt, src.Addr(), l.name, l.outBuf[l.nOut])
+	if l.fast.lp != nil && m.hdr.Flags&unix.MSG_TRUNC == 0 {
+		out, ok := l.s.fastAnswer(l.fast, pkt, src.Addr(), l.outBuf[l.nOut])
 		if ok {
 			o := &l.out[l.nOut]
 			l.outBuf[l.nOut] = out
