@@ -103,7 +103,15 @@ func (s *Service) markWindow() time.Duration {
 	if s.opts.MarkWindow > 0 {
 		return s.opts.MarkWindow
 	}
-	return min(5*time.Minute, s.lifetime()/10)
+	return s.markWindowOf(s.lifetime())
+}
+
+// markWindowOf is markWindow for a lifetime already read.
+func (s *Service) markWindowOf(lifetime time.Duration) time.Duration {
+	if s.opts.MarkWindow > 0 {
+		return s.opts.MarkWindow
+	}
+	return min(5*time.Minute, lifetime/10)
 }
 
 // IPForDomain returns the client's address for domain, allocating one if the
@@ -176,25 +184,32 @@ func (s *Service) IPForDomain(ctx context.Context, client, domain string) (netip
 // IPForDomain. client must be a valid client ID and domain normalized.
 func (s *Service) LocalIPForDomain(client, domain string) (netip.Addr, bool) {
 	now := s.opts.Now()
-	m, ok := s.fresh(client, domain, now)
+	m, ok, lifetime := s.freshOf(client, domain, now)
 	if !ok || !s.node.LocalReadOK() {
 		return netip.Addr{}, false
 	}
 	s.count("local")
-	s.mark(client, m, now)
+	// The lifetime fresh read, rather than a second read of the state.
+	s.markIn(client, m, now, s.markWindowOf(lifetime))
 	return m.Addr, true
 }
 
 // fresh returns the client's mapping for domain when local state holds one
 // that is more than half a lifetime from expiring.
 func (s *Service) fresh(client, domain string, now time.Time) (pool.Mapping, bool) {
+	m, ok, _ := s.freshOf(client, domain, now)
+	return m, ok
+}
+
+// freshOf is fresh, with the pool's lifetime it read.
+func (s *Service) freshOf(client, domain string, now time.Time) (pool.Mapping, bool, time.Duration) {
 	r := freshReads.Get().(*freshRead)
 	r.client, r.domain = client, domain
 	s.node.Read(r.fn)
 	m, ok, lifetime := r.m, r.ok, r.lifetime
 	*r = freshRead{fn: r.fn}
 	freshReads.Put(r)
-	return m, ok && now.Sub(m.LastUsed) < lifetime/2
+	return m, ok && now.Sub(m.LastUsed) < lifetime/2, lifetime
 }
 
 // freshRead is fresh's read of the state, kept for reuse with its method
@@ -304,7 +319,12 @@ func (s *Service) lookupResult(r string) {
 
 // mark queues a mark-used unless the mapping was marked within the window.
 func (s *Service) mark(client string, m pool.Mapping, at time.Time) {
-	if at.Sub(m.LastUsed) < s.markWindow() {
+	s.markIn(client, m, at, s.markWindow())
+}
+
+// markIn is mark with the window already known.
+func (s *Service) markIn(client string, m pool.Mapping, at time.Time, window time.Duration) {
+	if at.Sub(m.LastUsed) < window {
 		return
 	}
 	if !s.marks.add(client, m.Addr, m.Domain, at) && s.metrics != nil {
