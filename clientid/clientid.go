@@ -151,6 +151,17 @@ func (m *Map) Of(a netip.Addr) (string, error) {
 
 // OfRemote is Of for the remote address of a connection or packet.
 func (m *Map) OfRemote(remote net.Addr) (string, error) {
+	ip, ok := Source(remote)
+	if !ok {
+		return "", fmt.Errorf("no IP address in the remote address %v", remote)
+	}
+	return m.Of(ip)
+}
+
+// Source is the IP address of a packet's or connection's remote address,
+// unmapped and without a zone, so that a dual-stack listener matches IPv4
+// sources against IPv4 prefixes.
+func Source(remote net.Addr) (netip.Addr, bool) {
 	var ap netip.AddrPort
 	switch a := remote.(type) {
 	case *net.UDPAddr:
@@ -158,12 +169,13 @@ func (m *Map) OfRemote(remote net.Addr) (string, error) {
 	case *net.TCPAddr:
 		ap = a.AddrPort()
 	case nil:
-		return "", errors.New("no remote address")
+		return netip.Addr{}, false
 	default:
 		var err error
 		if ap, err = netip.ParseAddrPort(a.String()); err != nil {
-			return "", err
+			return netip.Addr{}, false
 		}
 	}
-	return m.Of(ap.Addr())
+	ip := ap.Addr().Unmap().WithZone("")
+	return ip, ip.IsValid()
 }
