@@ -53,7 +53,7 @@ func (n *Node) watchLeadership() {
 				continue
 			}
 			term := n.raft.CurrentTerm()
-			if err := n.raft.Barrier(n.cfg.WriteTimeout).Error(); err != nil {
+			if err := n.leaderBarrier(); err != nil {
 				n.log.Warn("leader barrier failed", "err", err)
 				continue
 			}
@@ -206,6 +206,23 @@ func (n *Node) joinVia(leaderAddr string) (bool, error) {
 	}
 	n.log.Info("joined the cluster", "leader", leaderAddr)
 	return true, nil
+}
+
+// leaderBarrier waits for a Raft barrier, or until the server stops.
+// Raft's applyCh is buffered (BatchApplyCh), and a barrier enqueued while
+// Raft shuts down (Barrier's select may take the free buffer slot over
+// the closed shutdown channel) is never answered: waiting on it alone
+// would hang Shutdown, which waits for this goroutine.
+func (n *Node) leaderBarrier() error {
+	f := n.raft.Barrier(n.cfg.WriteTimeout)
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-n.stop:
+		return errShutdown
+	}
 }
 
 // removeLocal is RemoveServer's leader side: it runs on the leader only
