@@ -214,7 +214,14 @@ func (n *Node) joinVia(leaderAddr string) (bool, error) {
 // the closed shutdown channel) is never answered: waiting on it alone
 // would hang Shutdown, which waits for this goroutine.
 func (n *Node) leaderBarrier() error {
-	f := n.raft.Barrier(n.cfg.WriteTimeout)
+	return n.await(n.raft.Barrier(n.cfg.WriteTimeout))
+}
+
+// await waits for a Raft future, or for this server to stop. Raft's apply
+// channel is buffered, so a future enqueued as Raft shuts down may never be
+// answered; without the stop case its waiter would hold Shutdown forever
+// (seen with barriers and with VerifyLeader in the cluster tests).
+func (n *Node) await(f raft.Future) error {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	select {

@@ -81,7 +81,7 @@ func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
 		}
 	}
 	idx := n.raft.CommitIndex()
-	if err := n.raft.VerifyLeader().Error(); err != nil {
+	if err := n.await(n.raft.VerifyLeader()); err != nil {
 		return 0, errNotLeader
 	}
 	return idx, nil

@@ -314,16 +314,16 @@ func (n *Node) applyOps(ctx context.Context, ops []pool.Op) ([]pool.Result, erro
 	}
 	f := n.raft.Apply(entry, timeLeft(ctx, n.cfg.WriteTimeout))
 	n.clock.stampMu.Unlock()
-	return applyResult(f)
+	return n.applyResult(f)
 }
 
 // applyLocal appends an entry as it is on this server, which must lead.
 func (n *Node) applyLocal(ctx context.Context, entry []byte) ([]pool.Result, error) {
-	return applyResult(n.raft.Apply(entry, timeLeft(ctx, n.cfg.WriteTimeout)))
+	return n.applyResult(n.raft.Apply(entry, timeLeft(ctx, n.cfg.WriteTimeout)))
 }
 
-func applyResult(f raft.ApplyFuture) ([]pool.Result, error) {
-	if err := f.Error(); err != nil {
+func (n *Node) applyResult(f raft.ApplyFuture) ([]pool.Result, error) {
+	if err := n.await(f); err != nil {
 		return nil, applyError(err)
 	}
 	resp, ok := f.Response().(applyResponse)
