@@ -160,13 +160,9 @@ func TestUnfinishedHeadersAreCappedAndTimedOut(t *testing.T) {
 	// Only the connections this test opens may count: the harness's kept
 	// alive ones go, and the metrics requests ask the server to close.
 	testcluster.CloseIdleConnections()
-	deadline := time.Now().Add(10 * time.Second)
-	for abuseMetric(t, s, "", `ippool_connections_open{port="http"}`) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the server kept connections other than the metrics request open")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testcluster.Eventually(t, 10*time.Second, "the server kept connections other than the metrics request open", func() bool {
+		return abuseMetric(t, s, "", `ippool_connections_open{port="http"}`) == 1
+	})
 	partial := []byte("GET /healthz HTTP/1.1\r\nHost: " + s.HTTPAddr + "\r\n")
 	type held struct {
 		c      net.Conn
@@ -256,13 +252,9 @@ func TestClusterPortStallsAreClosedAndCapped(t *testing.T) {
 	for range 24 {
 		plain = append(plain, abuseDial(t, "127.0.0.2", s.ClusterAddr, nil))
 	}
-	eventually := time.Now().Add(10 * time.Second)
-	for abuseMetric(t, s, "", `ippool_connections_open{port="cluster"}`) < 24 {
-		if time.Now().After(eventually) {
-			t.Fatal("the server never held 24 cluster connections")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testcluster.Eventually(t, 10*time.Second, "the server never held 24 cluster connections", func() bool {
+		return abuseMetric(t, s, "", `ippool_connections_open{port="cluster"}`) >= 24
+	})
 	if _, closed := abuseWaitClosed(abuseDial(t, "127.0.0.2", s.ClusterAddr, nil), deadline/2); !closed {
 		t.Fatal("a 25th cluster connection from one source was not closed at once")
 	}
@@ -365,17 +357,10 @@ func TestStreamedRestoreThroughAFollowerWithACLs(t *testing.T) {
 	}
 	for _, s := range c.Servers {
 		for ip, d := range want {
-			deadline := time.Now().Add(10 * time.Second)
-			for {
+			testcluster.Eventually(t, 10*time.Second, fmt.Sprintf("%s after the restore: %s does not map to %s", s.ID, ip, d), func() bool {
 				got, _, err := lookup(ctx, s, "gw", ip)
-				if err == nil && got == d {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("%s after the restore: %s -> %q (%v), want %s", s.ID, ip, got, err, d)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+				return err == nil && got == d
+			})
 		}
 	}
 

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -191,15 +192,8 @@ func TestEveryEndpointEnforcesItsRole(t *testing.T) {
 // token change a moment after the leader.
 func pollStatus(t *testing.T, s *testcluster.Server, token, method, path string, want int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got, body := call(t, s, token, method, path, "")
-		if got == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s %s on %s: %d %s, want %d", method, path, s.ID, got, body, want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testcluster.Eventually(t, 10*time.Second, fmt.Sprintf("%s %s on %s never answered %d", method, path, s.ID, want), func() bool {
+		got, _ := call(t, s, token, method, path, "")
+		return got == want
+	})
 }

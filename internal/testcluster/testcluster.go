@@ -422,3 +422,17 @@ func (s *Server) Do(ctx context.Context, method, path string, body []byte) (int,
 	buf.ReadFrom(resp.Body)
 	return resp.StatusCode, buf.Bytes(), nil
 }
+
+// Eventually polls cond until it holds, failing the test with what after
+// timeout: servers apply changes a moment apart, so tests wait for state
+// this way rather than sleeping.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
