@@ -53,7 +53,7 @@ func (c *Config) joinsOthers() bool {
 // checkTLS refuses, before anything touches the data dir, a server that
 // would talk to others with neither TLS nor --insecure.
 func (c *Config) checkTLS() error {
-	if c.TLS != nil || c.Insecure || !c.joinsOthers() || hasAutoTLS(c.DataDir) {
+	if c.TLS != nil || c.Network != nil || c.Insecure || !c.joinsOthers() || hasAutoTLS(c.DataDir) {
 		return nil
 	}
 	return errors.New("this server is to join other servers (--join or --bootstrap-expect above 1), but the cluster port needs mutual TLS and no TLS files were given. " +
@@ -72,6 +72,8 @@ func (c *Config) checkTLS() error {
 func (n *Node) setupTLS() (string, error) {
 	hasCA := hasAutoTLS(n.cfg.DataDir)
 	switch {
+	case n.cfg.Network != nil:
+		return "off: " + n.cfg.Network.Name + " identity", nil
 	case n.cfg.TLS != nil:
 		return "mutual TLS (given files)", nil
 	case n.cfg.Insecure && !hasCA:

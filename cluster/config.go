@@ -36,6 +36,11 @@ type Config struct {
 	// starting a new cluster alone makes a CA of its own in the data dir
 	// (autotls.go), and one that is to join others refuses to start.
 	Insecure bool
+	// Network, when set, carries the cluster port over another network
+	// than the host's TCP (a tailnet), whose own identity replaces the
+	// cluster CA: TLS is neither used nor made, and every accepted
+	// connection must pass Network.Authorize.
+	Network *Network
 
 	// RaftTimeout is the heartbeat and election timeout. The LAN default of
 	// 500ms gives sub-second failover; raise it on slow or lossy networks.
@@ -113,6 +118,9 @@ func (c *Config) setDefaults() error {
 	}
 	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
 		return fmt.Errorf("cluster address %q is a wildcard; give the address other servers reach this one at", c.ClusterAddr)
+	}
+	if err := c.checkNetwork(); err != nil {
+		return err
 	}
 	if err := c.checkTLS(); err != nil {
 		return err

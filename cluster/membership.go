@@ -84,7 +84,7 @@ func (n *Node) watchLeadership() {
 // bootstrapOrJoin makes a fresh server part of a cluster.
 func (n *Node) bootstrapOrJoin() {
 	self := raft.Server{ID: raft.ServerID(n.cfg.ID), Address: raft.ServerAddress(n.cfg.ClusterAddr), Suffrage: raft.Voter}
-	if len(n.cfg.Join) == 0 {
+	if len(n.cfg.Join) == 0 && (!n.cfg.joinsByDiscovery() || n.cfg.BootstrapExpect <= 1) {
 		if n.cfg.BootstrapExpect > 1 {
 			n.fail(fmt.Errorf("--bootstrap-expect %d needs --join with the other servers' cluster addresses", n.cfg.BootstrapExpect))
 			return
@@ -100,7 +100,7 @@ func (n *Node) bootstrapOrJoin() {
 			return
 		}
 		if err != nil && attempt%20 == 0 {
-			n.log.Info("waiting to join the cluster", "join", n.cfg.Join, "err", err)
+			n.log.Info("waiting to join the cluster", "join", n.joinAddrs(), "err", err)
 		}
 		select {
 		case <-n.stop:
@@ -131,7 +131,7 @@ func (n *Node) tryJoin(self raft.Server) (bool, error) {
 	known := map[string]string{n.cfg.ID: n.cfg.ClusterAddr}
 	var lastErr error
 	var leaderAddr string
-	for _, addr := range n.cfg.Join {
+	for _, addr := range n.joinAddrs() {
 		if addr == n.cfg.ClusterAddr {
 			continue
 		}

@@ -88,7 +88,7 @@ func Start(cfg Config) (*Node, error) {
 		n.closeAll()
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", cfg.ClusterAddr)
+	ln, err := n.listen()
 	if err != nil {
 		n.closeAll()
 		return nil, fmt.Errorf("listening on the cluster address: %w", err)
@@ -102,6 +102,9 @@ func Start(cfg Config) (*Node, error) {
 	}()
 	n.conns = connlimit.New(ln, cfg.MaxConns, cfg.MaxConnsPerSource)
 	n.mux = newMux(n.conns, n.cfg.TLS, cfg.HandshakeTimeout, func(msg string, args ...any) { n.log.Warn(msg, args...) })
+	if nw := cfg.Network; nw != nil {
+		n.mux.dialer, n.mux.authorize = nw.Dial, nw.Authorize
+	}
 	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsUnspecified() {
 		n.mux.localAddr = &net.TCPAddr{IP: tcp.IP}
 	}

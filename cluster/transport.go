@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -33,11 +34,17 @@ type mux struct {
 	done   chan struct{}
 	once   sync.Once
 	log    func(msg string, args ...any)
+	// refused counts connections authorize refused.
+	refused atomic.Uint64
 	// localAddr is the IP outgoing connections bind to; nil lets the
 	// kernel choose.
 	localAddr *net.TCPAddr
 	// handshakeTimeout is Config.HandshakeTimeout.
 	handshakeTimeout time.Duration
+	// dialer and authorize are Config.Network's; nil: TCP, and no check
+	// beyond TLS.
+	dialer    func(ctx context.Context, addr string) (net.Conn, error)
+	authorize func(net.Conn) error
 }
 
 func newMux(ln net.Listener, tlsConf *tls.Config, handshakeTimeout time.Duration, log func(string, ...any)) *mux {
@@ -71,6 +78,14 @@ func (m *mux) serve() {
 // header and idle timeouts, serveForward's per frame).
 func (m *mux) handshake(c net.Conn) {
 	c.SetDeadline(time.Now().Add(m.handshakeTimeout))
+	if m.authorize != nil {
+		if err := m.authorize(c); err != nil {
+			m.refused.Add(1)
+			m.log("refused a cluster connection", "remote", c.RemoteAddr(), "err", err)
+			c.Close()
+			return
+		}
+	}
 	if m.tls != nil {
 		tc := tls.Server(c, m.tls)
 		if err := tc.Handshake(); err != nil {
@@ -146,8 +161,16 @@ func (m *mux) dial(addr string, proto byte, timeout time.Duration) (net.Conn, er
 	// Dial from the cluster address's own IP, so a peer (and a firewall
 	// rule, or a test partitioning 127.0.0.x addresses) sees traffic come
 	// from the address this server is known by.
-	d := net.Dialer{Timeout: timeout, LocalAddr: m.localAddr}
-	c, err := d.Dial("tcp", addr)
+	var c net.Conn
+	var err error
+	if m.dialer != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		c, err = m.dialer(ctx, addr)
+		cancel()
+	} else {
+		d := net.Dialer{Timeout: timeout, LocalAddr: m.localAddr}
+		c, err = d.Dial("tcp", addr)
+	}
 	if err != nil {
 		return nil, err
 	}
