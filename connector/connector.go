@@ -64,6 +64,11 @@ type Config struct {
 	// Clients names a flow's client from its source; nil names it by the
 	// address. Use the DNS front end's map.
 	Clients *clientid.Map
+	// AllowDial exempts these prefixes from the guard's refusal of
+	// loopback addresses and the gateway's own: for tests, whose only
+	// upstreams on one machine are the machine's own. Pool and v6 prefix
+	// addresses stay refused.
+	AllowDial []netip.Prefix
 
 	// DialTimeout bounds one connection attempt to one address of the
 	// domain. Default 5s.
@@ -200,6 +205,7 @@ type Connector struct {
 	m      *Metrics
 	limits *limits
 	guard  *guard
+	flows  flowSet // carried by ServeConn
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -220,6 +226,7 @@ func New(cfg Config, p Pool, r Resolver) (*Connector, error) {
 		limits: newLimits(cfg.MaxFlows, cfg.MaxClientFlows, cfg.ClientRate, cfg.ClientBurst),
 	}
 	c.guard = newGuard(p, cfg.V6Prefix, cfg.IgnoreDestinations)
+	c.guard.allow = cfg.AllowDial
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
 }
@@ -349,5 +356,5 @@ func (c *Connector) Start() error { return c.start() }
 // Close removes the rules it installed, stops listening and ends every flow.
 func (c *Connector) Close() error {
 	c.cancel()
-	return c.close()
+	return errors.Join(c.close(), c.flows.close(5*time.Second))
 }

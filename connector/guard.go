@@ -26,6 +26,10 @@ type guard struct {
 	own      map[netip.Addr]bool
 	ownAt    time.Time
 	ownEvery time.Duration
+	// allow is Config.AllowDial.
+	allow []netip.Prefix
+	// poolAt is when maybeRefreshPool last read the pool (Unix ns).
+	poolAt atomic.Int64
 }
 
 // poolSnapshot is the pool configuration and its addresses as a set.
@@ -94,6 +98,8 @@ func (g *guard) forbidden(a netip.Addr) string {
 	switch {
 	case !a.IsValid():
 		return "invalid"
+	case g.allowed(a) && !(g.v6.IsValid() && g.v6.Contains(a)) && !g.inPool(a):
+		return ""
 	case a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
 		return "not a unicast address elsewhere"
 	case a.IsLinkLocalUnicast():
@@ -101,7 +107,7 @@ func (g *guard) forbidden(a netip.Addr) string {
 	case g.v6.IsValid() && g.v6.Contains(a):
 		return "in the v6 prefix"
 	}
-	if s := g.poolSet.Load(); s != nil && s.set.Contains(a) {
+	if g.inPool(a) {
 		return "a pool address"
 	}
 	if g.isOwn(a) {
@@ -131,3 +137,34 @@ func (g *guard) isOwn(a netip.Addr) bool {
 	}
 	return g.own[a]
 }
+
+func (g *guard) inPool(a netip.Addr) bool {
+	s := g.poolSet.Load()
+	return s != nil && s.set.Contains(a)
+}
+
+func (g *guard) allowed(a netip.Addr) bool {
+	for _, p := range g.allow {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// maybeRefreshPool reads the pool configuration again when it is not known
+// yet or was last read over poolEvery ago. Flows that arrive without
+// Start (ServeConn) have no watchPool to do it for them.
+func (g *guard) maybeRefreshPool(now time.Time) {
+	at := g.poolAt.Load()
+	if g.poolSet.Load() != nil && now.UnixNano()-at < int64(poolRefreshEvery) {
+		return
+	}
+	if g.poolAt.CompareAndSwap(at, now.UnixNano()) {
+		g.refreshPool()
+	}
+}
+
+// poolRefreshEvery is how stale maybeRefreshPool lets the pool get: as
+// stale as watchPool lets TPROXY's.
+const poolRefreshEvery = 2 * time.Second

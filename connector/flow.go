@@ -1,0 +1,240 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// This file carries flows that reach the connector some other way than
+// TPROXY: a userspace network stack, such as a tailnet node's, accepts the
+// connection and hands it over with the client it already knows and the
+// destination the client sent to. They take the same path as TPROXY's
+// flows: the limits, the pool lookup and the resolve (route), the guard, the
+// metrics and the log line (done). The differences are the ones a
+// connection that is not a kernel socket forces: no reset (it is closed),
+// no splice, and idleness measured by the reads themselves.
+
+// Carries reports whether the connector takes flows to dst: an IPv4
+// address of the pool, or an address in the v6 prefix. A network stack asks
+// it before it accepts a flow, so that flows to anything else are left to
+// it.
+func (c *Connector) Carries(dst netip.Addr) bool {
+	c.guard.maybeRefreshPool(time.Now())
+	pa, ok := c.poolAddr(dst)
+	if !ok {
+		return false
+	}
+	s := c.guard.poolSet.Load()
+	return s != nil && s.set.Contains(pa)
+}
+
+// ServeConn carries one TCP flow to the domain the client's pool address
+// dst stands for, on dst's port, and returns when the flow has ended; it
+// closes conn. client names the flow's client as the DNS front end named
+// the client of the query that gave it the address (a tailnet node's stable
+// ID, say). A flow without a mapping, past a limit, or to a domain that
+// cannot be reached is closed at once and counted as TPROXY's are.
+func (c *Connector) ServeConn(conn net.Conn, client string, dst netip.AddrPort) {
+	if !c.flows.add() {
+		conn.Close()
+		return
+	}
+	defer c.flows.done()
+	c.guard.maybeRefreshPool(time.Now())
+	f := flowInfo{proto: "tcp", src: remoteAddrPort(conn), dst: netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()), client: client}
+	if why := c.limits.admit(client, time.Now()); why != "" {
+		f.result, f.err = Limited, errors.New(why)
+		conn.Close()
+		c.done(&f)
+		return
+	}
+	defer c.limits.release(client)
+	c.m.open("tcp", 1)
+	defer c.m.open("tcp", -1)
+	start := time.Now()
+	stopConn := context.AfterFunc(c.ctx, func() { conn.Close() })
+	defer stopConn()
+
+	addrs := c.route(&f)
+	if addrs == nil {
+		conn.Close()
+		c.done(&f)
+		return
+	}
+	up, err := c.dialUp(addrs, &f)
+	if err != nil {
+		f.result, f.err = DialFailed, err
+		conn.Close()
+		c.done(&f)
+		return
+	}
+	stopUp := context.AfterFunc(c.ctx, func() { up.Close() })
+	defer stopUp()
+	f.result = Relayed
+	upBytes, downBytes := c.relayConns(conn, up)
+	c.m.relayed("tcp", upBytes, downBytes)
+	c.done(&f, "up_bytes", upBytes, "down_bytes", downBytes, "duration", time.Since(start).Round(time.Millisecond))
+}
+
+// remoteAddrPort is a connection's remote address, whatever its type.
+func remoteAddrPort(conn net.Conn) netip.AddrPort {
+	a := conn.RemoteAddr()
+	if a == nil {
+		return netip.AddrPort{}
+	}
+	if t, ok := a.(*net.TCPAddr); ok {
+		ap := t.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// dialUp connects to the flow's port on each address in turn until one
+// accepts.
+func (c *Connector) dialUp(addrs []netip.Addr, f *flowInfo) (net.Conn, error) {
+	ka := c.cfg.KeepAlive
+	d := net.Dialer{Timeout: c.cfg.DialTimeout, KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: ka, Interval: max(time.Second, ka/3), Count: 4}}
+	port := strconv.Itoa(int(f.dst.Port()))
+	start := time.Now()
+	var errs []error
+	for _, a := range addrs {
+		conn, err := d.DialContext(c.ctx, "tcp", net.JoinHostPort(a.String(), port))
+		if err == nil {
+			c.m.dialed(time.Since(start))
+			f.target = netip.AddrPortFrom(a, f.dst.Port())
+			return conn, nil
+		}
+		errs = append(errs, err)
+	}
+	c.m.dialed(time.Since(start))
+	return nil, errors.Join(errs...)
+}
+
+// relayConns copies both ways until both directions have ended, passing a
+// FIN on as a half-close where the connection can, and closing both sides
+// on an error or once neither has received a byte for the idle timeout.
+func (c *Connector) relayConns(client, up net.Conn) (upBytes, downBytes int64) {
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	ca, ua := &activeReader{Conn: client, last: &last}, &activeReader{Conn: up, last: &last}
+	idle := c.cfg.IdleTimeout
+	var t *time.Timer
+	var mu sync.Mutex
+	t = time.AfterFunc(idle, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if q := time.Since(time.Unix(0, last.Load())); q < idle {
+			t.Reset(idle - q)
+			return
+		}
+		c.log.Debug("flow idle", "src", client.RemoteAddr(), "dst", client.LocalAddr(), "idle", idle)
+		client.Close()
+		up.Close()
+	})
+	defer func() {
+		mu.Lock()
+		t.Stop()
+		mu.Unlock()
+	}()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		upBytes = pipeConns(up, ca)
+	}()
+	downBytes = pipeConns(client, ua)
+	wg.Wait()
+	client.Close()
+	up.Close()
+	return upBytes, downBytes
+}
+
+// pipeConns copies src to dst; at src's EOF it half-closes dst where it
+// can, and on an error it closes both, as a reset would.
+func pipeConns(dst net.Conn, src *activeReader) int64 {
+	// Through the reader, not the connection, so each read is seen, but
+	// with the *net.TCPConn's own ReadFrom where dst has one.
+	n, err := io.Copy(dst, src)
+	if err != nil {
+		src.Conn.Close()
+		dst.Close()
+		return n
+	}
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	} else {
+		dst.Close()
+	}
+	return n
+}
+
+// activeReader notes the time of every read that returns data.
+type activeReader struct {
+	net.Conn
+	last *atomic.Int64
+}
+
+func (r *activeReader) Read(p []byte) (int, error) {
+	n, err := r.Conn.Read(p)
+	if n > 0 {
+		r.last.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+// flowSet counts the flows ServeConn carries, so that Close can wait for
+// them to end; once closed it admits none.
+type flowSet struct {
+	mu     sync.Mutex
+	n      int
+	closed bool
+	zero   chan struct{}
+}
+
+func (s *flowSet) add() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.n++
+	return true
+}
+
+func (s *flowSet) done() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.n--
+	if s.n == 0 && s.zero != nil {
+		close(s.zero)
+		s.zero = nil
+	}
+}
+
+// close admits no more flows and waits up to d for those open to end
+// (the connector's context is cancelled first, which closes them).
+func (s *flowSet) close(d time.Duration) error {
+	s.mu.Lock()
+	s.closed = true
+	if s.n == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	zero := make(chan struct{})
+	s.zero = zero
+	s.mu.Unlock()
+	select {
+	case <-zero:
+		return nil
+	case <-time.After(d):
+		return errors.New("connector: flows still ending after " + d.String())
+	}
+}
