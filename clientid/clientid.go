@@ -22,6 +22,13 @@ import (
 	"github.com/ippool/ippool/pool"
 )
 
+// Namer names the client behind a connection's or packet's remote address.
+// *Map is the default; a tailnet names the node that sent it instead
+// (package tailnet), which stays the same client whatever its address.
+type Namer interface {
+	OfRemote(remote net.Addr) (string, error)
+}
+
 // Map names clients by source prefix. It exists because a source address is
 // a poor identity when many devices share one resolver or NAT: the operator
 // can fold a whole prefix into one client, or give a known host a stable name

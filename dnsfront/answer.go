@@ -117,7 +117,7 @@ var errLimited = errors.New("rate limited")
 // its bucket before it is done (see Config.RateLimit).
 func (s *Server) address(rep reply, remote net.Addr, q dns.Question, norm, apex string) reply {
 	m := rep.msg
-	client, err := s.clients.OfRemote(remote)
+	client, err := s.namer.OfRemote(remote)
 	if err != nil {
 		s.log.Debug("query from an unusable client address", "remote", remote, "err", err)
 		return s.refuse(rep, dns.ExtendedErrorCodeProhibited)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/ippool/ippool/clientid"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -45,6 +46,10 @@ type Config struct {
 	// names its client. Sources matching no line are named by their
 	// address.
 	ClientMap string
+	// Clients, when set, names every query's client instead of the source
+	// address and ClientMap (a tailnet names the node that sent it). The
+	// UDP fast path names clients by ClientMap only, so it is off then.
+	Clients clientid.Namer
 	// Allow lists the source prefixes that may query; any other source is
 	// answered REFUSED before any other work. Nil or empty means
 	// DefaultAllow. IPv4-mapped IPv6 sources match as IPv4.
@@ -132,6 +137,8 @@ func (cfg *Config) setDefaults() {
 // validate checks the settings and puts the prefixes in normal form.
 func (cfg *Config) validate() error {
 	switch {
+	case cfg.Clients != nil && cfg.ClientMap != "":
+		return errors.New("dnsfront: a client map and another way of naming clients exclude each other")
 	case cfg.TTL < 0 || cfg.TTL > 24*time.Hour:
 		return fmt.Errorf("dnsfront: TTL %v is outside 0 to 24h", cfg.TTL)
 	case cfg.CacheMinTTL < 0 || cfg.CacheMaxTTL < cfg.CacheMinTTL:

@@ -43,6 +43,28 @@ func (s *Server) Start() error {
 		}
 		pc = loops.slow
 	}
+	return s.serveLocked(pc, ln, loops)
+}
+
+// Serve answers queries on the sockets given instead of ones Start opens:
+// UDP on pc and TCP on ln, both the same address. A network of its own (a
+// tailnet node's) hands them over. The UDP fast path, which needs kernel
+// sockets, stays off; Shutdown closes both.
+func (s *Server) Serve(pc net.PacketConn, ln net.Listener) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.udp != nil {
+		return errors.New("dnsfront: already started")
+	}
+	if s.ctx.Err() != nil {
+		return errors.New("dnsfront: server was shut down")
+	}
+	return s.serveLocked(pc, ln, nil)
+}
+
+// serveLocked starts the DNS library's servers on pc and ln and returns
+// once both accept queries.
+func (s *Server) serveLocked(pc net.PacketConn, ln net.Listener, loops *udpLoops) error {
 	guard := func(r dns.Reader) dns.Reader { return guardedReader{Reader: r, s: s} }
 	udp := &dns.Server{PacketConn: pc, Handler: s, UDPSize: 4096, DecorateReader: guard}
 	// One deadline for the first query, the next ones and the reply: a
@@ -90,7 +112,7 @@ func (s *Server) Start() error {
 // replies from the address each query was sent to; the loops reply from
 // the socket's address, which is that one only when it is specific.
 func (s *Server) fastLoopsFit() bool {
-	if !fastUDP || s.local == nil {
+	if !fastUDP || s.local == nil || s.cfg.Clients != nil {
 		return false
 	}
 	host, _, err := net.SplitHostPort(s.cfg.Addr)

@@ -120,6 +120,7 @@ type Server struct {
 	domains    []string // normalized; "" is the root
 	upstreams  []string
 	clients    *clientid.Map
+	namer      clientid.Namer // Config.Clients, else clients
 	limits     *limiters
 	newClients *rate.Limiter // nil: no limit
 	ttl        uint32
@@ -189,6 +190,10 @@ func New(cfg Config, p Pool) (*Server, error) {
 			return nil, fmt.Errorf("dnsfront: %w", err)
 		}
 		s.clients = cm
+	}
+	s.namer = s.clients
+	if cfg.Clients != nil {
+		s.namer = cfg.Clients
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
