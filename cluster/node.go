@@ -58,6 +58,12 @@ type Node struct {
 	// readyTerm is the term in which this server, as leader, has applied
 	// everything before its own first entry: its commit index is current.
 	readyTerm atomic.Uint64
+	// settled is the highest index the FSM's state is known to hold
+	// everything through although it applied less: the entries after the
+	// FSM's were all internal (appliedThrough).
+	settled atomic.Uint64
+	// logScans counts onlyInternalEntries' reads of the log, for tests.
+	logScans atomic.Uint64
 	// clock is the cluster's time as this server knows it (clock.go).
 	clock clockState
 

@@ -97,7 +97,22 @@ func (n *Node) CaughtUp() bool {
 
 func (n *Node) appliedThrough(idx uint64) bool {
 	applied := n.fsm.applied.Load()
-	return applied >= idx || n.raft.AppliedIndex() >= idx && n.onlyInternalEntries(applied+1, idx)
+	if applied >= idx || n.settled.Load() >= idx {
+		return true
+	}
+	if n.raft.AppliedIndex() < idx || !n.onlyInternalEntries(applied+1, idx) {
+		return false
+	}
+	// Remembered, because the answer holds until the FSM moves past idx:
+	// after a restart the newest entries are often the leader's no-op or
+	// a barrier, and without this every local read (every DNS answer) read
+	// them from the log again until the next write.
+	for {
+		s := n.settled.Load()
+		if s >= idx || n.settled.CompareAndSwap(s, idx) {
+			return true
+		}
+	}
 }
 
 // waitApplied waits until the FSM holds every entry up to idx. Raft's own
@@ -125,6 +140,7 @@ func (n *Node) waitApplied(ctx context.Context, idx uint64) error {
 // kinds the FSM never receives (no-ops, barriers), or gone from the log
 // because a snapshot covers them. It looks at no more than 64 entries.
 func (n *Node) onlyInternalEntries(from, to uint64) bool {
+	n.logScans.Add(1)
 	if to-from >= 64 {
 		return false
 	}
