@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -90,6 +91,7 @@ type ServeCmd struct {
 	DNSTCPTimeout      time.Duration `name:"dns-tcp-timeout" help:"A DNS-over-TCP connection is closed when its next query has not arrived in full within this, or its reply cannot be sent." default:"10s" env:"IPPOOL_DNS_TCP_TIMEOUT"`
 
 	ConnectorFlags `embed:""`
+	TailnetFlags   `embed:""`
 
 	Pprof     bool   `help:"Serve Go's profiler under /debug/pprof/ on the HTTP address." env:"IPPOOL_PPROF"`
 	LogLevel  string `help:"debug, info, warn or error." default:"info" enum:"debug,info,warn,error" env:"IPPOOL_LOG_LEVEL"`
@@ -104,7 +106,8 @@ func (c *ServeCmd) Help() string {
   ippool tls init --dir tls --servers 3         # then copy tls/server-N to server N
   ippool serve --id s1 --cluster-addr 10.0.0.1:7481 --join 10.0.0.2:7481,10.0.0.3:7481 \
       --bootstrap-expect 3 --tls-ca server-1/ca.pem --tls-cert server-1/cert.pem --tls-key server-1/key.pem
-  ippool serve --http-addr 0.0.0.0:7480 --acl --http-tls-cert api.pem --http-tls-key api-key.pem   # then ippool acl bootstrap`
+  ippool serve --http-addr 0.0.0.0:7480 --acl --http-tls-cert api.pem --http-tls-key api-key.pem   # then ippool acl bootstrap
+  TS_AUTHKEY=tskey-... ippool serve --tailnet --cluster-tag tag:ippool --id s1 --bootstrap-expect 3 --pool 100.64.1.0/24`
 }
 
 func (c *ServeCmd) logger() *slog.Logger {
@@ -258,12 +261,15 @@ func (c *ServeCmd) Run(cli *CLI) error {
 	}
 	stopReload := reloadOnSIGHUP(log, httpsTLS)
 	defer stopReload()
+	if err := c.checkTailnet(); err != nil {
+		return err
+	}
 	ccfg, err := c.clusterConfig(log)
 	if err != nil {
 		return err
 	}
 	var dcfg dnsfront.Config
-	if c.DNSAddr != "" || c.Connector {
+	if c.DNSAddr != "" || c.Connector || c.Tailnet {
 		if dcfg, err = c.dnsConfig(log.With("component", "dns")); err != nil {
 			return err
 		}
@@ -278,6 +284,21 @@ func (c *ServeCmd) Run(cli *CLI) error {
 		return err
 	}
 	defer httpLn.Close()
+
+	var tn *tailnetMode
+	if c.Tailnet {
+		// Up may wait for an interactive login: let ^C end the wait.
+		upCtx, stopUp := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		tn, err = c.startTailnet(upCtx, log, &ccfg)
+		stopUp()
+		if err != nil {
+			return err
+		}
+		// Deferred before the cluster's shutdown, so it runs after it:
+		// the leadership transfer runs over the tailnet.
+		defer tn.close()
+		dcfg.Clients = tn.node
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -294,6 +315,10 @@ func (c *ServeCmd) Run(cli *CLI) error {
 	service.RegisterClusterGauges(reg, node)
 	registerConnMetrics(reg, "http", httpConns.Stats)
 	registerConnMetrics(reg, "cluster", node.ConnStats)
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "ippool_cluster_peers_refused_total",
+		Help: "Cluster connections refused because the peer is not one of the cluster's (with --tailnet: a node without --cluster-tag).",
+	}, func() float64 { return float64(node.RefusedPeers()) }))
 	// The service judges mappings by the cluster's time, as the leader
 	// stamps them (docs/design.md#clocks).
 	svc := service.New(node, service.Options{MarkWindow: c.MarkWindow, RequireACL: c.ACL, Logger: log, Metrics: metrics,
@@ -304,7 +329,7 @@ func (c *ServeCmd) Run(cli *CLI) error {
 	// DNS listens before HTTP serves, so /readyz never says ready while the
 	// DNS port is still closed.
 	var dns *dnsfront.Server
-	if c.DNSAddr != "" || c.Connector {
+	if c.DNSAddr != "" || c.Connector || c.Tailnet {
 		// The connector resolves through the DNS front end's upstreams and
 		// cache, so it has one even when DNS is off; then it never listens.
 		if dns, err = dnsfront.New(dcfg, svc); err != nil {
@@ -317,6 +342,33 @@ func (c *ServeCmd) Run(cli *CLI) error {
 			return fmt.Errorf("starting DNS: %w", err)
 		}
 		registerDNSMetrics(reg, dns)
+	}
+	if tn != nil {
+		if err := tn.serveDNS(dns); err != nil {
+			return err
+		}
+		registerDNSMetrics(reg, dns)
+		ccfg, err := c.connectorConfig(log.With("component", "connector"), reg)
+		if err != nil {
+			return err
+		}
+		if ccfg.AllowDial, err = c.testDialAllow(); err != nil {
+			return err
+		}
+		conn, err := connector.New(ccfg, svc, dns)
+		if err != nil {
+			return fmt.Errorf("starting the tailnet's connector: %w", err)
+		}
+		defer conn.Close()
+		tn.serveFlows(conn, svc.PoolConfig, dcfg.V6Prefix)
+		if len(c.TailnetHTTPAllow) > 0 {
+			_, port, _ := net.SplitHostPort(c.HTTPAddr)
+			tsrv := httpapi.NewServer(svc, reg, log, httpapi.Options{Pprof: c.Pprof, MaxRestoreBytes: c.MaxRestoreBytes,
+				HeaderTimeout: c.HTTPHeaderTimeout, BodyTimeout: c.HTTPBodyTimeout, IdleTimeout: c.HTTPIdleTimeout})
+			if err := tn.serveHTTP(tsrv, port, c.TailnetHTTPAllow); err != nil {
+				return err
+			}
+		}
 	}
 	var conn *connector.Connector
 	if c.Connector {
@@ -364,6 +416,9 @@ func (c *ServeCmd) Run(cli *CLI) error {
 		if err := conn.Close(); err != nil {
 			log.Warn("connector shutdown", "err", err)
 		}
+	}
+	if tn != nil {
+		tn.stop(ctx)
 	}
 	if dns != nil {
 		dns.Shutdown(ctx)
