@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -116,64 +117,119 @@ var errLimited = errors.New("rate limited")
 // because every upstream lookup and every new allocation is paid for from
 // its bucket before it is done (see Config.RateLimit).
 func (s *Server) address(rep reply, remote net.Addr, q dns.Question, norm, apex string) reply {
-	m := rep.msg
 	client, err := s.namer.OfRemote(remote)
 	if err != nil {
 		s.log.Debug("query from an unusable client address", "remote", remote, "err", err)
 		return s.refuse(rep, dns.ExtendedErrorCodeProhibited)
 	}
+	return s.addressReply(rep, q, apex, s.allocate(client, norm, q.Qtype))
+}
+
+// allocation is what allocate decided for an A or AAAA query.
+type allocation struct {
+	kind   allocKind
+	addr   netip.Addr      // allocOK: the pool address
+	up     *upstreamAnswer // allocNXDomain, allocPassthrough: the upstream answer
+	err    error           // allocLookupFailed, allocPoolFailed
+	client string
+	domain string
+}
+
+type allocKind uint8
+
+const (
+	allocOK           allocKind = iota // answer with addr
+	allocLookupFailed                  // the upstream lookup failed or a rate limit refused it
+	allocNXDomain                      // the name does not exist upstream
+	allocPassthrough                   // the name is in --ignore-destinations: pass up's records on
+	allocNoData                        // AAAA without a v6 prefix
+	allocRefused                       // a rate limit refused the allocation
+	allocPoolFailed                    // the pool refused or could not allocate
+)
+
+// allocate does an A or AAAA query's work, up to the pool address; both the
+// DNS library's path (address) and the new names' own path (newname.go) run
+// it, so that they decide alike and only write their replies differently.
+func (s *Server) allocate(client, norm string, qtype uint16) allocation {
+	a := allocation{client: client, domain: norm}
 	paid := false
 	up, err := s.paidLookup(client, norm, dns.TypeA, &paid)
-	if err != nil {
-		return s.lookupError(rep, norm, err)
-	}
-	if up.rcode == dns.RcodeNameError {
-		return s.negative(rep, apex, dns.RcodeNameError, s.remaining(up))
-	}
-	if up.ignored {
-		src := up
-		if q.Qtype == dns.TypeAAAA {
+	switch {
+	case err != nil:
+		a.kind, a.err = allocLookupFailed, err
+		return a
+	case up.rcode == dns.RcodeNameError:
+		a.kind, a.up = allocNXDomain, up
+		return a
+	case up.ignored:
+		if qtype == dns.TypeAAAA {
 			// A second lookup is a second token even when the first
 			// was paid for, so that upstream lookups never outnumber
 			// tokens.
 			paid = false
-			src, err = s.paidLookup(client, norm, dns.TypeAAAA, &paid)
-			if err != nil {
-				return s.lookupError(rep, norm, err)
+			if up, err = s.paidLookup(client, norm, dns.TypeAAAA, &paid); err != nil {
+				a.kind, a.err = allocLookupFailed, err
+				return a
 			}
 		}
-		m.Answer = s.passthrough(src, q.Name)
-		if len(m.Answer) == 0 {
-			return s.negative(rep, apex, src.rcode, s.remaining(src))
-		}
-		return rep
+		a.kind, a.up = allocPassthrough, up
+		return a
 	}
-	m.Authoritative = true
-	if q.Qtype == dns.TypeAAAA && !s.cfg.V6Prefix.IsValid() {
+	if qtype == dns.TypeAAAA && !s.cfg.V6Prefix.IsValid() {
 		// No allocation: an address nobody can use would only consume
 		// the pool and the client's rate limit.
-		return s.negative(rep, apex, dns.RcodeSuccess, s.ttl)
+		a.kind = allocNoData
+		return a
 	}
-
 	if !paid && (s.limits != nil || s.newClients != nil) {
 		if _, mapped := s.pool.Get(client, norm); !mapped && !s.spend(client) {
-			return s.refuse(rep, 0)
+			a.kind = allocRefused
+			return a
 		}
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.WriteTimeout)
 	addr, err := s.pool.IPForDomain(ctx, client, norm)
 	cancel()
 	if err != nil {
-		return s.poolError(rep, client, norm, err)
+		a.kind, a.err = allocPoolFailed, err
+		return a
 	}
 	s.names.add(norm)
+	a.addr = addr
+	return a
+}
+
+// addressReply writes what allocate decided into the reply to q.
+func (s *Server) addressReply(rep reply, q dns.Question, apex string, a allocation) reply {
+	m := rep.msg
+	switch a.kind {
+	case allocLookupFailed:
+		return s.lookupError(rep, a.domain, a.err)
+	case allocNXDomain:
+		return s.negative(rep, apex, dns.RcodeNameError, s.remaining(a.up))
+	case allocPassthrough:
+		m.Answer = s.passthrough(a.up, q.Name)
+		if len(m.Answer) == 0 {
+			return s.negative(rep, apex, a.up.rcode, s.remaining(a.up))
+		}
+		return rep
+	}
+	m.Authoritative = true
+	switch a.kind {
+	case allocNoData:
+		return s.negative(rep, apex, dns.RcodeSuccess, s.ttl)
+	case allocRefused:
+		return s.refuse(rep, 0)
+	case allocPoolFailed:
+		return s.poolError(rep, a.client, a.domain, a.err)
+	}
 	hdr := dns.RR_Header{Name: q.Name, Rrtype: q.Qtype, Class: dns.ClassINET, Ttl: s.ttl}
 	if q.Qtype == dns.TypeA {
-		m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: addr.AsSlice()})
+		m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: a.addr.AsSlice()})
 		return rep
 	}
 	b := s.cfg.V6Prefix.Addr().As16()
-	v4 := addr.Unmap().As4()
+	v4 := a.addr.Unmap().As4()
 	copy(b[12:], v4[:])
 	m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr, AAAA: b[:]})
 	return rep

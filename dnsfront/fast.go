@@ -144,6 +144,9 @@ type fastState struct {
 	names map[string]fastName
 	srcs  map[netip.Addr]string
 	fast  uint64 // answered since the last flush
+	// asked: the last query fastAnswer did not answer was an A or AAAA
+	// query in the form it reads, from an allowed source.
+	asked bool
 }
 
 // fastName is a domain ServeDNS has answered and its upstream A answer,
@@ -183,7 +186,8 @@ func (f *fastState) flush(s *Server) {
 func (s *Server) fastAnswer(f *fastState, b []byte, src netip.Addr, out []byte) ([]byte, bool) {
 	q, name, ok := parseQuery(b, f.name)
 	f.name = name
-	if !ok || !s.allowedAddr(src) {
+	f.asked = ok && s.allowedAddr(src)
+	if !f.asked {
 		return out, false
 	}
 	if q.qtype == dns.TypeAAAA && !s.cfg.V6Prefix.IsValid() {
@@ -220,7 +224,14 @@ func (s *Server) fastAnswer(f *fastState, b []byte, src netip.Addr, out []byte) 
 		return out, false
 	}
 	f.fast++
+	return s.packAddress(out, b, q, addr), true
+}
 
+// packAddress writes into out the reply ServeDNS gives to the query b (read
+// by parseQuery into q) when the answer is the pool address addr: the
+// question as asked, one A or AAAA record, a bare OPT sized as write sizes
+// it if the query had one.
+func (s *Server) packAddress(out, b []byte, q query, addr netip.Addr) []byte {
 	out = append(out[:0], b[0], b[1],
 		0x80|0x04|b[2]&0x01, // QR, AA, RD as asked; opcode 0
 		0x80|b[3]&0x10,      // RA, CD as asked; NOERROR
@@ -246,7 +257,7 @@ func (s *Server) fastAnswer(f *fastState, b []byte, src netip.Addr, out []byte) 
 		size := min(max(q.udpLen, dns.MinMsgSize), ednsUDPSize)
 		out = append(out, 0, 0, byte(dns.TypeOPT), byte(size>>8), byte(size), 0, 0, 0, 0, 0, 0)
 	}
-	return out, true
+	return out
 }
 
 // allowedAddr is allowed for an address already unmapped.

@@ -56,18 +56,22 @@ func loopsFor() int { return min(max(runtime.GOMAXPROCS(0), 1), 16) }
 type udpLoops struct {
 	conns []*net.UDPConn
 	slow  *slowConn
+	news  *newNames
 	wg    sync.WaitGroup
 }
 
 func startUDPLoops(s *Server, conns []*net.UDPConn) (*udpLoops, error) {
 	u := &udpLoops{conns: conns, slow: newSlowConn(conns[0])}
+	u.news = newNewNames(s, u.slow)
 	var loops []*udpLoop
 	for _, c := range conns {
 		rc, err := c.SyscallConn()
 		if err != nil {
 			return nil, err
 		}
-		loops = append(loops, newUDPLoop(s, rc, u.slow))
+		l := newUDPLoop(s, rc, u.slow)
+		l.conn, l.news = c, u.news
+		loops = append(loops, l)
 	}
 	for _, l := range loops {
 		u.wg.Add(1)
@@ -79,12 +83,14 @@ func startUDPLoops(s *Server, conns []*net.UDPConn) (*udpLoops, error) {
 	return u, nil
 }
 
-// close closes the sockets and waits for the loops.
+// close closes the sockets and waits for the loops and for the new names'
+// workers, which end with the server's context.
 func (u *udpLoops) close() {
 	for _, c := range u.conns {
 		c.Close()
 	}
 	u.wg.Wait()
+	u.news.wait()
 }
 
 const (
@@ -104,7 +110,9 @@ type udpLoop struct {
 	s    *Server
 	fast *fastState
 	rc   syscall.RawConn
+	conn *net.UDPConn
 	slow *slowConn
+	news *newNames
 
 	in      [batch]mmsghdr
 	inIov   [batch]unix.Iovec
@@ -206,6 +214,9 @@ func (l *udpLoop) handle(i int) {
 			o.hdr.Name = m.hdr.Name
 			o.hdr.Namelen = m.hdr.Namelen
 			l.nOut++
+			return
+		}
+		if l.fast.asked && zone == 0 && l.news.take(pkt, src, l.conn) {
 			return
 		}
 	}
