@@ -168,7 +168,7 @@ func startTailnetClient(t *testing.T, ctx context.Context, controlURL, name stri
 	t.Helper()
 	s := &tsnet.Server{
 		Dir: filepath.Join(t.TempDir(), name), ControlURL: controlURL, Hostname: name,
-		Store: new(mem.Store), Ephemeral: true, AuthKey: tailnetAuth, AdvertiseTags: tags,
+		Store: new(mem.Store), Ephemeral: true, AuthKey: tailnetAuth, AdvertiseTags: tags, UserLogf: t.Logf,
 	}
 	t.Cleanup(func() { s.Close() })
 	if _, err := s.Up(ctx); err != nil {
