@@ -98,12 +98,7 @@ func startTailnetServer(t *testing.T, controlURL, upstream string, i int) *tsPro
 	t.Helper()
 	ip := fmt.Sprintf("127.0.0.%d", 164+i)
 	p := &tsProc{id: fmt.Sprintf("ts%d", i+1), dataDir: filepath.Join(t.TempDir(), "data"), exited: make(chan struct{})}
-	ln, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.httpAddr = ln.Addr().String()
-	ln.Close()
+	p.httpAddr = testcluster.FreePort(t, ip)
 	p.log = filepath.Join(t.TempDir(), p.id+".log")
 	logf, err := os.Create(p.log)
 	if err != nil {
@@ -468,4 +463,38 @@ func TestTailnetConnectorHA(t *testing.T) {
 		t.Fatalf("B's app2 after the failover: %v, want %v", got, b2)
 	}
 	t.Logf("flows through the survivors %v after the kill; whole test %v", time.Since(killedAt).Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+
+	// Removal works as on plain networks: the dead server is removed
+	// through a survivor's API, and the two left still allocate.
+	req, _ := http.NewRequest(http.MethodDelete, "http://"+follower.httpAddr+"/v1/cluster/servers/"+leader.id, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("removing %s: %d", leader.id, resp.StatusCode)
+	}
+	testcluster.Eventually(t, time.Minute, "the cluster to list two servers", func() bool {
+		resp, err := http.Get("http://" + follower.httpAddr + "/v1/cluster")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var st struct {
+			Servers []struct{ ID string } `json:"servers"`
+		}
+		if json.NewDecoder(resp.Body).Decode(&st) != nil || len(st.Servers) != 2 {
+			return false
+		}
+		for _, sv := range st.Servers {
+			if sv.ID == leader.id {
+				return false
+			}
+		}
+		return true
+	})
+	if got := ask(clientB, follower, "app1.test"); !got.IsValid() || got == b2 {
+		t.Fatalf("B's new name after the removal: %v, want a new pool address", got)
+	}
 }

@@ -325,12 +325,7 @@ func TestBadInput(t *testing.T) {
 	h := New(t, Config{Seed: *seedFlag})
 	dnsAddrs := map[string]string{}
 	for _, s := range h.C.Servers {
-		ln, err := net.ListenPacket("udp", s.IP+":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		dnsAddrs[s.ID] = ln.LocalAddr().String()
-		ln.Close()
+		dnsAddrs[s.ID] = testcluster.FreePort(t, s.IP)
 		s.Args = append(s.Args, "--dns-addr", dnsAddrs[s.ID], "--dns-upstream", "127.0.0.1:1")
 	}
 	h.Boot()

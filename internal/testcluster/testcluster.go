@@ -9,11 +9,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -104,14 +106,50 @@ type Cluster struct {
 }
 
 // freePort finds a free TCP port on ip.
-func freePort(t testing.TB, ip string) string {
+// FreePort returns an address on ip whose port is free for TCP and UDP.
+func FreePort(t testing.TB, ip string) string {
 	t.Helper()
+	// Below the kernel's ephemeral range when it leaves room: a port the
+	// kernel handed out for ":0" can be handed again, between this probe
+	// and the server's bind, to one of the many outgoing connections the
+	// servers and the fault suite make from the same address (it was, and
+	// a server failed to start with "address already in use").
+	if lo := ephemeralLow(); lo > 12000 {
+		for range 100 {
+			addr := net.JoinHostPort(ip, strconv.Itoa(10000+rand.IntN(lo-10000)))
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				continue
+			}
+			pc, err := net.ListenPacket("udp", addr)
+			ln.Close()
+			if err == nil {
+				pc.Close()
+				return addr
+			}
+		}
+	}
 	ln, err := net.Listen("tcp", ip+":0")
 	if err != nil {
 		t.Fatalf("no free port on %s: %v", ip, err)
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range, 0 if
+// unknown.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0
+	}
+	lo, _ := strconv.Atoi(f[0])
+	return lo
 }
 
 // New prepares n servers (not started).
@@ -128,7 +166,7 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 		ip := fmt.Sprintf("127.0.0.%d", opts.FirstIP+i)
 		s := &Server{
 			ID: fmt.Sprintf("s%d", i+1), IP: ip,
-			HTTPAddr: freePort(t, ip), ClusterAddr: freePort(t, ip),
+			HTTPAddr: FreePort(t, ip), ClusterAddr: FreePort(t, ip),
 			DataDir: filepath.Join(root, fmt.Sprintf("s%d", i+1)),
 			t:       t, bin: bin, logPath: filepath.Join(root, fmt.Sprintf("s%d.log", i+1)),
 		}
