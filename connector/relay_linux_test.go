@@ -108,6 +108,8 @@ func TestRelayIdle(t *testing.T) {
 		if _, err := io.ReadFull(client, buf[:4]); err != nil {
 			t.Fatalf("read while active: %v", err)
 		}
+		// Paces the traffic (a byte every 100ms, well inside the
+		// timeout); it waits for no state.
 		time.Sleep(100 * time.Millisecond)
 	}
 	t0 := time.Now()

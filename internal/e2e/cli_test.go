@@ -70,20 +70,15 @@ func startZeroFlag(t *testing.T, bin, dir string) *zeroFlagServer {
 			t.Logf("serve output:\n%s", z.out.String())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testcluster.Eventually(t, 20*time.Second, "ippool serve to be ready", func() bool {
 		resp, err := http.Get(zeroFlagURL + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return z
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ippool serve not ready after 20s:\n%s", z.out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return z
 }
 
 // stop sends SIGTERM and requires a clean exit.
