@@ -48,7 +48,7 @@ func (c *Connector) ServeConn(conn net.Conn, client string, dst netip.AddrPort) 
 	}
 	defer c.flows.done()
 	c.guard.maybeRefreshPool(time.Now())
-	f := flowInfo{proto: "tcp", src: remoteAddrPort(conn), dst: netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()), client: client}
+	f := flowInfo{proto: "tcp", src: addrPort(conn.RemoteAddr()), dst: netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()), client: client}
 	if why := c.limits.admit(client, time.Now()); why != "" {
 		f.result, f.err = Limited, errors.New(why)
 		conn.Close()
@@ -83,25 +83,31 @@ func (c *Connector) ServeConn(conn net.Conn, client string, dst netip.AddrPort) 
 	c.done(&f, "up_bytes", upBytes, "down_bytes", downBytes, "duration", time.Since(start).Round(time.Millisecond))
 }
 
-// remoteAddrPort is a connection's remote address, whatever its type.
-func remoteAddrPort(conn net.Conn) netip.AddrPort {
-	a := conn.RemoteAddr()
-	if a == nil {
-		return netip.AddrPort{}
+// addrPort is a connection's address, unmapped, whatever its type.
+func addrPort(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	switch t := a.(type) {
+	case nil:
+		return ap
+	case *net.TCPAddr:
+		ap = t.AddrPort()
+	default:
+		ap, _ = netip.ParseAddrPort(a.String())
 	}
-	if t, ok := a.(*net.TCPAddr); ok {
-		ap := t.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	ap, _ := netip.ParseAddrPort(a.String())
-	return ap
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// keepAliveConfig is the TCP keepalive of both sides of a flow: the first
+// probe after idle, then one every third of it (at least a second), four
+// unanswered probes end it.
+func keepAliveConfig(idle time.Duration) net.KeepAliveConfig {
+	return net.KeepAliveConfig{Enable: true, Idle: idle, Interval: max(time.Second, idle/3), Count: 4}
 }
 
 // dialUp connects to the flow's port on each address in turn until one
 // accepts.
 func (c *Connector) dialUp(addrs []netip.Addr, f *flowInfo) (net.Conn, error) {
-	ka := c.cfg.KeepAlive
-	d := net.Dialer{Timeout: c.cfg.DialTimeout, KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: ka, Interval: max(time.Second, ka/3), Count: 4}}
+	d := net.Dialer{Timeout: c.cfg.DialTimeout, KeepAliveConfig: keepAliveConfig(c.cfg.KeepAlive)}
 	port := strconv.Itoa(int(f.dst.Port()))
 	start := time.Now()
 	var errs []error

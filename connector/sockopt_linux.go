@@ -126,7 +126,3 @@ func listenConfig(keepAlive time.Duration) net.ListenConfig {
 		return serr
 	}}
 }
-
-func keepAliveConfig(idle time.Duration) net.KeepAliveConfig {
-	return net.KeepAliveConfig{Enable: true, Idle: idle, Interval: max(time.Second, idle/3), Count: 4}
-}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"strconv"
 	"sync"
 	"time"
 )
@@ -40,14 +39,6 @@ func (c *Connector) acceptTCP(ln *net.TCPListener) {
 		c.plat.wg.Add(1)
 		go c.serveTCP(conn, f)
 	}
-}
-
-func addrPort(a net.Addr) netip.AddrPort {
-	if t, ok := a.(*net.TCPAddr); ok {
-		ap := t.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	return netip.AddrPort{}
 }
 
 // reset closes conn with an RST rather than a FIN, so the client's connect
@@ -88,24 +79,14 @@ func (c *Connector) serveTCP(conn *net.TCPConn, f flowInfo) {
 	c.done(&f, "up_bytes", upBytes, "down_bytes", downBytes, "duration", time.Since(start).Round(time.Millisecond))
 }
 
-// dialTCP connects to the flow's port on each address in turn until one
-// accepts.
+// dialTCP is dialUp for the relay's splice, which needs both ends to be
+// *net.TCPConn.
 func (c *Connector) dialTCP(addrs []netip.Addr, f *flowInfo) (*net.TCPConn, error) {
-	d := net.Dialer{Timeout: c.cfg.DialTimeout, KeepAliveConfig: keepAliveConfig(c.cfg.KeepAlive)}
-	port := strconv.Itoa(int(f.dst.Port()))
-	start := time.Now()
-	var errs []error
-	for _, a := range addrs {
-		conn, err := d.DialContext(c.ctx, "tcp", net.JoinHostPort(a.String(), port))
-		if err == nil {
-			c.m.dialed(time.Since(start))
-			f.target = netip.AddrPortFrom(a, f.dst.Port())
-			return conn.(*net.TCPConn), nil
-		}
-		errs = append(errs, err)
+	conn, err := c.dialUp(addrs, f)
+	if err != nil {
+		return nil, err
 	}
-	c.m.dialed(time.Since(start))
-	return nil, errors.Join(errs...)
+	return conn.(*net.TCPConn), nil
 }
 
 // relay copies both ways until both directions have ended, and returns the
