@@ -46,8 +46,9 @@ const (
 	maxNewNameWorkers = 512
 	// newNameIdle is how long a worker waits for a query before it ends.
 	newNameIdle = 10 * time.Second
-	// maxNewNameQuery: parseQuery takes no longer query with a name of
-	// at most 253 bytes and the options it allows but long padding.
+	// maxNewNameQuery: a query parseQuery takes (a name of at most 253
+	// bytes, a cookie) fits; only long padding makes one longer, and that
+	// one goes to the library.
 	maxNewNameQuery = 512
 )
 
