@@ -2,6 +2,7 @@ package dnsfront
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -191,27 +192,23 @@ func BenchmarkFastAnswer(b *testing.B) {
 	}
 }
 
-// TestPackQuery: packQuery packs what the DNS library packs, or declines.
+// TestPackQuery: packQuery packs what the DNS library packs of the same
+// question, with or without the trailing dot, or declines.
 func TestPackQuery(t *testing.T) {
-	for _, name := range []string{"a.example.test", "x_y-z.B.example.test", "example"} {
-		q := new(dns.Msg)
-		q.SetQuestion(dns.Fqdn(name), dns.TypeAAAA)
-		q.RecursionDesired = true
-		q.SetEdns0(ednsUDPSize, false)
-		q.Id = 0xBEEF
+	for _, name := range []string{"a.example.test", "x_y-z.B.example.test", "example", "a.example.test."} {
+		q := upstreamQuestion{name: name, qtype: dns.TypeAAAA, id: 0xBEEF}
 		got, ok := packQuery(q)
 		if !ok {
 			t.Fatalf("%s: declined", name)
 		}
-		want := pack(t, q)
+		want := pack(t, q.msg())
 		if string(got) != string(want) {
 			t.Fatalf("%s: packed\n%x\nlibrary\n%x", name, got, want)
 		}
 	}
-	q := new(dns.Msg)
-	q.SetQuestion(`a\.b.example.test.`, dns.TypeA)
-	q.SetEdns0(ednsUDPSize, false)
-	if _, ok := packQuery(q); ok {
-		t.Fatal("an escaped name was packed")
+	for _, name := range []string{`a\.b.example.test`, "a..b", "", ".", strings.Repeat("a", 64) + ".test"} {
+		if _, ok := packQuery(upstreamQuestion{name: name, qtype: dns.TypeA}); ok {
+			t.Fatalf("%q was packed", name)
+		}
 	}
 }
