@@ -31,3 +31,16 @@ func TestLookupA(t *testing.T) {
 		t.Fatal("SERVFAIL upstream gave no error")
 	}
 }
+
+// TestLookupTruncatedUpstreamAsksOverTCP: an upstream reply with TC set is
+// asked again over TCP, and the TCP answer is the one used.
+func TestLookupTruncatedUpstreamAsksOverTCP(t *testing.T) {
+	e := start(t, "100.64.0.0/24", nil)
+	addrs, _, err := e.srv.LookupA("tc.example.test")
+	if err != nil || len(addrs) != 1 || addrs[0] != netip.MustParseAddr("192.0.2.77") {
+		t.Fatalf("tc: %v %v", addrs, err)
+	}
+	if n := e.up.count("tc.example.test.", dns.TypeA); n != 2 {
+		t.Fatalf("upstream asked %d times, want 2 (UDP, then TCP)", n)
+	}
+}

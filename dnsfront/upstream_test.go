@@ -108,6 +108,10 @@ func (u *fakeUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 				add(fmt.Sprintf("%s 300 IN A 10.99.%d.%d", name, third, i+1))
 			}
 		}
+	case name == "tc.example.test.":
+		if q.Qtype == dns.TypeA {
+			add(name + " 300 IN A 192.0.2.77")
+		}
 	case strings.HasSuffix(name, ".outside.test."):
 		add(name + " 300 IN A 198.51.100.1")
 	default:
@@ -117,6 +121,10 @@ func (u *fakeUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		} else {
 			m.Ns = append(m.Ns, soa)
 		}
+	}
+	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp && name == "tc.example.test." {
+		// Truncated over UDP whatever the size: the answer is over TCP only.
+		m.Answer, m.Truncated = nil, true
 	}
 	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
 		size := dns.MinMsgSize
