@@ -244,3 +244,33 @@ func TestFwdConnAnswersEachBatchOnce(t *testing.T) {
 		}
 	}
 }
+
+// FuzzReadFrame: a forwarding frame from the wire is refused or read whole,
+// never past its limit, and what is read writes back as the bytes it came
+// from.
+func FuzzReadFrame(f *testing.F) {
+	var buf bytes.Buffer
+	w := bufio.NewWriter(&buf)
+	writeFrame(w, 7, []byte("body"))
+	f.Add(buf.Bytes(), uint16(16))
+	f.Add(buf.Bytes(), uint16(3))
+	f.Add([]byte{0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 1}, uint16(0))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 1, 'x'}, uint16(1000))
+	f.Fuzz(func(t *testing.T, data []byte, limit uint16) {
+		seq, body, err := readFrame(bufio.NewReader(bytes.NewReader(data)), int(limit))
+		if err != nil {
+			return
+		}
+		if len(body) > int(limit) {
+			t.Fatalf("read a %d-byte body past the limit %d", len(body), limit)
+		}
+		var out bytes.Buffer
+		bw := bufio.NewWriter(&out)
+		if err := writeFrame(bw, seq, body); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(data, out.Bytes()) {
+			t.Fatalf("frame read as seq %d, %d bytes, writes back as %x, not a prefix of %x", seq, len(body), out.Bytes(), data)
+		}
+	})
+}

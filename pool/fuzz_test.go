@@ -3,8 +3,11 @@ package pool
 import (
 	"bytes"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
+
+	"go4.org/netipx"
 )
 
 func FuzzDecodeCommand(f *testing.F) {
@@ -71,6 +74,40 @@ func FuzzReadSnapshot(f *testing.F) {
 		}
 		if !bytes.Equal(snap, snapshotBytes(t, s2)) {
 			t.Fatal("snapshot is not canonical")
+		}
+	})
+}
+
+// FuzzParseConfig: the pool text the API and the flags take either is
+// refused or gives a valid configuration, whose ranges, written back as
+// text, parse to the same configuration.
+func FuzzParseConfig(f *testing.F) {
+	f.Add("198.18.0.0/15", "198.18.0.0/24, 198.19.255.255")
+	f.Add("10.0.0.1-10.0.0.99,10.0.1.7", "")
+	f.Add("10.0.0.0/8,10.1.0.0/16", "")
+	f.Add(" , 1.2.3.4 - 1.2.3.4 ,", "::/0")
+	f.Add("10.0.0.9-10.0.0.1", "1.2.3.4/33")
+	f.Fuzz(func(t *testing.T, poolText, excludeText string) {
+		c, err := ParseConfig(poolText, excludeText, time.Hour)
+		if err != nil {
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("ParseConfig(%q, %q) gave a config Validate refuses: %v", poolText, excludeText, err)
+		}
+		text := func(rs []netipx.IPRange) string {
+			var parts []string
+			for _, r := range rs {
+				if !r.IsValid() || !r.From().Is4() || !r.To().Is4() || r.To().Less(r.From()) {
+					t.Fatalf("ParseConfig(%q, %q) gave range %v", poolText, excludeText, r)
+				}
+				parts = append(parts, r.String())
+			}
+			return strings.Join(parts, ",")
+		}
+		again, err := ParseConfig(text(c.Pool), text(c.Exclude), time.Hour)
+		if err != nil || !reflect.DeepEqual(again, c) {
+			t.Fatalf("ParseConfig(%q, %q) = %v; its text parses to %v, %v", poolText, excludeText, c, again, err)
 		}
 	})
 }

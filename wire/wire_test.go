@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -121,4 +122,28 @@ func TestDecodePoolRequest(t *testing.T) {
 			t.Errorf("DecodePoolRequest(%s) = %v; want an error, *LifetimeError %v", c.in, err, c.lifetime)
 		}
 	}
+}
+
+// FuzzDecodePoolRequest: a PUT /v1/pool body is refused or read into a
+// Pool that, sent back as JSON, decodes to the same Pool.
+func FuzzDecodePoolRequest(f *testing.F) {
+	f.Add([]byte(`{"pool":"198.18.0.0/15","exclude":"","lifetime":"48h"}`))
+	f.Add([]byte(`{"pool":"10.0.0.0/8","lifetime":""}`))
+	f.Add([]byte(`{"pool":"10.0.0.0/8","lifetime":48}`))
+	f.Add([]byte(`{"pool":"10.0.0.0/8","lifetime":"0s","reuse_hold":"5s","released":3}`))
+	f.Add([]byte(`{"pool":"10.0.0.0/8","exclde":"10.0.0.1"}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		p, err := DecodePoolRequest(strings.NewReader(string(body)), time.Hour)
+		if err != nil {
+			return
+		}
+		b, err := json.Marshal(p)
+		if err != nil {
+			t.Fatalf("%+v does not encode: %v", p, err)
+		}
+		again, err := DecodePoolRequest(strings.NewReader(string(b)), time.Minute)
+		if err != nil || !reflect.DeepEqual(again, p) {
+			t.Fatalf("%s decoded as %+v, written as %s, read back as %+v, %v", body, p, b, again, err)
+		}
+	})
 }

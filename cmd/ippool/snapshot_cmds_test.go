@@ -151,3 +151,35 @@ func TestInspectCountsTokens(t *testing.T) {
 		t.Fatalf("a snapshot without ACLs shows tokens: %+v", res)
 	}
 }
+
+// FuzzReadBackupHeader: a backup file's first line is taken as the header
+// only when it starts with the magic, is refused when it is malformed or
+// too long, and a header read writes back as the same line.
+func FuzzReadBackupHeader(f *testing.F) {
+	good := formatBackupHeader(backupHeader{Index: 42, Term: 3, Server: "s1", Time: time.Date(2026, 11, 30, 1, 2, 3, 4, time.UTC)})
+	f.Add(append(good, "IPPOOLS1..."...))
+	f.Add([]byte("IPPOOLS1 a raw snapshot"))
+	f.Add([]byte(backupMagic + `{"index":1,"bogus":2}` + "\n"))
+	f.Add([]byte(backupMagic + `{"index":1} {}` + "\n"))
+	f.Add([]byte(backupMagic + strings.Repeat(" ", 5000)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		h, n, err := readBackupHeader(bufio.NewReaderSize(bytes.NewReader(data), 512))
+		if err != nil {
+			return
+		}
+		if h == nil {
+			if n != 0 || bytes.HasPrefix(data, []byte(backupMagic)) {
+				t.Fatalf("no header, length %d, in %q", n, data)
+			}
+			return
+		}
+		if n > len(data) || n > maxHeader || data[n-1] != '\n' {
+			t.Fatalf("header of %d bytes in %d bytes of input", n, len(data))
+		}
+		line := formatBackupHeader(*h)
+		h2, err := parseBackupHeader(line)
+		if err != nil || !bytes.Equal(formatBackupHeader(*h2), line) {
+			t.Fatalf("header %+v writes as %q, which reads as %+v, %v", *h, line, h2, err)
+		}
+	})
+}
