@@ -50,6 +50,7 @@ const (
 	tailnetPool   = "198.18.0.0/24"
 	tailnetV6     = "fd7a:115c:a1e0:b1a::/96"
 	tailnetAuth   = "tskey-ippool-e2e"
+	tailnetDomain = "tail-scale.ts.net"
 	clusterPort   = 7481
 	appPort       = 8443
 )
@@ -94,7 +95,7 @@ func (p *tsProc) metric(name string) string {
 
 // startTailnetServer starts `ippool serve --tailnet` as a process; the test
 // kills it by its PID when it ends.
-func startTailnetServer(t *testing.T, controlURL, upstream string, i int) *tsProc {
+func startTailnetServer(t *testing.T, controlURL, upstream string, i int, extra ...string) *tsProc {
 	t.Helper()
 	ip := fmt.Sprintf("127.0.0.%d", 164+i)
 	p := &tsProc{id: fmt.Sprintf("ts%d", i+1), dataDir: filepath.Join(t.TempDir(), "data"), exited: make(chan struct{})}
@@ -109,6 +110,7 @@ func startTailnetServer(t *testing.T, controlURL, upstream string, i int) *tsPro
 		"--bootstrap-expect", "3", "--pool", tailnetPool, "--v6-prefix", tailnetV6,
 		"--dns-upstream", upstream, "--dns-domains", "test", "--test-dial-allow", "127.0.0.162/31",
 		"--tailnet-http-allow", tailnetOpsTag, "--log-level", "debug")
+	p.cmd.Args = append(p.cmd.Args, extra...)
 	p.cmd.Env = append(os.Environ(), "TS_AUTHKEY="+tailnetAuth)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {
@@ -133,6 +135,29 @@ func startTailnetServer(t *testing.T, controlURL, upstream string, i int) *tsPro
 		}
 	})
 	return p
+}
+
+// startTestControl runs Tailscale's test control server, with a DERP relay
+// and STUN, in this process on loopback. It hands out MagicDNS names under
+// tail-scale.ts.net and the tags a node asks for.
+func startTestControl(t *testing.T) *testcontrol.Server {
+	t.Helper()
+	derpMap := integration.RunDERPAndSTUN(t, logger.Discard, "127.0.0.1")
+	control := &testcontrol.Server{
+		DERPMap:        derpMap,
+		DNSConfig:      &tailcfg.DNSConfig{Proxied: true},
+		MagicDNSDomain: tailnetDomain,
+		RequireAuthKey: tailnetAuth,
+		// Non-nil: a node registering with tags gets them, as an auth key
+		// made with those tags would give them.
+		TagOwners: map[string][]string{tailnetTag: nil, tailnetOpsTag: nil},
+		AllOnline: true,
+		Logf:      logger.Discard,
+	}
+	control.HTTPTestServer = httptest.NewUnstartedServer(control)
+	control.HTTPTestServer.Start()
+	t.Cleanup(control.HTTPTestServer.Close)
+	return control
 }
 
 // startAppServer serves TCP on addr: it greets with name, then echoes.
@@ -261,21 +286,7 @@ func TestTailnetConnectorHA(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
-	derpMap := integration.RunDERPAndSTUN(t, logger.Discard, "127.0.0.1")
-	control := &testcontrol.Server{
-		DERPMap:        derpMap,
-		DNSConfig:      &tailcfg.DNSConfig{Proxied: true},
-		MagicDNSDomain: "tail-scale.ts.net",
-		RequireAuthKey: tailnetAuth,
-		// Non-nil: a node registering with tags gets them, as an auth key
-		// made with those tags would give them.
-		TagOwners: map[string][]string{tailnetTag: nil, tailnetOpsTag: nil},
-		AllOnline: true,
-		Logf:      logger.Discard,
-	}
-	control.HTTPTestServer = httptest.NewUnstartedServer(control)
-	control.HTTPTestServer.Start()
-	t.Cleanup(control.HTTPTestServer.Close)
+	control := startTestControl(t)
 	controlURL := control.HTTPTestServer.URL
 
 	// The domains: app1.test and app2.test on loopback, same port.
@@ -496,5 +507,47 @@ func TestTailnetConnectorHA(t *testing.T) {
 	})
 	if got := ask(clientB, follower, "app1.test"); !got.IsValid() || got == b2 {
 		t.Fatalf("B's new name after the removal: %v, want a new pool address", got)
+	}
+}
+
+// TestTailnetJoinByName: servers told whom to join by tailnet name (a host
+// name, and a MagicDNS name), rather than finding each other by the tag,
+// form one cluster and take writes. The names resolve through the tailnet's
+// own map of its nodes, as `ippool serve --tailnet --join` documents.
+func TestTailnetJoinByName(t *testing.T) {
+	netns.SetEnabled(false)
+	t.Cleanup(func() { netns.SetEnabled(true) })
+	control := startTestControl(t)
+	upstream := testcluster.StartUpstream(t, dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetRcode(r, dns.RcodeNameError)
+		w.WriteMsg(m)
+	}))
+	join := fmt.Sprintf("ts1:%d,ts2.%s:%d,ts3:%d", clusterPort, tailnetDomain, clusterPort, clusterPort)
+	procs := make([]*tsProc, 3)
+	for i := range procs {
+		procs[i] = startTailnetServer(t, control.HTTPTestServer.URL, upstream, i, "--join", join)
+	}
+	testcluster.Eventually(t, 2*time.Minute, "the three servers to form one cluster through --join by name", func() bool {
+		leaders := map[string]bool{}
+		for _, p := range procs {
+			st, ok := p.status(t)
+			if !ok || st.LeaderID == "" || len(st.Servers) != 3 {
+				return false
+			}
+			leaders[st.LeaderID] = true
+		}
+		return len(leaders) == 1
+	})
+	for i, p := range procs {
+		resp, err := http.Post(fmt.Sprintf("http://%s/v1/clients/node%d/domains/app.example", p.httpAddr, i), "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("allocation through %s: %d %s", p.id, resp.StatusCode, b)
+		}
 	}
 }
