@@ -53,11 +53,9 @@ func TestServeOnGivenSocketsWithAnotherNamer(t *testing.T) {
 	if s.fastLoopsFit() {
 		t.Fatal("the fast path, which names clients by address, would run beside another namer")
 	}
-	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tcp, err := net.Listen("tcp", udp.LocalAddr().String())
+	// listenBoth retries when the TCP port of the UDP socket's is taken,
+	// as it can be by another package's test running beside this one.
+	udp, tcp, err := listenBoth("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
