@@ -189,7 +189,8 @@ func (q upstreamQuestion) msg() *dns.Msg {
 // truncated, and checks that the reply answers the question. The timeout is
 // a deadline, not a context: a context derived from the server's costs a
 // timer and a registration with its parent per lookup, which showed as a
-// sixth of the new names' allocations; shutdown closes the sockets anyway.
+// sixth of the new names' allocations, and the UDP read only ever took the
+// context's deadline (cancelling it never cut a read short).
 func (s *Server) exchange(q upstreamQuestion, up string) (*dns.Msg, error) {
 	// A fresh ID per try, so a late reply to an earlier try is not taken
 	// for this one.
