@@ -11,7 +11,8 @@
 #   follower  a three-server mutual-TLS cluster, queried at a follower
 # Each case runs `dnsperf -c 8 -T 1 -l $SECS` (default 10) against unbound
 # and ippool in turn, $RUNS times each (default 3), and prints min / median
-# / max queries per second, the mean of the runs' average latencies and the
+# / max queries per second, the mean of the runs' average latencies, each
+# server's CPU time per query (from /proc, its own process only) and the
 # ratios ippool/unbound.
 #   new       first queries: a fresh single server, every query a name it
 #             has never seen (upstream lookup and allocation through the
@@ -125,7 +126,7 @@ start_single() { # start_single DATA-DIR; DNS on 127.0.0.152:7853
 	ippool_pids=($!)
 	pids+=($!)
 	ready 127.0.0.152:7850
-	DNS=127.0.0.152
+	DNS=127.0.0.152 DNS_PID=${ippool_pids[0]}
 }
 
 start_cluster() { # three servers on 127.0.0.153-155; DNS is a follower
@@ -144,44 +145,57 @@ start_cluster() { # three servers on 127.0.0.153-155; DNS is a follower
 	ready 127.0.0.153:7850 127.0.0.154:7850 127.0.0.155:7850
 	local leader
 	leader=$(curl -s 127.0.0.153:7850/v1/cluster | sed -n 's/.*"leader_id": *"\([^"]*\)".*/\1/p')
-	DNS=127.0.0.153
-	[ "$leader" = s1 ] && DNS=127.0.0.154
+	DNS=127.0.0.153 DNS_PID=${ippool_pids[0]}
+	[ "$leader" = s1 ] && DNS=127.0.0.154 DNS_PID=${ippool_pids[1]}
 	echo "leader $leader, querying follower $DNS"
 }
 
-# perf ADDR FILE [ARGS...]: one dnsperf run; prints "QPS AVG-LATENCY-S CODES"
+# cpu PID: the CPU time (user and system) the process has used, in ticks.
+cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+
+# perf ADDR PID FILE [ARGS...]: one dnsperf run against the server at ADDR,
+# process PID; prints "QPS AVG-LATENCY-S CODES CPU-µs-PER-QUERY". The CPU
+# figure is the server's own, which the ratio of two servers sharing the
+# cores with dnsperf hides: the one that costs less leaves dnsperf more.
 perf() {
-	local addr=$1 file=$2
-	shift 2
-	dnsperf -s "$addr" -p 7853 -d "$file" -c 8 -T 1 "$@" 2>&1 | awk '
+	local addr=$1 pid=$2 file=$3 c0 out
+	shift 3
+	c0=$(cpu "$pid")
+	out=$(dnsperf -s "$addr" -p 7853 -d "$file" -c 8 -T 1 "$@" 2>&1 | awk '
+		/Queries completed:/ { n = $3 }
 		/Queries per second:/ { q = $4 }
 		/Average Latency/ { l = $4 }
 		/Response codes:/ { sub(/.*Response codes: */, ""); gsub(/ /, "_"); c = $0 }
-		END { print q, l, c }'
+		END { print q, l, c, n }')
+	awk -v c0="$c0" -v c1="$(cpu "$pid")" -v hz="$TICK" -v o="$out" \
+		'BEGIN { split(o, f, " "); printf "%s %s %s %.2f\n", f[1], f[2], f[3], (f[4] > 0 ? (c1 - c0) / hz * 1e6 / f[4] : 0) }'
 }
 
-# summary NAME FILE: min/median/max of column 1 and mean of column 2
+# summary NAME FILE: min/median/max of column 1, means of columns 2 and 4
 summary() {
 	sort -n -k1 "$2" | awk -v name="$1" '
-		{ q[NR] = $1; l += $2 }
-		END { printf "%-8s q/s min %9.0f  median %9.0f  max %9.0f   avg latency %.3f ms\n", name, q[1], q[int((NR + 1) / 2)], q[NR], l / NR * 1000 }'
+		{ q[NR] = $1; l += $2; u += $4 }
+		END { printf "%-8s q/s min %9.0f  median %9.0f  max %9.0f   avg latency %.3f ms   CPU %.2f µs/query\n", name, q[1], q[int((NR + 1) / 2)], q[NR], l / NR * 1000, u / NR }'
 }
 
 median() { sort -n -k1 "$1" | awk '{ q[NR] = $1 } END { print q[int((NR + 1) / 2)] }'; }
 meanlat() { awk '{ l += $2 } END { print l / NR }' "$1"; }
+meancpu() { awk '{ u += $4 } END { print u / NR }' "$1"; }
 
 compare() { # compare CASE: alternating runs, unbound first
 	: >"$work/unbound.runs"
 	: >"$work/ippool.runs"
 	for r in $(seq "$RUNS"); do
-		perf "$UNB" "$work/q.txt" -l "$SECS" | tee -a "$work/unbound.runs" | sed "s/^/  run $r unbound: /"
-		perf "$DNS" "$work/q.txt" -l "$SECS" | tee -a "$work/ippool.runs" | sed "s/^/  run $r ippool:  /"
+		perf "$UNB" "$unbound_pid" "$work/q.txt" -l "$SECS" | tee -a "$work/unbound.runs" | sed "s/^/  run $r unbound: /"
+		perf "$DNS" "$DNS_PID" "$work/q.txt" -l "$SECS" | tee -a "$work/ippool.runs" | sed "s/^/  run $r ippool:  /"
 	done
 	summary unbound "$work/unbound.runs"
 	summary ippool "$work/ippool.runs"
 	awk -v a="$(median "$work/ippool.runs")" -v b="$(median "$work/unbound.runs")" \
-		-v la="$(meanlat "$work/ippool.runs")" -v lb="$(meanlat "$work/unbound.runs")" -v c="$1" \
-		'BEGIN { printf "%s: ippool/unbound q/s %.2fx (median), avg latency %.2fx\n", c, a / b, la / lb }'
+		-v la="$(meanlat "$work/ippool.runs")" -v lb="$(meanlat "$work/unbound.runs")" \
+		-v ua="$(meancpu "$work/ippool.runs")" -v ub="$(meancpu "$work/unbound.runs")" -v c="$1" \
+		'BEGIN { printf "%s: ippool/unbound q/s %.2fx (median), avg latency %.2fx, CPU per query %.2fx\n", c, a / b, la / lb, ua / ub }'
 }
 
 map_names() { # one pass to map the 1,000 names; every answer must be NOERROR
@@ -216,7 +230,7 @@ for c in "${cases[@]}"; do
 			seq 0 399999 | sed "s/.*/r${r}x&.bench.test A/" >"$work/new.txt"
 			rm -rf "$work/new"
 			start_single "$work/new"
-			perf "$DNS" "$work/new.txt" -n 1 -l "$SECS" | tee -a "$work/new.runs" | sed "s/^/  run $r ippool: /"
+			perf "$DNS" "$DNS_PID" "$work/new.txt" -n 1 -l "$SECS" | tee -a "$work/new.runs" | sed "s/^/  run $r ippool: /"
 			stop "${ippool_pids[@]}"
 		done
 		summary new "$work/new.runs"
