@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ippool/ippool/internal/poll"
+
 	"github.com/ippool/ippool/pool"
 )
 
@@ -33,13 +35,7 @@ func testLogger(t testing.TB) *slog.Logger {
 // eventually polls cond until it holds, failing the test after timeout.
 func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, timeout, what, cond)
 }
 
 type testCluster struct {
@@ -106,9 +102,9 @@ func (tc *testCluster) stopAll() {
 // leader has all servers in its configuration and the pool is configured.
 func (tc *testCluster) waitReady(want int) *Node {
 	tc.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		var leader *Node
+	var leader *Node
+	ready := func() bool {
+		leader = nil
 		agree := true
 		lid := ""
 		for _, n := range tc.nodes {
@@ -128,11 +124,12 @@ func (tc *testCluster) waitReady(want int) *Node {
 		if agree && leader != nil {
 			f := leader.raft.GetConfiguration()
 			_, configured := leader.PoolConfig()
-			if f.Error() == nil && len(f.Configuration().Servers) == want && configured && leader.readyTerm.Load() == leader.raft.CurrentTerm() {
-				return leader
-			}
+			return f.Error() == nil && len(f.Configuration().Servers) == want && configured && leader.readyTerm.Load() == leader.raft.CurrentTerm()
 		}
-		time.Sleep(10 * time.Millisecond)
+		return false
+	}
+	if poll.Wait(15*time.Second, ready) {
+		return leader
 	}
 	for _, n := range tc.nodes {
 		if n != nil {

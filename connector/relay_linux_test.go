@@ -101,6 +101,10 @@ func TestRelayIdle(t *testing.T) {
 	// Bytes downstream only, for three timeouts.
 	stop := time.Now().Add(1200 * time.Millisecond)
 	buf := make([]byte, 16)
+	// Paces the traffic (a byte every 100ms, well inside the timeout); it
+	// waits for no state.
+	pace := time.NewTicker(100 * time.Millisecond)
+	defer pace.Stop()
 	for time.Now().Before(stop) {
 		if _, err := server.Write([]byte("tick")); err != nil {
 			t.Fatalf("write while active: %v", err)
@@ -108,9 +112,7 @@ func TestRelayIdle(t *testing.T) {
 		if _, err := io.ReadFull(client, buf[:4]); err != nil {
 			t.Fatalf("read while active: %v", err)
 		}
-		// Paces the traffic (a byte every 100ms, well inside the
-		// timeout); it waits for no state.
-		time.Sleep(100 * time.Millisecond)
+		<-pace.C
 	}
 	t0 := time.Now()
 	client.SetReadDeadline(time.Now().Add(5 * time.Second))

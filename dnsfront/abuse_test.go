@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ippool/ippool/internal/poll"
+
 	"github.com/miekg/dns"
 )
 
@@ -382,12 +384,8 @@ func TestTCPConnectionCaps(t *testing.T) {
 	}
 	waitOpen := func(want uint64) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for e.srv.Stats().TCPConns != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d TCP connections open, want %d", e.srv.Stats().TCPConns, want)
-			}
-			time.Sleep(5 * time.Millisecond)
+		if !poll.Wait(5*time.Second, func() bool { return e.srv.Stats().TCPConns == want }) {
+			t.Fatalf("%d TCP connections open, want %d", e.srv.Stats().TCPConns, want)
 		}
 	}
 

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ippool/ippool/internal/poll"
+
 	"github.com/ippool/ippool/internal/testcluster"
 )
 
@@ -40,22 +42,22 @@ func alloc(ctx context.Context, s *testcluster.Server, client, domain string) (s
 func allocRetry(t *testing.T, c *testcluster.Cluster, client, domain string, within time.Duration) (string, time.Duration) {
 	t.Helper()
 	start := time.Now()
-	deadline := start.Add(within)
+	var ip string
 	var lastErr error
-	for i := 0; time.Now().Before(deadline); i++ {
+	i := 0
+	written := poll.Wait(within, func() bool {
 		running := c.Running()
 		s := running[i%len(running)]
+		i++
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		ip, err := alloc(ctx, s, client, domain)
-		cancel()
-		if err == nil {
-			return ip, time.Since(start)
-		}
-		lastErr = err
-		time.Sleep(10 * time.Millisecond)
+		defer cancel()
+		ip, lastErr = alloc(ctx, s, client, domain)
+		return lastErr == nil
+	})
+	if !written {
+		t.Fatalf("no write succeeded within %v: %v", within, lastErr)
 	}
-	t.Fatalf("no write succeeded within %v: %v", within, lastErr)
-	return "", 0
+	return ip, time.Since(start)
 }
 
 // lookupLocal asks s for the client's mapping of ip.

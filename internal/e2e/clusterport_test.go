@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ippool/ippool/internal/poll"
+	"github.com/ippool/ippool/wire"
+
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
@@ -316,18 +319,16 @@ func TestDataDirIsOwnerOnly(t *testing.T) {
 // both in their configuration.
 func waitPair(t *testing.T, a, b *testcluster.Server) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		sa, errA := a.Status()
-		sb, errB := b.Status()
-		if errA == nil && errB == nil && a.Ready() && b.Ready() && sa.LeaderID != "" && sa.LeaderID == sb.LeaderID &&
-			len(sa.Servers) == 2 && len(sb.Servers) == 2 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s and %s did not form a cluster of two: %+v %v / %+v %v", a.ID, b.ID, sa, errA, sb, errB)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var sa, sb wire.Status
+	var errA, errB error
+	paired := poll.Wait(30*time.Second, func() bool {
+		sa, errA = a.Status()
+		sb, errB = b.Status()
+		return errA == nil && errB == nil && a.Ready() && b.Ready() && sa.LeaderID != "" && sa.LeaderID == sb.LeaderID &&
+			len(sa.Servers) == 2 && len(sb.Servers) == 2
+	})
+	if !paired {
+		t.Fatalf("%s and %s did not form a cluster of two: %+v %v / %+v %v", a.ID, b.ID, sa, errA, sb, errB)
 	}
 }
 

@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ippool/ippool/internal/poll"
+
 	"github.com/ippool/ippool/cluster"
 	"github.com/ippool/ippool/wire"
 )
@@ -413,24 +415,17 @@ func (c *Cluster) Leader() *Server {
 // leader.
 func (c *Cluster) WaitReady(timeout time.Duration) *Server {
 	c.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		ready := true
+	var leader *Server
+	Eventually(c.t, timeout, "every running server ready, with one leader", func() bool {
 		for _, s := range c.Servers {
 			if s.Running() && !s.Ready() {
-				ready = false
-				break
+				return false
 			}
 		}
-		if ready {
-			if l := c.Leader(); l != nil {
-				return l
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	c.t.Fatalf("cluster not ready after %v", timeout)
-	return nil
+		leader = c.Leader()
+		return leader != nil
+	})
+	return leader
 }
 
 // Running returns the servers whose process is alive.
@@ -466,11 +461,5 @@ func (s *Server) Do(ctx context.Context, method, path string, body []byte) (int,
 // this way rather than sleeping.
 func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Until(t, timeout, what, cond)
 }
