@@ -180,8 +180,7 @@ summary() {
 }
 
 median() { sort -n -k1 "$1" | awk '{ q[NR] = $1 } END { print q[int((NR + 1) / 2)] }'; }
-meanlat() { awk '{ l += $2 } END { print l / NR }' "$1"; }
-meancpu() { awk '{ u += $4 } END { print u / NR }' "$1"; }
+mean() { awk -v c="$1" '{ s += $c } END { print s / NR }' "$2"; } # mean COLUMN FILE
 
 compare() { # compare CASE: alternating runs, unbound first
 	: >"$work/unbound.runs"
@@ -193,8 +192,8 @@ compare() { # compare CASE: alternating runs, unbound first
 	summary unbound "$work/unbound.runs"
 	summary ippool "$work/ippool.runs"
 	awk -v a="$(median "$work/ippool.runs")" -v b="$(median "$work/unbound.runs")" \
-		-v la="$(meanlat "$work/ippool.runs")" -v lb="$(meanlat "$work/unbound.runs")" \
-		-v ua="$(meancpu "$work/ippool.runs")" -v ub="$(meancpu "$work/unbound.runs")" -v c="$1" \
+		-v la="$(mean 2 "$work/ippool.runs")" -v lb="$(mean 2 "$work/unbound.runs")" \
+		-v ua="$(mean 4 "$work/ippool.runs")" -v ub="$(mean 4 "$work/unbound.runs")" -v c="$1" \
 		'BEGIN { printf "%s: ippool/unbound q/s %.2fx (median), avg latency %.2fx, CPU per query %.2fx\n", c, a / b, la / lb, ua / ub }'
 }
 

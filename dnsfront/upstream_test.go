@@ -122,11 +122,12 @@ func (u *fakeUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 			m.Ns = append(m.Ns, soa)
 		}
 	}
-	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp && name == "tc.example.test." {
-		// Truncated over UDP whatever the size: the answer is over TCP only.
-		m.Answer, m.Truncated = nil, true
-	}
 	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
+		if name == "tc.example.test." {
+			// Truncated over UDP whatever the size: the answer is over
+			// TCP only.
+			m.Answer, m.Truncated = nil, true
+		}
 		size := dns.MinMsgSize
 		if opt := r.IsEdns0(); opt != nil {
 			size = int(opt.UDPSize())

@@ -142,6 +142,10 @@ func startTailnetServer(t *testing.T, controlURL, upstream string, i int, extra 
 // tail-scale.ts.net and the tags a node asks for.
 func startTestControl(t *testing.T) *testcontrol.Server {
 	t.Helper()
+	// As tsnet's tests: the in-process nodes must not mark their sockets
+	// for a tailscaled's routing rules, which this machine does not have.
+	netns.SetEnabled(false)
+	t.Cleanup(func() { netns.SetEnabled(true) })
 	derpMap := integration.RunDERPAndSTUN(t, logger.Discard, "127.0.0.1")
 	control := &testcontrol.Server{
 		DERPMap:        derpMap,
@@ -279,10 +283,6 @@ func greeting(ctx context.Context, c *tsnet.Server, dst netip.AddrPort) (string,
 
 func TestTailnetConnectorHA(t *testing.T) {
 	start := time.Now()
-	// As tsnet's tests: the in-process nodes must not mark their sockets
-	// for a tailscaled's routing rules, which this machine does not have.
-	netns.SetEnabled(false)
-	t.Cleanup(func() { netns.SetEnabled(true) })
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
@@ -515,8 +515,6 @@ func TestTailnetConnectorHA(t *testing.T) {
 // form one cluster and take writes. The names resolve through the tailnet's
 // own map of its nodes, as `ippool serve --tailnet --join` documents.
 func TestTailnetJoinByName(t *testing.T) {
-	netns.SetEnabled(false)
-	t.Cleanup(func() { netns.SetEnabled(true) })
 	control := startTestControl(t)
 	upstream := testcluster.StartUpstream(t, dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
