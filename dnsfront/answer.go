@@ -187,9 +187,7 @@ func (s *Server) allocate(client, norm string, qtype uint16) allocation {
 			return a
 		}
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.WriteTimeout)
-	addr, err := s.pool.IPForDomain(ctx, client, norm)
-	cancel()
+	addr, err := s.pool.IPForDomain(s.writeDeadline.get(), client, norm)
 	if err != nil {
 		a.kind, a.err = allocPoolFailed, err
 		return a

@@ -83,7 +83,8 @@ type Config struct {
 	// next query in full (the first one included) and to take a reply.
 	// Default 10s.
 	TCPTimeout time.Duration
-	// WriteTimeout bounds IPForDomain. Default 2s: well inside a stub
+	// WriteTimeout bounds IPForDomain, give or take a sixteenth (writes
+	// share deadlines: see sharedDeadline). Default 2s: well inside a stub
 	// resolver's retry interval, so that a cluster without quorum answers
 	// SERVFAIL before the client has given up on us.
 	WriteTimeout time.Duration

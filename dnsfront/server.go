@@ -141,6 +141,8 @@ type Server struct {
 	// flight stop instead of holding shutdown up.
 	ctx    context.Context
 	cancel context.CancelFunc
+	// writeDeadline bounds pool writes by WriteTimeout.
+	writeDeadline *sharedDeadline
 
 	mu       sync.Mutex
 	udp, tcp *dns.Server
@@ -196,6 +198,7 @@ func New(cfg Config, p Pool) (*Server, error) {
 		s.namer = cfg.Clients
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.writeDeadline = newSharedDeadline(s.ctx, cfg.WriteTimeout)
 	return s, nil
 }
 
