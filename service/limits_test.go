@@ -15,6 +15,7 @@ import (
 	"github.com/ippool/ippool/acl"
 	"github.com/ippool/ippool/cluster"
 	"github.com/ippool/ippool/internal/fakenode"
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -145,17 +146,10 @@ func TestMaxClientsOnARealNode(t *testing.T) {
 	RegisterClusterGauges(reg, node)
 	RegisterBoundGauges(reg, svc, 2)
 	ctx := WithCaller(context.Background(), "source 127.0.0.1")
-	deadline := time.Now().Add(10 * time.Second)
 	for _, c := range []string{"a", "b"} {
-		for {
-			_, err := svc.IPForDomain(ctx, c, "x.example")
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("client %s: %v", c, err)
-			}
-			time.Sleep(10 * time.Millisecond)
+		var err error
+		if !poll.Wait(10*time.Second, func() bool { _, err = svc.IPForDomain(ctx, c, "x.example"); return err == nil }) {
+			t.Fatalf("client %s: %v", c, err)
 		}
 	}
 	if _, err := svc.IPForDomain(ctx, "c", "x.example"); !errors.Is(err, pool.ErrQuotaExceeded) {

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ippool/ippool/cluster"
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -43,16 +44,10 @@ func newService(t *testing.T, poolText string, lifetime time.Duration) (*Service
 		svc.Close()
 		node.Shutdown()
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, ok := node.PoolConfig(); ok && node.IsLeader() {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("single server never became a configured leader")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, "the single server never became a configured leader", func() bool {
+		_, ok := node.PoolConfig()
+		return ok && node.IsLeader()
+	})
 	return svc, metrics, &now
 }
 

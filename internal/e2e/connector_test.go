@@ -23,6 +23,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
 )
 
@@ -178,21 +179,17 @@ func dig(t testing.TB, ns, src, qtype, name string) string {
 // waitPoolSet waits until the connector's nftables set in ns holds the pool.
 func waitPoolSet(t testing.TB, ns, want string, p *labProc) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out, _ := exec.Command("ip", "netns", "exec", ns, "nft", "list", "set", "inet", "ippool", "pool4").CombinedOutput()
-		if strings.Contains(string(out), want) {
-			return
-		}
+	var out []byte
+	if !poll.Wait(30*time.Second, func() bool {
+		out, _ = exec.Command("ip", "netns", "exec", ns, "nft", "list", "set", "inet", "ippool", "pool4").CombinedOutput()
 		select {
 		case <-p.done:
 			t.Fatalf("%s exited before its rules were in place", p.name)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the connector's nftables set in %s never held %s: %s", ns, want, out)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return strings.Contains(string(out), want)
+	}) {
+		t.Fatalf("the connector's nftables set in %s never held %s: %s", ns, want, out)
 	}
 }
 
@@ -423,14 +420,12 @@ func TestConnectorFailover(t *testing.T) {
 	t0 := time.Now()
 	var g string
 	var err error
-	for {
-		// A refused try (the surviving servers electing a leader while the
-		// lookup waits for its read barrier) is what a client retries.
-		if g, err = tcpExchange(lab, client, src, pa+":8080", []byte("through g2")); err == nil || time.Since(t0) > 20*time.Second {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	// A refused try (the surviving servers electing a leader while the
+	// lookup waits for its read barrier) is what a client retries.
+	poll.Wait(20*time.Second, func() bool {
+		g, err = tcpExchange(lab, client, src, pa+":8080", []byte("through g2"))
+		return err == nil
+	})
 	if err != nil || g != "hello "+ip(100)+":8080" {
 		t.Fatalf("through g2 after s1 died: %q %v", g, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
 )
 
@@ -86,32 +87,22 @@ func TestDamagedDataDirRefusesToStartWithAClearError(t *testing.T) {
 				}
 			}
 			if tc.args != nil { // wait for a snapshot
-				deadline := time.Now().Add(20 * time.Second)
-				for {
-					if m, _ := filepath.Glob(filepath.Join(s.DataDir, "snapshots", "*", "state.bin")); len(m) > 0 {
-						break
-					}
-					if time.Now().After(deadline) {
-						t.Fatal("no snapshot within 20s")
-					}
-					time.Sleep(50 * time.Millisecond)
-				}
+				poll.Until(t, 20*time.Second, "no snapshot", func() bool {
+					m, _ := filepath.Glob(filepath.Join(s.DataDir, "snapshots", "*", "state.bin"))
+					return len(m) > 0
+				})
 			}
 			s.Stop(10 * time.Second)
 			before := len(s.Log())
 			named := tc.damage(t, s.DataDir)
 
 			s.Start()
-			deadline := time.Now().Add(30 * time.Second)
-			for s.Running() {
+			poll.Until(t, 30*time.Second, "the server with a damaged data dir neither exited nor served", func() bool {
 				if s.Ready() {
 					t.Fatal("/readyz answered 200 on a server with a damaged data dir")
 				}
-				if time.Now().After(deadline) {
-					t.Fatal("the server with a damaged data dir neither exited nor served within 30s")
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+				return !s.Running()
+			})
 			out := s.Log()[before:]
 			t.Logf("output of the refused start:\n%s", out)
 			if code := s.ExitCode(); code != 1 {

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
 )
 
@@ -345,17 +346,12 @@ func TestDNSTCPConnectionCaps(t *testing.T) {
 		conns = append(conns, c)
 	}
 	// Every connection has been accepted once open + refused adds up.
-	deadline := time.Now().Add(10 * time.Second)
 	var m map[string]float64
-	for {
+	if !poll.Wait(10*time.Second, func() bool {
 		m = scrape(t, s)
-		if int(m["ippool_dns_tcp_connections"]+m["ippool_dns_tcp_refused_total"]) == len(conns) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("open %v + refused %v != %d", m["ippool_dns_tcp_connections"], m["ippool_dns_tcp_refused_total"], len(conns))
-		}
-		time.Sleep(20 * time.Millisecond)
+		return int(m["ippool_dns_tcp_connections"]+m["ippool_dns_tcp_refused_total"]) == len(conns)
+	}) {
+		t.Fatalf("open %v + refused %v != %d", m["ippool_dns_tcp_connections"], m["ippool_dns_tcp_refused_total"], len(conns))
 	}
 	if m["ippool_dns_tcp_connections"] != total || int(m["ippool_dns_tcp_refused_total"]) != len(conns)-total {
 		t.Fatalf("open %v, refused %v; want %d and %d", m["ippool_dns_tcp_connections"], m["ippool_dns_tcp_refused_total"], total, len(conns)-total)
@@ -379,12 +375,8 @@ func TestDNSTCPConnectionCaps(t *testing.T) {
 		t.Errorf("%d connections ended at once, want %d", ended.Load(), len(conns)-total)
 	}
 	// The idle ones are closed after the timeout, and TCP serves again.
-	deadline = time.Now().Add(15 * time.Second)
-	for scrape(t, s)["ippool_dns_tcp_connections"] != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%v idle TCP connections still open", scrape(t, s)["ippool_dns_tcp_connections"])
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !poll.Wait(15*time.Second, func() bool { return scrape(t, s)["ippool_dns_tcp_connections"] == 0 }) {
+		t.Fatalf("%v idle TCP connections still open", scrape(t, s)["ippool_dns_tcp_connections"])
 	}
 	host, port, _ := net.SplitHostPort(dnsAddr)
 	d := digger{t: t, bin: dig, host: host, port: port}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ippool/ippool/internal/poll"
 )
 
 // runScript runs one of the examples/ scripts from the repository root and
@@ -74,16 +76,13 @@ func TestClusterScriptLeavesNothingRunning(t *testing.T) {
 		t.Fatalf("%d server processes after the restart, want 3", n)
 	}
 	bin := filepath.Join(data, "ippool")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out, err := exec.Command(bin, "--addr", "127.0.0.1:7480,127.0.0.1:7482,127.0.0.1:7484", "cluster", "status").CombinedOutput()
-		if err == nil && strings.Count(string(out), " yes ") >= 6 && !strings.Contains(string(out), " no ") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the cluster did not come back whole:\n%s", out)
-		}
-		time.Sleep(100 * time.Millisecond)
+	var status []byte
+	if !poll.Wait(30*time.Second, func() bool {
+		var err error
+		status, err = exec.Command(bin, "--addr", "127.0.0.1:7480,127.0.0.1:7482,127.0.0.1:7484", "cluster", "status").CombinedOutput()
+		return err == nil && strings.Count(string(status), " yes ") >= 6 && !strings.Contains(string(status), " no ")
+	}) {
+		t.Fatalf("the cluster did not come back whole:\n%s", status)
 	}
 
 	runScript(t, env, "examples/cluster.sh", "stop")

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcerts"
 	"github.com/ippool/ippool/internal/testcluster"
 )
@@ -27,20 +28,23 @@ func startHTTPS(t *testing.T, octet int, cfg *tls.Config, args ...string) *testc
 	s := testcluster.New(t, 1, testcluster.Options{FirstIP: octet, Args: args}).Servers[0]
 	s.Start()
 	hc := httpsClient(cfg)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := hc.Get(httpsURL(s) + "/readyz")
-		if err == nil {
+	var err error
+	if !poll.Wait(30*time.Second, func() bool {
+		var resp *http.Response
+		if resp, err = hc.Get(httpsURL(s) + "/readyz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return s
+				return true
 			}
 		}
-		if !s.Running() || time.Now().After(deadline) {
-			t.Fatalf("the HTTPS server is not ready (last: %v)", err)
+		if !s.Running() {
+			t.Fatalf("the HTTPS server exited (last: %v)", err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		return false
+	}) {
+		t.Fatalf("the HTTPS server is not ready (last: %v)", err)
 	}
+	return s
 }
 
 func httpsURL(s *testcluster.Server) string { return "https://" + s.HTTPAddr }
@@ -215,16 +219,13 @@ func TestHTTPSReloadOnSIGHUP(t *testing.T) {
 	ca2.Server(t, dir, "server2", "127.0.0.83").Install(t, live)
 	copyFile(t, ca2.CertFile, clientCA)
 	syscall.Kill(s.PID(), syscall.SIGHUP)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		status, err := get(next, httpsURL(s)+"/healthz")
-		if err == nil && status == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a client of ca2 is still refused 10s after SIGHUP: %d %v", status, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var status int
+	var err error
+	if !poll.Wait(10*time.Second, func() bool {
+		status, err = get(next, httpsURL(s)+"/healthz")
+		return err == nil && status == 200
+	}) {
+		t.Fatalf("a client of ca2 is still refused 10s after SIGHUP: %d %v", status, err)
 	}
 	if !strings.Contains(s.Log(), "reloaded the HTTPS certificates") {
 		t.Errorf("the reload was not logged:\n%s", s.Log())
@@ -241,12 +242,8 @@ func TestHTTPSReloadOnSIGHUP(t *testing.T) {
 		t.Fatal(err)
 	}
 	syscall.Kill(s.PID(), syscall.SIGHUP)
-	deadline = time.Now().Add(10 * time.Second)
-	for !strings.Contains(s.Log(), "reloading the HTTPS certificates failed") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no error logged 10s after a SIGHUP with a broken certificate:\n%s", s.Log())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !poll.Wait(10*time.Second, func() bool { return strings.Contains(s.Log(), "reloading the HTTPS certificates failed") }) {
+		t.Fatalf("no error logged 10s after a SIGHUP with a broken certificate:\n%s", s.Log())
 	}
 	if status, err := get(next, httpsURL(s)+"/healthz"); err != nil || status != 200 {
 		t.Errorf("after a failed reload, ca2's client: %d %v", status, err)

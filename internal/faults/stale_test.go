@@ -1,11 +1,13 @@
 package faults
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/anishathalye/porcupine"
 
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
 )
 
@@ -37,15 +39,10 @@ func TestCutOffServerNeverPairsAnAddressWithAnotherDomain(t *testing.T) {
 		t.Fatalf("alloc(x %s) through the leader %s: %+v", DomainName(d), l.ID, first)
 	}
 	a := first.Addr
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		if o := h.Do(1, f, Input{Kind: Lookup, Client: x, Addr: a}); o.Outcome == OK && o.Domain == d {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never answered lookup(x %v) -> %s", f.ID, PoolAddr(a), DomainName(d))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Until(t, 5*time.Second, fmt.Sprintf("%s never answered lookup(x %v) -> %s", f.ID, PoolAddr(a), DomainName(d)), func() bool {
+		o := h.Do(1, f, Input{Kind: Lookup, Client: x, Addr: a})
+		return o.Outcome == OK && o.Domain == d
+	})
 	h.Logf("%s maps x %v -> %s; cutting it off", f.ID, PoolAddr(a), DomainName(d))
 	cutAt := time.Now()
 	h.Net.Partition([]*testcluster.Server{f}, h.Others(f))
