@@ -283,7 +283,8 @@ func (s *Server) exchangeOn(q upstreamQuestion, co *dns.Conn, deadline time.Time
 }
 
 // replyBufs holds buffers for upstream replies over UDP, of the size the
-// queries ask for (a longer reply is cut and comes back truncated).
+// queries advertise in their OPT record: an upstream sends nothing longer
+// over UDP, but a reply with TC set, which exchange asks again over TCP.
 var replyBufs = sync.Pool{New: func() any { return new([ednsUDPSize]byte) }}
 
 // packQuery packs q as q.msg() would be packed when its name is in plain

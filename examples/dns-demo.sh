@@ -29,7 +29,8 @@ pid=$!
 pids+=("$pid")
 
 dig() { command dig @127.0.0.1 -p "$DNS_PORT" +time=2 +tries=1 "$@"; }
-until dig SOA example.com >/dev/null 2>&1; do # up once DNS answers
+# Up once it serves writes (/readyz) and DNS answers.
+until curl -sf "http://$HTTP/readyz" >/dev/null && dig SOA example.com >/dev/null 2>&1; do
 	kill -0 "$pid" 2>/dev/null || { grep -v level=DEBUG "$work/server.log"; exit 1; }
 	sleep 0.2
 done

@@ -8,8 +8,6 @@ import (
 	"net/netip"
 	"strconv"
 
-	"github.com/valyala/fasthttp"
-
 	"github.com/ippool/ippool/acl"
 	"github.com/ippool/ippool/service"
 )
@@ -31,12 +29,13 @@ func (a *api) withCaller(r *http.Request, t acl.Token) *http.Request {
 	return r.WithContext(service.WithCaller(r.Context(), service.Caller(t, src)))
 }
 
-// fastCaller names the caller of an allocation on the fast path.
-func (a *api) fastCaller(ctx *fasthttp.RequestCtx, t acl.Token) context.Context {
+// fastCaller names the caller of an allocation on the fast path, from
+// remote, its source address.
+func (a *api) fastCaller(ctx context.Context, remote net.IP, t acl.Token) context.Context {
 	if !a.svc.LimitsWrites() {
 		return ctx
 	}
-	src, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	src, _ := netip.AddrFromSlice(remote)
 	return service.WithCaller(ctx, service.Caller(t, src))
 }
 

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,7 +54,7 @@ import (
 func NewServer(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Logger, opts Options) *fasthttp.Server {
 	opts.setDefaults()
 	a := &api{svc: svc, log: log, maxRestore: opts.MaxRestoreBytes}
-	rest := fasthttpadaptor.NewFastHTTPHandler(a.handler(gatherer, opts))
+	rest := fasthttpadaptor.NewFastHTTPHandler(ownContext(a.handler(gatherer, opts)))
 	return &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
 			defer func() {
@@ -64,6 +65,8 @@ func NewServer(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Log
 					writeFast(ctx, reply{status: http.StatusInternalServerError, body: errorBody("internal", "internal error")})
 				}
 			}()
+			work, cancel := context.WithCancel(context.Background())
+			defer cancel()
 			hostOK := !opts.LoopbackHostsOnly || loopbackHost(string(ctx.Host()))
 			// A restore to a refused Host has its body read as any other,
 			// so that the 403 goes out through lingerClose.
@@ -71,7 +74,7 @@ func NewServer(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Log
 			if !a.takeBody(ctx, restore, opts.LoopbackHostsOnly) {
 				return
 			}
-			if hostOK && a.serveFast(ctx) {
+			if hostOK && a.serveFast(ctx, work) {
 				return
 			}
 			// fasthttp takes request targets net/http refuses; answer
@@ -90,7 +93,7 @@ func NewServer(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Log
 				if s := ctx.RequestBodyStream(); s != nil {
 					body = s
 				}
-				if rep := a.restoreFrom(ctx, body); rep.status == http.StatusRequestEntityTooLarge {
+				if rep := a.restoreFrom(work, body); rep.status == http.StatusRequestEntityTooLarge {
 					lingerClose(ctx, rep)
 				} else {
 					writeFast(ctx, rep)
@@ -214,9 +217,27 @@ var (
 	ipsPart       = []byte("ips")
 )
 
-// serveFast answers an allocation or a lookup, and reports false for any
-// other request.
-func (a *api) serveFast(ctx *fasthttp.RequestCtx) bool {
+// ownContext gives each request of the mux a context of its own in place
+// of the fasthttp.RequestCtx the adaptor makes its context. A RequestCtx is
+// a context.Context, but fasthttp reuses it for the connection's next request
+// once the handler returns, and contexts derived from it read it after
+// that: net/http's client cancels a request's context from its read loop
+// once the response body has ended, and a cancel looks its parent up again.
+// The race detector caught those reads in the end-to-end tests
+// (IPPOOL_TEST_RACE). The handlers' work has timeouts of its own; the
+// context ends when the handler returns. The fasthttp handler in NewServer
+// gives the requests it answers itself the same kind of context (work).
+func ownContext(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// serveFast answers an allocation or a lookup under work, and reports false
+// for any other request.
+func (a *api) serveFast(ctx *fasthttp.RequestCtx, work context.Context) bool {
 	route, client, arg := fastRoute(ctx.IsPost(), ctx.IsGet(), ctx.URI().PathOriginal())
 	need := lookupRole
 	if route == routeAlloc {
@@ -232,9 +253,9 @@ func (a *api) serveFast(ctx *fasthttp.RequestCtx) bool {
 	}
 	switch route {
 	case routeAlloc:
-		writeFast(ctx, a.allocReply(a.fastCaller(ctx, t), client, arg))
+		writeFast(ctx, a.allocReply(a.fastCaller(work, ctx.RemoteIP(), t), client, arg))
 	case routeLookup:
-		writeFast(ctx, a.lookupReply(ctx, client, arg))
+		writeFast(ctx, a.lookupReply(work, client, arg))
 	default:
 		return false
 	}

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -18,6 +19,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/ippool/ippool/internal/fakenode"
 	"github.com/ippool/ippool/pool"
@@ -365,5 +368,29 @@ func TestRestoreAbortIsRetryable503(t *testing.T) {
 	rep := a.errorReply(pool.Errorf(pool.CodeAbortedByRestore, "cut off"))
 	if rep.status != http.StatusServiceUnavailable || !rep.retryAfter {
 		t.Fatalf("aborted_by_restore answered %d (Retry-After %v), want 503 with Retry-After", rep.status, rep.retryAfter)
+	}
+}
+
+// TestMuxRequestsDoNotRunUnderTheRequestCtx: the mux's handlers must not get
+// the fasthttp.RequestCtx as their context, since fasthttp reuses it once
+// the handler returns while contexts derived from it read it later. The
+// adaptor passes it; ownContext replaces it.
+func TestMuxRequestsDoNotRunUnderTheRequestCtx(t *testing.T) {
+	var got context.Context
+	h := fasthttpadaptor.NewFastHTTPHandler(ownContext(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Context()
+	})))
+	var ctx fasthttp.RequestCtx
+	ctx.Request.SetRequestURI("/v1/pool")
+	ctx.SetUserValue("probe", "the RequestCtx")
+	h(&ctx)
+	if got == nil {
+		t.Fatal("the handler did not run")
+	}
+	if v := got.Value("probe"); v != nil {
+		t.Fatalf("the handler's context reads the RequestCtx (%v)", v)
+	}
+	if got.Err() == nil {
+		t.Fatal("the handler's context outlived the handler")
 	}
 }

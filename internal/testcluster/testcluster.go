@@ -35,6 +35,10 @@ var (
 )
 
 // Binary builds ./cmd/ippool once per test process and returns its path.
+// With IPPOOL_TEST_RACE set it builds with the race detector, so that the
+// end-to-end tests check the real server's concurrency under real traffic;
+// GORACE=halt_on_error=1 then makes a race end the server, which fails the
+// test that met it.
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -50,7 +54,11 @@ func Binary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "ippool")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/ippool")
+		args := []string{"build", "-o", binPath}
+		if os.Getenv("IPPOOL_TEST_RACE") != "" {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/ippool")...)
 		cmd.Dir = root
 		if b, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, b)
