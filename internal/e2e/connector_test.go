@@ -409,7 +409,12 @@ func TestConnectorFailover(t *testing.T) {
 	if g, err := tcpExchange(lab, client, src, pa+":8080", []byte("through g1")); err != nil || g != "hello "+ip(100)+":8080" {
 		t.Fatalf("through g1: %q %v", g, err)
 	}
-	if v := lab.metric(g1, "127.0.0.1:7480", `ippool_connector_flows_total{proto="tcp",result="relayed"}`); v != 1 {
+	relayed := func(gw string) float64 {
+		return lab.metric(gw, "127.0.0.1:7480", `ippool_connector_flows_total{proto="tcp",result="relayed"}`)
+	}
+	// A flow is counted once both of its sides have ended at the gateway.
+	poll.Wait(10*time.Second, func() bool { return relayed(g1) >= 1 })
+	if v := relayed(g1); v != 1 {
 		t.Fatalf("g1 relayed %v flows, want 1", v)
 	}
 
@@ -440,8 +445,8 @@ func TestConnectorFailover(t *testing.T) {
 		t.Fatalf("through g2 after s1 died: %q %v", g, err)
 	}
 	t.Logf("the pool address reached a.test through g2 %v after s1 was killed (the leader was %s)", time.Since(t0).Round(time.Millisecond), leader)
-	if v := lab.metric(g2, "127.0.0.1:7480", `ippool_connector_flows_total{proto="tcp",result="relayed"}`); v < 1 {
-		t.Fatalf("g2 relayed %v flows", v)
+	if !poll.Wait(10*time.Second, func() bool { return relayed(g2) >= 1 }) {
+		t.Fatalf("g2 relayed %v flows", relayed(g2))
 	}
 	if v := lab.metric(g2, "127.0.0.1:7480", "ippool_dns_queries_total"); v != 0 {
 		t.Fatalf("g2's DNS was asked %v queries; the client must not need a new DNS answer", v)
