@@ -40,10 +40,8 @@ fi
 inproc=$(go list ./... | grep -v -e /internal/e2e -e /internal/faults)
 go test -race -count=1 -timeout 10m "$@" $inproc
 go test -count=1 -timeout 10m "$@" ./internal/e2e ./internal/faults
-# And in those server processes: the end-to-end tests once more against a
-# server built with the race detector (IPPOOL_TEST_RACE), which ends at its
-# first race (GORACE halt_on_error) and so fails the test that met it. It
-# found races no in-process test could, between fasthttp and net/http. The
-# fault suite stays on the plain build: the detector's slowness would only
-# lengthen its schedules.
-IPPOOL_TEST_RACE=1 GORACE=halt_on_error=1 go test -count=1 -timeout 15m "$@" ./internal/e2e
+# And in those server processes: both once more against a server built
+# with the race detector (IPPOOL_TEST_RACE), which ends at its first race
+# (GORACE halt_on_error) and so fails the test that met it. It found races
+# no in-process test could, between fasthttp and net/http.
+IPPOOL_TEST_RACE=1 GORACE=halt_on_error=1 go test -count=1 -timeout 15m "$@" ./internal/e2e ./internal/faults
