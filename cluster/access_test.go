@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -176,7 +177,7 @@ func TestNewSingleServerMakesItsOwnCAAndKeepsIt(t *testing.T) {
 	if n.cfg.TLS == nil {
 		t.Fatal("the restart runs plain TCP")
 	}
-	eventually(t, 10*time.Second, "the restarted server to lead", n.IsLeader)
+	poll.Until(t, 10*time.Second, "the restarted server to lead", n.IsLeader)
 	n.Shutdown()
 	// Insecure does not turn a data dir's CA off either.
 	cfg.Insecure = true
@@ -327,7 +328,7 @@ func TestJoinReplacingADeadServerIsAllowed(t *testing.T) {
 		t.Fatal(err)
 	}
 	tc.nodes[victim], tc.cfgs[victim] = n, cfg
-	eventually(t, 15*time.Second, "the replacement to be in the configuration", func() bool {
+	poll.Until(t, 15*time.Second, "the replacement to be in the configuration", func() bool {
 		select {
 		case err := <-n.Fatal():
 			t.Fatalf("the replacement was refused: %v", err)

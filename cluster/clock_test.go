@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -104,7 +105,7 @@ func TestSkewedClocksCannotForgetClientsEarly(t *testing.T) {
 	leader := tc.waitReady(3)
 	for _, n := range tc.nodes {
 		// Once it has read both others, the median is the right clock.
-		eventually(t, 10*time.Second, n.ID()+"'s cluster time to be right", func() bool {
+		poll.Until(t, 10*time.Second, n.ID()+"'s cluster time to be right", func() bool {
 			d := time.Since(n.Now())
 			return n.clock.known.Load() && d > -time.Second && d < time.Second
 		})
@@ -139,7 +140,7 @@ func TestSkewedClocksCannotForgetClientsEarly(t *testing.T) {
 	check("s1 leads")
 	for _, target := range []int{2, 1} {
 		n := tc.nodes[target]
-		eventually(t, 10*time.Second, n.ID()+" to lead", func() bool {
+		poll.Until(t, 10*time.Second, n.ID()+" to lead", func() bool {
 			if !n.IsLeader() {
 				leader := tc.nodes[0]
 				for _, m := range tc.nodes {

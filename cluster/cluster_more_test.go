@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -129,7 +130,7 @@ func TestFullClusterRestartKeepsMappings(t *testing.T) {
 	// Let every server compact its log, so the restart goes through a
 	// snapshot plus a log tail.
 	for _, n := range tc.nodes {
-		eventually(t, 10*time.Second, n.ID()+" to take a snapshot", func() bool {
+		poll.Until(t, 10*time.Second, n.ID()+" to take a snapshot", func() bool {
 			snaps, _ := n.snaps.List()
 			return len(snaps) > 0
 		})
@@ -165,7 +166,7 @@ func TestRestartWithDifferentPoolIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the pool to be configured", func() bool {
+	poll.Until(t, 5*time.Second, "the pool to be configured", func() bool {
 		_, ok := n.PoolConfig()
 		return ok
 	})
@@ -369,7 +370,7 @@ func TestDamagedEntryStopsOnlyThatServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	tc.nodes[fi] = fresh
-	eventually(t, 15*time.Second, "the wiped server to catch up", func() bool {
+	poll.Until(t, 15*time.Second, "the wiped server to catch up", func() bool {
 		if fresh.ReadBarrier(ctx) != nil {
 			return false
 		}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ippool/ippool/internal/poll"
-
 	"github.com/ippool/ippool/pool"
 )
 
@@ -30,12 +29,6 @@ func testLogger(t testing.TB) *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.DiscardHandler)
-}
-
-// eventually polls cond until it holds, failing the test after timeout.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	poll.Until(t, timeout, what, cond)
 }
 
 type testCluster struct {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -32,15 +33,15 @@ func TestFollowerStopsLocalReadsWhenCutOff(t *testing.T) {
 	if f.StaleBound() != 300*time.Millisecond {
 		t.Fatalf("stale bound %v, want the raft timeout 300ms", f.StaleBound())
 	}
-	eventually(t, 10*time.Second, "the follower to be fresh", f.LocalReadOK)
-	eventually(t, 10*time.Second, "the leader to be fresh", leader.LocalReadOK)
+	poll.Until(t, 10*time.Second, "the follower to be fresh", f.LocalReadOK)
+	poll.Until(t, 10*time.Second, "the leader to be fresh", leader.LocalReadOK)
 	for i, n := range tc.nodes {
 		if n != f {
 			n.Shutdown()
 			tc.nodes[i] = nil
 		}
 	}
-	eventually(t, 10*time.Second, "the cut-off follower to stop local reads", func() bool { return !f.LocalReadOK() })
+	poll.Until(t, 10*time.Second, "the cut-off follower to stop local reads", func() bool { return !f.LocalReadOK() })
 	// Rounds keep failing while it is cut off, and a failed round never
 	// makes it fresh again.
 	for range 3 {
@@ -81,9 +82,9 @@ func TestLeaderLiftsReuseHolds(t *testing.T) {
 		return h
 	}
 	for _, n := range tc.nodes {
-		eventually(t, 10*time.Second, n.ID()+" to apply the hold", func() bool { return held(n) == 1 })
+		poll.Until(t, 10*time.Second, n.ID()+" to apply the hold", func() bool { return held(n) == 1 })
 	}
-	eventually(t, 4*pool.ReuseHold, "the hold to be lifted everywhere", func() bool {
+	poll.Until(t, 4*pool.ReuseHold, "the hold to be lifted everywhere", func() bool {
 		for _, n := range tc.nodes {
 			if held(n) != 0 {
 				return false
@@ -240,7 +241,7 @@ func TestLocalReadsAfterRestartDoNotReadTheLog(t *testing.T) {
 	}
 	tc.nodes[0] = n
 	tc.waitReady(1)
-	eventually(t, 10*time.Second, "the restarted server to answer locally", n.LocalReadOK)
+	poll.Until(t, 10*time.Second, "the restarted server to answer locally", n.LocalReadOK)
 	if a, c := n.fsm.applied.Load(), n.raft.CommitIndex(); a >= c {
 		t.Fatalf("FSM applied %d, commit %d: the restart left no internal entry after the last command, so this test checks nothing", a, c)
 	}

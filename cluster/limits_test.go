@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -141,12 +142,12 @@ func TestClusterConnectionCaps(t *testing.T) {
 	for range 4 {
 		held = append(held, dialFrom(t, "127.0.0.2", n.ClusterAddr(), nil))
 	}
-	eventually(t, 5*time.Second, "4 connections open", func() bool { return n.ConnStats().Open == 4 })
+	poll.Until(t, 5*time.Second, "4 connections open", func() bool { return n.ConnStats().Open == 4 })
 	if !closedWithin(dialFrom(t, "127.0.0.2", n.ClusterAddr(), nil), 3*time.Second) {
 		t.Fatal("a fifth connection from one source was not closed at once")
 	}
 	held = append(held, dialFrom(t, "127.0.0.3", n.ClusterAddr(), nil), dialFrom(t, "127.0.0.3", n.ClusterAddr(), nil))
-	eventually(t, 5*time.Second, "6 connections open", func() bool { return n.ConnStats().Open == 6 })
+	poll.Until(t, 5*time.Second, "6 connections open", func() bool { return n.ConnStats().Open == 6 })
 	if !closedWithin(dialFrom(t, "127.0.0.4", n.ClusterAddr(), nil), 3*time.Second) {
 		t.Fatal("a connection past the cap in all was not closed at once")
 	}
@@ -188,7 +189,7 @@ func TestShortIdleTimeoutsKeepAClusterWorking(t *testing.T) {
 		}
 		for _, n := range tc.nodes {
 			if n != leader {
-				eventually(t, 10*time.Second, n.ID()+"'s idle forwarding stream to close", func() bool { return n.fwd.live(leaderAddr) == nil })
+				poll.Until(t, 10*time.Second, n.ID()+"'s idle forwarding stream to close", func() bool { return n.fwd.live(leaderAddr) == nil })
 			}
 		}
 	}

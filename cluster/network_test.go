@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -81,7 +82,7 @@ func TestCustomNetworkFormsAClusterAndRefusesWhomItSays(t *testing.T) {
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !isReset(err) {
 		t.Fatalf("a refused peer's connection: read gave %v, want it closed", err)
 	}
-	eventually(t, 5*time.Second, "the refusal to be counted", func() bool { return tc.nodes[0].RefusedPeers() == 1 })
+	poll.Until(t, 5*time.Second, "the refusal to be counted", func() bool { return tc.nodes[0].RefusedPeers() == 1 })
 }
 
 func isReset(err error) bool {

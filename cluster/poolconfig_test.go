@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -27,7 +28,7 @@ func startSolo(t *testing.T, cfg Config) *Node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the pool to be configured", func() bool {
+	poll.Until(t, 10*time.Second, "the pool to be configured", func() bool {
 		_, ok := n.PoolConfig()
 		return ok
 	})

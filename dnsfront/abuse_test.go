@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ippool/ippool/internal/poll"
-
 	"github.com/miekg/dns"
+
+	"github.com/ippool/ippool/internal/poll"
 )
 
 // The tests in this file turn each way the DNS front end could be turned

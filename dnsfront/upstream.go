@@ -300,11 +300,8 @@ func packQuery(q upstreamQuestion) ([]byte, bool) {
 		if len(label) == 0 || len(label) > 63 {
 			return nil, false
 		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-				return nil, false
-			}
+		if !plainLabel(label) {
+			return nil, false
 		}
 		b = append(b, byte(len(label)))
 		b = append(b, label...)
@@ -312,6 +309,18 @@ func packQuery(q upstreamQuestion) ([]byte, bool) {
 	b = append(b, 0, byte(q.qtype>>8), byte(q.qtype), 0, byte(dns.ClassINET))
 	b = append(b, 0, 0, byte(dns.TypeOPT), byte(ednsUDPSize>>8), byte(ednsUDPSize&0xFF), 0, 0, 0, 0, 0, 0)
 	return b, true
+}
+
+// plainLabel reports whether a label is written in letters, digits, '-' and
+// '_' only: one whose text and wire forms are the same bytes, no escapes.
+func plainLabel[T string | []byte](label T) bool {
+	for i := 0; i < len(label); i++ {
+		c := label[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // connPool keeps idle upstream sockets, a bounded number per upstream.

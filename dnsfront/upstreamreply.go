@@ -129,10 +129,8 @@ func plainName(p []byte, off int) (int, bool) {
 		if n > 63 || off+n > len(p) {
 			return 0, false
 		}
-		for _, c := range p[off : off+n] {
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-				return 0, false
-			}
+		if !plainLabel(p[off : off+n]) {
+			return 0, false
 		}
 		off += n
 	}

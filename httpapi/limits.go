@@ -29,14 +29,15 @@ func (a *api) withCaller(r *http.Request, t acl.Token) *http.Request {
 	return r.WithContext(service.WithCaller(r.Context(), service.Caller(t, src)))
 }
 
-// fastCaller names the caller of an allocation on the fast path, from
-// remote, its source address.
-func (a *api) fastCaller(ctx context.Context, remote net.IP, t acl.Token) context.Context {
+// fastCaller is the context of an allocation on the fast path, naming its
+// caller from remote, its source address. It is not the RequestCtx: see
+// ownContext.
+func (a *api) fastCaller(remote net.IP, t acl.Token) context.Context {
 	if !a.svc.LimitsWrites() {
-		return ctx
+		return context.Background()
 	}
 	src, _ := netip.AddrFromSlice(remote)
-	return service.WithCaller(ctx, service.Caller(t, src))
+	return service.WithCaller(context.Background(), service.Caller(t, src))
 }
 
 // retryAfterHeader is the Retry-After of an answer that has one: the

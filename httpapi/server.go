@@ -65,8 +65,6 @@ func NewServer(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Log
 					writeFast(ctx, reply{status: http.StatusInternalServerError, body: errorBody("internal", "internal error")})
 				}
 			}()
-			work, cancel := context.WithCancel(context.Background())
-			defer cancel()
 			hostOK := !opts.LoopbackHostsOnly || loopbackHost(string(ctx.Host()))
 			// A restore to a refused Host has its body read as any other,
 			// so that the 403 goes out through lingerClose.
@@ -74,7 +72,7 @@ func NewServer(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Log
 			if !a.takeBody(ctx, restore, opts.LoopbackHostsOnly) {
 				return
 			}
-			if hostOK && a.serveFast(ctx, work) {
+			if hostOK && a.serveFast(ctx) {
 				return
 			}
 			// fasthttp takes request targets net/http refuses; answer
@@ -93,7 +91,7 @@ func NewServer(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Log
 				if s := ctx.RequestBodyStream(); s != nil {
 					body = s
 				}
-				if rep := a.restoreFrom(work, body); rep.status == http.StatusRequestEntityTooLarge {
+				if rep := a.restoreFrom(context.Background(), body); rep.status == http.StatusRequestEntityTooLarge {
 					lingerClose(ctx, rep)
 				} else {
 					writeFast(ctx, rep)
@@ -225,8 +223,9 @@ var (
 // once the response body has ended, and a cancel looks its parent up again.
 // The race detector caught those reads in the end-to-end tests
 // (IPPOOL_TEST_RACE). The handlers' work has timeouts of its own; the
-// context ends when the handler returns. The fasthttp handler in NewServer
-// gives the requests it answers itself the same kind of context (work).
+// context ends when the handler returns. The requests the fasthttp handler
+// in NewServer answers itself run under context.Background() for the same
+// reason.
 func ownContext(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -235,9 +234,9 @@ func ownContext(h http.Handler) http.Handler {
 	})
 }
 
-// serveFast answers an allocation or a lookup under work, and reports false
-// for any other request.
-func (a *api) serveFast(ctx *fasthttp.RequestCtx, work context.Context) bool {
+// serveFast answers an allocation or a lookup, and reports false for any
+// other request. Not under ctx: see ownContext.
+func (a *api) serveFast(ctx *fasthttp.RequestCtx) bool {
 	route, client, arg := fastRoute(ctx.IsPost(), ctx.IsGet(), ctx.URI().PathOriginal())
 	need := lookupRole
 	if route == routeAlloc {
@@ -253,9 +252,9 @@ func (a *api) serveFast(ctx *fasthttp.RequestCtx, work context.Context) bool {
 	}
 	switch route {
 	case routeAlloc:
-		writeFast(ctx, a.allocReply(a.fastCaller(work, ctx.RemoteIP(), t), client, arg))
+		writeFast(ctx, a.allocReply(a.fastCaller(ctx.RemoteIP(), t), client, arg))
 	case routeLookup:
-		writeFast(ctx, a.lookupReply(work, client, arg))
+		writeFast(ctx, a.lookupReply(context.Background(), client, arg))
 	default:
 		return false
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ippool/ippool/cluster"
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
 	"github.com/ippool/ippool/wire"
 )
@@ -160,7 +161,7 @@ func TestUnfinishedHeadersAreCappedAndTimedOut(t *testing.T) {
 	// Only the connections this test opens may count: the harness's kept
 	// alive ones go, and the metrics requests ask the server to close.
 	testcluster.CloseIdleConnections()
-	testcluster.Eventually(t, 10*time.Second, "the server kept connections other than the metrics request open", func() bool {
+	poll.Until(t, 10*time.Second, "the server kept connections other than the metrics request open", func() bool {
 		return abuseMetric(t, s, "", `ippool_connections_open{port="http"}`) == 1
 	})
 	partial := []byte("GET /healthz HTTP/1.1\r\nHost: " + s.HTTPAddr + "\r\n")
@@ -252,7 +253,7 @@ func TestClusterPortStallsAreClosedAndCapped(t *testing.T) {
 	for range 24 {
 		plain = append(plain, abuseDial(t, "127.0.0.2", s.ClusterAddr, nil))
 	}
-	testcluster.Eventually(t, 10*time.Second, "the server never held 24 cluster connections", func() bool {
+	poll.Until(t, 10*time.Second, "the server never held 24 cluster connections", func() bool {
 		return abuseMetric(t, s, "", `ippool_connections_open{port="cluster"}`) >= 24
 	})
 	if _, closed := abuseWaitClosed(abuseDial(t, "127.0.0.2", s.ClusterAddr, nil), deadline/2); !closed {
@@ -357,7 +358,7 @@ func TestStreamedRestoreThroughAFollowerWithACLs(t *testing.T) {
 	}
 	for _, s := range c.Servers {
 		for ip, d := range want {
-			testcluster.Eventually(t, 10*time.Second, fmt.Sprintf("%s after the restore: %s does not map to %s", s.ID, ip, d), func() bool {
+			poll.Until(t, 10*time.Second, fmt.Sprintf("%s after the restore: %s does not map to %s", s.ID, ip, d), func() bool {
 				got, _, err := lookup(ctx, s, "gw", ip)
 				return err == nil && got == d
 			})

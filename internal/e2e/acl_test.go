@@ -12,6 +12,7 @@ import (
 
 	"github.com/ippool/ippool/acl"
 	"github.com/ippool/ippool/httpapi"
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
 	"github.com/ippool/ippool/wire"
 )
@@ -192,7 +193,7 @@ func TestEveryEndpointEnforcesItsRole(t *testing.T) {
 // token change a moment after the leader.
 func pollStatus(t *testing.T, s *testcluster.Server, token, method, path string, want int) {
 	t.Helper()
-	testcluster.Eventually(t, 10*time.Second, fmt.Sprintf("%s %s on %s never answered %d", method, path, s.ID, want), func() bool {
+	poll.Until(t, 10*time.Second, fmt.Sprintf("%s %s on %s never answered %d", method, path, s.ID, want), func() bool {
 		got, _ := call(t, s, token, method, path, "")
 		return got == want
 	})

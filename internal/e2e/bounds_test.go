@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
 	"github.com/ippool/ippool/wire"
 )
@@ -190,7 +191,7 @@ func TestWriteRateLimitOverHTTP(t *testing.T) {
 	if got := metric(t, s, "ippool_http_rate_limited_total"); got != 2 {
 		t.Fatalf("rate limited counted %v times, want 2", got)
 	}
-	testcluster.Eventually(t, 5*time.Second, "the write bucket to refill", func() bool {
+	poll.Until(t, 5*time.Second, "the write bucket to refill", func() bool {
 		status, e, _ := do(t, s, "POST", "/v1/clients/n/domains/d5.example", nil)
 		if status != 200 && status != 429 {
 			t.Fatalf("once the bucket refills: %d %+v", status, e)

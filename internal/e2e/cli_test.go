@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
 )
 
@@ -70,7 +71,7 @@ func startZeroFlag(t *testing.T, bin, dir string) *zeroFlagServer {
 			t.Logf("serve output:\n%s", z.out.String())
 		}
 	})
-	testcluster.Eventually(t, 20*time.Second, "ippool serve to be ready", func() bool {
+	poll.Until(t, 20*time.Second, "ippool serve to be ready", func() bool {
 		resp, err := http.Get(zeroFlagURL + "/readyz")
 		if err != nil {
 			return false

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ippool/ippool/internal/poll"
-
 	"github.com/ippool/ippool/internal/testcluster"
 )
 

@@ -16,15 +16,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ippool/ippool/internal/poll"
-	"github.com/ippool/ippool/wire"
-
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/ippool/ippool/cluster"
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
 	"github.com/ippool/ippool/pool"
+	"github.com/ippool/ippool/wire"
 )
 
 // The cluster port and the data dir under access control (issue 13), on

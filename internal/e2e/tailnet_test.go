@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-
 	"syscall"
 	"testing"
 	"time"
@@ -31,6 +30,7 @@ import (
 	"tailscale.com/tstest/integration/testcontrol"
 	"tailscale.com/types/logger"
 
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
 	"github.com/ippool/ippool/wire"
 )
@@ -315,7 +315,7 @@ func TestTailnetConnectorHA(t *testing.T) {
 	// One cluster of three, found through the tag: every server knows the
 	// same leader and all three servers.
 	var leader *tsProc
-	testcluster.Eventually(t, 2*time.Minute, "the three tailnet servers to form one cluster", func() bool {
+	poll.Until(t, 2*time.Minute, "the three tailnet servers to form one cluster", func() bool {
 		leader = nil
 		for _, p := range procs {
 			st, ok := p.status(t)
@@ -339,7 +339,7 @@ func TestTailnetConnectorHA(t *testing.T) {
 	// when a primary subnet router goes offline.
 	nodes := map[string]*tailcfg.Node{}
 	wantRoutes := []netip.Prefix{netip.MustParsePrefix(tailnetPool), netip.MustParsePrefix(tailnetV6)}
-	testcluster.Eventually(t, time.Minute, "every server to advertise the pool and the v6 prefix", func() bool {
+	poll.Until(t, time.Minute, "every server to advertise the pool and the v6 prefix", func() bool {
 		for _, n := range control.AllNodes() {
 			if !n.Hostinfo.Valid() {
 				continue
@@ -374,7 +374,7 @@ func TestTailnetConnectorHA(t *testing.T) {
 	ask := func(c *tsnet.Server, via *tsProc, name string) netip.Addr {
 		t.Helper()
 		var a netip.Addr
-		testcluster.Eventually(t, time.Minute, name+" through "+via.id+"'s tailnet DNS", func() bool {
+		poll.Until(t, time.Minute, name+" through "+via.id+"'s tailnet DNS", func() bool {
 			var err error
 			a, err = resolve(ctx, c, tailIP(via.id), name)
 			return err == nil
@@ -391,7 +391,7 @@ func TestTailnetConnectorHA(t *testing.T) {
 		t.Helper()
 		var got string
 		var err error
-		testcluster.Eventually(t, time.Minute, what, func() bool {
+		poll.Until(t, time.Minute, what, func() bool {
 			got, err = greeting(ctx, c, netip.AddrPortFrom(dst, appPort))
 			return err == nil && got == want
 		})
@@ -443,7 +443,7 @@ func TestTailnetConnectorHA(t *testing.T) {
 			t.Fatalf("an untagged node's cluster connection was not closed: %d, %v", n, err)
 		}
 	}
-	testcluster.Eventually(t, 10*time.Second, "the refusals to be counted", func() bool {
+	poll.Until(t, 10*time.Second, "the refusals to be counted", func() bool {
 		return follower.metric("ippool_cluster_peers_refused_total") == "2"
 	})
 
@@ -486,7 +486,7 @@ func TestTailnetConnectorHA(t *testing.T) {
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("removing %s: %d", leader.id, resp.StatusCode)
 	}
-	testcluster.Eventually(t, time.Minute, "the cluster to list two servers", func() bool {
+	poll.Until(t, time.Minute, "the cluster to list two servers", func() bool {
 		resp, err := http.Get("http://" + follower.httpAddr + "/v1/cluster")
 		if err != nil {
 			return false
@@ -526,7 +526,7 @@ func TestTailnetJoinByName(t *testing.T) {
 	for i := range procs {
 		procs[i] = startTailnetServer(t, control.HTTPTestServer.URL, upstream, i, "--join", join)
 	}
-	testcluster.Eventually(t, 2*time.Minute, "the three servers to form one cluster through --join by name", func() bool {
+	poll.Until(t, 2*time.Minute, "the three servers to form one cluster through --join by name", func() bool {
 		leaders := map[string]bool{}
 		for _, p := range procs {
 			st, ok := p.status(t)

@@ -22,9 +22,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ippool/ippool/internal/poll"
-
 	"github.com/ippool/ippool/cluster"
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/wire"
 )
 
@@ -424,7 +423,7 @@ func (c *Cluster) Leader() *Server {
 func (c *Cluster) WaitReady(timeout time.Duration) *Server {
 	c.t.Helper()
 	var leader *Server
-	Eventually(c.t, timeout, "every running server ready, with one leader", func() bool {
+	poll.Until(c.t, timeout, "every running server ready, with one leader", func() bool {
 		for _, s := range c.Servers {
 			if s.Running() && !s.Ready() {
 				return false
@@ -462,12 +461,4 @@ func (s *Server) Do(ctx context.Context, method, path string, body []byte) (int,
 	var buf bytes.Buffer
 	buf.ReadFrom(resp.Body)
 	return resp.StatusCode, buf.Bytes(), nil
-}
-
-// Eventually polls cond until it holds, failing the test with what after
-// timeout: servers apply changes a moment apart, so tests wait for state
-// this way rather than sleeping.
-func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	poll.Until(t, timeout, what, cond)
 }
