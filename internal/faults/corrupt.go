@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
 )
 
@@ -98,7 +99,7 @@ func lastWALBatch(b []byte) (start, end int) {
 // CorruptSnapshot damages s's newest snapshot (state.bin) while s is
 // stopped. It reports false when s has no snapshot.
 func (h *Harness) CorruptSnapshot(s *testcluster.Server, truncate bool) bool {
-	dirs, _ := filepath.Glob(filepath.Join(s.DataDir, "snapshots", "*", "state.bin"))
+	dirs := snapshotFiles(s)
 	if len(dirs) == 0 {
 		return false
 	}
@@ -207,3 +208,22 @@ func lastLines(s string, n int) string {
 }
 
 // ---- healing and checks ----
+
+// snapshotFiles lists the state files of s's snapshots.
+func snapshotFiles(s *testcluster.Server) []string {
+	files, _ := filepath.Glob(filepath.Join(s.DataDir, "snapshots", "*", "state.bin"))
+	return files
+}
+
+// WaitSnapshots waits until every server has taken a snapshot, or timeout
+// has passed, and reports which.
+func (h *Harness) WaitSnapshots(timeout time.Duration) bool {
+	return poll.Wait(timeout, func() bool {
+		for _, s := range h.C.Servers {
+			if len(snapshotFiles(s)) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+}

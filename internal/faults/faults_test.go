@@ -36,29 +36,29 @@ var shortScenarios = []scenario{
 	{name: "kill-leader-and-follower", run: func(h *Harness) {
 		l := h.Leader()
 		h.Kill(l)
-		time.Sleep(2 * time.Second)
+		h.Hold(2 * time.Second)
 		f := h.Others(h.Leader())[0]
 		if f == l {
 			f = h.Others(h.Leader())[1]
 		}
 		h.Restart(l)
-		time.Sleep(time.Second)
+		h.Hold(time.Second)
 		h.Kill(f)
-		time.Sleep(time.Second)
+		h.Hold(time.Second)
 	}},
 	{name: "pause-leader-past-election-timeout", run: func(h *Harness) {
 		h.Pause(h.Leader(), 6*RaftTimeout)
-		time.Sleep(time.Second)
+		h.Hold(time.Second)
 		h.Pause(h.Leader(), 3*time.Second)
 	}},
 	{name: "full-cluster-crash", run: func(h *Harness) {
 		h.CrashAll(500 * time.Millisecond)
 		h.C.WaitReady(30 * time.Second)
-		time.Sleep(time.Second)
+		h.Hold(time.Second)
 	}},
 	{name: "partition-isolate-leader-and-one-way", cfg: Config{Net: true}, run: func(h *Harness) {
 		h.Isolate(h.Leader(), 3*time.Second)
-		time.Sleep(time.Second)
+		h.Hold(time.Second)
 		l := h.Leader()
 		h.OneWay(l, h.Others(l)[0], 2*time.Second)
 	}},
@@ -67,15 +67,15 @@ var shortScenarios = []scenario{
 		others := h.Others(l)
 		h.Rng.Shuffle(len(others), func(i, j int) { others[i], others[j] = others[j], others[i] })
 		h.Split(append(others[:1:1], l), others[1:], 3*time.Second)
-		time.Sleep(time.Second)
+		h.Hold(time.Second)
 		h.Lossy(0.2, 3*time.Second)
 	}},
 	{name: "delay-and-leader-kill", cfg: Config{Net: true},
 		before: func(h *Harness) { h.Delay(15*time.Millisecond, 15*time.Millisecond) },
 		run: func(h *Harness) {
-			time.Sleep(time.Second)
+			h.Hold(time.Second)
 			h.Kill(h.Leader())
-			time.Sleep(2 * time.Second)
+			h.Hold(2 * time.Second)
 		}},
 	{name: "corrupt-wal-tail-and-snapshot", cfg: Config{Args: snapArgs}, run: corruptScenario},
 	{name: "deposed-leader-tail-truncated-then-full-crash", cfg: Config{Net: true}, run: truncatedTailScenario},
@@ -130,14 +130,15 @@ func cutOffFollowerScenario(h *Harness) {
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(h.cfg.Seed, uint64(id)))
+			pace := time.NewTicker(pause)
+			defer pace.Stop()
 			for {
+				op(id, rng)
 				select {
 				case <-done:
 					return
-				default:
+				case <-pace.C:
 				}
-				op(id, rng)
-				time.Sleep(pause)
 			}
 		}()
 	}
@@ -194,6 +195,8 @@ func cutOffFollowerScenario(h *Harness) {
 	}
 	h.Logf("released %d mappings %s holds, through %s", len(released), f.ID, l.ID)
 	reassigned := map[freed]int{}
+	pace := time.NewTicker(250 * time.Millisecond)
+	defer pace.Stop()
 	for time.Since(start) < cutOff {
 		for _, r := range released {
 			if _, ok := reassigned[r]; ok {
@@ -206,7 +209,7 @@ func cutOffFollowerScenario(h *Harness) {
 					DomainName(e), time.Since(start).Round(time.Millisecond))
 			}
 		}
-		time.Sleep(250 * time.Millisecond)
+		<-pace.C
 	}
 	close(done)
 	wg.Wait()
@@ -245,7 +248,7 @@ func truncateLeaderTail(h *Harness, tries int) bool {
 		for i := range 4 {
 			go h.Do(-1, l, Input{Kind: Alloc, Client: h.clientName(i % len(h.clients)), Domain: h.Rng.IntN(NumDomains)})
 		}
-		time.Sleep(3 * time.Second)
+		h.Hold(3 * time.Second)
 		h.Net.Heal()
 		h.step("healed; waiting for %s to rejoin", l.ID)
 		h.Quiesce()()
@@ -261,7 +264,11 @@ func truncateLeaderTail(h *Harness, tries int) bool {
 // newest snapshot, restarting each; it accepts recovery or a clear refusal,
 // and checks the restarted server's answers through the workers' lookups.
 func corruptScenario(h *Harness) {
-	time.Sleep(2 * time.Second) // let snapshots happen
+	// Snapshots to damage; a server without one by then has its WAL
+	// damaged instead (below).
+	if !h.WaitSnapshots(10 * time.Second) {
+		h.Logf("not every server has a snapshot after 10s")
+	}
 	for i, kind := range []string{"wal", "snapshot"} {
 		// Quiesce first: then every server holds every committed entry,
 		// so losing one server's tail loses nothing raft relied on.
@@ -280,7 +287,7 @@ func corruptScenario(h *Harness) {
 		}
 		release()
 		h.RestartDamaged(s)
-		time.Sleep(2 * time.Second)
+		h.Hold(2 * time.Second)
 	}
 }
 
@@ -293,7 +300,7 @@ func runScenario(t *testing.T, sc scenario, seed uint64) Result {
 	}
 	h.Boot()
 	h.StartWorkers()
-	time.Sleep(time.Second)
+	h.Hold(time.Second)
 	sc.run(h)
 	return h.Finish(sc.name)
 }
@@ -331,7 +338,7 @@ func TestBadInput(t *testing.T) {
 	h.Boot()
 	// Some state to protect.
 	h.StartWorkers()
-	time.Sleep(2 * time.Second)
+	h.Hold(2 * time.Second)
 	h.StopWorkers()
 	// The leader lifts the workers' reuse holds with log entries up to
 	// ReuseHold later: wait, so that only bad input could change the state.
@@ -440,7 +447,9 @@ func TestBadInput(t *testing.T) {
 		}
 		u.Close()
 	}
-	time.Sleep(500 * time.Millisecond)
+	// Time for the bad input to do harm, were it to: a crash shows only
+	// as its absence of an answer, which no poll can wait for.
+	h.Hold(500 * time.Millisecond)
 	for _, s := range h.C.Servers {
 		if !s.Running() || !s.Ready() {
 			t.Fatalf("%s stopped serving after bad input", s.ID)
@@ -464,7 +473,7 @@ func TestNoFaultsBaseline(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real clusters")
 	}
-	runScenario(t, scenario{name: "no-faults", run: func(h *Harness) { time.Sleep(4 * time.Second) }}, *seedFlag)
+	runScenario(t, scenario{name: "no-faults", run: func(h *Harness) { h.Hold(4 * time.Second) }}, *seedFlag)
 }
 
 func TestLastWALBatch(t *testing.T) {

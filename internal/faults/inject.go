@@ -45,6 +45,12 @@ func (h *Harness) Restart(s *testcluster.Server) {
 	s.Start()
 }
 
+// Hold lets the workers run on for d with the cluster as it stands: how
+// long a fault lasts, or the calm between two, as a schedule says. It is a
+// step of the schedule, like Pause's d, not a wait for state: those poll
+// (WaitConverged, WaitReady, poll.Until).
+func (h *Harness) Hold(d time.Duration) { time.Sleep(d) }
+
 // Pause SIGSTOPs s for d, then SIGCONTs it.
 func (h *Harness) Pause(s *testcluster.Server, d time.Duration) {
 	h.step("SIGSTOP %s for %v", s.ID, d)

@@ -40,7 +40,7 @@ func TestFaultsLong(t *testing.T) {
 		sc.run = func(h *Harness) {
 			for range n {
 				randomFault(h)
-				time.Sleep(time.Duration(200+h.Rng.IntN(1500)) * time.Millisecond)
+				h.Hold(time.Duration(200+h.Rng.IntN(1500)) * time.Millisecond)
 			}
 		}
 		t.Run("", func(t *testing.T) {
