@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/ippool/ippool/client"
-	"github.com/ippool/ippool/cluster"
+	"github.com/ippool/ippool/internal/cluster"
 	"github.com/ippool/ippool/pool"
 	"github.com/ippool/ippool/wire"
 )

@@ -9,8 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ippool/ippool/clientid"
-	"github.com/ippool/ippool/connector"
+	"github.com/ippool/ippool/internal/clientid"
+	"github.com/ippool/ippool/internal/connector"
 	"github.com/ippool/ippool/pool"
 )
 

@@ -12,8 +12,8 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/ippool/ippool/connlimit"
-	"github.com/ippool/ippool/httpapi"
+	"github.com/ippool/ippool/internal/connlimit"
+	"github.com/ippool/ippool/internal/httpapi"
 )
 
 // httpSetup checks the HTTP flags before anything starts: HTTPS's files

@@ -20,13 +20,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/ippool/ippool/cluster"
-	"github.com/ippool/ippool/connector"
-	"github.com/ippool/ippool/connlimit"
-	"github.com/ippool/ippool/dnsfront"
-	"github.com/ippool/ippool/httpapi"
+	"github.com/ippool/ippool/internal/cluster"
+	"github.com/ippool/ippool/internal/connector"
+	"github.com/ippool/ippool/internal/connlimit"
+	"github.com/ippool/ippool/internal/dnsfront"
+	"github.com/ippool/ippool/internal/httpapi"
+	"github.com/ippool/ippool/internal/service"
 	"github.com/ippool/ippool/pool"
-	"github.com/ippool/ippool/service"
 )
 
 // ServeCmd runs a server. With no flags it is a single-server cluster on

@@ -24,8 +24,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/ippool/ippool/acl"
-	"github.com/ippool/ippool/cluster"
+	"github.com/ippool/ippool/internal/acl"
+	"github.com/ippool/ippool/internal/cluster"
 )
 
 const backupMagic = "ippool-backup "

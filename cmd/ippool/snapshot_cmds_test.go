@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ippool/ippool/acl"
+	"github.com/ippool/ippool/internal/acl"
 	"github.com/ippool/ippool/pool"
 )
 

@@ -18,11 +18,11 @@ import (
 	"github.com/valyala/fasthttp"
 	"go4.org/netipx"
 
-	"github.com/ippool/ippool/cluster"
-	"github.com/ippool/ippool/connector"
-	"github.com/ippool/ippool/dnsfront"
+	"github.com/ippool/ippool/internal/cluster"
+	"github.com/ippool/ippool/internal/connector"
+	"github.com/ippool/ippool/internal/dnsfront"
+	"github.com/ippool/ippool/internal/tailnet"
 	"github.com/ippool/ippool/pool"
-	"github.com/ippool/ippool/tailnet"
 	"github.com/ippool/ippool/wire"
 )
 

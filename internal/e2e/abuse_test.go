@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ippool/ippool/cluster"
+	"github.com/ippool/ippool/internal/cluster"
 	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
 	"github.com/ippool/ippool/wire"

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ippool/ippool/acl"
-	"github.com/ippool/ippool/httpapi"
+	"github.com/ippool/ippool/internal/acl"
+	"github.com/ippool/ippool/internal/httpapi"
 	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
 	"github.com/ippool/ippool/wire"

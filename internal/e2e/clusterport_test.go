@@ -19,7 +19,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
-	"github.com/ippool/ippool/cluster"
+	"github.com/ippool/ippool/internal/cluster"
 	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
 	"github.com/ippool/ippool/pool"
@@ -29,7 +29,7 @@ import (
 // The cluster port and the data dir under access control (issue 13), on
 // servers started without TLS flags: 127.0.0.71 to 127.0.0.79.
 
-// The protocol bytes that open every cluster connection (cluster/transport.go).
+// The protocol bytes that open every cluster connection (internal/cluster/transport.go).
 const (
 	protoRaft    byte = 'R'
 	protoRPC     byte = 'C'
@@ -147,7 +147,7 @@ func requestVote(t *testing.T, addr string, conf *tls.Config, term uint64) (raft
 	return resp, err
 }
 
-// forwardAlloc sends one forwarded allocation frame (cluster/forward.go)
+// forwardAlloc sends one forwarded allocation frame (internal/cluster/forward.go)
 // and returns the answer frame's body.
 func forwardAlloc(addr string, conf *tls.Config, client string) ([]byte, error) {
 	c, err := dialCluster(addr, conf, protoForward)

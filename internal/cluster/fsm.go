@@ -1,0 +1,230 @@
+package cluster
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ippool/ippool/internal/acl"
+	"github.com/ippool/ippool/pool"
+)
+
+// fsm adapts the pool state machine to raft.FSM. Reads take the read lock and
+// run on any goroutine; Raft applies under the write lock, a batch at a time.
+type fsm struct {
+	mu    sync.RWMutex
+	state *pool.State
+	// acl is replaced whole at each change (acl.State is immutable), so a
+	// request checks its token without the lock. Written under mu.
+	acl atomic.Pointer[acl.State]
+	log *slog.Logger
+
+	// onApplied is told the pool configuration after each batch, so the node
+	// can keep its record of it on disk. It runs outside the lock.
+	onConfig func(pool.Config)
+
+	badEntries   func() // counts entries that did not decode
+	snapshotTook func(time.Duration)
+	// onDamaged is told, once, that this server's copy of a committed entry
+	// failed its checksum.
+	onDamaged func(error)
+	// damaged, once set, stops applying: the state stays the true state as
+	// of the entry before the damaged one, and is never snapshotted.
+	damaged error
+
+	// applied is the index of the last entry this FSM has seen (commands and
+	// configurations) or of the snapshot it restored. Raft's own applied
+	// index runs ahead of it: Raft counts an entry applied once it is queued
+	// for the FSM.
+	applied atomic.Uint64
+	// maxTime is the latest entry time applied (Unix ns), below which a
+	// leader never stamps. It is not in snapshots: a server that installs
+	// one knows only the times of the entries it applies after it.
+	maxTime  atomic.Int64
+	snapshot *snapshotStore
+	// progress is closed and replaced after every batch, to wake waiters.
+	progressMu sync.Mutex
+	progress   chan struct{}
+}
+
+// applyResponse is what an ApplyFuture's Response holds for our entries.
+type applyResponse struct {
+	results []pool.Result
+	err     error
+}
+
+var _ raft.BatchingFSM = (*fsm)(nil)
+
+func newFSM(log *slog.Logger) *fsm {
+	return &fsm{state: pool.NewState(), log: log, onConfig: func(pool.Config) {}, badEntries: func() {}, onDamaged: func(error) {}, snapshotTook: func(time.Duration) {}, progress: make(chan struct{})}
+}
+
+// isDamaged reports whether the FSM stopped at a damaged entry.
+func (f *fsm) isDamaged() bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.damaged != nil
+}
+
+// progressCh returns a channel closed at the next applied batch or restore.
+func (f *fsm) progressCh() <-chan struct{} {
+	f.progressMu.Lock()
+	defer f.progressMu.Unlock()
+	return f.progress
+}
+
+func (f *fsm) setApplied(index uint64) {
+	f.applied.Store(index)
+	f.progressMu.Lock()
+	close(f.progress)
+	f.progress = make(chan struct{})
+	f.progressMu.Unlock()
+}
+
+func (f *fsm) Apply(l *raft.Log) any {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	configChanged := false
+	lastApplied := uint64(0)
+	var damaged error
+	f.mu.Lock()
+	for i, l := range logs {
+		if f.damaged != nil {
+			out[i] = applyResponse{err: f.damaged}
+			continue
+		}
+		lastApplied = l.Index
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		var e pool.Entry
+		var cmd acl.Command
+		var err error
+		isACL := acl.IsCommand(l.Data)
+		if isACL {
+			cmd, err = acl.DecodeCommand(l.Data)
+		} else {
+			e, err = pool.DecodeEntry(l.Data)
+		}
+		if errors.Is(err, pool.ErrCorruptEntry) {
+			// Only this server's copy can be damaged: the entry was
+			// checksummed when proposed and the others applied it. Skipping
+			// it would leave this server alone with another state, so it
+			// stops applying here and the node stops.
+			f.damaged = fmt.Errorf("log entry %d on this server's disk is damaged (%v); the other servers hold it intact: stop this server, move its data dir away and start it again with the same --id to copy the state from them", l.Index, err)
+			damaged = f.damaged
+			lastApplied = l.Index - 1
+			out[i] = applyResponse{err: err}
+			continue
+		}
+		if err != nil {
+			// S10: an entry nobody can decode is answered with an error on
+			// every server alike, and changes nothing.
+			f.log.Error("refusing a log entry that does not decode", "index", l.Index, "err", err)
+			f.badEntries()
+			out[i] = applyResponse{err: err}
+			continue
+		}
+		if isACL {
+			next, err := f.acl.Load().Apply(cmd)
+			f.acl.Store(next)
+			out[i] = applyResponse{err: err}
+			continue
+		}
+		for j := range e.Ops {
+			configChanged = configChanged || e.Ops[j].Kind == pool.OpSetConfig
+		}
+		out[i] = applyResponse{results: f.state.ApplyEntry(e)}
+		if t := e.Time.UnixNano(); t > f.maxTime.Load() {
+			f.maxTime.Store(t)
+		}
+	}
+	cfg, _ := f.state.Config()
+	f.mu.Unlock()
+	if lastApplied > 0 {
+		f.setApplied(lastApplied)
+	}
+	if configChanged {
+		f.onConfig(cfg)
+	}
+	if damaged != nil {
+		f.log.Error("stopping: a log entry failed its checksum", "err", damaged)
+		f.onDamaged(damaged)
+	}
+	return out
+}
+
+// Snapshot encodes the state while Raft holds off applies, so the copy is a
+// point in time; the encoding is fast (tens of ms for a million mappings)
+// and Persist then only writes bytes.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	damaged := f.damaged
+	f.mu.RUnlock()
+	if damaged != nil {
+		// Raft counts the damaged entry and those after it as applied; a
+		// snapshot would record a state that lacks them as if it had them.
+		return nil, damaged
+	}
+	var buf bytes.Buffer
+	start := time.Now()
+	f.mu.RLock()
+	err := acl.WriteSnapshot(&buf, f.state, f.acl.Load())
+	f.mu.RUnlock()
+	f.snapshotTook(time.Since(start))
+	if err != nil {
+		return nil, err
+	}
+	return &fsmSnapshot{data: buf.Bytes()}, nil
+}
+
+// Restore replaces the state with a snapshot's. A corrupt snapshot is refused
+// and the current state stays as it was.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	s, a, err := acl.ReadSnapshot(rc)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.state = s
+	f.acl.Store(a)
+	cfg, ok := s.Config()
+	f.mu.Unlock()
+	if f.snapshot != nil {
+		f.setApplied(f.snapshot.opened.Load())
+	}
+	if ok {
+		f.onConfig(cfg)
+	}
+	return nil
+}
+
+// read runs fn with the state under the read lock.
+func (f *fsm) read(fn func(s *pool.State)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fn(f.state)
+}
+
+type fsmSnapshot struct{ data []byte }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s.data); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {}

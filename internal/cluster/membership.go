@@ -1,0 +1,409 @@
+package cluster
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ippool/ippool/internal/acl"
+	"github.com/ippool/ippool/pool"
+)
+
+// Membership: forming the cluster (bootstrap or join), following
+// leadership, and the operations that must run on the leader (removing a
+// server, restoring a snapshot).
+
+func (n *Node) info() Info {
+	lid, laddr := n.Leader()
+	inf := Info{ID: n.cfg.ID, Addr: n.cfg.ClusterAddr, LeaderID: lid, LeaderAddr: laddr}
+	if c, ok := n.PoolConfig(); ok {
+		inf.Pool = &c
+	} else {
+		inf.Pool = n.cfg.Pool
+	}
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			inf.Peers = append(inf.Peers, Peer{ID: string(s.ID), Addr: string(s.Address)})
+		}
+	}
+	inf.Bootstrapped = len(inf.Peers) > 0
+	return inf
+}
+
+// watchLeadership readies a new leader: a barrier makes sure everything of
+// earlier terms is applied, so its commit index can serve read barriers, and
+// a cluster without a pool gets one.
+func (n *Node) watchLeadership() {
+	for {
+		select {
+		case <-n.stop:
+			return
+		case isLeader := <-n.raft.LeaderCh():
+			n.cfg.Metrics.LeadershipChange(isLeader)
+			if !isLeader {
+				continue
+			}
+			term := n.raft.CurrentTerm()
+			if err := n.leaderBarrier(); err != nil {
+				n.log.Warn("leader barrier failed", "err", err)
+				continue
+			}
+			n.readyTerm.Store(term)
+			n.log.Info("this server is the leader", "term", term)
+			if _, ok := n.PoolConfig(); !ok {
+				cfg := DefaultPool()
+				if n.cfg.Pool != nil {
+					cfg = *n.cfg.Pool
+				}
+				op := pool.Op{Kind: pool.OpSetConfig, ID: n.NextRequestID(), Time: time.Now(), Config: cfg}
+				ctx, cancel := context.WithTimeout(context.Background(), n.cfg.WriteTimeout)
+				res, err := n.Propose(ctx, []pool.Op{op})
+				cancel()
+				if err == nil {
+					err = res[0].Err
+				}
+				if err != nil {
+					n.log.Error("could not set the pool configuration", "err", err)
+				} else {
+					n.log.Info("pool configured", "pool", cfg.String())
+				}
+			}
+		}
+	}
+}
+
+// bootstrapOrJoin makes a fresh server part of a cluster.
+func (n *Node) bootstrapOrJoin() {
+	self := raft.Server{ID: raft.ServerID(n.cfg.ID), Address: raft.ServerAddress(n.cfg.ClusterAddr), Suffrage: raft.Voter}
+	if len(n.cfg.Join) == 0 && (!n.cfg.joinsByDiscovery() || n.cfg.BootstrapExpect <= 1) {
+		if n.cfg.BootstrapExpect > 1 {
+			n.fail(fmt.Errorf("--bootstrap-expect %d needs --join with the other servers' cluster addresses", n.cfg.BootstrapExpect))
+			return
+		}
+		n.bootstrap([]raft.Server{self})
+		return
+	}
+	retry := time.NewTicker(250 * time.Millisecond)
+	defer retry.Stop()
+	for attempt := 0; ; attempt++ {
+		done, err := n.tryJoin(self)
+		if done {
+			return
+		}
+		if err != nil && attempt%20 == 0 {
+			n.log.Info("waiting to join the cluster", "join", n.joinAddrs(), "err", err)
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-retry.C:
+		}
+	}
+}
+
+func (n *Node) bootstrap(servers []raft.Server) {
+	err := n.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error()
+	if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		n.fail(fmt.Errorf("bootstrapping the cluster: %w", err))
+		return
+	}
+	n.log.Info("bootstrapped the cluster", "servers", len(servers))
+}
+
+// tryJoin makes one round of contact with the join addresses. A running
+// cluster is joined through its leader; with BootstrapExpect, once that
+// many fresh servers are known they bootstrap together with the same list,
+// so simultaneous starts form exactly one cluster.
+func (n *Node) tryJoin(self raft.Server) (bool, error) {
+	if f := n.raft.GetConfiguration(); f.Error() == nil && len(f.Configuration().Servers) > 0 {
+		// Another server's leader already replicated a configuration to us.
+		return true, nil
+	}
+	known := map[string]string{n.cfg.ID: n.cfg.ClusterAddr}
+	var lastErr error
+	var leaderAddr string
+	for _, addr := range n.joinAddrs() {
+		if addr == n.cfg.ClusterAddr {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		var inf Info
+		err := n.rpc.call(ctx, addr, rpcInfo, nil, &inf)
+		cancel()
+		if errors.Is(err, pool.ErrInvalidConfig) {
+			// Its pool configuration does not parse: no retry fixes that.
+			err = fmt.Errorf("server at %s answered with a pool configuration that does not parse (%v); this server has %v", addr, err, n.cfg.Pool)
+			n.fail(err)
+			return true, err
+		}
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		if err := n.comparePool(inf); err != nil {
+			n.fail(err)
+			return true, err
+		}
+		if inf.Bootstrapped && inf.LeaderAddr != "" {
+			leaderAddr = inf.LeaderAddr
+		}
+		known[inf.ID] = inf.Addr
+		for _, p := range inf.Peers {
+			known[p.ID] = p.Addr
+		}
+	}
+	if leaderAddr != "" {
+		return n.joinVia(leaderAddr)
+	}
+	if n.cfg.BootstrapExpect > 1 && len(known) >= n.cfg.BootstrapExpect {
+		var servers []raft.Server
+		for id, addr := range known {
+			servers = append(servers, raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(addr), Suffrage: raft.Voter})
+		}
+		slices.SortFunc(servers, func(a, b raft.Server) int { return cmp.Compare(string(a.ID), string(b.ID)) })
+		n.bootstrap(servers)
+		return true, nil
+	}
+	if lastErr == nil {
+		lastErr = fmt.Errorf("found %d of %d servers", len(known), max(n.cfg.BootstrapExpect, 2))
+	}
+	return false, lastErr
+}
+
+// comparePool refuses to join a server whose pool differs from the flags.
+// A peer whose answer does not decode never gets here: the RPC fails, and
+// with a pool configuration that does not parse, that is final (tryJoin).
+func (n *Node) comparePool(inf Info) error {
+	if n.cfg.Pool == nil || inf.Pool == nil || inf.Pool.Equal(*n.cfg.Pool) {
+		return nil
+	}
+	return fmt.Errorf("server %s has %s, but this server was started with %s; give every server the same --pool, --exclude and --lifetime", inf.ID, inf.Pool, *n.cfg.Pool)
+}
+
+func (n *Node) joinVia(leaderAddr string) (bool, error) {
+	req := joinRequest{ID: n.cfg.ID, Addr: n.cfg.ClusterAddr, Pool: n.cfg.Pool}
+	body, _ := json.Marshal(req)
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.WriteTimeout)
+	defer cancel()
+	var inf Info
+	err := n.rpc.call(ctx, leaderAddr, rpcJoin, body, &inf)
+	var re *rpcError
+	if errors.As(err, &re) && re.Code == pool.CodeInvalidConfig {
+		n.fail(re)
+		return true, re
+	}
+	if err != nil {
+		return false, err
+	}
+	n.log.Info("joined the cluster", "leader", leaderAddr)
+	return true, nil
+}
+
+// leaderBarrier waits for a Raft barrier, or until the server stops.
+// Raft's applyCh is buffered (BatchApplyCh), and a barrier enqueued while
+// Raft shuts down (Barrier's select may take the free buffer slot over
+// the closed shutdown channel) is never answered: waiting on it alone
+// would hang Shutdown, which waits for this goroutine.
+func (n *Node) leaderBarrier() error {
+	return n.await(n.raft.Barrier(n.cfg.WriteTimeout))
+}
+
+// await waits for a Raft future, or for this server to stop. Raft's apply
+// channel is buffered, so a future enqueued as Raft shuts down may never be
+// answered; without the stop case its waiter would hold Shutdown forever
+// (seen with barriers and with VerifyLeader in the cluster tests).
+func (n *Node) await(f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-n.stop:
+		return errShutdown
+	}
+}
+
+// removeLocal is RemoveServer's leader side: it runs on the leader only
+// (RemoveServer and the removal RPC bring it there).
+func (n *Node) removeLocal(ctx context.Context, id string) error {
+	if !n.IsLeader() {
+		return pool.Errorf(pool.CodeNoLeader, "removing a server must go through the leader")
+	}
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	found := false
+	for _, s := range f.Configuration().Servers {
+		found = found || s.ID == raft.ServerID(id)
+	}
+	if !found {
+		return pool.Errorf(pool.CodeNotFound, "no server %q in the cluster", id)
+	}
+	return n.raft.RemoveServer(raft.ServerID(id), 0, timeLeft(ctx, n.cfg.WriteTimeout)).Error()
+}
+
+func (n *Node) hasPeers() bool {
+	f := n.raft.GetConfiguration()
+	return f.Error() == nil && len(f.Configuration().Servers) > 1
+}
+
+// RemoveServer takes a server out of the cluster, through the leader.
+func (n *Node) RemoveServer(ctx context.Context, id string) error {
+	if n.IsLeader() {
+		return n.removeLocal(ctx, id)
+	}
+	body, _ := json.Marshal(map[string]string{"id": id})
+	return n.callLeader(ctx, rpcRemove, body, "remove the server")
+}
+
+// Restore replaces the cluster's state with the snapshot of size bytes in
+// snapshot, through the leader: Raft installs it at a new index and ships
+// it to every follower. The snapshot is read as it is sent (to the leader,
+// into Raft's snapshot store), never held in memory whole.
+func (n *Node) Restore(ctx context.Context, snapshot io.ReaderAt, size int64) error {
+	if !n.IsLeader() {
+		return n.onLeader("restore", func(addr string) error {
+			return n.rpc.post(ctx, addr, rpcRestore, snapshot, size, &struct{}{})
+		})
+	}
+	return n.restoreLocal(ctx, snapshot, size)
+}
+
+// restoreLocal is Restore's leader side.
+func (n *Node) restoreLocal(ctx context.Context, snapshot io.ReaderAt, size int64) error {
+	if !n.IsLeader() {
+		return errNotLeader
+	}
+	head := make([]byte, min(size, 16))
+	if _, err := snapshot.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	body := io.Reader(io.NewSectionReader(snapshot, 0, size))
+	if !acl.HasSection(head) {
+		// A backup from before the ACLs were bootstrapped (or from a cluster
+		// without them) keeps the cluster's tokens: restoring an old backup
+		// must not turn access control off.
+		var b bytes.Buffer
+		if err := acl.WriteSection(&b, n.ACL()); err != nil {
+			return err
+		}
+		size += int64(b.Len())
+		body = io.MultiReader(&b, body)
+	}
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: size}
+	return n.raft.Restore(meta, body, timeLeft(ctx, time.Minute))
+}
+
+// restoreUpload is the restore RPC's leader side: the snapshot another
+// server sends is spooled to a file, checked there and installed from
+// there.
+func (n *Node) restoreUpload(ctx context.Context, body io.Reader, declared int64) error {
+	if !n.IsLeader() {
+		// Before reading what may be gigabytes.
+		return errNotLeader
+	}
+	limit := n.cfg.MaxRestoreBytes
+	tooLarge := pool.Errorf(pool.CodeBadSnapshot, "the snapshot exceeds the leader's restore limit of %d bytes (--max-restore-bytes)", limit)
+	if declared > limit {
+		return tooLarge
+	}
+	f, err := n.SpoolFile()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	size, err := io.Copy(f, io.LimitReader(body, limit+1))
+	if err != nil {
+		return fmt.Errorf("receiving the snapshot: %w", err)
+	}
+	if size > limit {
+		return tooLarge
+	}
+	if _, _, err := acl.ReadSnapshot(io.NewSectionReader(f, 0, size)); err != nil {
+		return err
+	}
+	return n.restoreLocal(ctx, f, size)
+}
+
+// SpoolFile returns a new, empty file in the data dir to hold an upload
+// (a snapshot to restore) until it is checked and installed: memory should
+// not hold gigabytes a client sent. The file is owner-only and has no
+// name (it is removed as soon as it is made), so a crash leaves nothing
+// behind and closing it frees its space.
+func (n *Node) SpoolFile() (*os.File, error) {
+	f, err := os.CreateTemp(n.cfg.DataDir, "spool-*")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// ACL is the replicated access control state; nil before bootstrap.
+func (n *Node) ACL() *acl.State { return n.fsm.acl.Load() }
+
+// ApplyACL commits a change to the tokens through the leader.
+func (n *Node) ApplyACL(ctx context.Context, cmd acl.Command) error {
+	if n.IsLeader() {
+		return n.applyACLLocal(ctx, cmd)
+	}
+	entry, err := acl.EncodeCommand(cmd)
+	if err != nil {
+		return err
+	}
+	return n.callLeader(ctx, rpcACL, entry, "change the tokens")
+}
+
+// applyACLLocal appends an ACL command on the leader.
+func (n *Node) applyACLLocal(ctx context.Context, cmd acl.Command) error {
+	if !n.IsLeader() {
+		return pool.Errorf(pool.CodeNoLeader, "changing the tokens must go through the leader")
+	}
+	entry, err := acl.EncodeCommand(cmd)
+	if err != nil {
+		return err
+	}
+	if _, err := n.applyLocal(ctx, entry); err != nil {
+		var retry errRetry
+		if errors.As(err, &retry) {
+			return noQuorum(retry.err)
+		}
+		return err
+	}
+	return nil
+}
+
+// callLeader sends a request that only the leader may serve.
+func (n *Node) callLeader(ctx context.Context, path string, body []byte, what string) error {
+	return n.onLeader(what, func(addr string) error {
+		return n.rpc.call(ctx, addr, path, body, &struct{}{})
+	})
+}
+
+// onLeader runs call with the leader's address and turns the leader's
+// refusal into the error it names.
+func (n *Node) onLeader(what string, call func(addr string) error) error {
+	_, addr := n.Leader()
+	if addr == "" {
+		return pool.Errorf(pool.CodeNoLeader, "no leader is known to %s through", what)
+	}
+	err := call(addr)
+	var re *rpcError
+	if errors.As(err, &re) {
+		return &pool.Error{Code: re.Code, Msg: re.Message}
+	}
+	return err
+}

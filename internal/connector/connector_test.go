@@ -1,0 +1,272 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"go4.org/netipx"
+
+	"github.com/ippool/ippool/internal/clientid"
+	"github.com/ippool/ippool/pool"
+)
+
+type fakePool struct {
+	cfg      pool.Config
+	mappings map[string]string // "client addr" -> domain
+	err      error
+	lookups  int
+}
+
+func (p *fakePool) Lookup(_ context.Context, client string, addr netip.Addr, _ time.Time) (pool.Mapping, error) {
+	p.lookups++
+	if p.err != nil {
+		return pool.Mapping{}, p.err
+	}
+	d, ok := p.mappings[client+" "+addr.String()]
+	if !ok {
+		return pool.Mapping{}, pool.Errorf(pool.CodeNotFound, "no mapping")
+	}
+	return pool.Mapping{Domain: d, Addr: addr}, nil
+}
+
+func (p *fakePool) PoolConfig() (pool.Config, bool) { return p.cfg, len(p.cfg.Pool) > 0 }
+
+type fakeResolver map[string][]netip.Addr
+
+func (r fakeResolver) LookupA(name string) ([]netip.Addr, bool, error) {
+	if name == "fail.test" {
+		return nil, false, errors.New("upstream down")
+	}
+	return r[name], false, nil
+}
+
+func newTest(t *testing.T, cfg Config) (*Connector, *fakePool) {
+	t.Helper()
+	pc, err := pool.ParseConfig("198.18.0.0/15", "198.18.0.99", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := &fakePool{cfg: pc, mappings: map[string]string{
+		"10.0.0.1 198.18.0.1":  "a.test",
+		"10.0.0.2 198.18.0.1":  "b.test",
+		"10.0.0.1 198.18.0.2":  "loop.test",
+		"10.0.0.1 198.18.0.3":  "fail.test",
+		"10.0.0.1 198.18.0.4":  "nx.test",
+		"10.0.0.1 198.18.0.5":  "mixed.test",
+		"10.0.0.1 198.18.0.6":  "ignored.test",
+		"10.0.0.1 198.18.0.7":  "local.test",
+		"office 198.18.0.1":    "office.test",
+		"10.0.0.1 198.18.0.10": "v6.test",
+	}}
+	res := fakeResolver{
+		"a.test":       {netip.MustParseAddr("203.0.113.1")},
+		"b.test":       {netip.MustParseAddr("203.0.113.2")},
+		"loop.test":    {netip.MustParseAddr("198.18.0.7")},
+		"mixed.test":   {netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("169.254.169.254"), netip.MustParseAddr("203.0.113.5")},
+		"ignored.test": {netip.MustParseAddr("203.0.113.6"), netip.MustParseAddr("100.100.0.1")},
+		"local.test":   {netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("224.0.0.1")},
+		"office.test":  {netip.MustParseAddr("203.0.113.9")},
+		"v6.test":      {netip.MustParseAddr("203.0.113.10")},
+	}
+	cfg.IgnoreDestinations = []netip.Prefix{netip.MustParsePrefix("100.100.0.0/16")}
+	cfg.V6Prefix = netip.MustParsePrefix("fd7a:115c:a1e0:b1a::/96")
+	c, err := New(cfg, fp, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, fp
+}
+
+// TestRoute follows a flow's decision from the pool's answer to the
+// addresses dialed: every client reaches its own domain at a shared pool
+// address, and nothing that would loop back or leave for the gateway's own
+// network is dialed.
+func TestRoute(t *testing.T) {
+	cm, err := clientid.Parse("t", strings.NewReader("10.1.0.0/16 office\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := newTest(t, Config{Clients: cm})
+	cases := []struct {
+		src, dst string
+		want     Result
+		addrs    string
+	}{
+		{"10.0.0.1:1000", "198.18.0.1:443", Relayed, "[203.0.113.1]"},
+		{"10.0.0.2:1000", "198.18.0.1:443", Relayed, "[203.0.113.2]"},
+		{"10.1.2.3:1000", "198.18.0.1:443", Relayed, "[203.0.113.9]"},
+		{"10.0.0.3:1000", "198.18.0.1:443", NoMapping, ""},
+		{"10.0.0.1:1000", "198.18.0.2:443", Refused, ""},
+		{"10.0.0.1:1000", "198.18.0.3:443", ResolveFailed, ""},
+		{"10.0.0.1:1000", "198.18.0.4:443", ResolveFailed, ""},
+		{"10.0.0.1:1000", "198.18.0.5:443", Relayed, "[203.0.113.5]"},
+		{"10.0.0.1:1000", "198.18.0.6:443", Refused, ""},
+		{"10.0.0.1:1000", "198.18.0.7:443", Refused, ""},
+		{"[fd00::1]:1000", "[fd7a:115c:a1e0:b1a::c612:1]:443", NoMapping, ""},
+		{"10.0.0.1:1000", "[fd7a:115c:a1e0:b1a::c612:a]:443", Relayed, "[203.0.113.10]"},
+		{"10.0.0.1:1000", "[fd00::c612:a]:443", NoMapping, ""},
+	}
+	for _, tc := range cases {
+		f := flowInfo{proto: "tcp", src: netip.MustParseAddrPort(tc.src), dst: netip.MustParseAddrPort(tc.dst)}
+		if !c.admit(&f) {
+			t.Fatalf("%s: not admitted: %v", tc.src, f.err)
+		}
+		addrs := c.route(&f)
+		c.limits.release(f.client)
+		if f.result == "" {
+			f.result = Relayed
+		}
+		got := ""
+		if addrs != nil {
+			got = fmtAddrs(addrs)
+		}
+		if f.result != tc.want || got != tc.addrs {
+			t.Errorf("%s -> %s: %s %s (%v), want %s %s", tc.src, tc.dst, f.result, got, f.err, tc.want, tc.addrs)
+		}
+	}
+	if total, _ := c.limits.open(); total != 0 {
+		t.Fatalf("%d flows still counted", total)
+	}
+}
+
+func fmtAddrs(a []netip.Addr) string {
+	var s []string
+	for _, x := range a {
+		s = append(s, x.String())
+	}
+	return "[" + strings.Join(s, ",") + "]"
+}
+
+func TestRouteLookupFailure(t *testing.T) {
+	c, fp := newTest(t, Config{})
+	fp.err = pool.Errorf(pool.CodeNoQuorum, "no quorum")
+	f := flowInfo{proto: "tcp", src: netip.MustParseAddrPort("10.0.0.1:1"), dst: netip.MustParseAddrPort("198.18.0.1:80"), client: "10.0.0.1"}
+	if c.route(&f) != nil || f.result != LookupFailed {
+		t.Fatalf("%s %v", f.result, f.err)
+	}
+	fp.err = pool.Errorf(pool.CodeInvalidAddress, "outside")
+	if c.route(&f) != nil || f.result != NoMapping {
+		t.Fatalf("%s %v", f.result, f.err)
+	}
+}
+
+// TestLimits: past each limit a flow is refused with the reason, another
+// client is still admitted, and released places come back.
+func TestLimits(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l := newLimits(5, 2, 10, 3)
+	if why := l.admit("a", now); why != "" {
+		t.Fatal(why)
+	}
+	if why := l.admit("a", now); why != "" {
+		t.Fatal(why)
+	}
+	if why := l.admit("a", now); !strings.Contains(why, "per client") {
+		t.Fatalf("third concurrent flow: %q", why)
+	}
+	l.release("a")
+	// A flow refused for concurrency took no token: the third of the
+	// bucket's three is still there.
+	if why := l.admit("a", now); why != "" {
+		t.Fatalf("after a release: %q", why)
+	}
+	l.release("a")
+	l.release("a")
+	if why := l.admit("a", now); !strings.Contains(why, "per second") {
+		t.Fatalf("fourth new flow in the same instant: %q", why)
+	}
+	if why := l.admit("a", now.Add(time.Second)); why != "" {
+		t.Fatalf("a second later: %q", why)
+	}
+	for _, id := range []string{"b", "c", "d", "e"} {
+		if why := l.admit(id, now); why != "" {
+			t.Fatalf("%s: %q", id, why)
+		}
+	}
+	if why := l.admit("f", now); !strings.Contains(why, "all clients") {
+		t.Fatalf("sixth flow in all: %q", why)
+	}
+	for _, id := range []string{"a", "b", "c", "d", "e"} {
+		l.release(id)
+	}
+	if total, _ := l.open(); total != 0 {
+		t.Fatalf("%d open", total)
+	}
+	// Without a rate limit, a client with no flow is forgotten at once.
+	nl := newLimits(5, 2, 0, 0)
+	nl.admit("x", now)
+	nl.release("x")
+	if _, tracked := nl.open(); tracked != 0 {
+		t.Fatalf("%d clients tracked with no flow", tracked)
+	}
+}
+
+// TestLimitsBounded: a flood of sources keeps the table bounded; clients
+// whose bucket refilled are dropped to make room.
+func TestLimitsBounded(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l := newLimits(1<<20, 10, 100, 1)
+	for i := range maxTracked {
+		if why := l.admit(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String(), now); why != "" {
+			t.Fatal(why)
+		}
+		l.release(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String())
+	}
+	if why := l.admit("new", now); why != "too many clients tracked" {
+		t.Fatalf("a new client with every bucket empty: %q", why)
+	}
+	if why := l.admit("new", now.Add(time.Second)); why != "" {
+		t.Fatalf("once buckets refilled: %q", why)
+	}
+	if _, tracked := l.open(); tracked != 1 {
+		t.Fatalf("%d tracked after the sweep", tracked)
+	}
+}
+
+func TestPoolElements(t *testing.T) {
+	rs, err := PoolRanges([]netipx.IPRange{netipx.MustParseIPRange("198.18.0.0-198.19.255.255")}, []netipx.IPRange{netipx.MustParseIPRange("198.18.0.5-198.18.0.5")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range rs {
+		got = append(got, rangeText(r))
+	}
+	if strings.Join(got, " ") != "198.18.0.0-198.18.0.4 198.18.0.6-198.19.255.255" {
+		t.Fatalf("ranges %v", got)
+	}
+	r := Rules{Port: 7490, Mark: 0x1b1, Table: 7490, Pool: rs, V6Prefix: netip.MustParsePrefix("fd7a:115c:a1e0:b1a::/96")}
+	s := r.Script()
+	for _, want := range []string{
+		"elements = { 198.18.0.0-198.18.0.4, 198.18.0.6-198.19.255.255 }",
+		"meta l4proto tcp ip daddr @pool4 meta mark set 0x1b1 tproxy ip to 127.0.0.1:7490 accept",
+		"meta l4proto udp ip6 daddr fd7a:115c:a1e0:b1a::/96 meta mark set 0x1b1 tproxy ip6 to [::1]:7490 accept",
+		"ip rule add fwmark 0x1b1 lookup 7490 priority 7490",
+		"ip -6 route replace local ::/0 dev lo table 7490",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("script lacks %q:\n%s", want, s)
+		}
+	}
+}
+
+func TestConfigChecks(t *testing.T) {
+	fp, res := &fakePool{}, fakeResolver{}
+	for _, cfg := range []Config{
+		{Port: 70000},
+		{Table: 254},
+		{V6Prefix: netip.MustParsePrefix("fd00::/64")},
+	} {
+		if _, err := New(cfg, fp, res); err == nil {
+			t.Errorf("%+v accepted", cfg)
+		}
+	}
+	c, err := New(Config{MaxFlows: 10, MaxClientFlows: 100}, fp, res)
+	if err != nil || c.cfg.MaxClientFlows != 10 || c.cfg.ClientBurst != 400 {
+		t.Fatalf("defaults: %+v %v", c.cfg, err)
+	}
+}

@@ -1,0 +1,95 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/ippool/ippool/internal/acl"
+	"github.com/ippool/ippool/internal/cluster"
+	"github.com/ippool/ippool/pool"
+	"github.com/ippool/ippool/wire"
+)
+
+// Node is what a Service needs of its server in the cluster. *cluster.Node
+// is the one `ippool serve` runs; this package's tests use a fake where they
+// test the service's own logic, and a real node where they test the wiring.
+// Front ends reach the node only through the Service.
+type Node interface {
+	// Read runs fn on the local state under a read lock.
+	Read(fn func(*pool.State))
+	// ReadBarrier returns once the local state holds every write the
+	// leader had committed when it was called.
+	ReadBarrier(ctx context.Context) error
+	// LocalReadOK says whether the local state may answer on its own now:
+	// it is at most StaleBound behind the leader.
+	LocalReadOK() bool
+	StaleBound() time.Duration
+	// Propose commits ops through the leader and returns their results.
+	Propose(ctx context.Context, ops []pool.Op) ([]pool.Result, error)
+	NextRequestID() pool.RequestID
+	PoolConfig() (pool.Config, bool)
+	// Restore replaces the replicated state with the snapshot of size
+	// bytes in snapshot.
+	Restore(ctx context.Context, snapshot io.ReaderAt, size int64) error
+	// SpoolFile returns an empty, owner-only file that disappears when
+	// closed, on the server's disk, to hold an upload.
+	SpoolFile() (*os.File, error)
+
+	// Local is this server's own view; Status adds every member's.
+	Local() wire.Status
+	Status(ctx context.Context) wire.Status
+	// CaughtUp says whether the local state holds every entry this server
+	// knows to be committed.
+	CaughtUp() bool
+	RemoveServer(ctx context.Context, id string) error
+	// ACL is the replicated access control state (nil before bootstrap);
+	// ApplyACL commits a change to it through the leader.
+	ACL() *acl.State
+	ApplyACL(ctx context.Context, cmd acl.Command) error
+	// RaftStats are hashicorp/raft's counters, for the metrics.
+	RaftStats() map[string]uint64
+}
+
+var _ Node = (*cluster.Node)(nil)
+
+// Status is every member's state as this server sees it.
+func (s *Service) Status(ctx context.Context) wire.Status { return s.node.Status(ctx) }
+
+// Local is this server's own state.
+func (s *Service) Local() wire.Status { return s.node.Local() }
+
+// RemoveServer takes a server out of the cluster, through the leader.
+func (s *Service) RemoveServer(ctx context.Context, id string) error {
+	return s.node.RemoveServer(ctx, id)
+}
+
+// PoolConfig is the replicated pool configuration, false before one is set.
+func (s *Service) PoolConfig() (pool.Config, bool) { return s.node.PoolConfig() }
+
+// StaleBound is B: how stale a local answer of this server may be.
+func (s *Service) StaleBound() time.Duration { return s.node.StaleBound() }
+
+// Readiness is why a server is not ready to serve, or nil when it is.
+type Readiness struct {
+	Code pool.Code
+	Msg  string
+}
+
+// Ready says whether this server knows a leader, has applied what it knows
+// to be committed and has a pool: the point from which its answers are
+// current. It returns nil when ready.
+func (s *Service) Ready() (wire.Status, *Readiness) {
+	st := s.node.Local()
+	switch {
+	case st.LeaderID == "":
+		return st, &Readiness{pool.CodeNoLeader, "no leader is known"}
+	case !s.node.CaughtUp():
+		return st, &Readiness{"catching_up", fmt.Sprintf("applied %d of %d committed entries", st.Applied, st.Commit)}
+	case st.Pool == "":
+		return st, &Readiness{pool.CodeNotConfigured, "the pool is not configured yet"}
+	}
+	return st, nil
+}
