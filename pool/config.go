@@ -182,7 +182,7 @@ func (c Config) CheckNew() error {
 	if c.Lifetime < MinLifetime {
 		return errorf(CodeInvalidConfig, "lifetime %v is under the minimum of %v", c.Lifetime, MinLifetime)
 	}
-	set, err := c.ipSet()
+	set, err := c.Addresses()
 	if err != nil {
 		return err
 	}
@@ -280,8 +280,8 @@ type addrSet struct {
 	size  uint32
 }
 
-// ipSet is the effective pool as a set: Pool minus Exclude.
-func (c Config) ipSet() (*netipx.IPSet, error) {
+// Addresses is the effective pool as a set: Pool minus Exclude.
+func (c Config) Addresses() (*netipx.IPSet, error) {
 	var b netipx.IPSetBuilder
 	for _, r := range c.Pool {
 		b.AddRange(r)
@@ -297,7 +297,7 @@ func (c Config) ipSet() (*netipx.IPSet, error) {
 }
 
 func (c Config) addrSet() (addrSet, error) {
-	ipset, err := c.ipSet()
+	ipset, err := c.Addresses()
 	if err != nil {
 		return addrSet{}, err
 	}

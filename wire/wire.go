@@ -236,3 +236,8 @@ type ACLSelf struct {
 	Enabled bool   `json:"enabled"`
 	Token   *Token `json:"token,omitempty"`
 }
+
+// DefaultMaxRestoreBytes is the default bound of a snapshot sent to
+// PUT /v1/snapshot (serve --max-restore-bytes): the HTTP API refuses a
+// larger body, and the cluster a larger restore.
+const DefaultMaxRestoreBytes = 4 << 30

@@ -332,10 +332,14 @@ func writePool(w io.Writer, p client.PoolInfo) error {
 
 // PoolSetCmd changes only what is given: the other settings are read from
 // the cluster first, so `pool set --lifetime 24h` keeps the addresses.
+//
+// Its flags are never read from the environment (env:"-"): serve's
+// IPPOOL_POOL, set for the servers, must not turn into a change of the
+// cluster's pool that the command line did not ask for.
 type PoolSetCmd struct {
-	Pool     *string        `help:"Addresses to hand out: comma-separated IPv4 prefixes, FIRST-LAST ranges or addresses."`
-	Exclude  *string        `help:"Addresses never handed out, same syntax; empty for none."`
-	Lifetime *time.Duration `help:"How long a mapping may sit unused before its address may be reused."`
+	Pool     *string        `help:"Addresses to hand out: comma-separated IPv4 prefixes, FIRST-LAST ranges or addresses." env:"-"`
+	Exclude  *string        `help:"Addresses never handed out, same syntax; empty for none." env:"-"`
+	Lifetime *time.Duration `help:"How long a mapping may sit unused before its address may be reused." env:"-"`
 	JSON     bool           `name:"json" help:"Print the API's JSON."`
 }
 

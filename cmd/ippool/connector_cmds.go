@@ -7,8 +7,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/ippool/ippool/internal/clientid"
 	"github.com/ippool/ippool/internal/connector"
 	"github.com/ippool/ippool/pool"
@@ -16,32 +14,29 @@ import (
 
 // ConnectorFlags are serve's connector settings, embedded in ServeCmd.
 type ConnectorFlags struct {
-	Connector               bool          `help:"Carry clients' TCP and UDP flows sent to pool addresses (and --v6-prefix addresses) to the domain each address stands for that client, on the same port. Linux only (TPROXY); needs CAP_NET_ADMIN. Clients are named as the DNS server names them (source address or --dns-client-map); domains are resolved through --dns-upstream." env:"IPPOOL_CONNECTOR"`
-	ConnectorRules          string        `help:"on: install the connector's nftables table (inet ippool), policy rule and local route at start, replacing any a crashed run left, and remove them at stop; off: leave them to you ('ippool connector rules' prints them)." default:"on" enum:"on,off" env:"IPPOOL_CONNECTOR_RULES"`
-	ConnectorPort           int           `help:"Port the rules hand flows to, on 127.0.0.1 and ::1." default:"7490" env:"IPPOOL_CONNECTOR_PORT"`
-	ConnectorMark           uint32        `help:"Packet mark of flows handed to the connector, matched by its policy rule." default:"0x1b1" env:"IPPOOL_CONNECTOR_MARK"`
-	ConnectorTable          int           `help:"Routing table of the connector's local route; also its policy rule's priority." default:"7490" env:"IPPOOL_CONNECTOR_TABLE"`
-	ConnectorMaxFlows       int           `help:"Concurrent flows at most, TCP and UDP together; past it new flows are reset (UDP: dropped)." default:"16384" env:"IPPOOL_CONNECTOR_MAX_FLOWS"`
-	ConnectorClientFlows    int           `help:"Concurrent flows at most per client." default:"1024" env:"IPPOOL_CONNECTOR_CLIENT_FLOWS"`
-	ConnectorClientRate     float64       `help:"New flows per second per client (0: no limit)." default:"200" env:"IPPOOL_CONNECTOR_CLIENT_RATE"`
-	ConnectorClientBurst    int           `help:"Bucket size of --connector-client-rate (default twice the rate)." env:"IPPOOL_CONNECTOR_CLIENT_BURST"`
-	ConnectorDialTimeout    time.Duration `help:"Longest wait for one address of a domain to accept; then the next is tried." default:"5s" env:"IPPOOL_CONNECTOR_DIAL_TIMEOUT"`
-	ConnectorIdleTimeout    time.Duration `help:"A TCP flow that moved no byte either way for this long is reset." default:"15m" env:"IPPOOL_CONNECTOR_IDLE_TIMEOUT"`
-	ConnectorUDPIdleTimeout time.Duration `name:"connector-udp-idle-timeout" help:"A UDP flow without a datagram either way for this long ends." default:"60s" env:"IPPOOL_CONNECTOR_UDP_IDLE_TIMEOUT"`
+	Connector               bool          `help:"Carry clients' TCP and UDP flows sent to pool addresses (and --v6-prefix addresses) to the domain each address stands for that client, on the same port. Linux only (TPROXY); needs CAP_NET_ADMIN. Clients are named as the DNS server names them (source address or --dns-client-map); domains are resolved through --dns-upstream."`
+	ConnectorRules          string        `help:"on: install the connector's nftables table (inet ippool), policy rule and local route at start, replacing any a crashed run left, and remove them at stop; off: leave them to you ('ippool connector rules' prints them)." default:"on" enum:"on,off"`
+	ConnectorPort           int           `help:"Port the rules hand flows to, on 127.0.0.1 and ::1." default:"${connector_port}"`
+	ConnectorMark           uint32        `help:"Packet mark of flows handed to the connector, matched by its policy rule." default:"${connector_mark}"`
+	ConnectorTable          int           `help:"Routing table of the connector's local route; also its policy rule's priority." default:"${connector_table}"`
+	ConnectorMaxFlows       int           `help:"Concurrent flows at most, TCP and UDP together; past it new flows are reset (UDP: dropped)." default:"${connector_max_flows}"`
+	ConnectorClientFlows    int           `help:"Concurrent flows at most per client." default:"${connector_client_flows}"`
+	ConnectorClientRate     float64       `help:"New flows per second per client (0: no limit)." default:"${connector_client_rate}"`
+	ConnectorClientBurst    int           `help:"Bucket size of --connector-client-rate (default twice the rate)."`
+	ConnectorDialTimeout    time.Duration `help:"Longest wait for one address of a domain to accept; then the next is tried." default:"5s"`
+	ConnectorIdleTimeout    time.Duration `help:"A TCP flow that moved no byte either way for this long is reset." default:"15m"`
+	ConnectorUDPIdleTimeout time.Duration `name:"connector-udp-idle-timeout" help:"A UDP flow without a datagram either way for this long ends." default:"60s"`
 }
 
 // connectorConfig is the connector's configuration from the flags; pool and
 // resolver come from the server.
-func (c *ServeCmd) connectorConfig(log *slog.Logger, reg prometheus.Registerer) (connector.Config, error) {
+func (c *ServeCmd) connectorConfig(log *slog.Logger) (connector.Config, error) {
 	cfg := connector.Config{
 		Port: c.ConnectorPort, Mark: c.ConnectorMark, Table: c.ConnectorTable, Rules: c.ConnectorRules == "on",
 		MaxFlows: c.ConnectorMaxFlows, MaxClientFlows: c.ConnectorClientFlows,
 		ClientRate: c.ConnectorClientRate, ClientBurst: c.ConnectorClientBurst,
 		DialTimeout: c.ConnectorDialTimeout, IdleTimeout: c.ConnectorIdleTimeout, UDPIdleTimeout: c.ConnectorUDPIdleTimeout,
 		Logger: log,
-	}
-	if cfg.ClientRate == 0 {
-		cfg.ClientRate = -1 // the flag's 0 is "no limit"; the package's is "default"
 	}
 	if c.ConnectorMaxFlows <= 0 || c.ConnectorClientFlows <= 0 || c.ConnectorClientRate < 0 {
 		return cfg, fmt.Errorf("--connector-max-flows and --connector-client-flows must be positive, --connector-client-rate not negative")
@@ -58,9 +53,6 @@ func (c *ServeCmd) connectorConfig(log *slog.Logger, reg prometheus.Registerer) 
 		return cfg, err
 	}
 	cfg.V6Prefix, cfg.IgnoreDestinations = dcfg.V6Prefix, dcfg.IgnoreDestinations
-	if reg != nil {
-		cfg.Metrics = connector.NewMetrics(reg)
-	}
 	return cfg, nil
 }
 
@@ -71,12 +63,12 @@ type ConnCmd struct {
 
 // ConnectorRulesCmd prints the rules the connector would install.
 type ConnectorRulesCmd struct {
-	Pool           string `help:"The pool, as serve's --pool (default: ask the server at --addr)." env:"IPPOOL_POOL"`
-	Exclude        string `help:"Addresses excluded from the pool, as serve's --exclude." env:"IPPOOL_EXCLUDE"`
+	Pool           string `help:"The pool, as serve's --pool (default: ask the server at --addr)."`
+	Exclude        string `help:"Addresses excluded from the pool, as serve's --exclude."`
 	V6Prefix       string `name:"v6-prefix" help:"serve's --v6-prefix, if any." env:"IPPOOL_V6_PREFIX"`
-	ConnectorPort  int    `help:"serve's --connector-port." default:"7490" env:"IPPOOL_CONNECTOR_PORT"`
-	ConnectorMark  uint32 `help:"serve's --connector-mark." default:"0x1b1" env:"IPPOOL_CONNECTOR_MARK"`
-	ConnectorTable int    `help:"serve's --connector-table." default:"7490" env:"IPPOOL_CONNECTOR_TABLE"`
+	ConnectorPort  int    `help:"serve's --connector-port." default:"${connector_port}"`
+	ConnectorMark  uint32 `help:"serve's --connector-mark." default:"${connector_mark}"`
+	ConnectorTable int    `help:"serve's --connector-table." default:"${connector_table}"`
 }
 
 func (c *ConnectorRulesCmd) Help() string {
@@ -104,15 +96,19 @@ func (c *ConnectorRulesCmd) Run(cli *CLI) error {
 			return err
 		}
 	}
-	ranges, err := connector.PoolRanges(cfg.Pool, cfg.Exclude)
+	set, err := cfg.Addresses()
 	if err != nil {
 		return err
 	}
+	ranges := set.Ranges()
 	ccfg := connector.Config{Port: c.ConnectorPort, Mark: c.ConnectorMark, Table: c.ConnectorTable}
 	if c.V6Prefix != "" {
 		p, err := netip.ParsePrefix(c.V6Prefix)
+		if err == nil {
+			p, err = pool.CheckV6Prefix(p)
+		}
 		if err != nil {
-			return fmt.Errorf("--v6-prefix %q: %w", c.V6Prefix, err)
+			return fmt.Errorf("--v6-prefix %q: %v", c.V6Prefix, err)
 		}
 		ccfg.V6Prefix = p
 	}

@@ -23,15 +23,15 @@ import (
 // CLI is the whole command line; kong fills it and calls the chosen verb's
 // Run with it, so every verb sees the global flags.
 type CLI struct {
-	Addr    []string      `help:"Server HTTP address(es); several spread load and fail over." env:"IPPOOL_ADDR" default:"127.0.0.1:7480" sep:","`
-	Timeout time.Duration `help:"Longest a command may wait for the servers, failover included (bench: per operation)." env:"IPPOOL_TIMEOUT" default:"30s"`
-	Token   string        `help:"ACL token, sent as a bearer token (ippool acl bootstrap prints the first)." env:"IPPOOL_TOKEN"`
+	Addr    []string      `help:"Server HTTP address(es); several spread load and fail over." default:"${http_addr}" sep:","`
+	Timeout time.Duration `help:"Longest a command may wait for the servers, failover included (bench: per operation)." default:"30s"`
+	Token   string        `help:"ACL token, sent as a bearer token (ippool acl bootstrap prints the first)."`
 	// HTTPS to the servers: https:// addresses, checked against --ca-cert;
 	// --client-cert and --client-key when the servers ask for a client
 	// certificate (serve --http-client-ca).
 	CACert     string `name:"ca-cert" help:"CA certificate (PEM) that signed the servers' HTTPS certificates (default: the system's)." env:"IPPOOL_CACERT"`
-	ClientCert string `name:"client-cert" help:"Client certificate (PEM) for servers started with --http-client-ca." env:"IPPOOL_CLIENT_CERT"`
-	ClientKey  string `name:"client-key" help:"Private key (PEM) of --client-cert." env:"IPPOOL_CLIENT_KEY"`
+	ClientCert string `name:"client-cert" help:"Client certificate (PEM) for servers started with --http-client-ca."`
+	ClientKey  string `name:"client-key" help:"Private key (PEM) of --client-cert."`
 
 	Serve    ServeCmd    `cmd:"" help:"Run an ippool server."`
 	Alloc    AllocCmd    `cmd:"" help:"Print a client's address for a domain, allocating one if needed."`
@@ -56,6 +56,11 @@ func main() {
 		kong.Description("A highly available IPv4 address pool replicated with Raft."),
 		kong.UsageOnError(),
 		kong.Bind(&cli),
+		// Every flag can also be set as IPPOOL_<FLAG> (dashes as
+		// underscores), as DESIGN.md promises; a flag that must not be
+		// read from the environment says env:"-".
+		kong.DefaultEnvars("IPPOOL"),
+		defaults(),
 	)
 	if err != nil {
 		// The CLI struct itself is wrong: a bug, not bad input.

@@ -156,7 +156,7 @@ type SnapshotRestoreCmd struct {
 	File        string `arg:"" help:"Backup (or raw snapshot) to restore."`
 	DataDir     string `help:"Seed this new, empty data dir offline instead of restoring a running cluster."`
 	ID          string `help:"With --data-dir: the ID the seeded server will run with."`
-	ClusterAddr string `help:"With --data-dir: the cluster address the seeded server will run with." default:"127.0.0.1:7481"`
+	ClusterAddr string `help:"With --data-dir: the cluster address the seeded server will run with." default:"${cluster_addr}"`
 }
 
 func (c *SnapshotRestoreCmd) Help() string {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ippool/ippool/pool"
+	"github.com/ippool/ippool/wire"
 )
 
 // Config configures one server.
@@ -94,8 +95,20 @@ type Config struct {
 	Metrics Metrics
 }
 
-// DefaultMaxRestoreBytes is the default bound of a snapshot restore.
-const DefaultMaxRestoreBytes = 4 << 30
+// Defaults of Config, and of serve's flags that set it.
+const (
+	DefaultAddr              = "127.0.0.1:7481"
+	DefaultRaftTimeout       = 500 * time.Millisecond
+	DefaultSnapshotThreshold = 16384
+	DefaultSnapshotInterval  = 30 * time.Second
+	DefaultTrailingLogs      = 10240
+	DefaultWriteTimeout      = 4 * time.Second
+	DefaultMaxBatch          = 1024
+	DefaultMaxConns          = 1024
+	DefaultMaxConnsPerSource = 128
+	DefaultHandshakeTimeout  = 10 * time.Second
+	DefaultIdleTimeout       = 2 * time.Minute
+)
 
 // DefaultPool is the pool of a cluster bootstrapped without --pool: the
 // 198.18.0.0/15 benchmarking block (RFC 2544), which fake-IP DNS tools
@@ -126,22 +139,22 @@ func (c *Config) setDefaults() error {
 		return err
 	}
 	if c.RaftTimeout == 0 {
-		c.RaftTimeout = 500 * time.Millisecond
+		c.RaftTimeout = DefaultRaftTimeout
 	}
 	if c.SnapshotThreshold == 0 {
-		c.SnapshotThreshold = 16384
+		c.SnapshotThreshold = DefaultSnapshotThreshold
 	}
 	if c.SnapshotInterval == 0 {
-		c.SnapshotInterval = 30 * time.Second
+		c.SnapshotInterval = DefaultSnapshotInterval
 	}
 	if c.TrailingLogs == 0 {
-		c.TrailingLogs = 10240
+		c.TrailingLogs = DefaultTrailingLogs
 	}
 	if c.WriteTimeout == 0 {
-		c.WriteTimeout = 4 * time.Second
+		c.WriteTimeout = DefaultWriteTimeout
 	}
 	if c.MaxBatch == 0 {
-		c.MaxBatch = 1024
+		c.MaxBatch = DefaultMaxBatch
 	}
 	if c.MaxClients == 0 {
 		c.MaxClients = DefaultMaxClients
@@ -150,19 +163,19 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("cluster: a client limit of %d is outside 1 to %d", c.MaxClients, pool.MaxClientsLimit)
 	}
 	if c.MaxConns == 0 {
-		c.MaxConns = 1024
+		c.MaxConns = DefaultMaxConns
 	}
 	if c.MaxConnsPerSource == 0 {
-		c.MaxConnsPerSource = 128
+		c.MaxConnsPerSource = DefaultMaxConnsPerSource
 	}
 	if c.HandshakeTimeout == 0 {
-		c.HandshakeTimeout = 10 * time.Second
+		c.HandshakeTimeout = DefaultHandshakeTimeout
 	}
 	if c.IdleTimeout == 0 {
-		c.IdleTimeout = 2 * time.Minute
+		c.IdleTimeout = DefaultIdleTimeout
 	}
 	if c.MaxRestoreBytes == 0 {
-		c.MaxRestoreBytes = DefaultMaxRestoreBytes
+		c.MaxRestoreBytes = wire.DefaultMaxRestoreBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -89,8 +89,9 @@ type Config struct {
 	MaxFlows int
 	// MaxClientFlows bounds one client's concurrent flows. Default 1024.
 	MaxClientFlows int
-	// ClientRate is new flows per second per client; negative: no limit.
-	// Default 200. ClientBurst is the bucket, default 2*ClientRate.
+	// ClientRate is new flows per second per client; 0 or less: no limit
+	// (as in every limit of this repository; DefaultClientRate is serve's).
+	// ClientBurst is the bucket, default 2*ClientRate.
 	ClientRate  float64
 	ClientBurst int
 
@@ -145,9 +146,6 @@ func (cfg *Config) setDefaults() {
 	if cfg.MaxClientFlows <= 0 {
 		cfg.MaxClientFlows = DefaultMaxClientFlows
 	}
-	if cfg.ClientRate == 0 {
-		cfg.ClientRate = DefaultClientRate
-	}
 	if cfg.ClientBurst <= 0 {
 		cfg.ClientBurst = max(1, int(2*cfg.ClientRate))
 	}
@@ -166,10 +164,13 @@ func (cfg *Config) validate() error {
 	if cfg.Port < 1 || cfg.Port > 65535 {
 		return fmt.Errorf("connector: port %d is not 1 to 65535", cfg.Port)
 	}
-	if cfg.V6Prefix.IsValid() && (!cfg.V6Prefix.Addr().Is6() || cfg.V6Prefix.Addr().Is4In6() || cfg.V6Prefix.Bits() != 96) {
-		return fmt.Errorf("connector: v6 prefix %s is not an IPv6 /96", cfg.V6Prefix)
+	if cfg.V6Prefix.IsValid() {
+		p, err := pool.CheckV6Prefix(cfg.V6Prefix)
+		if err != nil {
+			return fmt.Errorf("connector: %w", err)
+		}
+		cfg.V6Prefix = p
 	}
-	cfg.V6Prefix = cfg.V6Prefix.Masked()
 	// Table 0 is unspec and 253 to 255 are the kernel's default, main and
 	// local tables: a local route for everything there would swallow all
 	// traffic.

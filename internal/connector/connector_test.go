@@ -228,10 +228,11 @@ func TestLimitsBounded(t *testing.T) {
 }
 
 func TestPoolElements(t *testing.T) {
-	rs, err := PoolRanges([]netipx.IPRange{netipx.MustParseIPRange("198.18.0.0-198.19.255.255")}, []netipx.IPRange{netipx.MustParseIPRange("198.18.0.5-198.18.0.5")})
+	set, err := pool.Config{Pool: []netipx.IPRange{netipx.MustParseIPRange("198.18.0.0-198.19.255.255")}, Exclude: []netipx.IPRange{netipx.MustParseIPRange("198.18.0.5-198.18.0.5")}}.Addresses()
 	if err != nil {
 		t.Fatal(err)
 	}
+	rs := set.Ranges()
 	var got []string
 	for _, r := range rs {
 		got = append(got, rangeText(r))
@@ -265,7 +266,7 @@ func TestConfigChecks(t *testing.T) {
 			t.Errorf("%+v accepted", cfg)
 		}
 	}
-	c, err := New(Config{MaxFlows: 10, MaxClientFlows: 100}, fp, res)
+	c, err := New(Config{MaxFlows: 10, MaxClientFlows: 100, ClientRate: DefaultClientRate}, fp, res)
 	if err != nil || c.cfg.MaxClientFlows != 10 || c.cfg.ClientBurst != 400 {
 		t.Fatalf("defaults: %+v %v", c.cfg, err)
 	}

@@ -60,14 +60,7 @@ func (g *guard) refreshPool() bool {
 	if old := g.poolSet.Load(); old != nil && old.cfg.Equal(cfg) {
 		return false
 	}
-	var b netipx.IPSetBuilder
-	for _, r := range cfg.Pool {
-		b.AddRange(r)
-	}
-	for _, r := range cfg.Exclude {
-		b.RemoveRange(r)
-	}
-	set, err := b.IPSet()
+	set, err := cfg.Addresses()
 	if err != nil {
 		return false
 	}

@@ -40,22 +40,6 @@ func RulesFor(cfg Config, pool []netipx.IPRange) (Rules, error) {
 	return Rules{Port: cfg.Port, Mark: cfg.Mark, Table: cfg.Table, Pool: pool, V6Prefix: cfg.V6Prefix}, nil
 }
 
-// PoolRanges are the addresses of pool prefixes and ranges minus exclusions.
-func PoolRanges(pool, exclude []netipx.IPRange) ([]netipx.IPRange, error) {
-	var b netipx.IPSetBuilder
-	for _, r := range pool {
-		b.AddRange(r)
-	}
-	for _, r := range exclude {
-		b.RemoveRange(r)
-	}
-	s, err := b.IPSet()
-	if err != nil {
-		return nil, err
-	}
-	return s.Ranges(), nil
-}
-
 func rangeText(r netipx.IPRange) string {
 	if r.From() == r.To() {
 		return r.From().String()

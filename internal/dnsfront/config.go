@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -96,15 +97,28 @@ type Config struct {
 	Now func() time.Time
 }
 
+// Defaults of Config, and of serve's flags that set it.
+const (
+	DefaultTTL                  = 60 * time.Second
+	DefaultCacheMinTTL          = 5 * time.Second
+	DefaultCacheMaxTTL          = time.Hour
+	DefaultTCPMaxConns          = 256
+	DefaultTCPMaxConnsPerSource = 16
+	DefaultTCPTimeout           = 10 * time.Second
+)
+
+// DefaultAllowText is DefaultAllow as serve's --dns-allow writes it.
+const DefaultAllowText = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7"
+
 func (cfg *Config) setDefaults() {
 	if cfg.TTL == 0 {
-		cfg.TTL = 60 * time.Second
+		cfg.TTL = DefaultTTL
 	}
 	if cfg.CacheMinTTL == 0 {
-		cfg.CacheMinTTL = 5 * time.Second
+		cfg.CacheMinTTL = DefaultCacheMinTTL
 	}
 	if cfg.CacheMaxTTL == 0 {
-		cfg.CacheMaxTTL = time.Hour
+		cfg.CacheMaxTTL = DefaultCacheMaxTTL
 	}
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = 65536
@@ -119,13 +133,13 @@ func (cfg *Config) setDefaults() {
 		cfg.Allow = DefaultAllow()
 	}
 	if cfg.TCPMaxConns <= 0 {
-		cfg.TCPMaxConns = 256
+		cfg.TCPMaxConns = DefaultTCPMaxConns
 	}
 	if cfg.TCPMaxConnsPerSource <= 0 {
-		cfg.TCPMaxConnsPerSource = 16
+		cfg.TCPMaxConnsPerSource = DefaultTCPMaxConnsPerSource
 	}
 	if cfg.TCPTimeout <= 0 {
-		cfg.TCPTimeout = 10 * time.Second
+		cfg.TCPTimeout = DefaultTCPTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -150,10 +164,11 @@ func (cfg *Config) validate() error {
 		return errors.New("dnsfront: new-client rate and burst must not be negative")
 	}
 	if cfg.V6Prefix.IsValid() {
-		if !cfg.V6Prefix.Addr().Is6() || cfg.V6Prefix.Addr().Is4In6() || cfg.V6Prefix.Bits() != 96 {
-			return fmt.Errorf("dnsfront: V6Prefix %s is not an IPv6 /96", cfg.V6Prefix)
+		p, err := pool.CheckV6Prefix(cfg.V6Prefix)
+		if err != nil {
+			return fmt.Errorf("dnsfront: %w", err)
 		}
-		cfg.V6Prefix = cfg.V6Prefix.Masked()
+		cfg.V6Prefix = p
 	}
 	var err error
 	if cfg.Allow, err = normalizePrefixes("allowed source", cfg.Allow); err != nil {
@@ -193,7 +208,7 @@ func normalizePrefixes(what string, in []netip.Prefix) ([]netip.Prefix, error) {
 // explicitly for that.
 func DefaultAllow() []netip.Prefix {
 	var out []netip.Prefix
-	for _, s := range []string{"127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"} {
+	for _, s := range strings.Split(DefaultAllowText, ",") {
 		out = append(out, netip.MustParsePrefix(s))
 	}
 	return out

@@ -32,9 +32,6 @@ import (
 // requests are small, and a huge body is either a mistake or an attack.
 const MaxBody = 64 << 10
 
-// DefaultMaxRestoreBytes is the default bound of a restore upload.
-const DefaultMaxRestoreBytes = 4 << 30
-
 // Options are the handler's switches.
 type Options struct {
 	// Pprof serves Go's profiler under /debug/pprof/, as Consul's
@@ -46,7 +43,7 @@ type Options struct {
 	// and a web page reaching it through DNS rebinding does.
 	LoopbackHostsOnly bool
 	// MaxRestoreBytes bounds a snapshot restore's body, which only an
-	// admin may send; 0 is DefaultMaxRestoreBytes. The body goes to a file
+	// admin may send; 0 is wire.DefaultMaxRestoreBytes. The body goes to a file
 	// on the server's disk, not to memory.
 	MaxRestoreBytes int64
 
@@ -58,18 +55,26 @@ type Options struct {
 	HeaderTimeout, BodyTimeout, IdleTimeout time.Duration
 }
 
+// Defaults of Options, and of serve's flags that set them.
+const (
+	DefaultAddr          = "127.0.0.1:7480"
+	DefaultHeaderTimeout = 10 * time.Second
+	DefaultBodyTimeout   = 2 * time.Minute
+	DefaultIdleTimeout   = 2 * time.Minute
+)
+
 func (o *Options) setDefaults() {
 	if o.MaxRestoreBytes <= 0 {
-		o.MaxRestoreBytes = DefaultMaxRestoreBytes
+		o.MaxRestoreBytes = wire.DefaultMaxRestoreBytes
 	}
 	if o.HeaderTimeout <= 0 {
-		o.HeaderTimeout = 10 * time.Second
+		o.HeaderTimeout = DefaultHeaderTimeout
 	}
 	if o.BodyTimeout <= 0 {
-		o.BodyTimeout = 2 * time.Minute
+		o.BodyTimeout = DefaultBodyTimeout
 	}
 	if o.IdleTimeout <= 0 {
-		o.IdleTimeout = 2 * time.Minute
+		o.IdleTimeout = DefaultIdleTimeout
 	}
 }
 

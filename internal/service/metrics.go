@@ -7,12 +7,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ippool/ippool/internal/acl"
-	"github.com/ippool/ippool/internal/cluster"
 	"github.com/ippool/ippool/pool"
 )
 
 // Metrics are the service's and the cluster's Prometheus collectors, all
-// under the ippool_ prefix.
+// under the ippool_ prefix. The cluster reports its events (bad entries,
+// batches, read barriers, snapshots) through its Metrics interface, which
+// *Metrics implements; internal/server checks that it does.
 type Metrics struct {
 	Allocations  *prometheus.CounterVec
 	Reuses       prometheus.Counter
@@ -94,8 +95,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.QuotaExceeded, m.RateLimited)
 	return m
 }
-
-var _ cluster.Metrics = (*Metrics)(nil)
 
 func (m *Metrics) BadEntry()             { m.BadEntries.Inc() }
 func (m *Metrics) LeadershipChange(bool) { m.Leadership.Inc() }

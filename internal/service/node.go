@@ -8,16 +8,23 @@ import (
 	"time"
 
 	"github.com/ippool/ippool/internal/acl"
-	"github.com/ippool/ippool/internal/cluster"
 	"github.com/ippool/ippool/pool"
 	"github.com/ippool/ippool/wire"
 )
 
-// Node is what a Service needs of its server in the cluster. *cluster.Node
-// is the one `ippool serve` runs; this package's tests use a fake where they
-// test the service's own logic, and a real node where they test the wiring.
-// Front ends reach the node only through the Service.
+// Node is what a Service needs of its server in the cluster: the
+// replicated state it reads and writes (Store) and the operations on the
+// cluster itself that it only passes through (Admin). *cluster.Node is the
+// one `ippool serve` runs (the composition root, internal/server, checks
+// that it fits); this package's tests use a fake where they test the
+// service's own logic. Front ends reach the node only through the Service.
 type Node interface {
+	Store
+	Admin
+}
+
+// Store is the replicated state as this server holds it.
+type Store interface {
 	// Read runs fn on the local state under a read lock.
 	Read(fn func(*pool.State))
 	// ReadBarrier returns once the local state holds every write the
@@ -31,29 +38,31 @@ type Node interface {
 	Propose(ctx context.Context, ops []pool.Op) ([]pool.Result, error)
 	NextRequestID() pool.RequestID
 	PoolConfig() (pool.Config, bool)
+	// ACL is the replicated access control state (nil before bootstrap);
+	// ApplyACL commits a change to it through the leader.
+	ACL() *acl.State
+	ApplyACL(ctx context.Context, cmd acl.Command) error
+	// Local is this server's own view of the cluster; CaughtUp says
+	// whether the local state holds every entry this server knows to be
+	// committed.
+	Local() wire.Status
+	CaughtUp() bool
+}
+
+// Admin is what operators do to the cluster through this server.
+type Admin interface {
+	// Status is every member's state, as Local is this server's.
+	Status(ctx context.Context) wire.Status
+	RemoveServer(ctx context.Context, id string) error
 	// Restore replaces the replicated state with the snapshot of size
 	// bytes in snapshot.
 	Restore(ctx context.Context, snapshot io.ReaderAt, size int64) error
 	// SpoolFile returns an empty, owner-only file that disappears when
 	// closed, on the server's disk, to hold an upload.
 	SpoolFile() (*os.File, error)
-
-	// Local is this server's own view; Status adds every member's.
-	Local() wire.Status
-	Status(ctx context.Context) wire.Status
-	// CaughtUp says whether the local state holds every entry this server
-	// knows to be committed.
-	CaughtUp() bool
-	RemoveServer(ctx context.Context, id string) error
-	// ACL is the replicated access control state (nil before bootstrap);
-	// ApplyACL commits a change to it through the leader.
-	ACL() *acl.State
-	ApplyACL(ctx context.Context, cmd acl.Command) error
 	// RaftStats are hashicorp/raft's counters, for the metrics.
 	RaftStats() map[string]uint64
 }
-
-var _ Node = (*cluster.Node)(nil)
 
 // Status is every member's state as this server sees it.
 func (s *Service) Status(ctx context.Context) wire.Status { return s.node.Status(ctx) }

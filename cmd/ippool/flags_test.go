@@ -1,0 +1,88 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alecthomas/kong"
+)
+
+// flagEnvs is every flag of the command line with the environment
+// variables it reads, as kong builds them.
+func flagEnvs(t *testing.T) map[string][]string {
+	t.Helper()
+	var cli CLI
+	p, err := kong.New(&cli, kong.Name("ippool"), kong.Bind(&cli), kong.DefaultEnvars("IPPOOL"), defaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	var walk func(n *kong.Node, path string)
+	walk = func(n *kong.Node, path string) {
+		for _, f := range n.Flags {
+			out[path+" --"+f.Name] = f.Envs
+		}
+		for _, c := range n.Children {
+			walk(c, path+" "+c.Name)
+		}
+	}
+	walk(p.Model.Node, "ippool")
+	return out
+}
+
+// Every serve flag is IPPOOL_<FLAG>, which DESIGN.md promises and
+// deployments rely on, and the defaults taken from package constants are
+// what the flags had before they were.
+func TestServeFlagsReadTheirEnvironmentVariable(t *testing.T) {
+	envs := flagEnvs(t)
+	n := 0
+	for flag, env := range envs {
+		name, ok := strings.CutPrefix(flag, "ippool serve --")
+		if !ok || name == "help" {
+			continue
+		}
+		n++
+		want := "IPPOOL_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+		if !slices.Equal(env, []string{want}) {
+			t.Errorf("serve --%s reads %v, want [%s]", name, env, want)
+		}
+	}
+	if n < 70 {
+		t.Errorf("only %d serve flags found", n)
+	}
+	for flag, want := range map[string][]string{
+		"ippool --ca-cert": {"IPPOOL_CACERT"}, "ippool --addr": {"IPPOOL_ADDR"}, "ippool --token": {"IPPOOL_TOKEN"},
+		"ippool pool set --pool": nil, "ippool pool set --exclude": nil, "ippool pool set --lifetime": nil,
+	} {
+		if got := envs[flag]; !slices.Equal(got, want) {
+			t.Errorf("%s reads %v, want %v", flag, got, want)
+		}
+	}
+	if os.Getenv("IPPOOL_DUMP_FLAGS") != "" {
+		for flag, env := range envs {
+			fmt.Println(flag, env)
+		}
+	}
+}
+
+func TestFlagDefaultsFromConstants(t *testing.T) {
+	var cli CLI
+	p, err := kong.New(&cli, kong.Name("ippool"), kong.Bind(&cli), kong.DefaultEnvars("IPPOOL"), defaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Parse([]string{"serve"}); err != nil {
+		t.Fatal(err)
+	}
+	s := cli.Serve
+	got := fmt.Sprintln(s.HTTPAddr, s.ClusterAddr, s.RaftTimeout, s.SnapshotThreshold, s.MaxRestoreBytes, s.HTTPBodyTimeout, s.DNSTTL, s.DNSCacheMaxTTL,
+		len(s.DNSAllow), s.ConnectorPort, s.ConnectorMark, s.ConnectorTable, s.ConnectorMaxFlows, s.ConnectorClientRate)
+	want := fmt.Sprintln("127.0.0.1:7480", "127.0.0.1:7481", 500*time.Millisecond, uint64(16384), int64(4<<30), 2*time.Minute, time.Minute, time.Hour, 7, 7490, uint32(0x1b1), 7490, 16384, 200.0)
+	if got != want {
+		t.Errorf("serve's defaults %s, want %s", got, want)
+	}
+}
