@@ -30,7 +30,7 @@ import (
 // /v1/clients/{client}/ips/{ip}), and hands every other request to
 // Handler's net/http mux through fasthttpadaptor.
 //
-// Why two stacks: net/http costs nearly twice fasthttp's CPU per request
+// Why two stacks: net/http costs more CPU per request than fasthttp
 // (it starts a goroutine per request to watch the connection, allocates
 // header maps, and resets deadlines), and a write's latency on a busy
 // server is mostly waiting for a CPU; the figures are in docs/decisions.md ("HTTP
