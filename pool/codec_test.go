@@ -116,7 +116,7 @@ func TestDecodeReadsVersions1And2(t *testing.T) {
 
 // TestEncoderRefusesWhatDecoderRefuses: the encoder and the decoder hold
 // ops to one set of rules, so nothing the leader appends is refused at
-// apply on every server (the 4,500 exclude ranges that used to be).
+// apply on every server (4,500 exclude ranges, say).
 func TestEncoderRefusesWhatDecoderRefuses(t *testing.T) {
 	var many []string
 	for i := range 4500 {

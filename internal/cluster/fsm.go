@@ -26,8 +26,9 @@ type fsm struct {
 	acl atomic.Pointer[acl.State]
 	log *slog.Logger
 
-	// onApplied is told the pool configuration after each batch, so the node
-	// can keep its record of it on disk. It runs outside the lock.
+	// onConfig is told the pool configuration after a batch that changed it
+	// and after a restore, so the node can keep its record of it on disk. It
+	// runs outside the lock.
 	onConfig func(pool.Config)
 
 	badEntries   func() // counts entries that did not decode

@@ -23,7 +23,7 @@ import (
 // in all and per source. Servers here listen on 127.0.0.109.
 
 // Twenty frames each announcing the largest body and carrying 1 KiB cost a
-// few chunks, not 20 x 16 MiB (337 MB of heap before); frames that arrive
+// few chunks, not 20 x 16 MiB; frames that arrive
 // whole read back as sent at every size around the chunk.
 func TestAnnouncedFrameCostsOnlyWhatArrives(t *testing.T) {
 	var frames [20][]byte

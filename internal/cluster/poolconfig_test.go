@@ -48,7 +48,7 @@ func TestStoredPoolThatDoesNotParseRefusesStart(t *testing.T) {
 	for _, bad := range []string{
 		`{"id":"solo","cluster_addr":"` + cfg.ClusterAddr + `","pool_config":"pool 10.0.0.0/33 lifetime 1h"}`,
 		// A record from before pool_config, with a lifetime that does not
-		// parse: it used to become 48h silently.
+		// parse: refused, not read as some default.
 		`{"id":"solo","cluster_addr":"` + cfg.ClusterAddr + `","pool":"10.0.0.0/24","lifetime":"forever"}`,
 	} {
 		if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {

@@ -23,7 +23,7 @@ import (
 // fsync and wake-ups, so fewer entries carrying more ops beat pipelining.
 // Followers keep a few forwarded batches in flight, since the leader merges
 // them into its entry anyway. The measurements behind both numbers are in
-// the README ("Group commit").
+// docs/decisions.md ("Group commit").
 const forwardBatchSlots = 4
 
 type batcher struct {

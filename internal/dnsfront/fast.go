@@ -133,9 +133,9 @@ func parseQuery(b []byte, name []byte) (query, []byte, bool) {
 }
 
 // fastState is what one read loop keeps between queries: its own copies of
-// the shared tables' entries it has used, read without a lock (on two CPUs,
-// every lock and shared counter taken per query cost more than the rest of
-// the answer), its counters, added to the server's once per batch, and the
+// the shared tables' entries it has used, read without a lock (a lock or a
+// shared counter taken per query costs more than the rest of the answer),
+// its counters, added to the server's once per batch, and the
 // time, read once per batch.
 type fastState struct {
 	lp    LocalPool

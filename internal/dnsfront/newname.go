@@ -20,10 +20,9 @@ import (
 // fastAnswer does. Any other outcome, and any query the worker does not
 // take, goes through the DNS library as before.
 //
-// Through the library, a new name cost a goroutine started per query whose
-// stack grew through the whole call (a tenth of the CPU), the library's
-// parse and pack of the query and reply, and a hop through slowConn's
-// queue. Workers live on between queries, so their stacks are grown once.
+// Workers live on between queries, so their stacks are grown once rather
+// than through every query's call, and a new name skips the library's parse
+// and pack of the query and reply and the hop through slowConn's queue.
 type newNames struct {
 	s    *Server
 	slow *slowConn

@@ -149,11 +149,9 @@ func newUDPLoop(s *Server, rc syscall.RawConn, slow *slowConn) *udpLoop {
 
 // recv and send use RawSyscall6, which does not tell the scheduler about the
 // call: both are non-blocking (MSG_DONTWAIT), and a call the scheduler knows
-// of lets sysmon, once it has lasted one of its 20 µs ticks, hand the loop's
-// P to another thread. A sendmmsg of a batch runs the loopback delivery of
-// every reply and often lasts that long, so sysmon woke every 20 µs to take
-// the P away and the loop waited to get one back: 8% of the server's CPU in
-// sysmon, and a fifth fewer queries per second under dnsperf.
+// of lets sysmon hand the loop's P to another thread once it outlasts a
+// sysmon tick, which a sendmmsg running the loopback delivery of a batch of
+// replies often does; the loop would then wait for a P to come back.
 func (l *udpLoop) recv(fd uintptr) bool {
 	r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&l.in[0])), batch, unix.MSG_DONTWAIT, 0, 0)
 	if e == unix.EAGAIN || e == unix.EWOULDBLOCK {

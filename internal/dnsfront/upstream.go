@@ -239,9 +239,9 @@ func (s *Server) exchangeUDP(q upstreamQuestion, up string, deadline time.Time) 
 
 // exchangeOn is the DNS library's ExchangeWithConnContext for q, with the
 // query packed by packQuery and the reply read by readReply where it can: the
-// library's packing (a compression map and its buffers) was a tenth of the
-// CPU of answering new names, and its read and unpack a third of their
-// allocations. Replies with another ID are skipped, as the library does, and
+// library's packing (a compression map and its buffers), read and unpack are
+// a large part of the CPU and allocations of answering new names. Replies
+// with another ID are skipped, as the library does, and
 // replies are read into a pooled buffer of the library's size.
 func (s *Server) exchangeOn(q upstreamQuestion, co *dns.Conn, deadline time.Time) (*dns.Msg, error) {
 	b, ok := packQuery(q)
@@ -425,7 +425,6 @@ func (s *Server) isIgnored(ip netip.Addr) bool {
 }
 
 // maxIdleUpstreamConns bounds the sockets kept per upstream. It is sized for
-// a burst of new names (every query of it a lookup at once): at 64 a
-// hundred queries in flight dialled and closed a socket for a third of
-// their lookups, a tenth of the CPU of answering new names.
+// a burst of new names (every query of it a lookup at once), so that such a
+// burst reuses sockets instead of dialling and closing one per lookup.
 const maxIdleUpstreamConns = 256

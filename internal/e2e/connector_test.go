@@ -458,7 +458,7 @@ func TestConnectorFailover(t *testing.T) {
 	}
 }
 
-// TestConnectorDemoScript runs examples/connector-demo.sh as the README
+// TestConnectorDemoScript runs examples/connector-demo.sh as docs/connector.md
 // shows it: curl through the connector reaches the domain from the
 // gateway's address, and the script leaves no namespace behind.
 func TestConnectorDemoScript(t *testing.T) {

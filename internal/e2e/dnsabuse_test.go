@@ -177,9 +177,8 @@ var (
 	digReplySize = regexp.MustCompile(`;; MSG SIZE\s+rcvd: (\d+)`)
 )
 
-// Before: any source could query. Now a source outside --dns-allow is
-// refused, over UDP and TCP, with a reply no larger than its query, and
-// nothing is looked up or allocated for it.
+// A source outside --dns-allow is refused, over UDP and TCP, with a reply
+// no larger than its query, and nothing is looked up or allocated for it.
 func TestDNSRefusesSourcesOutsideAllowList(t *testing.T) {
 	dig := requireDig(t)
 	s, dnsAddr, upstream := startDNSServer(t, 111, "--dns-allow", "127.0.0.115/32")
@@ -229,9 +228,8 @@ func TestDNSRefusesSourcesOutsideAllowList(t *testing.T) {
 	}
 }
 
-// Before: 400 unique names from one source made 400 upstream queries, and
-// 182 were REFUSED after theirs had been sent. Now, with the default
-// --dns-rate-limit 100 and --dns-burst 200, upstream queries stay within
+// With the default --dns-rate-limit and --dns-burst, unique names from one
+// source send upstream queries within
 // the bucket, each one belongs to an answered name, and the refusals are
 // no larger than their queries.
 func TestDNSRateLimitBoundsUpstreamQueries(t *testing.T) {
@@ -270,9 +268,8 @@ func TestDNSRateLimitBoundsUpstreamQueries(t *testing.T) {
 	}
 }
 
-// Before: 3,000 queries from 3,000 sources created 2,988 clients, each a
-// Raft write, in 0.7 s. Now, with the default --dns-new-clients-rate 10 and
-// --dns-new-clients-burst 100, the clients created stay within that bucket,
+// With the default --dns-new-clients-rate and --dns-new-clients-burst, a
+// flood of new sources creates clients (each a Raft write) within that bucket,
 // the rest are REFUSED no larger than their queries, and a client known
 // before the flood still gets new names.
 func TestDNSNewClientFloodBounded(t *testing.T) {
@@ -322,8 +319,7 @@ func TestDNSNewClientFloodBounded(t *testing.T) {
 	}
 }
 
-// Before: 1,000 idle DNS-over-TCP connections were all accepted and held.
-// Now, with the default caps (256 in all, 16 per source), 1,000
+// With the default caps (256 in all, 16 per source), 1,000
 // connections from 50 sources leave 256 open and the rest are closed at
 // once; the open ones are closed after --dns-tcp-timeout.
 func TestDNSTCPConnectionCaps(t *testing.T) {

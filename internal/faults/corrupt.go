@@ -32,7 +32,7 @@ func lastWAL(s *testcluster.Server) (string, error) {
 // detects this by the batch's CRC and drops the batch, which Raft then
 // fetches again. It checks only that last batch: damage to batches fsynced
 // earlier is decay of the disk, not a torn write, and raft-wal does not
-// detect it (README, Decisions).
+// detect it (docs/decisions.md, "Damaged log entries").
 func (h *Harness) CorruptWAL(s *testcluster.Server, truncate bool) {
 	path, err := lastWAL(s)
 	if err != nil {

@@ -30,10 +30,10 @@ import (
 // /v1/clients/{client}/ips/{ip}), and hands every other request to
 // Handler's net/http mux through fasthttpadaptor.
 //
-// Why two stacks: net/http costs nearly twice fasthttp's CPU per request
+// Why two stacks: net/http costs more CPU per request than fasthttp
 // (it starts a goroutine per request to watch the connection, allocates
 // header maps, and resets deadlines), and a write's latency on a busy
-// server is mostly waiting for a CPU; the figures are in the README ("HTTP
+// server is mostly waiting for a CPU; the figures are in docs/decisions.md ("HTTP
 // front end"). The rest of the API is rare, so it keeps net/http's richer
 // semantics; both stacks render answers with the same code (reply), and a
 // test holds them to the same bytes.

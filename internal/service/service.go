@@ -214,8 +214,7 @@ func (s *Service) freshOf(client, domain string, now time.Time) (pool.Mapping, b
 
 // freshRead is fresh's read of the state, kept for reuse with its method
 // value: a closure handed to Node.Read escapes, and with it every variable
-// it writes, which cost four allocations on the DNS front end's busiest
-// path.
+// it writes, which would allocate on the DNS front end's busiest path.
 type freshRead struct {
 	client, domain string
 	m              pool.Mapping
