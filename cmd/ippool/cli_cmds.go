@@ -243,7 +243,7 @@ func writeStatus(w io.Writer, st wire.Status) error {
 		fmt.Fprintf(tw, "pool\t%s\n", st.Pool)
 	}
 	if st.StaleBound != "" {
-		fmt.Fprintf(tw, "local reads\t%s (answers from local state while fresh within %s)\n", yesNo(st.LocalReads), st.StaleBound)
+		fmt.Fprintf(tw, "local reads\t%s (answers from local state while current, within %s)\n", yesNo(st.LocalReads), st.StaleBound)
 		fmt.Fprintf(tw, "reuse hold\t%s (%d addresses held now)\n", st.ReuseHold, st.HeldAddresses)
 	}
 	if err := tw.Flush(); err != nil {

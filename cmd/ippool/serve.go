@@ -53,7 +53,7 @@ type ServeCmd struct {
 	HTTPWriteRate     float64       `name:"http-write-rate" help:"Writes a second each HTTP caller may make (its token, or without ACLs its source address): allocations that reach the log, releases, pool and token changes; past it 429 rate_limited with Retry-After (0: no limit)." default:"1000"`
 	HTTPWriteBurst    int           `name:"http-write-burst" help:"Burst of writes an HTTP caller may make above --http-write-rate." default:"2000"`
 	TestClockOffset   time.Duration `hidden:"" help:"For tests only: run this server's clock this far off."`
-	MarkWindow        time.Duration `help:"A lookup writes a fresher last-used time only when the stored one is older than this (default min(5m, lifetime/10))."`
+	MarkWindow        time.Duration `help:"A lookup writes a later last-used time only when the stored one is older than this (default min(5m, lifetime/10))."`
 
 	MaxRestoreBytes         int64         `help:"Largest snapshot a restore may send (PUT /v1/snapshot, admins only); it is received into a file in the data dir, not memory." default:"${max_restore_bytes}"`
 	HTTPMaxConns            int           `name:"http-max-conns" help:"Open connections on the HTTP address at most; more are closed at once." default:"4096"`

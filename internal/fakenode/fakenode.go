@@ -1,6 +1,6 @@
 // Package fakenode is a cluster server in memory for unit tests of the
 // layers above the cluster (service, httpapi): writes apply at once to one
-// pool.State, and the test sets whether the server is fresh and whether a
+// pool.State, and the test sets whether the server is current and whether a
 // read barrier succeeds. Tests of the wiring to Raft use a real node.
 package fakenode
 
@@ -19,21 +19,21 @@ import (
 )
 
 // Node is a service.Node in memory. The fields say what the test set or
-// saw: Fresh for LocalReadOK, BarrierErr for ReadBarrier's answer, and the
+// saw: Current for LocalReadOK, BarrierErr for ReadBarrier's answer, and the
 // number of barriers and proposals made.
 type Node struct {
 	mu    sync.RWMutex
 	state *pool.State
 	acl   *acl.State
 
-	Fresh      atomic.Bool
+	Current      atomic.Bool
 	BarrierErr atomic.Pointer[error]
 	Barriers   atomic.Int64
 	Proposals  atomic.Int64
 	seq        atomic.Uint64
 }
 
-// New is a fresh server whose state has the pool poolText.
+// New is a new server whose state has the pool poolText.
 func New(t testing.TB, poolText string, lifetime time.Duration) *Node {
 	t.Helper()
 	cfg, err := pool.ParseConfig(poolText, "", lifetime)
@@ -44,7 +44,7 @@ func New(t testing.TB, poolText string, lifetime time.Duration) *Node {
 	if _, err := n.state.SetConfig(cfg, time.Unix(0, 0)); err != nil {
 		t.Fatal(err)
 	}
-	n.Fresh.Store(true)
+	n.Current.Store(true)
 	return n
 }
 
@@ -62,7 +62,7 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 	return nil
 }
 
-func (n *Node) LocalReadOK() bool         { return n.Fresh.Load() }
+func (n *Node) LocalReadOK() bool         { return n.Current.Load() }
 func (n *Node) StaleBound() time.Duration { return 300 * time.Millisecond }
 
 func (n *Node) Propose(ctx context.Context, ops []pool.Op) ([]pool.Result, error) {
@@ -108,7 +108,7 @@ func (n *Node) SpoolFile() (*os.File, error) {
 
 func (n *Node) Local() wire.Status {
 	c, _ := n.PoolConfig()
-	return wire.Status{ID: "fake", State: "Leader", LeaderID: "fake", Pool: c.String(), LocalReads: n.Fresh.Load()}
+	return wire.Status{ID: "fake", State: "Leader", LeaderID: "fake", Pool: c.String(), LocalReads: n.Current.Load()}
 }
 func (n *Node) Status(ctx context.Context) wire.Status            { return n.Local() }
 func (n *Node) CaughtUp() bool                                    { return true }

@@ -10,7 +10,7 @@ import (
 // The reads behind the web console's pages. Each runs once under the
 // state's read lock and costs at most a pass over the clients or over one
 // client's mappings (pool/usage.go). Like Mappings, the ones that show
-// mappings may be up to B stale and no more: a server that is not fresh
+// mappings may be up to B stale and no more: a server that is not current
 // confirms them through the read barrier first.
 
 // Sizes is the size of the local state: addresses per client, clients,
@@ -36,7 +36,7 @@ func (s *Service) Sizes() Sizes {
 func (s *Service) LocalReadOK() bool { return s.node.LocalReadOK() }
 
 // confirm waits for the read barrier when consistent is asked or this server
-// is not fresh, as Mappings does.
+// is not current, as Mappings does.
 func (s *Service) confirm(ctx context.Context, consistent bool) error {
 	if consistent || !s.node.LocalReadOK() {
 		return s.node.ReadBarrier(ctx)

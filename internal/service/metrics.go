@@ -141,7 +141,7 @@ func RegisterClusterGauges(reg prometheus.Registerer, node Node) {
 	gauge("ippool_raft_commit_index", "Raft commit index known to this server.", func() float64 { return float64(node.Local().Commit) })
 	gauge("ippool_raft_applied_index", "Index of the last entry applied to this server's state.", func() float64 { return float64(node.Local().Applied) })
 	gauge("ippool_raft_last_snapshot_index", "Index of the last snapshot.", func() float64 { return float64(node.RaftStats()["last_snapshot_index"]) })
-	gauge("ippool_local_reads", "1 while this server answers reads from its local state (fresh within its stale bound), else 0.", func() float64 {
+	gauge("ippool_local_reads", "1 while this server answers reads from its local state (current: within its stale bound), else 0.", func() float64 {
 		if node.LocalReadOK() {
 			return 1
 		}

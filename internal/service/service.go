@@ -23,7 +23,7 @@ import (
 // Options tune a Service.
 type Options struct {
 	// MarkWindow is how stale a mapping's last-used time may get before a
-	// lookup writes a fresher one (S5); 0 means min(5m, lifetime/10).
+	// lookup writes a later one (S5); 0 means min(5m, lifetime/10).
 	MarkWindow time.Duration
 	// MarkFlush is how often buffered marks are written.
 	MarkFlush time.Duration
@@ -119,7 +119,7 @@ func (s *Service) markWindowOf(lifetime time.Duration) time.Duration {
 //
 // A mapping that is more than half a lifetime from expiring is answered
 // from local state without a log entry (S7). Without a read barrier only
-// while this server is fresh (cluster.Node.LocalReadOK): then the answer is
+// while this server is current (cluster.Node.LocalReadOK): then the answer is
 // at most B stale, and an address released less than Q > B ago is held from
 // the client, so the answer may name the address the domain had just
 // before a release, never one that now means another domain. Otherwise the
@@ -133,7 +133,7 @@ func (s *Service) IPForDomain(ctx context.Context, client, domain string) (netip
 		return netip.Addr{}, err
 	}
 	now := s.opts.Now()
-	if m, ok := s.fresh(client, domain, now); ok {
+	if m, ok := s.recent(client, domain, now); ok {
 		if s.node.LocalReadOK() {
 			s.count("local")
 			s.mark(client, m, now)
@@ -143,7 +143,7 @@ func (s *Service) IPForDomain(ctx context.Context, client, domain string) (netip
 			return netip.Addr{}, err
 		}
 		// The barrier may have applied a release or a reuse.
-		if m2, ok := s.fresh(client, domain, now); ok && m2.Addr == m.Addr {
+		if m2, ok := s.recent(client, domain, now); ok && m2.Addr == m.Addr {
 			s.count("local")
 			s.mark(client, m2, now)
 			return m2.Addr, nil
@@ -184,38 +184,38 @@ func (s *Service) IPForDomain(ctx context.Context, client, domain string) (netip
 // IPForDomain. client must be a valid client ID and domain normalized.
 func (s *Service) LocalIPForDomain(client, domain string) (netip.Addr, bool) {
 	now := s.opts.Now()
-	m, ok, lifetime := s.freshOf(client, domain, now)
+	m, ok, lifetime := s.recentOf(client, domain, now)
 	if !ok || !s.node.LocalReadOK() {
 		return netip.Addr{}, false
 	}
 	s.count("local")
-	// The lifetime fresh read, rather than a second read of the state.
+	// The lifetime recentOf read, rather than a second read of the state.
 	s.markIn(client, m, now, s.markWindowOf(lifetime))
 	return m.Addr, true
 }
 
-// fresh returns the client's mapping for domain when local state holds one
+// recent returns the client's mapping for domain when local state holds a
 // that is more than half a lifetime from expiring.
-func (s *Service) fresh(client, domain string, now time.Time) (pool.Mapping, bool) {
-	m, ok, _ := s.freshOf(client, domain, now)
+func (s *Service) recent(client, domain string, now time.Time) (pool.Mapping, bool) {
+	m, ok, _ := s.recentOf(client, domain, now)
 	return m, ok
 }
 
-// freshOf is fresh, with the pool's lifetime it read.
-func (s *Service) freshOf(client, domain string, now time.Time) (pool.Mapping, bool, time.Duration) {
-	r := freshReads.Get().(*freshRead)
+// recentOf is recent, with the pool's lifetime it read.
+func (s *Service) recentOf(client, domain string, now time.Time) (pool.Mapping, bool, time.Duration) {
+	r := recentReads.Get().(*recentRead)
 	r.client, r.domain = client, domain
 	s.node.Read(r.fn)
 	m, ok, lifetime := r.m, r.ok, r.lifetime
-	*r = freshRead{fn: r.fn}
-	freshReads.Put(r)
+	*r = recentRead{fn: r.fn}
+	recentReads.Put(r)
 	return m, ok && now.Sub(m.LastUsed) < lifetime/2, lifetime
 }
 
-// freshRead is fresh's read of the state, kept for reuse with its method
+// recentRead is recent's read of the state, kept for reuse with its method
 // value: a closure handed to Node.Read escapes, and with it every variable
 // it writes, which would allocate on the DNS front end's busiest path.
-type freshRead struct {
+type recentRead struct {
 	client, domain string
 	m              pool.Mapping
 	ok             bool
@@ -223,13 +223,13 @@ type freshRead struct {
 	fn             func(*pool.State)
 }
 
-var freshReads = sync.Pool{New: func() any {
-	r := new(freshRead)
+var recentReads = sync.Pool{New: func() any {
+	r := new(recentRead)
 	r.fn = r.read
 	return r
 }}
 
-func (r *freshRead) read(st *pool.State) {
+func (r *recentRead) read(st *pool.State) {
 	r.m, r.ok = st.Get(r.client, r.domain)
 	cfg, _ := st.Config()
 	r.lifetime = cfg.Lifetime
@@ -256,7 +256,7 @@ func (s *Service) DomainForIP(ctx context.Context, client string, addr netip.Add
 }
 
 // Lookup returns the mapping of the client's address and marks it used at at
-// (S3). A local hit is answered at once while this server is fresh and the
+// (S3). A local hit is answered at once while this server is current and the
 // mapping has not expired at at (see IPForDomain for why that is safe);
 // otherwise, and for a local miss, the read barrier (S4) comes first.
 func (s *Service) Lookup(ctx context.Context, client string, addr netip.Addr, at time.Time) (pool.Mapping, error) {
@@ -358,7 +358,7 @@ func (s *Service) GetConsistent(ctx context.Context, client, domain string) (poo
 	if err != nil {
 		return pool.Mapping{}, err
 	}
-	// A hit is answered at once only while this server is fresh, as in
+	// A hit is answered at once only while this server is current, as in
 	// Lookup; a miss is always confirmed.
 	if m, ok := s.Get(client, domain); ok && s.node.LocalReadOK() {
 		return m, nil
@@ -379,7 +379,7 @@ func (s *Service) Mappings(ctx context.Context, client string, consistent bool) 
 		return nil, err
 	}
 	// Without consistent the list may be up to B stale, never more: a
-	// server that is not fresh confirms it like a consistent one.
+	// server that is not current confirms it like a consistent one.
 	if consistent || !s.node.LocalReadOK() {
 		if err := s.node.ReadBarrier(ctx); err != nil {
 			return nil, err

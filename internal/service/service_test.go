@@ -65,7 +65,7 @@ func TestKnownMappingIsAnsweredWithoutALogEntry(t *testing.T) {
 		t.Fatalf("second call: %v %v, want %v", b, err, a)
 	}
 	if got := node.Proposals.Load(); got != before || node.Barriers.Load() != 0 {
-		t.Fatalf("a known mapping on a fresh server made %d proposals and %d barriers, want none", got-before, node.Barriers.Load())
+		t.Fatalf("a known mapping on a current server made %d proposals and %d barriers, want none", got-before, node.Barriers.Load())
 	}
 	if got := testutil.ToFloat64(m.Allocations.WithLabelValues("local")); got != 1 {
 		t.Fatalf("local answers counted %v, want 1", got)
@@ -183,10 +183,10 @@ func TestLookupErrors(t *testing.T) {
 	}
 }
 
-// A server that is not fresh answers nothing from its local state: every
+// A server that is not current answers nothing from its local state: every
 // hit and every known allocation goes through the read barrier, and when
 // the barrier fails (no quorum) the caller gets that error, not the local
-// answer. Expired hits are confirmed even on a fresh server.
+// answer. Expired hits are confirmed even on a current server.
 func TestStaleServerConfirmsEveryAnswer(t *testing.T) {
 	svc, node, _, now := newFakeService(t, "10.0.0.0/24", time.Hour)
 	ctx := context.Background()
@@ -195,7 +195,7 @@ func TestStaleServerConfirmsEveryAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	at := func() time.Time { return time.Unix(0, now.Load()) }
-	node.Fresh.Store(false)
+	node.Current.Store(false)
 	if b, err := svc.IPForDomain(ctx, "c", "a.example"); err != nil || b != a || node.Barriers.Load() != 1 {
 		t.Fatalf("known allocation on a stale server: %v %v after %d barriers, want %v after 1", b, err, node.Barriers.Load(), a)
 	}
@@ -216,13 +216,13 @@ func TestStaleServerConfirmsEveryAnswer(t *testing.T) {
 	if _, err := svc.IPForDomain(ctx, "c", "a.example"); !errors.Is(err, pool.ErrNoQuorum) {
 		t.Fatalf("known allocation on a stale server without quorum: %v, want no_quorum", err)
 	}
-	// Fresh again, but the mapping expired: the hit is confirmed.
+	// Current again, but the mapping expired: the hit is confirmed.
 	node.BarrierErr.Store(nil)
-	node.Fresh.Store(true)
+	node.Current.Store(true)
 	before := node.Barriers.Load()
 	now.Add(int64(2 * time.Hour))
 	if _, err := svc.DomainForIP(ctx, "c", a, at()); err != nil || node.Barriers.Load() != before+1 {
-		t.Fatalf("expired hit on a fresh server: %v after %d more barriers, want 1", err, node.Barriers.Load()-before)
+		t.Fatalf("expired hit on a current server: %v after %d more barriers, want 1", err, node.Barriers.Load()-before)
 	}
 }
 

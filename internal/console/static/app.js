@@ -923,7 +923,7 @@
       ['Commit index', fmtInt(st.commit_index)],
       ['Applied index', fmtInt(st.applied_index)],
       ['Last log index', fmtInt(st.last_index)],
-      ['Local reads', st.local_reads ? 'on (fresh within the stale bound)' : 'off: answers wait for a read barrier'],
+      ['Local reads', st.local_reads ? 'on (current: within the stale bound)' : 'off: answers wait for a read barrier'],
       ['Stale bound (B)', fmtGoDuration(st.stale_bound)],
       ['Reuse hold (Q)', fmtGoDuration(st.reuse_hold)],
       ['Held addresses', fmtInt(st.held_addresses)],
