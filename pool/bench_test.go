@@ -93,7 +93,7 @@ func BenchmarkApply(b *testing.B) {
 	s := newTestState(b, "10.0.0.0/16", time.Hour)
 	entries := make([][]byte, 1024)
 	for i := range entries {
-		entries[i], _ = EncodeCommand(nil, []Op{{Kind: OpAllocate, ID: RequestID{1, uint64(i + 1)}, Time: t0, Client: clientName(i % 16), Domain: domainName(i)}})
+		entries[i], _ = EncodeEntry(nil, Entry{Time: t0, Ops: []Op{{Kind: OpAllocate, ID: RequestID{1, uint64(i + 1)}, Client: clientName(i % 16), Domain: domainName(i)}}})
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -196,9 +196,9 @@ func BenchmarkApplyBusy(b *testing.B) {
 		ops := make([]Op, batch)
 		for i := range ops {
 			seq++
-			ops[i] = Op{Kind: OpAllocate, ID: RequestID{7, seq}, Time: now, Client: clientName(int(seq % 1000)), Domain: "busy" + strconv.FormatUint(seq, 10) + ".example.net"}
+			ops[i] = Op{Kind: OpAllocate, ID: RequestID{7, seq}, Client: clientName(int(seq % 1000)), Domain: "busy" + strconv.FormatUint(seq, 10) + ".example.net"}
 		}
-		e, err := EncodeCommand(nil, ops)
+		e, err := EncodeEntry(nil, Entry{Time: now, Ops: ops})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -79,21 +79,6 @@ func EncodeEntry(dst []byte, e Entry) ([]byte, error) {
 	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli)), nil
 }
 
-// EncodeCommand appends the entry of ops that share one time, with no client
-// bound: EncodeEntry for callers (tests, tools) that build ops one by one.
-// Ops with different times are refused, since an entry carries one.
-func EncodeCommand(dst []byte, ops []Op) ([]byte, error) {
-	var at time.Time
-	for i, op := range ops {
-		if i == 0 {
-			at = op.Time
-		} else if !op.Time.Equal(at) {
-			return dst, errorf(CodeBadCommand, "the ops of one log entry share its time; op %d has %v, op 0 %v", i, op.Time, at)
-		}
-	}
-	return EncodeEntry(dst, Entry{Time: at, Ops: ops})
-}
-
 // encodeBody appends the op count and the ops, once every op passes the
 // decoder's checks.
 func encodeBody(dst []byte, ops []Op) ([]byte, error) {
@@ -223,12 +208,6 @@ func DecodeEntry(b []byte) (Entry, error) {
 		return Entry{}, d.err
 	}
 	return e, nil
-}
-
-// DecodeCommand returns the ops of a log entry (DecodeEntry).
-func DecodeCommand(b []byte) ([]Op, error) {
-	e, err := DecodeEntry(b)
-	return e.Ops, err
 }
 
 // decoder reads from b; the first error sticks and later reads return zero.
