@@ -28,7 +28,7 @@ func sampleOps() []Op {
 	}
 }
 
-func TestCommandRoundTrip(t *testing.T) {
+func TestEntryRoundTrip(t *testing.T) {
 	ops := sampleOps()
 	e := Entry{Time: ops[0].Time, MaxClients: 1_000_000, Ops: ops}
 	b, err := EncodeEntry(nil, e)
@@ -185,9 +185,9 @@ func TestEncoderRefusesWhatDecoderRefuses(t *testing.T) {
 	}
 }
 
-// TestDecodeCommandDetectsDamage: any byte changed, and any cut, is caught
+// TestDecodeEntryDetectsDamage: any byte changed, and any cut, is caught
 // by the checksum and reported as a damaged entry, not as a bad command.
-func TestDecodeCommandDetectsDamage(t *testing.T) {
+func TestDecodeEntryDetectsDamage(t *testing.T) {
 	good, _ := EncodeEntry(nil, Entry{Time: sampleOps()[0].Time, Ops: sampleOps()})
 	for i := range good {
 		b := append([]byte(nil), good...)
@@ -209,7 +209,7 @@ func TestDecodeCommandDetectsDamage(t *testing.T) {
 	}
 }
 
-func TestDecodeCommandRefusesGarbage(t *testing.T) {
+func TestDecodeEntryRefusesGarbage(t *testing.T) {
 	good, alloc := asV1(sampleOps()), asV1(sampleOps()[1:2])
 	cases := map[string][]byte{
 		"empty":        nil,

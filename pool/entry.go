@@ -23,7 +23,7 @@ type Entry struct {
 	Ops        []Op
 }
 
-// commandVersion is the first byte of every log entry this package writes.
+// entryVersion is the first byte of every log entry this package writes.
 // A reader refuses versions it does not know rather than guessing. Version 2
 // ends with a CRC-32C of everything before it: raft-wal checks only the
 // batch it wrote last, so without it a byte of an older entry that decayed
@@ -33,10 +33,10 @@ type Entry struct {
 // a pool configuration to the limits of Config.CheckNew. Versions 1 (no
 // checksum) and 2 are still read, with the rules they were written under.
 const (
-	commandVersion   = 3
-	commandVersionV2 = 2
-	commandVersionV1 = 1
-	checksumLen      = 4
+	entryVersion   = 3
+	entryVersionV2 = 2
+	entryVersionV1 = 1
+	checksumLen    = 4
 )
 
 // MaxOpsPerCommand bounds a batch so that a corrupt count cannot make the
@@ -69,7 +69,7 @@ func EncodeEntry(dst []byte, e Entry) ([]byte, error) {
 	if e.MaxClients < 0 || e.MaxClients > MaxClientsLimit {
 		return dst, errorf(CodeBadCommand, "a client bound of %d is outside 0 to %d", e.MaxClients, MaxClientsLimit)
 	}
-	dst = append(dst, commandVersion)
+	dst = append(dst, entryVersion)
 	dst = binary.AppendVarint(dst, e.Time.UnixNano())
 	dst = binary.AppendUvarint(dst, uint64(e.MaxClients))
 	dst, err := encodeBody(dst, e.Ops)
@@ -86,7 +86,7 @@ func encodeBody(dst []byte, ops []Op) ([]byte, error) {
 		return dst, errorf(CodeBadCommand, "a command carries 1 to %d ops, not %d", MaxOpsPerCommand, len(ops))
 	}
 	for i := range ops {
-		if err := ops[i].check(commandVersion); err != nil {
+		if err := ops[i].check(entryVersion); err != nil {
 			return dst, errorf(CodeBadCommand, "op %d (%s): %v", i, ops[i].Kind, err)
 		}
 	}
@@ -156,7 +156,7 @@ func DecodeEntry(b []byte) (Entry, error) {
 	switch {
 	case d.err != nil:
 		return e, d.err
-	case v == commandVersion || v == commandVersionV2:
+	case v == entryVersion || v == entryVersionV2:
 		if len(b) < 1+checksumLen {
 			return e, errorf(CodeBadCommand, "log entry of %d bytes is too short for its checksum", len(b))
 		}
@@ -165,8 +165,8 @@ func DecodeEntry(b []byte) (Entry, error) {
 			return e, errorf(CodeCorruptEntry, "log entry of %d bytes fails its checksum: it was damaged after it was written", len(b))
 		}
 		d.b = b[1:body]
-	case v != commandVersionV1:
-		return e, errorf(CodeBadCommand, "log entry has command version %d; this server reads versions %d to %d", v, commandVersionV1, commandVersion)
+	case v != entryVersionV1:
+		return e, errorf(CodeBadCommand, "log entry has command version %d; this server reads versions %d to %d", v, entryVersionV1, entryVersion)
 	}
 	d.version = v
 	if v >= 3 {
