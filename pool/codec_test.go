@@ -28,7 +28,7 @@ func sampleOps() []Op {
 	}
 }
 
-func TestCommandRoundTrip(t *testing.T) {
+func TestEntryRoundTrip(t *testing.T) {
 	ops := sampleOps()
 	e := Entry{Time: ops[0].Time, MaxClients: 1_000_000, Ops: ops}
 	b, err := EncodeEntry(nil, e)
@@ -44,7 +44,7 @@ func TestCommandRoundTrip(t *testing.T) {
 	}
 	// An allocation is compact: a few bytes beyond its strings, 4 of them
 	// the checksum.
-	one, _ := EncodeCommand(nil, ops[1:2])
+	one, _ := EncodeEntry(nil, Entry{Time: ops[1].Time, Ops: ops[1:2]})
 	if overhead := len(one) - len("node-1") - len("example.com"); overhead > 28 {
 		t.Fatalf("allocation entry has %d bytes of overhead", overhead)
 	}
@@ -183,37 +183,33 @@ func TestEncoderRefusesWhatDecoderRefuses(t *testing.T) {
 	if _, err := DecodeEntry(rawV3(Entry{Time: at, MaxClients: MaxClientsLimit + 1, Ops: []Op{{Kind: OpReleaseClient, Client: "n"}}})); !errors.Is(err, ErrBadCommand) {
 		t.Errorf("huge bound: decoder: %v", err)
 	}
-	two := []Op{{Kind: OpReleaseClient, Client: "n", Time: at}, {Kind: OpReleaseClient, Client: "m", Time: at.Add(1)}}
-	if _, err := EncodeCommand(nil, two); !errors.Is(err, ErrBadCommand) {
-		t.Errorf("ops with two times in one entry: %v", err)
-	}
 }
 
-// TestDecodeCommandDetectsDamage: any byte changed, and any cut, is caught
+// TestDecodeEntryDetectsDamage: any byte changed, and any cut, is caught
 // by the checksum and reported as a damaged entry, not as a bad command.
-func TestDecodeCommandDetectsDamage(t *testing.T) {
-	good, _ := EncodeCommand(nil, sampleOps())
+func TestDecodeEntryDetectsDamage(t *testing.T) {
+	good, _ := EncodeEntry(nil, Entry{Time: sampleOps()[0].Time, Ops: sampleOps()})
 	for i := range good {
 		b := append([]byte(nil), good...)
 		b[i] ^= 0x20
-		if _, err := DecodeCommand(b); !errors.Is(err, ErrCorruptEntry) && !(i == 0 && errors.Is(err, ErrBadCommand)) {
+		if _, err := DecodeEntry(b); !errors.Is(err, ErrCorruptEntry) && !(i == 0 && errors.Is(err, ErrBadCommand)) {
 			t.Errorf("byte %d flipped: %v", i, err)
 		}
 	}
 	for n := 1; n < len(good); n++ {
-		if _, err := DecodeCommand(good[:n]); err == nil {
+		if _, err := DecodeEntry(good[:n]); err == nil {
 			t.Errorf("cut to %d bytes: decoded", n)
 		}
 	}
 	// A body that is wrong but checksummed is a bad command, refused alike
 	// on every server.
 	bad := withChecksum(bytes.Replace(asV1(sampleOps()[1:2]), []byte("node-1"), []byte("node 1"), 1))
-	if _, err := DecodeCommand(bad); !errors.Is(err, ErrBadCommand) {
+	if _, err := DecodeEntry(bad); !errors.Is(err, ErrBadCommand) {
 		t.Errorf("checksummed bad client: %v", err)
 	}
 }
 
-func TestDecodeCommandRefusesGarbage(t *testing.T) {
+func TestDecodeEntryRefusesGarbage(t *testing.T) {
 	good, alloc := asV1(sampleOps()), asV1(sampleOps()[1:2])
 	cases := map[string][]byte{
 		"empty":        nil,
@@ -230,9 +226,9 @@ func TestDecodeCommandRefusesGarbage(t *testing.T) {
 		"long string":  {1, 1, 4, 0, 0xff, 0x01},
 	}
 	for name, b := range cases {
-		ops, err := DecodeCommand(b)
+		e, err := DecodeEntry(b)
 		if err == nil {
-			t.Errorf("%s: decoded %+v", name, ops)
+			t.Errorf("%s: decoded %+v", name, e)
 			continue
 		}
 		if !errors.Is(err, ErrBadCommand) {
@@ -249,7 +245,7 @@ func TestApplyGarbageChangesNothing(t *testing.T) {
 		t.Fatal("garbage applied")
 	}
 	// A batch whose last op is bad is refused whole.
-	good, _ := EncodeCommand(nil, []Op{{Kind: OpAllocate, Time: t0, Client: "n", Domain: "b.com"}})
+	good, _ := EncodeEntry(nil, Entry{Time: t0, Ops: []Op{{Kind: OpAllocate, Client: "n", Domain: "b.com"}}})
 	bad := append([]byte{1, 2}, good[2:]...)
 	bad = append(bad, 99)
 	if _, err := s.Apply(bad); err == nil {
@@ -266,7 +262,7 @@ func TestApplyBatchGivesEachOpItsResult(t *testing.T) {
 	for i, d := range []string{"a.com", "b.com", "c.com", "a.com"} {
 		ops = append(ops, Op{Kind: OpAllocate, ID: RequestID{1, uint64(i + 1)}, Time: t0, Client: "n", Domain: d})
 	}
-	entry, _ := EncodeCommand(nil, ops)
+	entry, _ := EncodeEntry(nil, Entry{Time: t0, Ops: ops})
 	res, err := s.Apply(entry)
 	if err != nil {
 		t.Fatal(err)

@@ -10,7 +10,7 @@ import (
 	"go4.org/netipx"
 )
 
-func FuzzDecodeCommand(f *testing.F) {
+func FuzzDecodeEntry(f *testing.F) {
 	for _, ops := range [][]Op{sampleOps(), sampleOps()[1:2], sampleOps()[2:3]} {
 		b, _ := EncodeEntry(nil, Entry{Time: ops[0].Time, MaxClients: 3, Ops: ops})
 		f.Add(b)
@@ -22,7 +22,7 @@ func FuzzDecodeCommand(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if b[0] == commandVersion {
+		if b[0] == entryVersion {
 			// What decodes encodes again: the encoder refuses nothing the
 			// decoder takes. (Older versions re-encode as version 3, which
 			// has one time per entry and stricter pool rules.)

@@ -368,7 +368,7 @@ func TestPropertyMatchesModel(t *testing.T) {
 			}
 			op.Time = at
 			op.ID = RequestID{Origin: 1, Seq: uint64(step + 1)}
-			entry, err := EncodeCommand(nil, []Op{op})
+			entry, err := EncodeEntry(nil, Entry{Time: at, Ops: []Op{op}})
 			if err != nil {
 				t.Fatal(err)
 			}

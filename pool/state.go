@@ -59,7 +59,7 @@ type client struct {
 	expiryAt []int32 // position of slab[i] in expiry
 	expiry   []int32 // heap of slab indices, least recently used first
 
-	// Fresh addresses: every pool index below next that holds no mapping is
+	// Unused addresses: every pool index below next that holds no mapping is
 	// in free; indices from next on are scanned on demand, so a client that
 	// was restored or re-pooled costs nothing until it allocates.
 	free []uint32
@@ -255,7 +255,7 @@ func (s *State) Allocate(clientID, domain string, now time.Time) (netip.Addr, er
 // How an allocation was satisfied.
 const (
 	allocExisting = 0
-	allocFresh    = 1
+	allocUnused   = 1
 	allocReused   = 2
 )
 
@@ -289,7 +289,7 @@ func (s *State) allocate(clientID, domain string, now int64, maxClients int) (ui
 	} else {
 		c = newClient(clientID)
 	}
-	if idx, ok := c.takeFresh(&s.set); ok {
+	if idx, ok := c.takeUnused(&s.set); ok {
 		if isNew {
 			s.clients[clientID] = c
 			c.lastActivity = now
@@ -298,7 +298,7 @@ func (s *State) allocate(clientID, domain string, now int64, maxClients int) (ui
 		a := s.set.addrAt(idx)
 		s.addMapping(c, a, s.domains.intern(domain), now)
 		s.forgetIdleClients(now)
-		return a, allocFresh, nil
+		return a, allocUnused, nil
 	}
 	if len(c.expiry) > 0 {
 		i := c.expiry[0]
@@ -320,9 +320,9 @@ func (s *State) allocate(clientID, domain string, now int64, maxClients int) (ui
 	return 0, 0, errorf(CodePoolExhausted, "pool exhausted for client %q: all %d addresses are mapped and none has been idle longer than %v", clientID, s.set.size, s.cfg.Lifetime+ReuseHold)
 }
 
-// takeFresh returns the lowest pool index that holds no mapping and is not
+// takeUnused returns the lowest pool index that holds no mapping and is not
 // held.
-func (c *client) takeFresh(set *addrSet) (uint32, bool) {
+func (c *client) takeUnused(set *addrSet) (uint32, bool) {
 	if len(c.free) > 0 {
 		var idx uint32
 		idx, c.free = heapPop(c.free)

@@ -165,7 +165,7 @@ func TestUnknownAddressNotFound(t *testing.T) {
 }
 
 // A released address is held from its client (not from others) until an
-// unhold, then it is the lowest fresh address again (S2).
+// unhold, then it is the lowest unused address again (S2).
 func TestReleasedAddressIsHeldUntilUnhold(t *testing.T) {
 	s := newTestState(t, "10.0.0.0/24", time.Hour)
 	a := mustAlloc(t, s, "n", "a.com", t0)

@@ -131,7 +131,7 @@ func TestCommandRoundTripAndDamage(t *testing.T) {
 	if _, err := EncodeCommand(Command{Op: OpBootstrap, Token: &tok}); err == nil {
 		t.Fatal("a bootstrap with an allocate token was encoded")
 	}
-	pe, _ := pool.EncodeCommand(nil, []pool.Op{{Kind: pool.OpReleaseClient, Client: "c1"}})
+	pe, _ := pool.EncodeEntry(nil, pool.Entry{Ops: []pool.Op{{Kind: pool.OpReleaseClient, Client: "c1"}}})
 	if IsCommand(pe) {
 		t.Fatal("a pool entry looks like an ACL entry")
 	}

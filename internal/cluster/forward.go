@@ -23,7 +23,7 @@ import (
 //
 // Both directions carry frames: a 4-byte big-endian length, then an 8-byte
 // sequence number the answer repeats, then the body. A request's body is a
-// command entry as pool.EncodeCommand writes it; an answer's body is
+// log entry as pool.EncodeEntry writes it (forwardEntry); an answer's body is
 // encodeForwardAnswer's. Answers come back in any order.
 const (
 	frameHeader = 4 + 8
@@ -275,7 +275,7 @@ func (n *Node) serveForward(c net.Conn) {
 			}
 		}
 		// Refuse garbage here, before it costs a log entry on every server.
-		ops, err := pool.DecodeCommand(body)
+		e, err := pool.DecodeEntry(body)
 		if err == nil && !n.IsLeader() {
 			err = errNotLeader
 		}
@@ -285,7 +285,7 @@ func (n *Node) serveForward(c net.Conn) {
 		}
 		// Forwarded ops join the leader's own batches, so that writes
 		// arriving through every server share log entries.
-		p := &proposal{ops: ops, deliver: func(r proposalResult) { answer(r.results, r.err) }}
+		p := &proposal{ops: e.Ops, deliver: func(r proposalResult) { answer(r.results, r.err) }}
 		select {
 		case n.batcher.in <- p:
 		case <-n.stop:

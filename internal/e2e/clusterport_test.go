@@ -155,8 +155,8 @@ func forwardAlloc(addr string, conf *tls.Config, client string) ([]byte, error) 
 		return nil, err
 	}
 	defer c.Close()
-	body, err := pool.EncodeCommand(nil, []pool.Op{{Kind: pool.OpAllocate, ID: pool.RequestID{Origin: 7, Seq: 1},
-		Time: time.Now(), Client: client, Domain: "outsider.example"}})
+	body, err := pool.EncodeEntry(nil, pool.Entry{Time: time.Now(), Ops: []pool.Op{{Kind: pool.OpAllocate,
+		ID: pool.RequestID{Origin: 7, Seq: 1}, Client: client, Domain: "outsider.example"}}})
 	if err != nil {
 		return nil, err
 	}

@@ -3,57 +3,10 @@ package pool
 import (
 	"encoding/binary"
 	"hash/crc32"
-	"math"
-	"net/netip"
 	"time"
 
 	"go4.org/netipx"
 )
-
-// OpKind names a write to the state.
-type OpKind uint8
-
-const (
-	OpAllocate      OpKind = 1 // Client, Domain
-	OpMarkUsed      OpKind = 2 // Client, Addr, Domain
-	OpRelease       OpKind = 3 // Client, Domain
-	OpReleaseClient OpKind = 4 // Client
-	OpSetConfig     OpKind = 5 // Config
-	// OpUnhold gives a released address back to its client once ReuseHold
-	// has passed; only a leader proposes it.
-	OpUnhold OpKind = 6 // Client, Addr
-)
-
-func (k OpKind) String() string {
-	switch k {
-	case OpAllocate:
-		return "allocate"
-	case OpMarkUsed:
-		return "mark-used"
-	case OpRelease:
-		return "release"
-	case OpReleaseClient:
-		return "release-client"
-	case OpSetConfig:
-		return "set-config"
-	case OpUnhold:
-		return "unhold"
-	}
-	return "unknown"
-}
-
-// Op is one write, as carried in the Raft log. Its Time is the time of the
-// entry that carries it, which the leader chooses (S9); entries written
-// before version 3 carry a time per op, the proposing server's.
-type Op struct {
-	Kind   OpKind
-	ID     RequestID
-	Time   time.Time
-	Client string
-	Domain string
-	Addr   netip.Addr
-	Config Config
-}
 
 // Entry is one Raft log entry: a batch of ops and what the leader stamps on
 // the whole batch when it appends it.
@@ -70,20 +23,7 @@ type Entry struct {
 	Ops        []Op
 }
 
-// Result is the outcome of one applied Op.
-type Result struct {
-	// Addr is the allocated address (OpAllocate).
-	Addr netip.Addr
-	// Count is what the op changed: mappings released; 1 when a mark or a
-	// release took effect; 1 when an allocation made a new mapping and 0
-	// when it returned the client's existing one.
-	Count int
-	// Reused is set when an allocation took an expired mapping's address.
-	Reused bool
-	Err    error
-}
-
-// commandVersion is the first byte of every log entry this package writes.
+// entryVersion is the first byte of every log entry this package writes.
 // A reader refuses versions it does not know rather than guessing. Version 2
 // ends with a CRC-32C of everything before it: raft-wal checks only the
 // batch it wrote last, so without it a byte of an older entry that decayed
@@ -93,10 +33,10 @@ type Result struct {
 // a pool configuration to the limits of Config.CheckNew. Versions 1 (no
 // checksum) and 2 are still read, with the rules they were written under.
 const (
-	commandVersion   = 3
-	commandVersionV2 = 2
-	commandVersionV1 = 1
-	checksumLen      = 4
+	entryVersion   = 3
+	entryVersionV2 = 2
+	entryVersionV1 = 1
+	checksumLen    = 4
 )
 
 // MaxOpsPerCommand bounds a batch so that a corrupt count cannot make the
@@ -129,7 +69,7 @@ func EncodeEntry(dst []byte, e Entry) ([]byte, error) {
 	if e.MaxClients < 0 || e.MaxClients > MaxClientsLimit {
 		return dst, errorf(CodeBadCommand, "a client bound of %d is outside 0 to %d", e.MaxClients, MaxClientsLimit)
 	}
-	dst = append(dst, commandVersion)
+	dst = append(dst, entryVersion)
 	dst = binary.AppendVarint(dst, e.Time.UnixNano())
 	dst = binary.AppendUvarint(dst, uint64(e.MaxClients))
 	dst, err := encodeBody(dst, e.Ops)
@@ -139,21 +79,6 @@ func EncodeEntry(dst []byte, e Entry) ([]byte, error) {
 	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli)), nil
 }
 
-// EncodeCommand appends the entry of ops that share one time, with no client
-// bound: EncodeEntry for callers (tests, tools) that build ops one by one.
-// Ops with different times are refused, since an entry carries one.
-func EncodeCommand(dst []byte, ops []Op) ([]byte, error) {
-	var at time.Time
-	for i, op := range ops {
-		if i == 0 {
-			at = op.Time
-		} else if !op.Time.Equal(at) {
-			return dst, errorf(CodeBadCommand, "the ops of one log entry share its time; op %d has %v, op 0 %v", i, op.Time, at)
-		}
-	}
-	return EncodeEntry(dst, Entry{Time: at, Ops: ops})
-}
-
 // encodeBody appends the op count and the ops, once every op passes the
 // decoder's checks.
 func encodeBody(dst []byte, ops []Op) ([]byte, error) {
@@ -161,7 +86,7 @@ func encodeBody(dst []byte, ops []Op) ([]byte, error) {
 		return dst, errorf(CodeBadCommand, "a command carries 1 to %d ops, not %d", MaxOpsPerCommand, len(ops))
 	}
 	for i := range ops {
-		if err := ops[i].check(commandVersion); err != nil {
+		if err := ops[i].check(entryVersion); err != nil {
 			return dst, errorf(CodeBadCommand, "op %d (%s): %v", i, ops[i].Kind, err)
 		}
 	}
@@ -203,58 +128,6 @@ func appendOps(dst []byte, ops []Op) []byte {
 	return dst
 }
 
-// check is what the decoder of version v requires of an op's fields once
-// they are read, and what the encoder requires before writing them: one set
-// of rules, so that nothing the encoder writes is refused at apply.
-func (op *Op) check(v byte) error {
-	switch op.Kind {
-	case OpAllocate, OpRelease:
-		if err := ValidateClientID(op.Client); err != nil {
-			return err
-		}
-		return checkDomain(op.Domain)
-	case OpMarkUsed:
-		if err := ValidateClientID(op.Client); err != nil {
-			return err
-		}
-		if !op.Addr.Is4() {
-			return errorf(CodeBadCommand, "mark-used needs an IPv4 address, not %v", op.Addr)
-		}
-		return checkDomain(op.Domain)
-	case OpReleaseClient:
-		return ValidateClientID(op.Client)
-	case OpSetConfig:
-		if v >= 3 {
-			// Entries from before version 3 keep the rules they were
-			// written under, so an older log replays to the same state.
-			return op.Config.CheckNew()
-		}
-		return op.Config.Validate()
-	case OpUnhold:
-		if err := ValidateClientID(op.Client); err != nil {
-			return err
-		}
-		if !op.Addr.Is4() {
-			return errorf(CodeBadCommand, "unhold needs an IPv4 address, not %v", op.Addr)
-		}
-		return nil
-	}
-	return errorf(CodeBadCommand, "unknown op kind %d", op.Kind)
-}
-
-// checkDomain accepts only names already in normal form, as proposers write
-// them.
-func checkDomain(s string) error {
-	n, err := NormalizeDomain(s)
-	if err != nil {
-		return err
-	}
-	if n != s {
-		return errorf(CodeInvalidDomain, "domain %q is not in normal form", s)
-	}
-	return nil
-}
-
 func appendString(dst []byte, s string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(s)))
 	return append(dst, s...)
@@ -283,7 +156,7 @@ func DecodeEntry(b []byte) (Entry, error) {
 	switch {
 	case d.err != nil:
 		return e, d.err
-	case v == commandVersion || v == commandVersionV2:
+	case v == entryVersion || v == entryVersionV2:
 		if len(b) < 1+checksumLen {
 			return e, errorf(CodeBadCommand, "log entry of %d bytes is too short for its checksum", len(b))
 		}
@@ -292,8 +165,8 @@ func DecodeEntry(b []byte) (Entry, error) {
 			return e, errorf(CodeCorruptEntry, "log entry of %d bytes fails its checksum: it was damaged after it was written", len(b))
 		}
 		d.b = b[1:body]
-	case v != commandVersionV1:
-		return e, errorf(CodeBadCommand, "log entry has command version %d; this server reads versions %d to %d", v, commandVersionV1, commandVersion)
+	case v != entryVersionV1:
+		return e, errorf(CodeBadCommand, "log entry has command version %d; this server reads versions %d to %d", v, entryVersionV1, entryVersion)
 	}
 	d.version = v
 	if v >= 3 {
@@ -335,12 +208,6 @@ func DecodeEntry(b []byte) (Entry, error) {
 		return Entry{}, d.err
 	}
 	return e, nil
-}
-
-// DecodeCommand returns the ops of a log entry (DecodeEntry).
-func DecodeCommand(b []byte) ([]Op, error) {
-	e, err := DecodeEntry(b)
-	return e.Ops, err
 }
 
 // decoder reads from b; the first error sticks and later reads return zero.
@@ -490,73 +357,4 @@ func (d *decoder) op(op *Op) error {
 		}
 	}
 	return d.err
-}
-
-// Apply decodes a log entry and applies it (ApplyEntry). An entry that does
-// not decode changes nothing and returns an error (S10).
-func (s *State) Apply(entry []byte) ([]Result, error) {
-	e, err := DecodeEntry(entry)
-	if err != nil {
-		return nil, err
-	}
-	return s.ApplyEntry(e), nil
-}
-
-// ApplyEntry applies a decoded entry's ops in order, each at its time and
-// under the entry's client bound, and returns one Result per op.
-func (s *State) ApplyEntry(e Entry) []Result {
-	results := make([]Result, len(e.Ops))
-	for i := range e.Ops {
-		results[i] = s.applyOp(&e.Ops[i], e.MaxClients)
-	}
-	return results
-}
-
-// ApplyOps applies ops with no client bound; see ApplyEntry. A retried op
-// whose request ID already succeeded returns the remembered result and
-// changes nothing.
-func (s *State) ApplyOps(ops []Op) []Result {
-	return s.ApplyEntry(Entry{Ops: ops})
-}
-
-func (s *State) applyOp(op *Op, maxClients int) Result {
-	if r, ok := s.dedup.lookup(op.ID); ok {
-		return r.result()
-	}
-	now := op.Time.UnixNano()
-	var res Result
-	switch op.Kind {
-	case OpAllocate:
-		a, how, err := s.allocate(op.Client, op.Domain, now, maxClients)
-		if err != nil {
-			return Result{Err: err}
-		}
-		count := min(how, 1)
-		s.dedup.remember(op.ID, dedupResult{addr: a, count: uint32(count), hasAddr: true})
-		return Result{Addr: u32ToAddr(a), Count: count, Reused: how == allocReused}
-	case OpMarkUsed:
-		if s.markUsed(op.Client, addrToU32(op.Addr), op.Domain, now) {
-			res.Count = 1
-		}
-	case OpRelease:
-		if s.release(op.Client, op.Domain, now) {
-			res.Count = 1
-		}
-	case OpReleaseClient:
-		res.Count = s.releaseClient(op.Client, now)
-	case OpUnhold:
-		if s.unhold(op.Client, addrToU32(op.Addr), now) {
-			res.Count = 1
-		}
-	case OpSetConfig:
-		n, err := s.SetConfig(op.Config, op.Time)
-		if err != nil {
-			return Result{Err: err}
-		}
-		res.Count = n
-	default:
-		return Result{Err: errorf(CodeBadCommand, "unknown op kind %d", op.Kind)}
-	}
-	s.dedup.remember(op.ID, dedupResult{count: uint32(min(res.Count, math.MaxUint32))})
-	return res
 }
