@@ -37,6 +37,10 @@ fi
 # The race detector runs where concurrency lives in this process: every
 # package but internal/e2e and internal/faults, whose tests drive separate
 # server processes.
+# Every benchmark runs once, so that none can rot: a benchmark that fails
+# (a pool it exhausts, a server it cannot start) fails the suite. Timed runs
+# are docs/performance.md's, by hand.
+go test -count=1 -run '^$' -bench . -benchtime 1x -timeout 10m "$@" ./...
 inproc=$(go list ./... | grep -v -e /internal/e2e -e /internal/faults)
 go test -race -count=1 -timeout 10m "$@" $inproc
 go test -count=1 -timeout 10m "$@" ./internal/e2e ./internal/faults
