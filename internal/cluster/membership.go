@@ -249,7 +249,24 @@ func (n *Node) removeLocal(ctx context.Context, id string) error {
 	if !found {
 		return pool.Errorf(pool.CodeNotFound, "no server %q in the cluster", id)
 	}
-	return n.raft.RemoveServer(raft.ServerID(id), 0, timeLeft(ctx, n.cfg.WriteTimeout)).Error()
+	// Raft answers the future once the new configuration is committed and
+	// applied, which needs the other voters: while they do not answer and
+	// this server still holds its lease it would wait without end, so the
+	// wait is bounded by ctx (the removal may still be committed later).
+	rf := n.raft.RemoveServer(raft.ServerID(id), 0, timeLeft(ctx, n.cfg.WriteTimeout))
+	done := make(chan error, 1)
+	go func() { done <- rf.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return applyError(err)
+		}
+		return nil
+	case <-ctx.Done():
+		return errRetry{ctx.Err()}
+	case <-n.stop:
+		return errShutdown
+	}
 }
 
 func (n *Node) hasPeers() bool {
@@ -257,13 +274,98 @@ func (n *Node) hasPeers() bool {
 	return f.Error() == nil && len(f.Configuration().Servers) > 1
 }
 
-// RemoveServer takes a server out of the cluster, through the leader.
+// RemoveServer takes a server out of the cluster, through the leader,
+// retrying across leader changes until ctx's deadline, or WriteTimeout when
+// ctx has none (the HTTP API's has none).
+//
+// Removing a dead leader is when it is most needed, and then this server
+// may still follow the dead one: the e2e tailnet test removed a SIGKILLed
+// leader a second after the kill. A tailnet (like any path that drops
+// packets rather than refusing them) never resets the connections to a
+// dead node, so an RPC to it over a pooled connection waited for an answer
+// forever, with nothing to end it (TestRemoveDeadLeaderThroughSurvivor).
+// So each attempt has its own short deadline, and the next one asks again
+// who leads.
 func (n *Node) RemoveServer(ctx context.Context, id string) error {
-	if n.IsLeader() {
-		return n.removeLocal(ctx, id)
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, n.cfg.WriteTimeout)
+		defer cancel()
 	}
 	body, _ := json.Marshal(map[string]string{"id": id})
-	return n.callLeader(ctx, rpcRemove, body, "remove the server")
+	backoff := 5 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		var err error
+		remote := false
+		if n.IsLeader() {
+			err = n.removeLocal(ctx, id)
+		} else if _, addr := n.Leader(); addr != "" {
+			remote = true
+			actx, cancel := context.WithTimeout(ctx, n.leaderCallTimeout())
+			err = n.rpc.call(actx, addr, rpcRemove, body, &struct{}{})
+			cancel()
+		} else {
+			err = errRetry{pool.Errorf(pool.CodeNoLeader, "no leader is known to remove the server through")}
+		}
+		if err == nil {
+			return nil
+		}
+		if attempt > 0 && errors.Is(err, pool.ErrNotFound) {
+			// An earlier attempt removed it, and its answer was lost.
+			return nil
+		}
+		if !retryable(err, remote) {
+			var re *rpcError
+			if errors.As(err, &re) {
+				return &pool.Error{Code: re.Code, Msg: re.Message}
+			}
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return noQuorum(fmt.Errorf("removing server %s: %w", id, unwrapRetry(err)))
+		case <-n.stop:
+			return errShutdown
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 100*time.Millisecond)
+	}
+}
+
+// leaderCallTimeout bounds one attempt of a request to the leader that is
+// retried (RemoveServer): long enough for a commit round on a slow network,
+// short enough that a leader that vanished without a reset costs a retry,
+// not the whole write timeout.
+func (n *Node) leaderCallTimeout() time.Duration {
+	return max(time.Second, 2*n.cfg.RaftTimeout)
+}
+
+// retryable reports whether another attempt at a request to the leader may
+// succeed: the server asked no longer leads, none is known, or a request
+// sent to another server got no answer (a dead or unreachable leader).
+func retryable(err error, remote bool) bool {
+	var re *rpcError
+	if errors.As(err, &re) {
+		return re.Retry || re.Code == pool.CodeNoLeader
+	}
+	if errors.As(err, new(errRetry)) {
+		return true
+	}
+	var pe *pool.Error
+	if errors.As(err, &pe) {
+		return pe.Code == pool.CodeNoLeader
+	}
+	// From another server, the rest are transport errors: refused, reset,
+	// timed out, or the attempt's deadline.
+	return remote
+}
+
+func unwrapRetry(err error) error {
+	var r errRetry
+	if errors.As(err, &r) {
+		return r.err
+	}
+	return err
 }
 
 // Restore replaces the cluster's state with the snapshot of size bytes in
@@ -386,8 +488,15 @@ func (n *Node) applyACLLocal(ctx context.Context, cmd acl.Command) error {
 	return nil
 }
 
-// callLeader sends a request that only the leader may serve.
+// callLeader sends a request that only the leader may serve, once. Without
+// a deadline in ctx it gets WriteTimeout: a leader that died silently
+// would otherwise hold the caller forever (see RemoveServer).
 func (n *Node) callLeader(ctx context.Context, path string, body []byte, what string) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, n.cfg.WriteTimeout)
+		defer cancel()
+	}
 	return n.onLeader(what, func(addr string) error {
 		return n.rpc.call(ctx, addr, path, body, &struct{}{})
 	})

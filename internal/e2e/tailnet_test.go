@@ -55,6 +55,12 @@ const (
 	appPort       = 8443
 )
 
+// tailnetHTTP is the client of every request the tailnet tests make to a
+// server's API: a request that is never answered fails the test within
+// the timeout instead of holding it until `go test -timeout` (a DELETE
+// once hung 11 minutes).
+var tailnetHTTP = &http.Client{Timeout: 20 * time.Second}
+
 // tsProc is one ippool server on the tailnet.
 type tsProc struct {
 	id, httpAddr, dataDir string
@@ -70,7 +76,7 @@ func (p *tsProc) kill() {
 
 func (p *tsProc) status(t *testing.T) (wire.Status, bool) {
 	var st wire.Status
-	resp, err := http.Get("http://" + p.httpAddr + "/v1/cluster")
+	resp, err := tailnetHTTP.Get("http://" + p.httpAddr + "/v1/cluster")
 	if err != nil {
 		return st, false
 	}
@@ -79,7 +85,7 @@ func (p *tsProc) status(t *testing.T) (wire.Status, bool) {
 }
 
 func (p *tsProc) metric(name string) string {
-	resp, err := http.Get("http://" + p.httpAddr + "/metrics")
+	resp, err := tailnetHTTP.Get("http://" + p.httpAddr + "/metrics")
 	if err != nil {
 		return ""
 	}
@@ -113,7 +119,9 @@ func startTailnetServer(t *testing.T, controlURL, upstream string, i int, extra 
 	p.cmd.Args = append(p.cmd.Args, extra...)
 	p.cmd.Env = append(os.Environ(), "TS_AUTHKEY="+tailnetAuth)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	if err := p.cmd.Start(); err != nil {
+	// Killed with the test binary even when it ends without running the
+	// cleanup below (a `go test -timeout` panic).
+	if err := testcluster.StartDying(p.cmd); err != nil {
 		t.Fatal(err)
 	}
 	go func() {
@@ -416,7 +424,7 @@ func TestTailnetConnectorHA(t *testing.T) {
 	stB, _ := clientB.Up(ctx)
 	idA, idB := string(stA.Self.ID), string(stB.Self.ID)
 	for _, tc := range []struct{ client, addr, domain string }{{idA, a1.String(), "app1.test"}, {idA, a2.String(), "app2.test"}, {idB, b2.String(), "app2.test"}} {
-		resp, err := http.Get("http://" + follower.httpAddr + "/v1/clients/" + tc.client + "/ips/" + tc.addr)
+		resp, err := tailnetHTTP.Get("http://" + follower.httpAddr + "/v1/clients/" + tc.client + "/ips/" + tc.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -477,17 +485,26 @@ func TestTailnetConnectorHA(t *testing.T) {
 
 	// Removal works as on plain networks: the dead server is removed
 	// through a survivor's API, and the two left still allocate.
-	req, _ := http.NewRequest(http.MethodDelete, "http://"+follower.httpAddr+"/v1/cluster/servers/"+leader.id, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
-		t.Fatalf("removing %s: %d", leader.id, resp.StatusCode)
+	// It is sent about a second after the kill, when the survivors may
+	// not have a new leader yet: the server then answers no_quorum within
+	// its write timeout, and the request is sent again.
+	var removal string
+	if !poll.Wait(time.Minute, func() bool {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, "http://"+follower.httpAddr+"/v1/cluster/servers/"+leader.id, nil)
+		resp, err := tailnetHTTP.Do(req)
+		if err != nil {
+			removal = err.Error()
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		removal = fmt.Sprintf("%d %s", resp.StatusCode, b)
+		return resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusNoContent
+	}) {
+		t.Fatalf("removing %s through %s: %s", leader.id, follower.id, removal)
 	}
 	poll.Until(t, time.Minute, "the cluster to list two servers", func() bool {
-		resp, err := http.Get("http://" + follower.httpAddr + "/v1/cluster")
+		resp, err := tailnetHTTP.Get("http://" + follower.httpAddr + "/v1/cluster")
 		if err != nil {
 			return false
 		}
@@ -538,7 +555,7 @@ func TestTailnetJoinByName(t *testing.T) {
 		return len(leaders) == 1
 	})
 	for i, p := range procs {
-		resp, err := http.Post(fmt.Sprintf("http://%s/v1/clients/node%d/domains/app.example", p.httpAddr, i), "", nil)
+		resp, err := tailnetHTTP.Post(fmt.Sprintf("http://%s/v1/clients/node%d/domains/app.example", p.httpAddr, i), "", nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,6 +69,34 @@ func Binary(t testing.TB) string {
 	}
 	return binPath
 }
+
+// StartDying starts cmd as a process that gets SIGKILL when the test
+// binary ends, however it ends: t.Cleanup kills it after a failure, but a
+// test that `go test -timeout` panics runs no cleanups, and left `ippool
+// serve` processes holding ports behind. Linux sends the parent-death
+// signal when the thread that started the child ends, not the process, so
+// every child is started from one goroutine locked to its thread for the
+// life of the test binary: that thread ends only with the process.
+func StartDying(cmd *exec.Cmd) error {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	done := make(chan error, 1)
+	spawner() <- func() { done <- cmd.Start() }
+	return <-done
+}
+
+var spawner = sync.OnceValue(func() chan<- func() {
+	ch := make(chan func())
+	go func() {
+		runtime.LockOSThread() // never unlocked: see StartDying
+		for start := range ch {
+			start()
+		}
+	}()
+	return ch
+})
 
 // Server is one `ippool serve` process.
 type Server struct {
@@ -233,7 +262,7 @@ func (s *Server) Start() {
 	cmd := exec.Command(s.bin, s.Args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	if err := StartDying(cmd); err != nil {
 		logf.Close()
 		s.t.Fatal(err)
 	}
