@@ -68,7 +68,7 @@ type Status struct {
 	LastIndex  uint64 `json:"last_index"`
 	Pool       string `json:"pool,omitempty"`
 	// StaleBound (B) and ReuseHold (Q) are the bounded-staleness numbers
-	// (internal/cluster/fresh.go); LocalReads says whether this server answers from
+	// (internal/cluster/current.go); LocalReads says whether this server answers from
 	// local state right now; HeldAddresses counts addresses under a reuse
 	// hold.
 	StaleBound    string         `json:"stale_bound"`

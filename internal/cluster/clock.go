@@ -196,7 +196,7 @@ func (n *Node) sampleClock(id raft.ServerID, addr string) {
 	n.clock.peers[id] = clockSample{offset: time.Duration(out.Now - mid), at: time.Now()}
 }
 
-// updateClockOffset takes the median of the fresh readings, forgets the
+// updateClockOffset takes the median of the latest readings, forgets the
 // stale ones and those of servers no longer in the configuration, and
 // says whether the clocks read are a majority of the voters.
 func (n *Node) updateClockOffset(now time.Time, voters map[raft.ServerID]bool) {

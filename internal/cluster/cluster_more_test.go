@@ -365,17 +365,17 @@ func TestDamagedEntryStopsOnlyThatServer(t *testing.T) {
 	if err := os.Rename(tc.cfgs[fi].DataDir, tc.cfgs[fi].DataDir+".damaged"); err != nil {
 		t.Fatal(err)
 	}
-	fresh, err := Start(tc.cfgs[fi])
+	rebuilt, err := Start(tc.cfgs[fi])
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc.nodes[fi] = fresh
+	tc.nodes[fi] = rebuilt
 	poll.Until(t, 15*time.Second, "the wiped server to catch up", func() bool {
-		if fresh.ReadBarrier(ctx) != nil {
+		if rebuilt.ReadBarrier(ctx) != nil {
 			return false
 		}
 		var ok bool
-		fresh.Read(func(s *pool.State) {
+		rebuilt.Read(func(s *pool.State) {
 			_, ok1 := s.Get("c", "damage-me.example")
 			_, ok2 := s.Get("c", "after-damage.example")
 			ok = ok1 && ok2

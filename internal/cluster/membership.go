@@ -1,20 +1,16 @@
 package cluster
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
 
-	"github.com/ippool/ippool/internal/acl"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -81,7 +77,7 @@ func (n *Node) watchLeadership() {
 	}
 }
 
-// bootstrapOrJoin makes a fresh server part of a cluster.
+// bootstrapOrJoin makes a new server part of a cluster.
 func (n *Node) bootstrapOrJoin() {
 	self := raft.Server{ID: raft.ServerID(n.cfg.ID), Address: raft.ServerAddress(n.cfg.ClusterAddr), Suffrage: raft.Voter}
 	if len(n.cfg.Join) == 0 && (!n.cfg.joinsByDiscovery() || n.cfg.BootstrapExpect <= 1) {
@@ -121,7 +117,7 @@ func (n *Node) bootstrap(servers []raft.Server) {
 
 // tryJoin makes one round of contact with the join addresses. A running
 // cluster is joined through its leader; with BootstrapExpect, once that
-// many fresh servers are known they bootstrap together with the same list,
+// many new servers are known they bootstrap together with the same list,
 // so simultaneous starts form exactly one cluster.
 func (n *Node) tryJoin(self raft.Server) (bool, error) {
 	if f := n.raft.GetConfiguration(); f.Error() == nil && len(f.Configuration().Servers) > 0 {
@@ -366,126 +362,6 @@ func unwrapRetry(err error) error {
 		return r.err
 	}
 	return err
-}
-
-// Restore replaces the cluster's state with the snapshot of size bytes in
-// snapshot, through the leader: Raft installs it at a new index and ships
-// it to every follower. The snapshot is read as it is sent (to the leader,
-// into Raft's snapshot store), never held in memory whole.
-func (n *Node) Restore(ctx context.Context, snapshot io.ReaderAt, size int64) error {
-	if !n.IsLeader() {
-		return n.onLeader("restore", func(addr string) error {
-			return n.rpc.post(ctx, addr, rpcRestore, snapshot, size, &struct{}{})
-		})
-	}
-	return n.restoreLocal(ctx, snapshot, size)
-}
-
-// restoreLocal is Restore's leader side.
-func (n *Node) restoreLocal(ctx context.Context, snapshot io.ReaderAt, size int64) error {
-	if !n.IsLeader() {
-		return errNotLeader
-	}
-	head := make([]byte, min(size, 16))
-	if _, err := snapshot.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
-		return err
-	}
-	body := io.Reader(io.NewSectionReader(snapshot, 0, size))
-	if !acl.HasSection(head) {
-		// A backup from before the ACLs were bootstrapped (or from a cluster
-		// without them) keeps the cluster's tokens: restoring an old backup
-		// must not turn access control off.
-		var b bytes.Buffer
-		if err := acl.WriteSection(&b, n.ACL()); err != nil {
-			return err
-		}
-		size += int64(b.Len())
-		body = io.MultiReader(&b, body)
-	}
-	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: size}
-	return n.raft.Restore(meta, body, timeLeft(ctx, time.Minute))
-}
-
-// restoreUpload is the restore RPC's leader side: the snapshot another
-// server sends is spooled to a file, checked there and installed from
-// there.
-func (n *Node) restoreUpload(ctx context.Context, body io.Reader, declared int64) error {
-	if !n.IsLeader() {
-		// Before reading what may be gigabytes.
-		return errNotLeader
-	}
-	limit := n.cfg.MaxRestoreBytes
-	tooLarge := pool.Errorf(pool.CodeBadSnapshot, "the snapshot exceeds the leader's restore limit of %d bytes (--max-restore-bytes)", limit)
-	if declared > limit {
-		return tooLarge
-	}
-	f, err := n.SpoolFile()
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	size, err := io.Copy(f, io.LimitReader(body, limit+1))
-	if err != nil {
-		return fmt.Errorf("receiving the snapshot: %w", err)
-	}
-	if size > limit {
-		return tooLarge
-	}
-	if _, _, err := acl.ReadSnapshot(io.NewSectionReader(f, 0, size)); err != nil {
-		return err
-	}
-	return n.restoreLocal(ctx, f, size)
-}
-
-// SpoolFile returns a new, empty file in the data dir to hold an upload
-// (a snapshot to restore) until it is checked and installed: memory should
-// not hold gigabytes a client sent. The file is owner-only and has no
-// name (it is removed as soon as it is made), so a crash leaves nothing
-// behind and closing it frees its space.
-func (n *Node) SpoolFile() (*os.File, error) {
-	f, err := os.CreateTemp(n.cfg.DataDir, "spool-*")
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Remove(f.Name()); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
-}
-
-// ACL is the replicated access control state; nil before bootstrap.
-func (n *Node) ACL() *acl.State { return n.fsm.acl.Load() }
-
-// ApplyACL commits a change to the tokens through the leader.
-func (n *Node) ApplyACL(ctx context.Context, cmd acl.Command) error {
-	if n.IsLeader() {
-		return n.applyACLLocal(ctx, cmd)
-	}
-	entry, err := acl.EncodeCommand(cmd)
-	if err != nil {
-		return err
-	}
-	return n.callLeader(ctx, rpcACL, entry, "change the tokens")
-}
-
-// applyACLLocal appends an ACL command on the leader.
-func (n *Node) applyACLLocal(ctx context.Context, cmd acl.Command) error {
-	if !n.IsLeader() {
-		return pool.Errorf(pool.CodeNoLeader, "changing the tokens must go through the leader")
-	}
-	entry, err := acl.EncodeCommand(cmd)
-	if err != nil {
-		return err
-	}
-	if _, err := n.applyLocal(ctx, entry); err != nil {
-		var retry errRetry
-		if errors.As(err, &retry) {
-			return noQuorum(retry.err)
-		}
-		return err
-	}
-	return nil
 }
 
 // callLeader sends a request that only the leader may serve, once. Without

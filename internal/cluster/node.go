@@ -52,8 +52,8 @@ type Node struct {
 	seq     atomic.Uint64
 	batcher *batcher
 	reads   *readIndexer
-	// fresh is the newest read-index round that succeeded (fresh.go).
-	fresh atomic.Pointer[freshness]
+	// lastRound is the newest read-index round that succeeded (current.go).
+	lastRound atomic.Pointer[currentAsOf]
 
 	// readyTerm is the term in which this server, as leader, has applied
 	// everything before its own first entry: its commit index is current.
@@ -228,11 +228,11 @@ func (n *Node) raftConfig() *raft.Config {
 }
 
 // serve starts the server's goroutines: the cluster port's mux and its RPC
-// and forwarding listeners, leadership, the batcher, freshness and holds,
+// and forwarding listeners, leadership, the batcher, the current-server rounds and holds,
 // and bootstrap or join for a server with no state yet.
 func (n *Node) serve(addr net.Addr, bootstrap bool) {
 	n.batcher = newBatcher(n, forwardBatchSlots)
-	n.reads = &readIndexer{fetch: n.fetchReadIndex, fresh: n.noteFresh}
+	n.reads = &readIndexer{fetch: n.fetchReadIndex, done: n.noteRound}
 	// A peer sends a request as soon as it has a connection, and RPCs
 	// other than restores (which set their own deadlines) are small.
 	n.http = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: n.cfg.HandshakeTimeout,
@@ -252,7 +252,7 @@ func (n *Node) serve(addr net.Addr, bootstrap bool) {
 	})
 	n.goRun(n.watchLeadership)
 	n.goRun(func() { n.batcher.run(n.stop) })
-	n.goRun(n.keepFresh)
+	n.goRun(n.keepCurrent)
 	n.goRun(n.liftHolds)
 	n.goRun(n.sampleClocks)
 	if bootstrap {

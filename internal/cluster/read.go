@@ -162,8 +162,8 @@ func (n *Node) onlyInternalEntries(from, to uint64) bool {
 // index fetched before the caller arrived may miss a write it must see.
 type readIndexer struct {
 	fetch func() (uint64, error)
-	// fresh is told of every round that succeeded and when it started.
-	fresh   func(start time.Time, idx uint64)
+	// done is told of every round that succeeded and when it started.
+	done    func(start time.Time, idx uint64)
 	mu      sync.Mutex
 	next    *readRound
 	running bool
@@ -207,8 +207,8 @@ func (r *readIndexer) loop() {
 		r.mu.Unlock()
 		start := time.Now()
 		round.idx, round.err = r.fetch()
-		if round.err == nil && r.fresh != nil {
-			r.fresh(start, round.idx)
+		if round.err == nil && r.done != nil {
+			r.done(start, round.idx)
 		}
 		close(round.done)
 	}

@@ -219,7 +219,7 @@ func TestDNSWithDig(t *testing.T) {
 	}
 
 	// A second source address is a second client with the whole pool to
-	// itself: its first name gets the same first fresh address.
+	// itself: its first name gets the same first unused address.
 	x3 := d.one("-b", c3, "A", "x.example.test")
 	a3 := d.one("-b", c3, "A", "a.example.test")
 	inPool("A x.example.test from "+c3, x3)

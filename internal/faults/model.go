@@ -135,7 +135,7 @@ const ReuseHold = pool.ReuseHold
 // Why the model is not plain linearizability: staleness is bounded, not
 // absent. A lookup hit, and an allocation of a domain the client already
 // has, are answered from the local state of the server asked, with no round
-// to the leader, while that server is fresh (it completed a read-index
+// to the leader, while that server is current (it completed a read-index
 // round with the leader within B, its --raft-timeout). Such an answer may
 // lag by up to B: it may still name a mapping that a release has just
 // removed. A server cut off from the leader stops answering locally within

@@ -33,8 +33,8 @@ func TestFollowerStopsLocalReadsWhenCutOff(t *testing.T) {
 	if f.StaleBound() != 300*time.Millisecond {
 		t.Fatalf("stale bound %v, want the raft timeout 300ms", f.StaleBound())
 	}
-	poll.Until(t, 10*time.Second, "the follower to be fresh", f.LocalReadOK)
-	poll.Until(t, 10*time.Second, "the leader to be fresh", leader.LocalReadOK)
+	poll.Until(t, 10*time.Second, "the follower to be current", f.LocalReadOK)
+	poll.Until(t, 10*time.Second, "the leader to be current", leader.LocalReadOK)
 	for i, n := range tc.nodes {
 		if n != f {
 			n.Shutdown()
@@ -43,7 +43,7 @@ func TestFollowerStopsLocalReadsWhenCutOff(t *testing.T) {
 	}
 	poll.Until(t, 10*time.Second, "the cut-off follower to stop local reads", func() bool { return !f.LocalReadOK() })
 	// Rounds keep failing while it is cut off, and a failed round never
-	// makes it fresh again.
+	// makes it current again.
 	for range 3 {
 		ctx, cancel := context.WithTimeout(context.Background(), f.StaleBound())
 		err := f.ReadBarrier(ctx)
@@ -169,7 +169,7 @@ func TestWritesDuringRestoresFailOnlyRetryably(t *testing.T) {
 	t.Logf("%d writes were cut off by the 20 restores", aborted.Load())
 }
 
-// With LinearizableReads a server never answers locally, however fresh.
+// With LinearizableReads a server never answers locally, however current.
 func TestLinearizableReadsNeverAnswerLocally(t *testing.T) {
 	tc := startCluster(t, 1, func(_ int, c *Config) { c.Join, c.BootstrapExpect, c.LinearizableReads = nil, 0, true })
 	n := tc.waitReady(1)
@@ -178,7 +178,7 @@ func TestLinearizableReadsNeverAnswerLocally(t *testing.T) {
 	}
 	// The round just succeeded and was recorded, so only the setting can
 	// refuse local answers now.
-	if f := n.fresh.Load(); f == nil || !n.appliedThrough(f.idx) {
+	if f := n.lastRound.Load(); f == nil || !n.appliedThrough(f.idx) {
 		t.Fatal("the read barrier's round was not recorded")
 	}
 	if n.LocalReadOK() {
@@ -248,7 +248,7 @@ func TestLocalReadsAfterRestartDoNotReadTheLog(t *testing.T) {
 	before := n.logScans.Load()
 	for range 1000 {
 		if !n.LocalReadOK() {
-			t.Fatal("a fresh server stopped answering locally")
+			t.Fatal("a current server stopped answering locally")
 		}
 	}
 	if scans := n.logScans.Load() - before; scans > 1 {

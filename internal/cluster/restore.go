@@ -1,0 +1,102 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ippool/ippool/internal/acl"
+	"github.com/ippool/ippool/pool"
+)
+
+// Restore replaces the cluster's state with the snapshot of size bytes in
+// snapshot, through the leader: Raft installs it at a new index and ships
+// it to every follower. The snapshot is read as it is sent (to the leader,
+// into Raft's snapshot store), never held in memory whole.
+func (n *Node) Restore(ctx context.Context, snapshot io.ReaderAt, size int64) error {
+	if !n.IsLeader() {
+		return n.onLeader("restore", func(addr string) error {
+			return n.rpc.post(ctx, addr, rpcRestore, snapshot, size, &struct{}{})
+		})
+	}
+	return n.restoreLocal(ctx, snapshot, size)
+}
+
+// restoreLocal is Restore's leader side.
+func (n *Node) restoreLocal(ctx context.Context, snapshot io.ReaderAt, size int64) error {
+	if !n.IsLeader() {
+		return errNotLeader
+	}
+	head := make([]byte, min(size, 16))
+	if _, err := snapshot.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	body := io.Reader(io.NewSectionReader(snapshot, 0, size))
+	if !acl.HasSection(head) {
+		// A backup from before the ACLs were bootstrapped (or from a cluster
+		// without them) keeps the cluster's tokens: restoring an old backup
+		// must not turn access control off.
+		var b bytes.Buffer
+		if err := acl.WriteSection(&b, n.ACL()); err != nil {
+			return err
+		}
+		size += int64(b.Len())
+		body = io.MultiReader(&b, body)
+	}
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: size}
+	return n.raft.Restore(meta, body, timeLeft(ctx, time.Minute))
+}
+
+// restoreUpload is the restore RPC's leader side: the snapshot another
+// server sends is spooled to a file, checked there and installed from
+// there.
+func (n *Node) restoreUpload(ctx context.Context, body io.Reader, declared int64) error {
+	if !n.IsLeader() {
+		// Before reading what may be gigabytes.
+		return errNotLeader
+	}
+	limit := n.cfg.MaxRestoreBytes
+	tooLarge := pool.Errorf(pool.CodeBadSnapshot, "the snapshot exceeds the leader's restore limit of %d bytes (--max-restore-bytes)", limit)
+	if declared > limit {
+		return tooLarge
+	}
+	f, err := n.SpoolFile()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	size, err := io.Copy(f, io.LimitReader(body, limit+1))
+	if err != nil {
+		return fmt.Errorf("receiving the snapshot: %w", err)
+	}
+	if size > limit {
+		return tooLarge
+	}
+	if _, _, err := acl.ReadSnapshot(io.NewSectionReader(f, 0, size)); err != nil {
+		return err
+	}
+	return n.restoreLocal(ctx, f, size)
+}
+
+// SpoolFile returns a new, empty file in the data dir to hold an upload
+// (a snapshot to restore) until it is checked and installed: memory should
+// not hold gigabytes a client sent. The file is owner-only and has no
+// name (it is removed as soon as it is made), so a crash leaves nothing
+// behind and closing it frees its space.
+func (n *Node) SpoolFile() (*os.File, error) {
+	f, err := os.CreateTemp(n.cfg.DataDir, "spool-*")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
