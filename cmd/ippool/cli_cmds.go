@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/ippool/ippool/client"
-	"github.com/ippool/ippool/internal/cluster"
+	"github.com/ippool/ippool/internal/ca"
 	"github.com/ippool/ippool/pool"
 	"github.com/ippool/ippool/wire"
 )
@@ -417,7 +417,7 @@ func (c *TLSInitCmd) Run(cli *CLI) error {
 	if c.ValidFor <= 0 {
 		return fmt.Errorf("--valid-for %v is not positive", c.ValidFor)
 	}
-	files, err := cluster.InitTLS(c.Dir, c.Servers, c.ValidFor)
+	files, err := ca.Init(c.Dir, c.Servers, c.ValidFor)
 	for _, f := range files {
 		fmt.Fprintln(stdout, f)
 	}
@@ -446,7 +446,7 @@ func (c *TLSIssueCmd) Run(cli *CLI) error {
 	if c.ValidFor <= 0 {
 		return fmt.Errorf("--valid-for %v is not positive", c.ValidFor)
 	}
-	files, err := cluster.IssueTLS(c.CADir, c.Out, c.ValidFor)
+	files, err := ca.Issue(c.CADir, c.Out, c.ValidFor)
 	for _, f := range files {
 		fmt.Fprintln(stdout, f)
 	}

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ippool/ippool/internal/ca"
 	"github.com/ippool/ippool/internal/cluster"
 	"github.com/ippool/ippool/internal/dnsfront"
 	"github.com/ippool/ippool/internal/httpapi"
@@ -151,7 +152,7 @@ func (c *ServeCmd) clusterConfig(log *slog.Logger) (cluster.Config, error) {
 		return cfg, errors.New("--http-write-rate and --http-write-burst must be 0 (no limit) or more")
 	}
 	cfg.MaxClients, cfg.ClockOffset = c.MaxClients, c.TestClockOffset
-	files := cluster.TLSFiles{CA: c.TLSCA, Cert: c.TLSCert, Key: c.TLSKey}
+	files := ca.Files{CA: c.TLSCA, Cert: c.TLSCert, Key: c.TLSKey}
 	if files.Enabled() {
 		t, err := files.Load()
 		if err != nil {

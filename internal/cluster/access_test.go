@@ -3,10 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,139 +12,15 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/ippool/ippool/internal/ca"
 	"github.com/ippool/ippool/internal/poll"
+	"github.com/ippool/ippool/internal/testcerts"
 	"github.com/ippool/ippool/pool"
 )
 
 // Access to the cluster port and the data dir (issue 13): the automatic CA,
 // certificate issuing, joins that would replace a live server, and
 // owner-only files.
-
-// ownerOnly fails the test for any directory under root that is not 0700 or
-// file that is not 0600.
-func ownerOnly(t *testing.T, root string) {
-	t.Helper()
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		want := fs.FileMode(0o600)
-		if d.IsDir() {
-			want = 0o700
-		}
-		if info.Mode().Perm() != want {
-			t.Errorf("%s has mode %v, want %v", path, info.Mode().Perm(), want)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-// verifies reports whether the certificate in certFile is signed by the CA
-// in caFile for ServerName.
-func verifies(t *testing.T, caFile, certFile string) error {
-	t.Helper()
-	caPEM, err := os.ReadFile(caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(caPEM)
-	certPEM, err := os.ReadFile(certFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(certPEM)
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = cert.Verify(x509.VerifyOptions{Roots: roots, DNSName: ServerName, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-	return err
-}
-
-func TestInitTLSKeepsTheCAKeyApartAndNeverOverwrites(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "tls")
-	written, err := InitTLS(dir, 2, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rel []string
-	for _, p := range written {
-		r, _ := filepath.Rel(dir, p)
-		rel = append(rel, r)
-	}
-	want := "ca/ca.pem ca/ca-key.pem server-1/ca.pem server-1/cert.pem server-1/key.pem server-2/ca.pem server-2/cert.pem server-2/key.pem"
-	if got := strings.Join(rel, " "); got != want {
-		t.Fatalf("InitTLS wrote %s, want %s", got, want)
-	}
-	ownerOnly(t, dir)
-	for _, s := range []string{"server-1", "server-2"} {
-		if err := verifies(t, filepath.Join(dir, "ca", "ca.pem"), filepath.Join(dir, s, "cert.pem")); err != nil {
-			t.Errorf("%s's certificate: %v", s, err)
-		}
-		if _, err := ServerTLSFiles(filepath.Join(dir, s)).Load(); err != nil {
-			t.Errorf("%s's directory does not load: %v", s, err)
-		}
-	}
-	before, _ := os.ReadFile(filepath.Join(dir, "ca", "ca-key.pem"))
-	if _, err := InitTLS(dir, 2, time.Hour); err == nil || !strings.Contains(err.Error(), "never overwritten") {
-		t.Fatalf("a second InitTLS into the same dir: %v", err)
-	}
-	if after, _ := os.ReadFile(filepath.Join(dir, "ca", "ca-key.pem")); !bytes.Equal(before, after) {
-		t.Fatal("the second InitTLS changed the CA key")
-	}
-}
-
-func TestIssueTLSFromEveryKindOfCADir(t *testing.T) {
-	root := t.TempDir()
-	initDir := filepath.Join(root, "init")
-	if _, err := InitTLS(initDir, 1, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	dataDir := filepath.Join(root, "data")
-	if err := os.Mkdir(dataDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := makeAutoTLS(dataDir, "s1"); err != nil {
-		t.Fatal(err)
-	}
-	for i, c := range []struct{ from, ca string }{
-		{filepath.Join(initDir, "ca"), filepath.Join(initDir, "ca", "ca.pem")},
-		{initDir, filepath.Join(initDir, "ca", "ca.pem")},
-		{dataDir, filepath.Join(dataDir, "tls", "ca.pem")},
-		{filepath.Join(dataDir, "tls"), filepath.Join(dataDir, "tls", "ca.pem")},
-	} {
-		out := filepath.Join(root, "out", string(rune('a'+i)))
-		if _, err := IssueTLS(c.from, out, time.Hour); err != nil {
-			t.Fatalf("issuing from %s: %v", c.from, err)
-		}
-		ownerOnly(t, out)
-		if err := verifies(t, c.ca, filepath.Join(out, "cert.pem")); err != nil {
-			t.Errorf("issued from %s: %v", c.from, err)
-		}
-		caCopy, _ := os.ReadFile(filepath.Join(out, "ca.pem"))
-		caOrig, _ := os.ReadFile(c.ca)
-		if !bytes.Equal(caCopy, caOrig) {
-			t.Errorf("issued from %s: out/ca.pem is not the CA's certificate", c.from)
-		}
-		if _, err := os.Stat(filepath.Join(out, "ca-key.pem")); err == nil {
-			t.Errorf("issued from %s: the CA key was copied out", c.from)
-		}
-		if _, err := IssueTLS(c.from, out, time.Hour); err == nil || !strings.Contains(err.Error(), "never overwritten") {
-			t.Errorf("issuing into a used dir: %v", err)
-		}
-	}
-	if _, err := IssueTLS(root, filepath.Join(root, "x"), time.Hour); err == nil || !strings.Contains(err.Error(), "no CA key") {
-		t.Fatalf("issuing from a dir without a CA: %v", err)
-	}
-}
 
 func TestNewSingleServerMakesItsOwnCAAndKeepsIt(t *testing.T) {
 	dir := t.TempDir()
@@ -156,11 +29,11 @@ func TestNewSingleServerMakesItsOwnCAAndKeepsIt(t *testing.T) {
 	if n.cfg.TLS == nil {
 		t.Fatal("a new single server without TLS files runs plain TCP")
 	}
-	ca := filepath.Join(dir, "tls", "ca.pem")
-	if err := verifies(t, ca, filepath.Join(dir, "tls", "server.pem")); err != nil {
+	caFile := filepath.Join(dir, "tls", "ca.pem")
+	if err := testcerts.VerifiesServer(t, caFile, filepath.Join(dir, "tls", "server.pem"), ca.ServerName); err != nil {
 		t.Fatal(err)
 	}
-	first, _ := os.ReadFile(ca)
+	first, _ := os.ReadFile(caFile)
 	n.Shutdown()
 	// Restarted, even with --join (a first server whose later servers are
 	// now given to it as peers), it keeps its CA: the servers it issued
@@ -171,7 +44,7 @@ func TestNewSingleServerMakesItsOwnCAAndKeepsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Shutdown() // Shutdown is idempotent
-	if again, _ := os.ReadFile(ca); !bytes.Equal(first, again) {
+	if again, _ := os.ReadFile(caFile); !bytes.Equal(first, again) {
 		t.Fatal("the restart made a new CA")
 	}
 	if n.cfg.TLS == nil {
@@ -225,10 +98,10 @@ func TestServerWithACertificateFromTheFirstServersCAJoins(t *testing.T) {
 	first := startSolo(t, Config{ID: "s1", DataDir: t.TempDir(), ClusterAddr: freeAddr(t), Logger: testLogger(t), RaftTimeout: 300 * time.Millisecond})
 	defer first.Shutdown()
 	out := filepath.Join(t.TempDir(), "s2-tls")
-	if _, err := IssueTLS(first.cfg.DataDir, out, time.Hour); err != nil {
+	if _, err := ca.Issue(first.cfg.DataDir, out, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	conf, err := ServerTLSFiles(out).Load()
+	conf, err := ca.ServerFiles(out).Load()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,5 +263,5 @@ func TestDataDirIsMadeOwnerOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Shutdown()
-	ownerOnly(t, dir)
+	testcerts.OwnerOnly(t, dir)
 }

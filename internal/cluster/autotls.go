@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
+
+	"github.com/ippool/ippool/internal/ca"
 )
 
 // The cluster port is never plain TCP unless the operator says so
@@ -16,20 +17,7 @@ import (
 
 // autoTLSDir is the data dir's subdirectory holding the CA a server made
 // for itself, with that server's own certificate.
-const autoTLSDir = "tls"
-
-const (
-	autoCertFile = "server.pem"
-	autoKeyFile  = "server-key.pem"
-	// Nothing renews the automatic CA or its server's certificate, so they
-	// last as long as a server plausibly runs.
-	autoTLSValidFor = 10 * 365 * 24 * time.Hour
-)
-
-func autoTLSFiles(dataDir string) TLSFiles {
-	d := filepath.Join(dataDir, autoTLSDir)
-	return TLSFiles{CA: filepath.Join(d, caCertFile), Cert: filepath.Join(d, autoCertFile), Key: filepath.Join(d, autoKeyFile)}
-}
+const autoTLSDir = ca.DataDirSubdir
 
 func hasAutoTLS(dataDir string) bool {
 	_, err := os.Stat(filepath.Join(dataDir, autoTLSDir))
@@ -80,51 +68,16 @@ func (n *Node) setupTLS() (string, error) {
 		return "off (insecure)", nil
 	}
 	if !hasCA {
-		if err := makeAutoTLS(n.cfg.DataDir, n.cfg.ID); err != nil {
+		if err := ca.MakeOwn(n.cfg.DataDir, "ippool server "+n.cfg.ID); err != nil {
 			return "", fmt.Errorf("making this server's cluster CA in %s: %w", filepath.Join(n.cfg.DataDir, autoTLSDir), err)
 		}
 		n.log.Info(fmt.Sprintf("made a cluster CA for this server; give each further server a certificate from `ippool tls issue --ca-dir %s --out DIR`", n.cfg.DataDir),
 			"dir", filepath.Join(n.cfg.DataDir, autoTLSDir))
 	}
-	conf, err := autoTLSFiles(n.cfg.DataDir).Load()
+	conf, err := ca.OwnFiles(n.cfg.DataDir).Load()
 	if err != nil {
 		return "", fmt.Errorf("this server's cluster CA in %s: %w", filepath.Join(n.cfg.DataDir, autoTLSDir), err)
 	}
 	n.cfg.TLS = conf
 	return "mutual TLS (data dir CA)", nil
-}
-
-// makeAutoTLS writes the CA and the server's certificate into a temporary
-// directory and renames it into place, so a crash leaves either no tls
-// directory or a whole one.
-func makeAutoTLS(dataDir, id string) error {
-	if old, err := filepath.Glob(filepath.Join(dataDir, ".tls-*")); err == nil {
-		for _, d := range old {
-			os.RemoveAll(d)
-		}
-	}
-	tmp, err := os.MkdirTemp(dataDir, ".tls-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-	ca, caKey, err := newCA(autoTLSValidFor)
-	if err != nil {
-		return err
-	}
-	cert, key, err := ca.issue("ippool server "+id, autoTLSValidFor)
-	if err != nil {
-		return err
-	}
-	if _, err := writeNewFiles([]newFile{{filepath.Join(tmp, caCertFile), ca.certPEM}, {filepath.Join(tmp, caKeyFile), caKey},
-		{filepath.Join(tmp, autoCertFile), cert}, {filepath.Join(tmp, autoKeyFile), key}}); err != nil {
-		return err
-	}
-	if err := syncDir(tmp); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dataDir, autoTLSDir)); err != nil {
-		return err
-	}
-	return syncDir(dataDir)
 }

@@ -13,20 +13,21 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/ippool/ippool/internal/ca"
 	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/pool"
 )
 
-func tlsFiles(t *testing.T, dir string, i int) TLSFiles {
-	return ServerTLSFiles(filepath.Join(dir, fmt.Sprintf("server-%d", i)))
+func tlsFiles(t *testing.T, dir string, i int) ca.Files {
+	return ca.ServerFiles(filepath.Join(dir, fmt.Sprintf("server-%d", i)))
 }
 
 func TestMutualTLSRefusesAnotherCA(t *testing.T) {
 	good, bad := t.TempDir(), t.TempDir()
-	if _, err := InitTLS(good, 3, time.Hour); err != nil {
+	if _, err := ca.Init(good, 3, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := InitTLS(bad, 1, time.Hour); err != nil {
+	if _, err := ca.Init(bad, 1, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	tc := startCluster(t, 2, func(i int, c *Config) {

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ippool/ippool/internal/cluster"
+	"github.com/ippool/ippool/internal/ca"
 	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
 	"github.com/ippool/ippool/wire"
@@ -240,7 +240,7 @@ func TestClusterPortStallsAreClosedAndCapped(t *testing.T) {
 	c := testcluster.Start(t, 1, testcluster.Options{FirstIP: 103, Args: []string{
 		"--cluster-handshake-timeout", deadline.String(), "--cluster-max-conns-per-ip", "24"}})
 	s := c.Servers[0]
-	member, err := cluster.ServerTLSFiles(s.TLSDir).Load()
+	member, err := ca.ServerFiles(s.TLSDir).Load()
 	if err != nil {
 		t.Fatal(err)
 	}

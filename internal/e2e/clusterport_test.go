@@ -19,7 +19,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
-	"github.com/ippool/ippool/internal/cluster"
+	"github.com/ippool/ippool/internal/ca"
 	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
 	"github.com/ippool/ippool/pool"
@@ -68,10 +68,10 @@ type outsider struct {
 func outsiders(t *testing.T) []outsider {
 	t.Helper()
 	dir := t.TempDir()
-	if _, err := cluster.InitTLS(dir, 1, time.Hour); err != nil {
+	if _, err := ca.Init(dir, 1, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	own, err := cluster.ServerTLSFiles(filepath.Join(dir, "server-1")).Load()
+	own, err := ca.ServerFiles(filepath.Join(dir, "server-1")).Load()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +230,7 @@ func TestOutsiderCannotJoinVoteOrForward(t *testing.T) {
 	// (the vote is refused by Raft itself: the candidate is no member).
 	out := filepath.Join(t.TempDir(), "insider")
 	mustCLI(t, bin, "tls", "issue", "--ca-dir", s.DataDir, "--out", out)
-	insider, err := cluster.ServerTLSFiles(out).Load()
+	insider, err := ca.ServerFiles(out).Load()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +375,7 @@ func TestSecondServerJoinsWithACertificateFromTheFirstsDataDir(t *testing.T) {
 	if _, _, code := cli(t, bin, "tls", "issue", "--ca-dir", s1.DataDir, "--out", out); code == 0 {
 		t.Fatal("tls issue overwrote an existing certificate")
 	}
-	f := cluster.ServerTLSFiles(out)
+	f := ca.ServerFiles(out)
 	s2.Args = append(s2.Args, "--tls-ca", f.CA, "--tls-cert", f.Cert, "--tls-key", f.Key)
 	s2.Start()
 	waitPair(t, s1, s2)

@@ -23,7 +23,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ippool/ippool/internal/cluster"
+	"github.com/ippool/ippool/internal/ca"
 	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/wire"
 )
@@ -215,7 +215,7 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 		// One CA per cluster, made the way an operator would (ippool tls
 		// init), so every server runs mutual TLS on the cluster port.
 		tlsRoot := filepath.Join(root, "tls")
-		if _, err := cluster.InitTLS(tlsRoot, n, 24*time.Hour); err != nil {
+		if _, err := ca.Init(tlsRoot, n, 24*time.Hour); err != nil {
 			t.Fatal(err)
 		}
 		for i, s := range c.Servers {
@@ -226,7 +226,7 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 		s.Args = append([]string{"serve", "--id", s.ID, "--data-dir", s.DataDir, "--http-addr", s.HTTPAddr,
 			"--cluster-addr", s.ClusterAddr, "--log-level", "debug"}, opts.Args...)
 		if s.TLSDir != "" {
-			f := cluster.ServerTLSFiles(s.TLSDir)
+			f := ca.ServerFiles(s.TLSDir)
 			s.Args = append(s.Args, "--tls-ca", f.CA, "--tls-cert", f.Cert, "--tls-key", f.Key)
 		} else if opts.Insecure {
 			s.Args = append(s.Args, "--insecure")

@@ -1,4 +1,10 @@
-package cluster
+// Package ca is the cluster's certificate authority tooling: a CA of the
+// cluster's own (ECDSA P-256), server certificates that serve as both TLS
+// server and client for mutual TLS, the directories `ippool tls init` and
+// `tls issue` write, the CA a lone server makes in its data dir, and
+// loading a server's files into a tls.Config. Files are owner-only and never
+// overwritten.
+package ca
 
 import (
 	"crypto"
@@ -34,17 +40,17 @@ const (
 	serverKeyFile  = "key.pem"
 )
 
-// TLSFiles names a server's PEM files.
-type TLSFiles struct {
+// Files names a server's PEM files.
+type Files struct {
 	CA, Cert, Key string
 }
 
 // Enabled reports whether any file is set.
-func (f TLSFiles) Enabled() bool { return f.CA != "" || f.Cert != "" || f.Key != "" }
+func (f Files) Enabled() bool { return f.CA != "" || f.Cert != "" || f.Key != "" }
 
 // Load builds a tls.Config for mutual TLS: the server requires a client
 // certificate signed by the CA, and the client checks the server's.
-func (f TLSFiles) Load() (*tls.Config, error) {
+func (f Files) Load() (*tls.Config, error) {
 	if f.CA == "" || f.Cert == "" || f.Key == "" {
 		return nil, fmt.Errorf("TLS needs all of --tls-ca, --tls-cert and --tls-key; got ca=%q cert=%q key=%q", f.CA, f.Cert, f.Key)
 	}
@@ -70,10 +76,10 @@ func (f TLSFiles) Load() (*tls.Config, error) {
 	}, nil
 }
 
-// ServerTLSFiles names the files of a server certificate directory, as
-// InitTLS and IssueTLS write it.
-func ServerTLSFiles(dir string) TLSFiles {
-	return TLSFiles{CA: filepath.Join(dir, caCertFile), Cert: filepath.Join(dir, serverCertFile), Key: filepath.Join(dir, serverKeyFile)}
+// ServerFiles names the files of a server certificate directory, as Init
+// and Issue write it.
+func ServerFiles(dir string) Files {
+	return Files{CA: filepath.Join(dir, caCertFile), Cert: filepath.Join(dir, serverCertFile), Key: filepath.Join(dir, serverKeyFile)}
 }
 
 // certAuthority is a CA that can sign server certificates.
@@ -239,12 +245,12 @@ func writeNewFiles(files []newFile) ([]string, error) {
 	return written, nil
 }
 
-// InitTLS makes a new cluster CA and n server certificates under dir:
+// Init makes a new cluster CA and n server certificates under dir:
 // dir/ca/{ca.pem,ca-key.pem}, to keep offline (the key is needed only to
-// issue more certificates, with IssueTLS), and dir/server-N/{ca.pem,cert.pem,
+// issue more certificates, with Issue), and dir/server-N/{ca.pem,cert.pem,
 // key.pem}, the whole directory to copy to server N. Existing files are never
 // overwritten.
-func InitTLS(dir string, n int, validFor time.Duration) ([]string, error) {
+func Init(dir string, n int, validFor time.Duration) ([]string, error) {
 	ca, caKey, err := newCA(validFor)
 	if err != nil {
 		return nil, err
@@ -263,12 +269,12 @@ func InitTLS(dir string, n int, validFor time.Duration) ([]string, error) {
 	return writeNewFiles(files)
 }
 
-// IssueTLS signs a new server certificate with the CA found at from and
+// Issue signs a new server certificate with the CA found at from and
 // writes out/{ca.pem,cert.pem,key.pem}: out is the whole directory to copy
 // to the new server. from is a directory holding ca.pem and ca-key.pem
 // (`ippool tls init`'s DIR/ca), `tls init`'s DIR itself, or the data dir of a
 // server that made its own CA (its tls subdirectory).
-func IssueTLS(from, out string, validFor time.Duration) ([]string, error) {
+func Issue(from, out string, validFor time.Duration) ([]string, error) {
 	caDir, err := findCADir(from)
 	if err != nil {
 		return nil, err
@@ -289,13 +295,13 @@ func IssueTLS(from, out string, validFor time.Duration) ([]string, error) {
 }
 
 func findCADir(from string) (string, error) {
-	for _, d := range []string{from, filepath.Join(from, autoTLSDir), filepath.Join(from, "ca")} {
+	for _, d := range []string{from, filepath.Join(from, DataDirSubdir), filepath.Join(from, "ca")} {
 		if _, err := os.Stat(filepath.Join(d, caKeyFile)); err == nil {
 			return d, nil
 		}
 	}
 	return "", fmt.Errorf("no CA key (%s) in %s, %s or %s: give the directory holding ca.pem and ca-key.pem (`ippool tls init`'s DIR/ca), or the data dir of a server that made its own CA",
-		caKeyFile, from, filepath.Join(from, autoTLSDir), filepath.Join(from, "ca"))
+		caKeyFile, from, filepath.Join(from, DataDirSubdir), filepath.Join(from, "ca"))
 }
 
 func serial() *big.Int {
