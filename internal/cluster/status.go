@@ -25,7 +25,7 @@ func (n *Node) Local() Status {
 	s := Status{
 		ID: n.cfg.ID, Addr: n.cfg.ClusterAddr, State: n.raft.State().String(),
 		LeaderID: lid, LeaderAddr: laddr,
-		Term: n.raft.CurrentTerm(), Commit: n.raft.CommitIndex(), Applied: n.fsm.applied.Load(), LastIndex: n.raft.LastIndex(),
+		Term: n.raft.CurrentTerm(), Commit: n.raft.CommitIndex(), Applied: n.appliedIndex(), LastIndex: n.raft.LastIndex(),
 	}
 	if c, ok := n.PoolConfig(); ok {
 		s.Pool = c.String()
@@ -105,4 +105,12 @@ func (n *Node) RaftStats() map[string]uint64 {
 		}
 	}
 	return out
+}
+
+// appliedIndex is the last entry this server has applied, the leader's
+// no-op and barrier entries included: the FSM's own count skips them, so an
+// idle cluster after an election would show its commit index ahead of it
+// for good, which reads as a server that stopped applying.
+func (n *Node) appliedIndex() uint64 {
+	return max(n.fsm.applied.Load(), n.raft.AppliedIndex())
 }
