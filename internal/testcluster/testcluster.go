@@ -41,7 +41,11 @@ var (
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		out, err := exec.Command("go", "env", "GOMOD").Output()
+		// A deadline even for the build: the race-built server takes
+		// minutes on a loaded machine, never this long.
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 		if err != nil {
 			buildErr = err
 			return
@@ -57,7 +61,7 @@ func Binary(t testing.TB) string {
 		if os.Getenv("IPPOOL_TEST_RACE") != "" {
 			args = append(args, "-race")
 		}
-		cmd := exec.Command("go", append(args, "./cmd/ippool")...)
+		cmd := exec.CommandContext(ctx, "go", append(args, "./cmd/ippool")...)
 		cmd.Dir = root
 		if b, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, b)
@@ -232,7 +236,7 @@ func (s *Server) Start() {
 	}
 	cmd := exec.Command(s.bin, s.Args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = SysProcAttr()
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		s.t.Fatal(err)
