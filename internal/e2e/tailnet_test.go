@@ -70,7 +70,7 @@ func (p *tsProc) kill() {
 
 func (p *tsProc) status(t *testing.T) (wire.Status, bool) {
 	var st wire.Status
-	resp, err := http.Get("http://" + p.httpAddr + "/v1/cluster")
+	resp, err := httpc.Get("http://" + p.httpAddr + "/v1/cluster")
 	if err != nil {
 		return st, false
 	}
@@ -79,7 +79,7 @@ func (p *tsProc) status(t *testing.T) (wire.Status, bool) {
 }
 
 func (p *tsProc) metric(name string) string {
-	resp, err := http.Get("http://" + p.httpAddr + "/metrics")
+	resp, err := httpc.Get("http://" + p.httpAddr + "/metrics")
 	if err != nil {
 		return ""
 	}
@@ -113,6 +113,7 @@ func startTailnetServer(t *testing.T, controlURL, upstream string, i int, extra 
 	p.cmd.Args = append(p.cmd.Args, extra...)
 	p.cmd.Env = append(os.Environ(), "TS_AUTHKEY="+tailnetAuth)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	p.cmd.SysProcAttr = testcluster.SysProcAttr()
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -416,7 +417,7 @@ func TestTailnetConnectorHA(t *testing.T) {
 	stB, _ := clientB.Up(ctx)
 	idA, idB := string(stA.Self.ID), string(stB.Self.ID)
 	for _, tc := range []struct{ client, addr, domain string }{{idA, a1.String(), "app1.test"}, {idA, a2.String(), "app2.test"}, {idB, b2.String(), "app2.test"}} {
-		resp, err := http.Get("http://" + follower.httpAddr + "/v1/clients/" + tc.client + "/ips/" + tc.addr)
+		resp, err := httpc.Get("http://" + follower.httpAddr + "/v1/clients/" + tc.client + "/ips/" + tc.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -478,7 +479,7 @@ func TestTailnetConnectorHA(t *testing.T) {
 	// Removal works as on plain networks: the dead server is removed
 	// through a survivor's API, and the two left still allocate.
 	req, _ := http.NewRequest(http.MethodDelete, "http://"+follower.httpAddr+"/v1/cluster/servers/"+leader.id, nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := httpc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,7 +488,7 @@ func TestTailnetConnectorHA(t *testing.T) {
 		t.Fatalf("removing %s: %d", leader.id, resp.StatusCode)
 	}
 	poll.Until(t, time.Minute, "the cluster to list two servers", func() bool {
-		resp, err := http.Get("http://" + follower.httpAddr + "/v1/cluster")
+		resp, err := httpc.Get("http://" + follower.httpAddr + "/v1/cluster")
 		if err != nil {
 			return false
 		}
@@ -538,7 +539,7 @@ func TestTailnetJoinByName(t *testing.T) {
 		return len(leaders) == 1
 	})
 	for i, p := range procs {
-		resp, err := http.Post(fmt.Sprintf("http://%s/v1/clients/node%d/domains/app.example", p.httpAddr, i), "", nil)
+		resp, err := httpc.Post(fmt.Sprintf("http://%s/v1/clients/node%d/domains/app.example", p.httpAddr, i), "", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
