@@ -64,8 +64,7 @@ func startZeroFlag(t *testing.T, bin, dir string) *zeroFlagServer {
 	z.cmd.Dir = dir
 	z.cmd.Env = cleanEnv()
 	z.cmd.Stdout, z.cmd.Stderr = z.out, z.out
-	z.cmd.SysProcAttr = testcluster.SysProcAttr()
-	if err := z.cmd.Start(); err != nil {
+	if err := testcluster.StartProcess(z.cmd); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

@@ -262,8 +262,7 @@ func runRefused(t *testing.T, args ...string) (int, string) {
 	cmd.Env = cleanEnv()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = testcluster.SysProcAttr()
-	if err := cmd.Start(); err != nil {
+	if err := testcluster.StartProcess(cmd); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})

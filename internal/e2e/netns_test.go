@@ -259,8 +259,7 @@ func (l *netnsLab) start(name, ns string, args ...string) *labProc {
 	}
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = testcluster.SysProcAttr()
-	if err := cmd.Start(); err != nil {
+	if err := testcluster.StartProcess(cmd); err != nil {
 		f.Close()
 		l.t.Fatal(err)
 	}

@@ -113,8 +113,7 @@ func startTailnetServer(t *testing.T, controlURL, upstream string, i int, extra 
 	p.cmd.Args = append(p.cmd.Args, extra...)
 	p.cmd.Env = append(os.Environ(), "TS_AUTHKEY="+tailnetAuth)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	p.cmd.SysProcAttr = testcluster.SysProcAttr()
-	if err := p.cmd.Start(); err != nil {
+	if err := testcluster.StartProcess(p.cmd); err != nil {
 		t.Fatal(err)
 	}
 	go func() {

@@ -3,6 +3,8 @@ package testcluster
 import (
 	"context"
 	"os/exec"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 )
@@ -21,4 +23,35 @@ func Command(t testing.TB, timeout time.Duration, name string, args ...string) *
 	cmd.SysProcAttr = SysProcAttr()
 	cmd.WaitDelay = 5 * time.Second
 	return cmd
+}
+
+var (
+	starterOnce sync.Once
+	starts      chan func()
+)
+
+// StartProcess starts a process meant to outlive the call (a server), with
+// SysProcAttr unless cmd has its own, from an OS thread kept for starting
+// processes. The kernel's SIGKILL on Linux (Pdeathsig) comes when the
+// thread that forked the process ends, not the whole test binary, and the
+// Go runtime ends a thread when a goroutine locked to it exits still locked
+// (netnsLab.in leaves one so when it cannot return to the test's
+// namespace): a server forked from a thread that happens to end so would
+// be killed under the running test. The starting thread never ends.
+func StartProcess(cmd *exec.Cmd) error {
+	starterOnce.Do(func() {
+		starts = make(chan func())
+		go func() {
+			runtime.LockOSThread() // for good: the thread must outlive every process it starts
+			for f := range starts {
+				f()
+			}
+		}()
+	})
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = SysProcAttr()
+	}
+	errc := make(chan error, 1)
+	starts <- func() { errc <- cmd.Start() }
+	return <-errc
 }

@@ -6,9 +6,8 @@ import "syscall"
 // process group, so that a signal sent to it reaches nothing else, and
 // SIGKILL from the kernel when the thread that started it ends, so that a
 // test binary that dies without running its cleanups (`go test -timeout`
-// panics, a SIGKILL) leaves no server behind. The Go runtime ends a thread
-// only when a goroutine locked to it exits; no test starts processes from
-// such a goroutine.
+// panics, a SIGKILL) leaves no server behind. Servers are started with
+// StartProcess, from a thread that ends only with the test binary.
 func SysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }

@@ -236,8 +236,7 @@ func (s *Server) Start() {
 	}
 	cmd := exec.Command(s.bin, s.Args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = SysProcAttr()
-	if err := cmd.Start(); err != nil {
+	if err := StartProcess(cmd); err != nil {
 		logf.Close()
 		s.t.Fatal(err)
 	}
