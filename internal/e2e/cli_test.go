@@ -52,6 +52,11 @@ func (b *syncBuffer) String() string {
 
 const zeroFlagURL = "http://127.0.0.1:7480"
 
+// httpc is the client of requests a test makes itself, with a deadline on
+// each: a server that stopped answering fails the request, not the whole
+// run at `go test -timeout`.
+var httpc = &http.Client{Timeout: 10 * time.Second}
+
 func startZeroFlag(t *testing.T, bin, dir string) *zeroFlagServer {
 	t.Helper()
 	z := &zeroFlagServer{t: t, bin: bin, dir: dir, out: &syncBuffer{}}
@@ -59,7 +64,7 @@ func startZeroFlag(t *testing.T, bin, dir string) *zeroFlagServer {
 	z.cmd.Dir = dir
 	z.cmd.Env = cleanEnv()
 	z.cmd.Stdout, z.cmd.Stderr = z.out, z.out
-	if err := z.cmd.Start(); err != nil {
+	if err := testcluster.StartProcess(z.cmd); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -72,7 +77,7 @@ func startZeroFlag(t *testing.T, bin, dir string) *zeroFlagServer {
 		}
 	})
 	poll.Until(t, 20*time.Second, "ippool serve to be ready", func() bool {
-		resp, err := http.Get(zeroFlagURL + "/readyz")
+		resp, err := httpc.Get(zeroFlagURL + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -111,7 +116,7 @@ func cleanEnv() []string {
 // cli runs a verb of the binary and returns stdout, stderr and exit code.
 func cli(t *testing.T, bin string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
+	cmd := testcluster.Command(t, time.Minute, bin, args...)
 	cmd.Env = cleanEnv()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -147,7 +152,7 @@ type apiCase struct {
 func doAPI(t *testing.T, method, path string, body []byte) (int, map[string]any) {
 	t.Helper()
 	req, _ := http.NewRequest(method, zeroFlagURL+path, bytes.NewReader(body))
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := httpc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,7 +325,7 @@ func TestZeroFlagServerCLIAndAPI(t *testing.T) {
 	kept := strings.TrimSpace(mustCLI(t, bin, "alloc", "node1", "kept.example"))
 
 	// Metrics parse as Prometheus text and count what happened.
-	resp, err := http.Get(zeroFlagURL + "/metrics")
+	resp, err := httpc.Get(zeroFlagURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -43,7 +42,7 @@ func BenchmarkConnector(b *testing.B) {
 	lab.link(gw, up, []string{gwU + "/24"}, []string{dst + "/24"})
 	lab.ip("-n", client, "route", "add", "default", "via", gwC)
 	lab.ip("-n", up, "route", "add", "default", "via", gwU)
-	if out, err := exec.Command("ip", "netns", "exec", gw, "sysctl", "-qw", "net.ipv4.ip_forward=1").CombinedOutput(); err != nil {
+	if out, err := testcluster.Command(b, 30*time.Second, "ip", "netns", "exec", gw, "sysctl", "-qw", "net.ipv4.ip_forward=1").CombinedOutput(); err != nil {
 		b.Fatalf("ip_forward: %v: %s", err, out)
 	}
 	lab.resolvConf(client, gwC)
@@ -105,7 +104,7 @@ func BenchmarkConnector(b *testing.B) {
 // call a handoff between threads and measure the load generator instead.
 func benchClient(b *testing.B, lab *netnsLab, ns, mode, src, addr string) []float64 {
 	b.Helper()
-	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run", "^TestConnectorBenchClient$")
+	cmd := testcluster.Command(b, 2*time.Minute, "ip", "netns", "exec", ns, os.Args[0], "-test.run", "^TestConnectorBenchClient$")
 	cmd.Env = append(os.Environ(), "IPPOOL_BENCH_CLIENT="+strings.Join([]string{mode, src, addr}, ","))
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -169,7 +168,7 @@ func udpExchange(lab *netnsLab, ns, local, remote, msg string) (string, error) {
 // dig asks the namespace's resolver (ippool) from source src.
 func dig(t testing.TB, ns, src, qtype, name string) string {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "exec", ns, "dig", "+short", "+time=2", "+tries=2", "-b", src, qtype, name).CombinedOutput()
+	out, err := testcluster.Command(t, 30*time.Second, "ip", "netns", "exec", ns, "dig", "+short", "+time=2", "+tries=2", "-b", src, qtype, name).CombinedOutput()
 	if err != nil {
 		t.Fatalf("dig %s %s from %s: %v: %s", qtype, name, src, err, out)
 	}
@@ -181,7 +180,7 @@ func waitPoolSet(t testing.TB, ns, want string, p *labProc) {
 	t.Helper()
 	var out []byte
 	if !poll.Wait(30*time.Second, func() bool {
-		out, _ = exec.Command("ip", "netns", "exec", ns, "nft", "list", "set", "inet", "ippool", "pool4").CombinedOutput()
+		out, _ = testcluster.Command(t, 30*time.Second, "ip", "netns", "exec", ns, "nft", "list", "set", "inet", "ippool", "pool4").CombinedOutput()
 		select {
 		case <-p.done:
 			t.Fatalf("%s exited before its rules were in place", p.name)
@@ -349,8 +348,8 @@ func TestConnector(t *testing.T) {
 	if !srv.wait(15 * time.Second) {
 		t.Fatal("gateway did not stop on SIGTERM")
 	}
-	out, _ := exec.Command("ip", "netns", "exec", gw, "nft", "list", "tables").CombinedOutput()
-	rules, _ := exec.Command("ip", "-n", gw, "rule").CombinedOutput()
+	out, _ := testcluster.Command(t, 30*time.Second, "ip", "netns", "exec", gw, "nft", "list", "tables").CombinedOutput()
+	rules, _ := testcluster.Command(t, 30*time.Second, "ip", "-n", gw, "rule").CombinedOutput()
 	if strings.Contains(string(out), "ippool") || strings.Contains(string(rules), "7490") {
 		t.Fatalf("rules left after a clean stop:\n%s\n%s", out, rules)
 	}
@@ -382,7 +381,7 @@ func TestConnectorFailover(t *testing.T) {
 	upstream := startUpstreamNet(lab, up, ip(100), map[string]string{"a.test": ip(100)}, []string{ip(100)}, []int{8080}, 5300)
 
 	tlsDir := filepath.Join(t.TempDir(), "tls")
-	if out, err := exec.Command(bin, "tls", "init", "--dir", tlsDir, "--servers", "3").CombinedOutput(); err != nil {
+	if out, err := testcluster.Command(t, time.Minute, bin, "tls", "init", "--dir", tlsDir, "--servers", "3").CombinedOutput(); err != nil {
 		t.Fatalf("tls init: %v: %s", err, out)
 	}
 	join := strings.Join([]string{ip(1) + ":7481", ip(2) + ":7481", ip(3) + ":7481"}, ",")
@@ -473,7 +472,7 @@ func TestConnectorDemoScript(t *testing.T) {
 			t.Errorf("the demo's output lacks %q:\n%s", want, out)
 		}
 	}
-	if left, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(left), "ippd") {
+	if left, _ := testcluster.Command(t, 30*time.Second, "ip", "netns", "list").Output(); strings.Contains(string(left), "ippd") {
 		t.Errorf("the demo left namespaces: %s", left)
 	}
 }

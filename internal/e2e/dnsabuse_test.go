@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,13 +51,17 @@ func countingUpstream(t *testing.T) (string, *atomic.Int64) {
 }
 
 // startDNSServer runs one server on 127.0.0.<ip> with DNS for example.test
-// in front of a counting upstream, plus args.
+// in front of a counting upstream, plus args; its pool is dnsPool unless
+// args give a --pool.
 func startDNSServer(t *testing.T, ip int, args ...string) (*testcluster.Server, string, *atomic.Int64) {
 	t.Helper()
 	upstream, count := countingUpstream(t)
 	dnsAddr := testcluster.FreeDNSAddr(t, fmt.Sprintf("127.0.0.%d", ip))
+	if !slices.Contains(args, "--pool") {
+		args = append(args, "--pool", dnsPool)
+	}
 	c := testcluster.New(t, 1, testcluster.Options{FirstIP: ip, Args: append([]string{
-		"--dns-addr", dnsAddr, "--dns-upstream", upstream, "--dns-domains", "example.test", "--pool", dnsPool,
+		"--dns-addr", dnsAddr, "--dns-upstream", upstream, "--dns-domains", "example.test",
 	}, args...)})
 	s := c.Servers[0]
 	s.Start()
@@ -137,6 +142,19 @@ func floodSource(i int) string {
 // the replies.
 func flood(t *testing.T, addr string, n int, source func(int) string, query func(int) *dns.Msg) []sized {
 	t.Helper()
+	return paced(t, addr, n, 0, source, query)
+}
+
+// paced is flood sending no more than one query every interval (none: as
+// fast as the 16 can).
+func paced(t *testing.T, addr string, n int, every time.Duration, source func(int) string, query func(int) *dns.Msg) []sized {
+	t.Helper()
+	var tick <-chan time.Time
+	if every > 0 {
+		tk := time.NewTicker(every)
+		defer tk.Stop()
+		tick = tk.C
+	}
 	out := make([]sized, n)
 	var wg sync.WaitGroup
 	var failed atomic.Int64
@@ -147,6 +165,9 @@ func flood(t *testing.T, addr string, n int, source func(int) string, query func
 				i := int(next.Add(1) - 1)
 				if i >= n {
 					return
+				}
+				if tick != nil {
+					<-tick
 				}
 				r, err := exchangeFrom(addr, source(i), query(i))
 				if err != nil {
@@ -232,11 +253,33 @@ func TestDNSRefusesSourcesOutsideAllowList(t *testing.T) {
 // source send upstream queries within
 // the bucket, each one belongs to an answered name, and the refusals are
 // no larger than their queries.
+//
+// How many names the bucket lets through depends on how long the 400 take:
+// 200 + 100 a second. So the server's pool (rateLimitPool, 1,024) holds
+// more addresses than there are names, whatever the pace; with dnsPool's
+// 256, a flood slower than 0.56 s (a race-built server on a loaded machine
+// took longer) was allowed more names than the pool holds, and the 257th
+// got SERVFAIL "pool exhausted". The paced run sends 150 a second, slower
+// than the bucket drains, so that it is allowed (nearly) every name on any
+// machine: with the /24 it failed so every time.
 func TestDNSRateLimitBoundsUpstreamQueries(t *testing.T) {
-	s, dnsAddr, upstream := startDNSServer(t, 112)
+	for _, c := range []struct {
+		name  string
+		every time.Duration
+	}{{"flood", 0}, {"paced", time.Second / 150}} {
+		t.Run(c.name, func(t *testing.T) { rateLimitBoundsUpstreamQueries(t, c.every) })
+	}
+}
+
+// rateLimitPool is the pool of TestDNSRateLimitBoundsUpstreamQueries'
+// server: more addresses than the 400 names it asks for.
+const rateLimitPool = "100.64.0.0/22"
+
+func rateLimitBoundsUpstreamQueries(t *testing.T, every time.Duration) {
+	s, dnsAddr, upstream := startDNSServer(t, 112, "--pool", rateLimitPool)
 	const names, burst, rate = 400, 200, 100
 	t0 := time.Now()
-	replies := flood(t, dnsAddr, names, func(int) string { return "127.0.0.2" }, func(i int) *dns.Msg {
+	replies := paced(t, dnsAddr, names, every, func(int) string { return "127.0.0.2" }, func(i int) *dns.Msg {
 		return question(fmt.Sprintf("u%d.example.test.", i))
 	})
 	elapsed := time.Since(t0)

@@ -4,21 +4,23 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ippool/ippool/internal/poll"
+	"github.com/ippool/ippool/internal/testcluster"
 )
 
 // runScript runs one of the examples/ scripts from the repository root and
 // returns what it printed.
 func runScript(t *testing.T, env []string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command("bash", args...)
+	cmd := testcluster.Command(t, 10*time.Minute, "bash", args...)
 	cmd.Dir = "../.."
 	cmd.Env = append(cleanEnv(), env...)
 	out, err := cmd.CombinedOutput()
@@ -50,7 +52,9 @@ func TestClusterScriptLeavesNothingRunning(t *testing.T) {
 	env := []string{"DATA=" + data}
 	t.Cleanup(func() {
 		for _, pid := range processesWith(data) {
-			exec.Command("kill", "-KILL", pid).Run()
+			if n, err := strconv.Atoi(pid); err == nil {
+				syscall.Kill(n, syscall.SIGKILL)
+			}
 		}
 	})
 	runScript(t, env, "examples/cluster.sh", "start")
@@ -79,7 +83,7 @@ func TestClusterScriptLeavesNothingRunning(t *testing.T) {
 	var status []byte
 	if !poll.Wait(30*time.Second, func() bool {
 		var err error
-		status, err = exec.Command(bin, "--addr", "127.0.0.1:7480,127.0.0.1:7482,127.0.0.1:7484", "cluster", "status").CombinedOutput()
+		status, err = testcluster.Command(t, 10*time.Second, bin, "--addr", "127.0.0.1:7480,127.0.0.1:7482,127.0.0.1:7484", "cluster", "status").CombinedOutput()
 		return err == nil && strings.Count(string(status), " yes ") >= 6 && !strings.Contains(string(status), " no ")
 	}) {
 		t.Fatalf("the cluster did not come back whole:\n%s", status)

@@ -69,7 +69,7 @@ func get(hc *http.Client, url string) (int, error) {
 // others) and returns stdout, stderr and exit code.
 func cliEnv(t *testing.T, env []string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(testcluster.Binary(t), args...)
+	cmd := testcluster.Command(t, time.Minute, testcluster.Binary(t), args...)
 	cmd.Env = append(cleanEnv(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -262,7 +262,7 @@ func runRefused(t *testing.T, args ...string) (int, string) {
 	cmd.Env = cleanEnv()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
+	if err := testcluster.StartProcess(cmd); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ippool/ippool/internal/testcluster"
 )
 
 // Network namespaces for the connector's tests. Each test makes its own,
@@ -46,14 +48,14 @@ func newLab(t testing.TB) *netnsLab {
 	rand.Read(b)
 	lab := &netnsLab{t: t, prefix: "ipc" + hex.EncodeToString(b)}
 	probe := lab.prefix + "probe"
-	if out, err := exec.Command("ip", "netns", "add", probe).CombinedOutput(); err != nil {
+	if out, err := testcluster.Command(t, 30*time.Second, "ip", "netns", "add", probe).CombinedOutput(); err != nil {
 		msg := fmt.Sprintf("cannot create network namespaces (needs root and iproute2): %v: %s", err, out)
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg)
 		}
 		t.Skip(msg)
 	}
-	exec.Command("ip", "netns", "del", probe).Run()
+	testcluster.Command(t, 30*time.Second, "ip", "netns", "del", probe).Run()
 	for _, tool := range []string{"nft", "dig"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			msg := tool + " not found: ./test.sh installs nftables and dnsutils when run as root"
@@ -76,7 +78,7 @@ func (l *netnsLab) ns(role string) string {
 	// No duplicate address detection: it holds new IPv6 addresses, link
 	// local ones included, for a second or more before they can be used.
 	for _, k := range []string{"all", "default"} {
-		if out, err := exec.Command("ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf."+k+".accept_dad=0").CombinedOutput(); err != nil {
+		if out, err := testcluster.Command(l.t, 30*time.Second, "ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf."+k+".accept_dad=0").CombinedOutput(); err != nil {
 			l.t.Logf("sysctl accept_dad in %s: %v: %s", name, err, out)
 		}
 	}
@@ -86,7 +88,7 @@ func (l *netnsLab) ns(role string) string {
 // ip runs ip(8) and fails the test on error.
 func (l *netnsLab) ip(args ...string) {
 	l.t.Helper()
-	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+	if out, err := testcluster.Command(l.t, 30*time.Second, "ip", args...).CombinedOutput(); err != nil {
 		l.t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
 	}
 }
@@ -257,8 +259,7 @@ func (l *netnsLab) start(name, ns string, args ...string) *labProc {
 	}
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	if err := testcluster.StartProcess(cmd); err != nil {
 		f.Close()
 		l.t.Fatal(err)
 	}
@@ -311,10 +312,14 @@ func (l *netnsLab) teardown() {
 			l.t.Logf("---- %s ----\n%s", p.name, out)
 		}
 	}
-	out, _ := exec.Command("ip", "netns", "list").Output()
+	// A cleanup, so no testcluster.Command (whose own cleanup would come
+	// after this one): a context bounds each command.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, "ip", "netns", "list").Output()
 	for _, line := range strings.Split(string(out), "\n") {
 		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], l.prefix) {
-			exec.Command("ip", "netns", "del", f[0]).Run()
+			exec.CommandContext(ctx, "ip", "netns", "del", f[0]).Run()
 		}
 	}
 	if l.logDir != "" {

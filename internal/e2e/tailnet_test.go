@@ -121,7 +121,7 @@ func startTailnetServer(t *testing.T, controlURL, upstream string, i int, extra 
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	// Killed with the test binary even when it ends without running the
 	// cleanup below (a `go test -timeout` panic).
-	if err := testcluster.StartDying(p.cmd); err != nil {
+	if err := testcluster.StartProcess(p.cmd); err != nil {
 		t.Fatal(err)
 	}
 	go func() {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
 )
 
@@ -35,18 +37,17 @@ func (h *Harness) Heal() time.Duration {
 	}
 	h.Logf("healed")
 	probe := 0
-	for {
+	var status int
+	var body []byte
+	var err error
+	if !poll.Wait(30*time.Second, func() bool {
 		servers := h.C.Running()
 		s := servers[probe%len(servers)]
-		status, body, err := h.request(s, http.MethodPost, fmt.Sprintf("/v1/clients/probe/domains/p%d.example", probe))
+		status, body, err = h.request(s, http.MethodPost, fmt.Sprintf("/v1/clients/probe/domains/p%d.example", probe))
 		probe++
-		if err == nil && status == 200 {
-			break
-		}
-		if time.Since(healed) > 30*time.Second {
-			h.T.Fatalf("no write succeeded within 30s of healing (last: %d %s %v)", status, body, err)
-		}
-		time.Sleep(10 * time.Millisecond)
+		return err == nil && status == 200
+	}) {
+		h.T.Fatalf("no write succeeded within 30s of healing (last: %d %s %v)", status, body, err)
 	}
 	took := time.Since(healed)
 	h.Unavail = append(h.Unavail, took)
@@ -98,9 +99,9 @@ func (h *Harness) WaitConverged(timeout time.Duration) {
 // release, so the state keeps changing that long after the last release.
 func (h *Harness) WaitNoHolds(timeout time.Duration) {
 	h.T.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		held := 0
+	held := 0
+	if !poll.Wait(timeout, func() bool {
+		held = 0
 		for _, s := range h.C.Running() {
 			st, err := s.Status()
 			if err != nil {
@@ -109,13 +110,9 @@ func (h *Harness) WaitNoHolds(timeout time.Duration) {
 			}
 			held += st.HeldAddresses
 		}
-		if held == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			h.T.Fatalf("addresses still held %v after the last release (%d)", timeout, held)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return held == 0
+	}) {
+		h.T.Fatalf("addresses still held %v after the last release (%d)", timeout, held)
 	}
 }
 

@@ -132,26 +132,28 @@ func rel(s *testcluster.Server, path string) string {
 // non-zero with an error in its log. It reports whether s is serving.
 func (h *Harness) RestartDamaged(s *testcluster.Server) bool {
 	h.Restart(s)
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if !s.Running() {
-			code := s.ExitCode()
-			log := s.Log()
-			last := lastLines(log, 3)
-			if code == 0 {
-				h.fail("%s exited with status 0 after its files were damaged: %s", s.ID, last)
-			} else if !strings.Contains(strings.ToLower(last), "error") && !strings.Contains(strings.ToLower(last), "fail") {
-				h.fail("%s exited with status %d but no clear error: %s", s.ID, code, last)
-			}
-			h.broken[s] = last
-			h.Logf("%s refused to start (status %d): %s", s.ID, code, last)
-			return false
+	exited, ready := false, false
+	poll.Wait(20*time.Second, func() bool {
+		exited = !s.Running()
+		ready = !exited && s.Ready()
+		return exited || ready
+	})
+	switch {
+	case exited:
+		code := s.ExitCode()
+		log := s.Log()
+		last := lastLines(log, 3)
+		if code == 0 {
+			h.fail("%s exited with status 0 after its files were damaged: %s", s.ID, last)
+		} else if !strings.Contains(strings.ToLower(last), "error") && !strings.Contains(strings.ToLower(last), "fail") {
+			h.fail("%s exited with status %d but no clear error: %s", s.ID, code, last)
 		}
-		if s.Ready() {
-			h.Logf("%s recovered from damaged files and is ready", s.ID)
-			return true
-		}
-		time.Sleep(50 * time.Millisecond)
+		h.broken[s] = last
+		h.Logf("%s refused to start (status %d): %s", s.ID, code, last)
+		return false
+	case ready:
+		h.Logf("%s recovered from damaged files and is ready", s.ID)
+		return true
 	}
 	h.fail("%s neither served nor exited within 20s after its files were damaged", s.ID)
 	return false
@@ -163,14 +165,13 @@ func (h *Harness) RestartDamaged(s *testcluster.Server) bool {
 // end of its output.
 func (h *Harness) RequireAllServing(timeout time.Duration) {
 	h.T.Helper()
-	deadline := time.Now().Add(timeout)
 	waiting := map[*testcluster.Server]bool{}
 	for _, s := range h.C.Servers {
 		if h.broken[s] == "" {
 			waiting[s] = true
 		}
 	}
-	for len(waiting) > 0 && time.Now().Before(deadline) {
+	poll.Wait(timeout, func() bool {
 		for s := range waiting {
 			switch {
 			case !s.Running():
@@ -181,8 +182,8 @@ func (h *Harness) RequireAllServing(timeout time.Duration) {
 				delete(waiting, s)
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return len(waiting) == 0
+	})
 	for s := range waiting {
 		h.fail("%s did not become ready within %v of its restart", s.ID, timeout)
 	}

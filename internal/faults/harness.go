@@ -29,6 +29,7 @@ import (
 	"github.com/anishathalye/porcupine"
 	"github.com/miekg/dns"
 
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
 	"github.com/ippool/ippool/wire"
 )
@@ -387,16 +388,14 @@ func extendedError(r *dns.Msg) string {
 func (h *Harness) bootstrapACL(leader *testcluster.Server) {
 	h.T.Helper()
 	var tok wire.Token
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		status, body, err := h.request(leader, http.MethodPost, "/v1/acl/bootstrap")
-		if err == nil && status == 200 && json.Unmarshal(body, &tok) == nil && tok.Secret != "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			h.T.Fatalf("bootstrapping ACLs on %s: %d %s %v", leader.ID, status, body, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var status int
+	var body []byte
+	var err error
+	if !poll.Wait(10*time.Second, func() bool {
+		status, body, err = h.request(leader, http.MethodPost, "/v1/acl/bootstrap")
+		return err == nil && status == 200 && json.Unmarshal(body, &tok) == nil && tok.Secret != ""
+	}) {
+		h.T.Fatalf("bootstrapping ACLs on %s: %d %s %v", leader.ID, status, body, err)
 	}
 	h.token = tok.Secret
 	h.C.SetToken(tok.Secret)

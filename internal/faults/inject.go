@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
 )
 
@@ -11,15 +12,14 @@ import (
 
 // Leader waits up to 10s for a leader every running server agrees on.
 func (h *Harness) Leader() *testcluster.Server {
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if l := h.C.Leader(); l != nil && !h.paused[l] {
-			return l
-		}
-		time.Sleep(50 * time.Millisecond)
+	var leader *testcluster.Server
+	if !poll.Wait(10*time.Second, func() bool {
+		leader = h.C.Leader()
+		return leader != nil && !h.paused[leader]
+	}) {
+		h.T.Fatalf("no leader after 10s")
 	}
-	h.T.Fatalf("no leader after 10s")
-	return nil
+	return leader
 }
 
 // Others returns the servers other than s.

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/ippool/ippool/internal/poll"
 )
 
 // StartUpstream runs a DNS server on 127.0.0.1 (UDP) that answers every
@@ -57,15 +59,12 @@ func WaitDNS(t testing.TB, addr string, within time.Duration) {
 	deadline := time.Now().Add(within)
 	for _, network := range []string{"udp", "tcp"} {
 		cl := &dns.Client{Net: network, Timeout: time.Second}
-		for {
-			_, _, err := cl.Exchange(q, addr)
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("DNS at %s (%s) not answering after %v: %v", addr, network, within, err)
-			}
-			time.Sleep(20 * time.Millisecond)
+		var err error
+		if !poll.Wait(time.Until(deadline), func() bool {
+			_, _, err = cl.Exchange(q, addr)
+			return err == nil
+		}) {
+			t.Fatalf("DNS at %s (%s) not answering after %v: %v", addr, network, within, err)
 		}
 	}
 }

@@ -1,12 +1,14 @@
 package testcluster
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // FaultChain is the iptables chain (in the filter and nat tables) that holds
@@ -59,7 +61,11 @@ func NewNet(t testing.TB) *Net {
 }
 
 func ipt(table string, args ...string) error {
-	out, err := exec.Command("iptables", append([]string{"-w", "-t", table}, args...)...).CombinedOutput()
+	// -w waits for the xtables lock, which another user of iptables on
+	// this machine may hold; the context bounds that wait.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "iptables", append([]string{"-w", "-t", table}, args...)...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("iptables -t %s %s: %v: %s", table, strings.Join(args, " "), err, out)
 	}

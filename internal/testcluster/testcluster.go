@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,7 +41,11 @@ var (
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		out, err := exec.Command("go", "env", "GOMOD").Output()
+		// A deadline even for the build: the race-built server takes
+		// minutes on a loaded machine, never this long.
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 		if err != nil {
 			buildErr = err
 			return
@@ -58,7 +61,7 @@ func Binary(t testing.TB) string {
 		if os.Getenv("IPPOOL_TEST_RACE") != "" {
 			args = append(args, "-race")
 		}
-		cmd := exec.Command("go", append(args, "./cmd/ippool")...)
+		cmd := exec.CommandContext(ctx, "go", append(args, "./cmd/ippool")...)
 		cmd.Dir = root
 		if b, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, b)
@@ -69,34 +72,6 @@ func Binary(t testing.TB) string {
 	}
 	return binPath
 }
-
-// StartDying starts cmd as a process that gets SIGKILL when the test
-// binary ends, however it ends: t.Cleanup kills it after a failure, but a
-// test that `go test -timeout` panics runs no cleanups, and left `ippool
-// serve` processes holding ports behind. Linux sends the parent-death
-// signal when the thread that started the child ends, not the process, so
-// every child is started from one goroutine locked to its thread for the
-// life of the test binary: that thread ends only with the process.
-func StartDying(cmd *exec.Cmd) error {
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
-	}
-	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-	done := make(chan error, 1)
-	spawner() <- func() { done <- cmd.Start() }
-	return <-done
-}
-
-var spawner = sync.OnceValue(func() chan<- func() {
-	ch := make(chan func())
-	go func() {
-		runtime.LockOSThread() // never unlocked: see StartDying
-		for start := range ch {
-			start()
-		}
-	}()
-	return ch
-})
 
 // Server is one `ippool serve` process.
 type Server struct {
@@ -261,8 +236,7 @@ func (s *Server) Start() {
 	}
 	cmd := exec.Command(s.bin, s.Args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := StartDying(cmd); err != nil {
+	if err := StartProcess(cmd); err != nil {
 		logf.Close()
 		s.t.Fatal(err)
 	}
