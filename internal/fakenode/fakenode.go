@@ -26,7 +26,7 @@ type Node struct {
 	state *pool.State
 	acl   *acl.State
 
-	Current      atomic.Bool
+	Current    atomic.Bool
 	BarrierErr atomic.Pointer[error]
 	Barriers   atomic.Int64
 	Proposals  atomic.Int64
