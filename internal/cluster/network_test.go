@@ -21,15 +21,7 @@ import (
 // without TLS, and a connection from a refused source is closed unread.
 func TestCustomNetworkFormsAClusterAndRefusesWhomItSays(t *testing.T) {
 	const n = 3
-	lns := make([]net.Listener, n)
-	addrs := make([]string, n)
-	for i := range lns {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns[i], addrs[i] = ln, ln.Addr().String()
-	}
+	lns, addrs := loopbackListeners(t, n)
 	// 127.0.0.169 stands for a node without the cluster's tag.
 	stranger := netip.MustParseAddr("127.0.0.169")
 	var dials atomic.Int64
@@ -88,4 +80,20 @@ func TestCustomNetworkFormsAClusterAndRefusesWhomItSays(t *testing.T) {
 func isReset(err error) bool {
 	var ne *net.OpError
 	return errors.As(err, &ne) && !ne.Timeout()
+}
+
+// loopbackListeners listens on n loopback ports, for servers whose cluster
+// port is a Network of the test's own.
+func loopbackListeners(t *testing.T, n int) ([]net.Listener, []string) {
+	t.Helper()
+	lns := make([]net.Listener, n)
+	addrs := make([]string, n)
+	for i := range lns {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[i], addrs[i] = ln, ln.Addr().String()
+	}
+	return lns, addrs
 }

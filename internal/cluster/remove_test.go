@@ -134,15 +134,7 @@ func TestRemoveDeadLeaderThroughSurvivor(t *testing.T) {
 
 func removeDeadLeader(t *testing.T, soon bool) {
 	const n = 3
-	lns := make([]net.Listener, n)
-	addrs := make([]string, n)
-	for i := range lns {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns[i], addrs[i] = ln, ln.Addr().String()
-	}
+	lns, addrs := loopbackListeners(t, n)
 	bh := &blackholeNet{dead: map[string]bool{}, gone: make(chan struct{})}
 	tc := startCluster(t, n, func(i int, c *Config) {
 		c.Insecure, c.Join = false, nil
