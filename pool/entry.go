@@ -2,6 +2,7 @@ package pool
 
 import (
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 	"time"
 
@@ -38,6 +39,26 @@ const (
 	entryVersionV1 = 1
 	checksumLen    = 4
 )
+
+// EntryVersion is the log entry version this build writes, and
+// OldestEntryVersion the oldest it still reads: it reads every version
+// between them.
+const (
+	EntryVersion       = entryVersion
+	OldestEntryVersion = entryVersionV1
+)
+
+// FutureEntryError is a log entry of a version this build does not know:
+// only a newer ippool writes one. It is not a bad entry (S10), which every
+// server refuses alike, but this server's inability to follow the log: the
+// server must stop applying rather than skip it (docs/upgrading.md).
+type FutureEntryError struct {
+	Version byte
+}
+
+func (e *FutureEntryError) Error() string {
+	return fmt.Sprintf("log entry has version %d, written by a newer ippool; this build reads versions %d to %d", e.Version, OldestEntryVersion, EntryVersion)
+}
 
 // MaxOpsPerCommand bounds a batch so that a corrupt count cannot make the
 // decoder allocate without limit.
@@ -165,8 +186,17 @@ func DecodeEntry(b []byte) (Entry, error) {
 			return e, errorf(CodeCorruptEntry, "log entry of %d bytes fails its checksum: it was damaged after it was written", len(b))
 		}
 		d.b = b[1:body]
+	case v > entryVersion:
+		// Every version from 2 on ends with the CRC-32C of what comes
+		// before it, and later versions must keep that trailer, so that
+		// an entry of an unknown version tells a newer build's entry from
+		// this server's damaged copy of a known one.
+		if len(b) < 1+checksumLen || crc32.Checksum(b[:len(b)-checksumLen], castagnoli) != binary.LittleEndian.Uint32(b[len(b)-checksumLen:]) {
+			return e, errorf(CodeCorruptEntry, "log entry of %d bytes has version %d, which this server does not know, and fails its checksum: it was damaged after it was written", len(b), v)
+		}
+		return e, &FutureEntryError{Version: v}
 	case v != entryVersionV1:
-		return e, errorf(CodeBadCommand, "log entry has command version %d; this server reads versions %d to %d", v, entryVersionV1, entryVersion)
+		return e, errorf(CodeBadCommand, "log entry has version %d; this server reads versions %d to %d", v, entryVersionV1, entryVersion)
 	}
 	d.version = v
 	if v >= 3 {

@@ -34,6 +34,11 @@ const (
 	// A write that a snapshot restore cut off before it was committed; it
 	// was not applied, so it is safe to retry.
 	CodeAbortedByRestore Code = "aborted_by_restore"
+	// CodeFeatureUnavailable: the cluster cannot do this yet because some
+	// server runs an older ippool (a mixed-version cluster during an
+	// upgrade, or a leader older than the server that forwarded); retry
+	// once every server is upgraded.
+	CodeFeatureUnavailable Code = "feature_unavailable"
 	// Access control's: no valid token (401), a token whose role does not
 	// allow the request (403), a second bootstrap (409).
 	CodeUnauthorized        Code = "unauthorized"
@@ -93,6 +98,9 @@ func CodeOf(err error) Code {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Code
+	}
+	if _, ok := errors.AsType[*FutureEntryError](err); ok {
+		return CodeFeatureUnavailable
 	}
 	return CodeInternal
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/ippool/ippool/internal/acl"
+	"github.com/ippool/ippool/internal/buildinfo"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -37,7 +38,9 @@ type fsm struct {
 	// failed its checksum.
 	onDamaged func(error)
 	// damaged, once set, stops applying: the state stays the true state as
-	// of the entry before the damaged one, and is never snapshotted.
+	// of the entry before the one it could not apply (damaged on this
+	// server's disk, or of a version only a newer build reads), and is
+	// never snapshotted.
 	damaged error
 
 	// applied is the index of the last entry this FSM has seen (commands and
@@ -128,6 +131,19 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			out[i] = applyResponse{err: err}
 			continue
 		}
+		if fe, ok := errors.AsType[*pool.FutureEntryError](err); ok {
+			// A newer ippool wrote it: every server of that build reads it,
+			// so skipping it here would leave this server with a state the
+			// cluster does not have, answering as if acknowledged mappings
+			// never existed. It stops applying, as at a damaged entry, and
+			// says which build it needs (docs/upgrading.md).
+			f.damaged = fmt.Errorf("log entry %d has version %d, written by a newer ippool; this build (%s) reads log entry versions %d to %d, so it stopped before it rather than skip it: upgrade this server to the cluster's version and start it again (its data dir is intact)",
+				l.Index, fe.Version, buildinfo.Version, pool.OldestEntryVersion, pool.EntryVersion)
+			damaged = f.damaged
+			lastApplied = l.Index - 1
+			out[i] = applyResponse{err: err}
+			continue
+		}
 		if err != nil {
 			// S10: an entry nobody can decode is answered with an error on
 			// every server alike, and changes nothing.
@@ -159,7 +175,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		f.onConfig(cfg)
 	}
 	if damaged != nil {
-		f.log.Error("stopping: a log entry failed its checksum", "err", damaged)
+		f.log.Error("stopping: this server cannot apply a committed log entry", "err", damaged)
 		f.onDamaged(damaged)
 	}
 	return out

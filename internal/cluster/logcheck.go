@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sort"
@@ -8,6 +9,10 @@ import (
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
+
+	"github.com/ippool/ippool/internal/acl"
+	"github.com/ippool/ippool/internal/buildinfo"
+	"github.com/ippool/ippool/pool"
 )
 
 // DamagedDataError is a data dir this server cannot start from: a Raft log
@@ -62,8 +67,29 @@ func checkLog(store raft.LogStore, dataDir, walDir string) error {
 		if err != nil {
 			return &DamagedDataError{DataDir: dataDir, File: segmentFile(walDir, i), What: fmt.Sprintf("Raft log entry %d (of %d-%d)", i, first, last), Err: err}
 		}
+		if v, err := futureEntryVersion(&entry); err != nil {
+			return &DamagedDataError{DataDir: dataDir, File: segmentFile(walDir, i), What: fmt.Sprintf("Raft log entry %d (of %d-%d)", i, first, last), Err: err}
+		} else if v != 0 {
+			return fmt.Errorf("the Raft log in %s holds entry %d of log entry version %d, written by a newer ippool; this build (%s) reads versions %d to %d, so it does not start rather than skip it: run the newer build on this data dir (docs/upgrading.md says which downgrades are allowed)",
+				dataDir, i, v, buildinfo.Version, pool.OldestEntryVersion, pool.EntryVersion)
+		}
 	}
 	return nil
+}
+
+// futureEntryVersion returns the version of a command entry that only a
+// newer build can read, 0 for one this build reads (or judges when it
+// applies it), and an error for one whose unknown version fails its
+// checksum: this server's damaged copy.
+func futureEntryVersion(l *raft.Log) (byte, error) {
+	if l.Type != raft.LogCommand || len(l.Data) == 0 || acl.IsCommand(l.Data) || l.Data[0] <= pool.EntryVersion {
+		return 0, nil
+	}
+	_, err := pool.DecodeEntry(l.Data)
+	if fe, ok := errors.AsType[*pool.FutureEntryError](err); ok {
+		return fe.Version, nil
+	}
+	return 0, err
 }
 
 // readEntry is store.GetLog with a panic in the store turned into an error.

@@ -68,7 +68,7 @@ func statusOf(code pool.Code) int {
 		return http.StatusForbidden
 	case pool.CodePoolExhausted, pool.CodeAlreadyBootstrapped:
 		return http.StatusConflict
-	case pool.CodeNoQuorum, pool.CodeNoLeader, pool.CodeNotConfigured, pool.CodeAbortedByRestore:
+	case pool.CodeNoQuorum, pool.CodeNoLeader, pool.CodeNotConfigured, pool.CodeAbortedByRestore, pool.CodeFeatureUnavailable:
 		return http.StatusServiceUnavailable
 	case pool.CodeQuotaExceeded, pool.CodeRateLimited:
 		return http.StatusTooManyRequests
