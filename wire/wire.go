@@ -71,11 +71,18 @@ type Status struct {
 	// (internal/cluster/current.go); LocalReads says whether this server answers from
 	// local state right now; HeldAddresses counts addresses under a reuse
 	// hold.
-	StaleBound    string         `json:"stale_bound"`
-	ReuseHold     string         `json:"reuse_hold"`
-	LocalReads    bool           `json:"local_reads"`
-	HeldAddresses int            `json:"held_addresses"`
-	Servers       []ServerStatus `json:"servers"`
+	StaleBound    string `json:"stale_bound"`
+	ReuseHold     string `json:"reuse_hold"`
+	LocalReads    bool   `json:"local_reads"`
+	HeldAddresses int    `json:"held_addresses"`
+	// Version is this server's release, and EntryVersions the log entry
+	// versions it reads. ClusterEntryVersion is the newest entry version
+	// every server of the cluster reads, as far as this server knows: what
+	// a leader may write (docs/upgrading.md).
+	Version             string         `json:"version,omitempty"`
+	EntryVersions       []int          `json:"entry_versions,omitempty"`
+	ClusterEntryVersion int            `json:"cluster_entry_version,omitempty"`
+	Servers             []ServerStatus `json:"servers"`
 }
 
 // ServerStatus describes one member as this server sees it, with what the
@@ -88,7 +95,12 @@ type ServerStatus struct {
 	Reachable bool   `json:"reachable"`
 	Term      uint64 `json:"term,omitempty"`
 	Applied   uint64 `json:"applied_index,omitempty"`
-	Error     string `json:"error,omitempty"`
+	// Version and EntryVersions are what the member says it runs and
+	// reads; empty for a member of a release before 0.3.0, which reads
+	// entry versions 1 to 3, or one that did not answer.
+	Version       string `json:"version,omitempty"`
+	EntryVersions []int  `json:"entry_versions,omitempty"`
+	Error         string `json:"error,omitempty"`
 }
 
 // Pool is the pool configuration in the form the --pool and --exclude flags

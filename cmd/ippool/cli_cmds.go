@@ -11,12 +11,11 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"runtime/debug"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/ippool/ippool/client"
+	"github.com/ippool/ippool/internal/buildinfo"
 	"github.com/ippool/ippool/internal/ca"
 	"github.com/ippool/ippool/pool"
 	"github.com/ippool/ippool/wire"
@@ -239,6 +238,13 @@ func writeStatus(w io.Writer, st wire.Status) error {
 	}
 	fmt.Fprintf(tw, "leader\t%s\n", leader)
 	fmt.Fprintf(tw, "log\tcommit %d, applied %d, last %d\n", st.Commit, st.Applied, st.LastIndex)
+	if st.Version != "" {
+		fmt.Fprintf(tw, "version\t%s, reads log entry versions %s", st.Version, entryVersionsText(st.EntryVersions))
+		if st.ClusterEntryVersion != 0 {
+			fmt.Fprintf(tw, "; every server reads %d", st.ClusterEntryVersion)
+		}
+		fmt.Fprintln(tw)
+	}
 	if st.Pool != "" {
 		fmt.Fprintf(tw, "pool\t%s\n", st.Pool)
 	}
@@ -254,11 +260,23 @@ func writeStatus(w io.Writer, st wire.Status) error {
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tADDRESS\tROLE\tVOTER\tREACHABLE\tTERM\tAPPLIED\tERROR")
+	fmt.Fprintln(tw, "ID\tADDRESS\tROLE\tVOTER\tREACHABLE\tTERM\tAPPLIED\tVERSION\tREADS\tERROR")
 	for _, s := range st.Servers {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.ID, s.Addr, s.Role, yesNo(s.Voter), yesNo(s.Reachable), s.Term, s.Applied, s.Error)
+		version, reads := s.Version, entryVersionsText(s.EntryVersions)
+		switch {
+		case !s.Reachable:
+			version, reads = "?", "?"
+		case version == "":
+			version, reads = "before 0.3.0", "1-3"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", s.ID, s.Addr, s.Role, yesNo(s.Voter), yesNo(s.Reachable), s.Term, s.Applied, version, reads, s.Error)
 	}
 	return tw.Flush()
+}
+
+// entryVersionsText is a list of log entry versions as a range: "1-3".
+func entryVersionsText(vs []int) string {
+	return buildinfo.Info{EntryVersions: vs}.Reads()
 }
 
 func yesNo(b bool) string {
@@ -460,49 +478,11 @@ type VersionCmd struct {
 
 func (c *VersionCmd) Help() string { return "Example:\n\n    ippool version" }
 
-type versionInfo struct {
-	Version  string `json:"version"`
-	Revision string `json:"revision,omitempty"`
-	Modified bool   `json:"modified,omitempty"`
-	Go       string `json:"go"`
-}
-
-func buildVersion() versionInfo {
-	v := versionInfo{Version: "unknown", Go: "unknown"}
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return v
-	}
-	v.Go = bi.GoVersion
-	if bi.Main.Version != "" {
-		v.Version = bi.Main.Version
-	}
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			v.Revision = s.Value
-		case "vcs.modified":
-			v.Modified = s.Value == "true"
-		}
-	}
-	return v
-}
-
 func (c *VersionCmd) Run(cli *CLI) error {
-	v := buildVersion()
+	v := buildinfo.Get()
 	if c.JSON {
 		return printJSON(v)
 	}
-	var b strings.Builder
-	b.WriteString("ippool " + v.Version)
-	if v.Revision != "" {
-		b.WriteString(" (" + v.Revision)
-		if v.Modified {
-			b.WriteString(", modified")
-		}
-		b.WriteString(")")
-	}
-	b.WriteString(" " + v.Go)
-	_, err := fmt.Fprintln(stdout, b.String())
+	_, err := fmt.Fprintln(stdout, v.String())
 	return err
 }

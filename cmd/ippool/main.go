@@ -17,12 +17,15 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/ippool/ippool/client"
+	"github.com/ippool/ippool/internal/buildinfo"
 	"github.com/ippool/ippool/pool"
 )
 
 // CLI is the whole command line; kong fills it and calls the chosen verb's
 // Run with it, so every verb sees the global flags.
 type CLI struct {
+	Version kong.VersionFlag `short:"v" help:"Print the version of this binary and the log entry versions it reads and writes, and exit." env:"-"`
+
 	Addr    []string      `help:"Server HTTP address(es); several spread load and fail over." default:"${http_addr}" sep:","`
 	Timeout time.Duration `help:"Longest a command may wait for the servers, failover included (bench: per operation)." default:"30s"`
 	Token   string        `help:"ACL token, sent as a bearer token (ippool acl bootstrap prints the first)."`
@@ -46,7 +49,7 @@ type CLI struct {
 	Tokens   TokenCmd    `cmd:"" name:"token" help:"Create, list and revoke ACL tokens."`
 	Bench    BenchCmd    `cmd:"" help:"Generate load against servers and report latency."`
 	Conn     ConnCmd     `cmd:"" name:"connector" help:"The connector's firewall rules."`
-	Version  VersionCmd  `cmd:"" help:"Print the version of this binary."`
+	VersionC VersionCmd  `cmd:"" name:"version" help:"Print the version of this binary."`
 }
 
 func main() {
@@ -61,6 +64,7 @@ func main() {
 		// read from the environment says env:"-".
 		kong.DefaultEnvars("IPPOOL"),
 		defaults(),
+		kong.Vars{"version": buildinfo.Get().String()},
 	)
 	if err != nil {
 		// The CLI struct itself is wrong: a bug, not bad input.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/ippool/ippool/internal/buildinfo"
 	"github.com/ippool/ippool/pool"
 	"github.com/ippool/ippool/wire"
 )
@@ -31,6 +32,8 @@ func (n *Node) Local() Status {
 		s.Pool = c.String()
 	}
 	s.StaleBound, s.ReuseHold, s.LocalReads = n.StaleBound().String(), pool.ReuseHold.String(), n.LocalReadOK()
+	bi := buildinfo.Get()
+	s.Version, s.EntryVersions = bi.Version, bi.EntryVersions
 	n.Read(func(st *pool.State) { s.HeldAddresses = st.HeldCount() })
 	return s
 }
@@ -54,6 +57,7 @@ func (n *Node) Status(ctx context.Context) Status {
 		}
 		if ss.ID == n.cfg.ID {
 			ss.Reachable, ss.Term, ss.Applied = true, st.Term, st.Applied
+			ss.Version, ss.EntryVersions = st.Version, st.EntryVersions
 			ss.Role = roleOf(n.raft.State())
 			continue
 		}
@@ -68,16 +72,40 @@ func (n *Node) Status(ctx context.Context) Status {
 				return
 			}
 			ss.Reachable, ss.Term, ss.Applied, ss.Role = true, peer.Term, peer.Applied, peer.Role
+			ss.Version, ss.EntryVersions = peer.Version, peer.EntryVersions
 		}()
 	}
 	wg.Wait()
+	st.ClusterEntryVersion = clusterEntryVersion(st.Servers)
 	return st
+}
+
+// baselineEntryVersion is the newest log entry version every release
+// reads, those that do not say what they read included (before 0.3.0).
+const baselineEntryVersion = 3
+
+// clusterEntryVersion is the newest entry version every member reads: a
+// member that did not say (an older release, or one that did not answer)
+// counts as reading the baseline only.
+func clusterEntryVersion(servers []ServerStatus) int {
+	v := pool.EntryVersion
+	for _, s := range servers {
+		newest := baselineEntryVersion
+		if n := len(s.EntryVersions); n > 0 {
+			newest = s.EntryVersions[n-1]
+		}
+		v = min(v, newest)
+	}
+	return v
 }
 
 type statusInfo struct {
 	Role    string `json:"role"`
 	Term    uint64 `json:"term"`
 	Applied uint64 `json:"applied_index"`
+	// Version and EntryVersions: since 0.3.0.
+	Version       string `json:"version,omitempty"`
+	EntryVersions []int  `json:"entry_versions,omitempty"`
 }
 
 func roleOf(s raft.RaftState) string {
@@ -93,7 +121,8 @@ func roleOf(s raft.RaftState) string {
 }
 
 func (n *Node) statusInfo() statusInfo {
-	return statusInfo{Role: roleOf(n.raft.State()), Term: n.raft.CurrentTerm(), Applied: n.fsm.applied.Load()}
+	bi := buildinfo.Get()
+	return statusInfo{Role: roleOf(n.raft.State()), Term: n.raft.CurrentTerm(), Applied: n.appliedIndex(), Version: bi.Version, EntryVersions: bi.EntryVersions}
 }
 
 // RaftStats returns Raft's own counters as numbers where they are numbers.

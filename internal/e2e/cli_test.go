@@ -18,8 +18,11 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/ippool/ippool/internal/buildinfo"
 	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
+	"github.com/ippool/ippool/pool"
+	"github.com/ippool/ippool/wire"
 )
 
 // zeroFlagServer runs `ippool serve` with no flags and no IPPOOL_ variables
@@ -197,15 +200,20 @@ func TestZeroFlagServerCLIAndAPI(t *testing.T) {
 	if out := mustCLI(t, bin, "list", "node1"); !strings.Contains(out, "other.example") || !strings.Contains(out, ip2) {
 		t.Fatalf("list:\n%s", out)
 	}
-	if out := mustCLI(t, bin, "cluster", "status"); !strings.Contains(out, "leader") {
+	if out := mustCLI(t, bin, "cluster", "status"); !strings.Contains(out, "leader") || !strings.Contains(out, buildinfo.Version+", reads log entry versions 1-3") {
 		t.Fatalf("cluster status:\n%s", out)
 	}
-	var status struct {
-		ID      string `json:"id"`
-		Servers []any  `json:"servers"`
-	}
+	var status wire.Status
 	if err := json.Unmarshal([]byte(mustCLI(t, bin, "cluster", "status", "--json")), &status); err != nil || len(status.Servers) != 1 {
 		t.Fatalf("cluster status --json: %+v %v", status, err)
+	}
+	if s := status.Servers[0]; status.Version != buildinfo.Version || s.Version != buildinfo.Version || len(s.EntryVersions) == 0 || status.ClusterEntryVersion != pool.EntryVersion {
+		t.Fatalf("cluster status --json says version %q, server %q reading %v, cluster entry version %d", status.Version, s.Version, s.EntryVersions, status.ClusterEntryVersion)
+	}
+	for _, args := range [][]string{{"version"}, {"--version"}, {"-v"}} {
+		if out := mustCLI(t, bin, args...); !strings.HasPrefix(out, "ippool "+buildinfo.Version+" ") || !strings.Contains(out, "log entry versions 1-3, writes 3") {
+			t.Errorf("ippool %s: %q", strings.Join(args, " "), out)
+		}
 	}
 	if _, errOut, code := cli(t, bin, "cluster", "remove", "no-such-server"); code == 0 || !strings.Contains(errOut, "not_found") {
 		t.Fatalf("cluster remove of an unknown server: exit %d %s", code, errOut)

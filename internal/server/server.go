@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/ippool/ippool/internal/buildinfo"
 	"github.com/ippool/ippool/internal/cluster"
 	"github.com/ippool/ippool/internal/connector"
 	"github.com/ippool/ippool/internal/connlimit"
@@ -122,6 +123,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildinfo.RegisterMetrics(reg)
 	metrics := service.NewMetrics(reg)
 	ccfg.Metrics = metrics
 	if err := cluster.ExportRaftMetrics(reg); err != nil {

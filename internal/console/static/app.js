@@ -895,6 +895,14 @@
     });
   }
 
+  // entryVersions is a server's readable log entry versions as a range;
+  // a server before 0.3.0 does not say, and reads 1 to 3.
+  function entryVersions(s) {
+    const v = s.entry_versions || [];
+    if (!v.length) return '1-3';
+    return v.length === 1 ? String(v[0]) : v[0] + '-' + v[v.length - 1];
+  }
+
   function renderCluster(st) {
     const servers = st.servers || [];
     const li = leaderApplied(st);
@@ -911,6 +919,7 @@
           h('td', { class: 'num' }, s.reachable ? fmtInt(s.term) : '–'),
           h('td', { class: 'num' }, s.reachable ? fmtInt(s.applied_index) : '–'),
           lagCell(s, li),
+          h('td', { class: 'mono', title: s.reachable ? 'reads log entry versions ' + entryVersions(s) : '' }, s.reachable ? (s.version || 'before 0.3.0') : '–'),
           h('td', { class: 'actions' }, btn));
       }));
     applyRole($('servers'));
@@ -927,6 +936,8 @@
       ['Stale bound (B)', fmtGoDuration(st.stale_bound)],
       ['Reuse hold (Q)', fmtGoDuration(st.reuse_hold)],
       ['Held addresses', fmtInt(st.held_addresses)],
+      ['Version', (st.version || 'before 0.3.0') + ', reads log entry versions ' + entryVersions(st)],
+      ['Every server reads', st.cluster_entry_version ? 'log entry version ' + st.cluster_entry_version + ' and older' : 'unknown'],
     ];
     $('self').replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
   }
