@@ -1,0 +1,343 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ippool/ippool/internal/poll"
+	"github.com/ippool/ippool/internal/testcluster"
+)
+
+// previousRelease is the commit of the release before this one, as
+// CHANGELOG.md records it: the rolling-upgrade test starts a cluster of it.
+// Bump it at each release.
+const previousRelease = "50c339316ded5360e48ce2b809917d428c00c275"
+
+// TestChangelogRecordsThePreviousRelease keeps the constant above and the
+// changelog's record of releases saying the same.
+func TestChangelogRecordsThePreviousRelease(t *testing.T) {
+	b, err := os.ReadFile("../../CHANGELOG.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), previousRelease) {
+		t.Fatalf("CHANGELOG.md does not record the previous release's commit %s", previousRelease)
+	}
+}
+
+// TestRollingUpgrade upgrades a three-server cluster of the previous
+// release to this build, one server at a time, under writes from several
+// callers spread over all three, in both orders an operator may take:
+// followers first and the leader last; and the first upgraded server made
+// leader while the other two still run the old build. After every step,
+// every acknowledged mapping is answered alike, both ways, by every server.
+func TestRollingUpgrade(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the previous release")
+	}
+	old := testcluster.BinaryAt(t, previousRelease)
+	for _, order := range []string{"followers first", "upgraded server leads"} {
+		t.Run(order, func(t *testing.T) { rollingUpgrade(t, old, order == "upgraded server leads") })
+	}
+}
+
+func rollingUpgrade(t *testing.T, old string, upgradedLeads bool) {
+	c := testcluster.New(t, 3, testcluster.Options{Args: []string{"--http-write-rate", "0"}})
+	current := testcluster.Binary(t)
+	for _, s := range c.Servers {
+		s.SetBinary(old)
+		s.Start()
+	}
+	c.WaitReady(60 * time.Second)
+
+	w := startWriters(t, c, 6)
+	defer w.stop()
+	w.waitAcked(t, 200)
+
+	restart := func(s *testcluster.Server, bin, why string) {
+		t.Helper()
+		w.step(why)
+		s.Stop(30 * time.Second)
+		s.SetBinary(bin)
+		s.Start()
+		c.WaitReady(60 * time.Second)
+		w.waitAcked(t, w.acked()+100)
+		checkAcked(t, c, w)
+	}
+	upgraded := map[string]bool{}
+	upgrade := func(s *testcluster.Server) {
+		t.Helper()
+		restart(s, current, "upgrade "+s.ID)
+		upgraded[s.ID] = true
+	}
+
+	if upgradedLeads {
+		leader := c.WaitReady(30 * time.Second)
+		first := c.Servers[0]
+		if first == leader {
+			first = c.Servers[1]
+		}
+		upgrade(first)
+		// SIGTERM hands leadership to another server; the old leader comes
+		// back on the old build. Until the upgraded one leads.
+		for try := 0; ; try++ {
+			leader = c.WaitReady(30 * time.Second)
+			if leader == first {
+				break
+			}
+			if try == 8 {
+				t.Fatalf("%s never became the leader", first.ID)
+			}
+			restart(leader, old, "move leadership off "+leader.ID)
+		}
+		t.Logf("%s (upgraded) leads %v (old)", first.ID, otherIDs(c, first))
+	}
+	// The rest: followers first, the leader last.
+	for {
+		leader := c.WaitReady(30 * time.Second)
+		var next *testcluster.Server
+		for _, s := range c.Servers {
+			if !upgraded[s.ID] && (next == nil || next == leader) {
+				next = s
+			}
+		}
+		if next == nil {
+			break
+		}
+		upgrade(next)
+	}
+	w.stop()
+	checkAcked(t, c, w)
+
+	rep := w.report()
+	t.Logf("acknowledged writes %d; failed attempts by code %v", rep.acked, rep.failures)
+	for _, s := range rep.steps {
+		t.Logf("step %-40s longest gap between acknowledged writes %v", s.name, s.gap.Round(time.Millisecond))
+	}
+	if len(rep.fatal) > 0 {
+		t.Errorf("writes answered with an error that tells a client not to retry: %v", rep.fatal)
+	}
+	for _, s := range rep.steps {
+		// One election takes one to two Raft timeouts (500 ms); a step
+		// that stops writes for longer than a write timeout (4 s) plus
+		// a few elections is the stall the upgrade must not cause.
+		if s.gap > 6*time.Second {
+			t.Errorf("step %q: no write was acknowledged for %v", s.name, s.gap)
+		}
+	}
+}
+
+func otherIDs(c *testcluster.Cluster, not *testcluster.Server) []string {
+	var out []string
+	for _, s := range c.Servers {
+		if s != not {
+			out = append(out, s.ID)
+		}
+	}
+	return out
+}
+
+// writers allocate new names for their clients on every server in turn,
+// keeping what was acknowledged and how each refused attempt was answered.
+type writers struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	pairs    map[[2]string]string // client, domain -> address acknowledged
+	failures map[string]int       // failed attempts by status and code
+	fatal    []string             // answers that say "do not retry"
+	lastAck  time.Time
+	steps    []upgradeStep
+}
+
+type upgradeStep struct {
+	name string
+	gap  time.Duration
+}
+
+type writerReport struct {
+	acked    int
+	failures map[string]int
+	fatal    []string
+	steps    []upgradeStep
+}
+
+var upgradeHTTP = &http.Client{Timeout: 5 * time.Second}
+
+func startWriters(t *testing.T, c *testcluster.Cluster, n int) *writers {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &writers{ctx: ctx, cancel: cancel, pairs: map[[2]string]string{}, failures: map[string]int{}, lastAck: time.Now()}
+	w.steps = []upgradeStep{{name: "start"}}
+	for i := range n {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			tick := time.NewTicker(20 * time.Millisecond)
+			defer tick.Stop()
+			client := fmt.Sprintf("up-%d", i)
+			for k := 0; ; k++ {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				s := c.Servers[(i+k)%len(c.Servers)]
+				domain := fmt.Sprintf("n%d.up.example", k)
+				w.write(s, client, domain)
+			}
+		}()
+	}
+	t.Cleanup(w.stop)
+	return w
+}
+
+func (w *writers) write(s *testcluster.Server, client, domain string) {
+	req, _ := http.NewRequestWithContext(w.ctx, http.MethodPost, s.URL()+"/v1/clients/"+client+"/domains/"+domain, nil)
+	resp, err := upgradeHTTP.Do(req)
+	if err != nil {
+		if w.ctx.Err() != nil {
+			return
+		}
+		// A server restarting refuses or drops connections: the client
+		// tries another.
+		w.fail("connection", "")
+		return
+	}
+	defer resp.Body.Close()
+	var body struct {
+		IP    string `json:"ip"`
+		Code  string `json:"code"`
+		Error string `json:"error"`
+	}
+	json.NewDecoder(resp.Body).Decode(&body)
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		w.mu.Lock()
+		now := time.Now()
+		last := &w.steps[len(w.steps)-1]
+		last.gap = max(last.gap, now.Sub(w.lastAck))
+		w.lastAck = now
+		w.pairs[[2]string{client, domain}] = body.IP
+		w.mu.Unlock()
+	case (resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests) && resp.Header.Get("Retry-After") != "":
+		w.fail(fmt.Sprint(resp.StatusCode), body.Code)
+	default:
+		w.fail(fmt.Sprint(resp.StatusCode), body.Code)
+		w.mu.Lock()
+		w.fatal = append(w.fatal, fmt.Sprintf("%s from %s: %d %s %s", domain, s.ID, resp.StatusCode, body.Code, body.Error))
+		w.mu.Unlock()
+	}
+}
+
+func (w *writers) fail(status, code string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.failures[strings.TrimSpace(status+" "+code)]++
+}
+
+// step starts a new step of the upgrade, whose longest gap is its own.
+func (w *writers) step(name string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.steps = append(w.steps, upgradeStep{name: name})
+}
+
+func (w *writers) acked() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pairs)
+}
+
+// waitAcked waits until n writes were acknowledged: the cluster writes
+// again after a step.
+func (w *writers) waitAcked(t *testing.T, n int) {
+	t.Helper()
+	poll.Until(t, time.Minute, fmt.Sprintf("%d acknowledged writes", n), func() bool { return w.acked() >= n })
+}
+
+func (w *writers) stop() {
+	w.cancel()
+	w.wg.Wait()
+}
+
+func (w *writers) snapshot() map[[2]string]string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[[2]string]string, len(w.pairs))
+	for k, v := range w.pairs {
+		out[k] = v
+	}
+	return out
+}
+
+func (w *writers) report() writerReport {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return writerReport{acked: len(w.pairs), failures: w.failures, fatal: w.fatal, steps: w.steps}
+}
+
+var addrRE = regexp.MustCompile(`^\d+\.\d+\.\d+\.\d+$`)
+
+// checkAcked asks every running server for every acknowledged mapping, by
+// domain and by address: each must answer what was acknowledged, since
+// nothing here releases or expires. A server whose state lacked a mapping
+// the cluster acknowledged (one that skipped the entry) answers 404, and
+// one that paired the address with another domain names that domain.
+func checkAcked(t *testing.T, c *testcluster.Cluster, w *writers) {
+	t.Helper()
+	pairs := w.snapshot()
+	keys := make([][2]string, 0, len(pairs))
+	for k := range pairs {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i][0]+keys[i][1] < keys[j][0]+keys[j][1] })
+	// A sample keeps the check quick as the writes pile up, and reaches
+	// every step's writes.
+	if len(keys) > 600 {
+		step := len(keys) / 600
+		var sample [][2]string
+		for i := 0; i < len(keys); i += step {
+			sample = append(sample, keys[i])
+		}
+		keys = sample
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var errs []error
+	for _, s := range c.Running() {
+		for _, k := range keys {
+			ip := pairs[k]
+			if !addrRE.MatchString(ip) {
+				errs = append(errs, fmt.Errorf("%s/%s was acknowledged with %q", k[0], k[1], ip))
+				continue
+			}
+			status, body, err := s.Do(ctx, http.MethodGet, "/v1/clients/"+k[0]+"/domains/"+k[1], nil)
+			var got struct{ IP, Domain string }
+			json.Unmarshal(body, &got)
+			if err != nil || status != 200 || got.IP != ip {
+				errs = append(errs, fmt.Errorf("%s: %s/%s is %d %s (err %v), acknowledged as %s", s.ID, k[0], k[1], status, body, err, ip))
+				continue
+			}
+			status, body, err = s.Do(ctx, http.MethodGet, "/v1/clients/"+k[0]+"/ips/"+ip, nil)
+			json.Unmarshal(body, &got)
+			if err != nil || status != 200 || got.Domain != k[1] {
+				errs = append(errs, fmt.Errorf("%s: %s's %s is %d %s (err %v), acknowledged as %s", s.ID, k[0], ip, status, body, err, k[1]))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		t.Fatalf("%d answers contradict what was acknowledged, first: %v", len(errs), errors.Join(errs[:min(5, len(errs))]...))
+	}
+}
