@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/ippool/ippool/internal/buildinfo"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -32,6 +33,8 @@ func (n *Node) info() Info {
 		}
 	}
 	inf.Bootstrapped = len(inf.Peers) > 0
+	bi := buildinfo.Get()
+	inf.Version, inf.EntryVersions, inf.WritesEntryVersion = bi.Version, bi.EntryVersions, bi.EntryVersionWrites
 	return inf
 }
 
@@ -149,6 +152,13 @@ func (n *Node) tryJoin(self raft.Server) (bool, error) {
 			n.fail(err)
 			return true, err
 		}
+		if inf.Bootstrapped && inf.WritesEntryVersion > 0 {
+			if err := checkCanRead(n.cfg.ID, buildinfo.Get().EntryVersions, inf.WritesEntryVersion, buildinfo.Version); err != nil {
+				err = fmt.Errorf("server %s (ippool %s) answered that its cluster writes log entry version %d, and this build (%s) reads versions %d to %d: it does not join, since it could not follow the log; run the cluster's release here", inf.ID, inf.Version, inf.WritesEntryVersion, buildinfo.Version, pool.OldestEntryVersion, pool.EntryVersion)
+				n.fail(err)
+				return true, err
+			}
+		}
 		if inf.Bootstrapped && inf.LeaderAddr != "" {
 			leaderAddr = inf.LeaderAddr
 		}
@@ -186,7 +196,8 @@ func (n *Node) comparePool(inf Info) error {
 }
 
 func (n *Node) joinVia(leaderAddr string) (bool, error) {
-	req := joinRequest{ID: n.cfg.ID, Addr: n.cfg.ClusterAddr, Pool: n.cfg.Pool}
+	bi := buildinfo.Get()
+	req := joinRequest{ID: n.cfg.ID, Addr: n.cfg.ClusterAddr, Pool: n.cfg.Pool, Version: bi.Version, EntryVersions: bi.EntryVersions}
 	body, _ := json.Marshal(req)
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.WriteTimeout)
 	defer cancel()

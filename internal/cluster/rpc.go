@@ -53,6 +53,12 @@ type Info struct {
 	// Peers are the servers it knows of, so that bootstrap discovery spreads
 	// even when each server was given only some of the others.
 	Peers []Peer `json:"peers,omitempty"`
+	// Version and EntryVersions are its release and the log entry versions
+	// it reads, and WritesEntryVersion the version it writes as leader;
+	// empty before 0.3.0 (docs/upgrading.md).
+	Version            string `json:"version,omitempty"`
+	EntryVersions      []int  `json:"entry_versions,omitempty"`
+	WritesEntryVersion int    `json:"writes_entry_version,omitempty"`
 }
 
 // Peer names a server.
@@ -73,6 +79,9 @@ type joinRequest struct {
 	ID   string       `json:"id"`
 	Addr string       `json:"addr"`
 	Pool *pool.Config `json:"pool_config,omitempty"`
+	// Version and EntryVersions: since 0.3.0.
+	Version       string `json:"version,omitempty"`
+	EntryVersions []int  `json:"entry_versions,omitempty"`
 }
 
 func (n *Node) rpcHandler() http.Handler {
@@ -148,6 +157,10 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	if n.raft.State() != raft.Leader {
 		writeRPCError(w, errNotLeader)
+		return
+	}
+	if err := checkCanRead(req.ID, req.EntryVersions, pool.EntryVersion, req.Version); err != nil {
+		writeRPCError(w, err)
 		return
 	}
 	if ours, ok := n.PoolConfig(); ok && req.Pool != nil && !ours.Equal(*req.Pool) {

@@ -58,3 +58,45 @@ func TestFutureEntryStopsTheServerAndItsRestart(t *testing.T) {
 		}
 	}
 }
+
+// A feature that writes a newer entry version is refused, retryably and
+// naming every server that cannot read it, until all of them can; one
+// every server reads is not refused.
+func TestRequireEntryVersionNamesTheOlderServers(t *testing.T) {
+	tc := startCluster(t, 3, nil)
+	n := tc.waitReady(3)
+	ctx := t.Context()
+	if err := n.RequireEntryVersion(ctx, pool.EntryVersion, "allocation"); err != nil {
+		t.Fatalf("a version every server reads: %v", err)
+	}
+	err := n.RequireEntryVersion(ctx, pool.EntryVersion+1, "the policy")
+	if pool.CodeOf(err) != pool.CodeFeatureUnavailable {
+		t.Fatalf("a version no server reads: %v, want feature_unavailable", err)
+	}
+	for _, want := range []string{"the policy needs every server to read log entry version 4", "s1 (", "s2 (", "s3 (", "reads up to 3", "retry once every server is upgraded"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q does not say %q", err, want)
+		}
+	}
+}
+
+// A server that cannot read what the cluster writes is refused at join,
+// whichever side finds out, naming both versions; one that says nothing
+// (a release before 0.3.0) reads the baseline.
+func TestJoinRefusesAServerThatCannotReadTheLog(t *testing.T) {
+	if err := checkCanRead("s4", []int{1, 2, 3}, 3, "0.3.0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkCanRead("s4", nil, 3, ""); err != nil {
+		t.Fatalf("a release before 0.3.0 reads 1 to 3: %v", err)
+	}
+	err := checkCanRead("s4", []int{1, 2, 3}, 4, "0.3.0")
+	for _, want := range []string{"s4 runs ippool 0.3.0", "up to 3", "writes version 4", "upgrade it"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%v does not say %q", err, want)
+		}
+	}
+	if err := checkCanRead("s4", nil, 4, ""); err == nil || !strings.Contains(err.Error(), "a release before 0.3.0") {
+		t.Errorf("an old server joining a cluster that writes 4: %v", err)
+	}
+}
