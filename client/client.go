@@ -179,7 +179,11 @@ func baseURL(a string) (string, error) {
 // none (S1).
 func (c *Client) Alloc(ctx context.Context, client, domain string) (Mapping, error) {
 	var m Mapping
-	err := c.call(ctx, http.MethodPost, path("clients", client, "domains", domain), nil, &m)
+	domain, err := checkNames(client, domain)
+	if err != nil {
+		return m, err
+	}
+	err = c.call(ctx, http.MethodPost, path("clients", client, "domains", domain), nil, &m)
 	return m, err
 }
 
@@ -187,7 +191,11 @@ func (c *Client) Alloc(ctx context.Context, client, domain string) (Mapping, err
 // matching pool.ErrNotFound if it has none.
 func (c *Client) Get(ctx context.Context, client, domain string) (Mapping, error) {
 	var m Mapping
-	err := c.call(ctx, http.MethodGet, path("clients", client, "domains", domain), nil, &m)
+	domain, err := checkNames(client, domain)
+	if err != nil {
+		return m, err
+	}
+	err = c.call(ctx, http.MethodGet, path("clients", client, "domains", domain), nil, &m)
 	return m, err
 }
 
@@ -203,7 +211,11 @@ func (c *Client) Lookup(ctx context.Context, client string, ip netip.Addr) (Mapp
 // was one.
 func (c *Client) Release(ctx context.Context, client, domain string) (bool, error) {
 	var r wire.Release
-	err := c.call(ctx, http.MethodDelete, path("clients", client, "domains", domain), nil, &r)
+	domain, err := checkNames(client, domain)
+	if err != nil {
+		return false, err
+	}
+	err = c.call(ctx, http.MethodDelete, path("clients", client, "domains", domain), nil, &r)
 	return r.Released, err
 }
 
@@ -309,6 +321,18 @@ func (c *Client) SetPool(ctx context.Context, p PoolInfo) (int, error) {
 		return 0, nil
 	}
 	return *r.Released, nil
+}
+
+// checkNames refuses, before anything is sent, a client ID or a domain
+// the server would refuse, with the server's own sentence ("domain \"\" is
+// empty" rather than a 404 for the route an empty segment makes), and
+// returns the domain in the form the server stores: lower case, and an
+// internationalised name in its ASCII form.
+func checkNames(client, domain string) (string, error) {
+	if err := pool.ValidateClientID(client); err != nil {
+		return "", err
+	}
+	return pool.NormalizeDomain(domain)
 }
 
 // path joins escaped segments under /v1, so a client ID or domain can never

@@ -359,7 +359,7 @@ func TestNoRetryOnClientError(t *testing.T) {
 	}))
 	defer s.Close()
 	c := newClient(t, s.URL, s.URL)
-	if _, err := c.Alloc(ctxT(t), "node1", "-bad-"); !errors.Is(err, pool.ErrInvalidDomain) {
+	if _, err := c.Alloc(ctxT(t), "node1", "refused.example"); !errors.Is(err, pool.ErrInvalidDomain) {
 		t.Fatal(err)
 	}
 	if n.Load() != 1 {
@@ -380,18 +380,34 @@ func TestRetryForWithoutDeadline(t *testing.T) {
 	}
 }
 
-func TestPathEscaping(t *testing.T) {
-	var got string
+// A client ID or domain the server would refuse is refused before anything
+// is sent, with the server's sentence; a domain goes in the form the server
+// stores, an internationalised one in its ASCII form.
+func TestNamesCheckedBeforeSending(t *testing.T) {
+	var got []string
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got = r.URL.EscapedPath()
+		got = append(got, r.URL.EscapedPath())
 		writeJSON(w, map[string]string{"ip": "100.64.0.1"})
 	}))
 	defer s.Close()
-	if _, err := newClient(t, s.URL).Alloc(ctxT(t), "a/b", "x?y"); err != nil {
+	c := newClient(t, s.URL)
+	for _, tc := range []struct{ client, domain, want string }{
+		{"a/b", "example.com", "client ID \"a/b\" has '/'"},
+		{"node1", "", "domain \"\" is empty"},
+		{"node1", "x?y", "domain \"x?y\" has '?'"},
+	} {
+		if _, err := c.Alloc(ctxT(t), tc.client, tc.domain); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Alloc(%q, %q): %v, want %q", tc.client, tc.domain, err, tc.want)
+		}
+	}
+	if len(got) != 0 {
+		t.Fatalf("refused names were sent: %v", got)
+	}
+	if _, err := c.Alloc(ctxT(t), "node1", "Bücher.DE"); err != nil {
 		t.Fatal(err)
 	}
-	if got != "/v1/clients/a%2Fb/domains/x%3Fy" {
-		t.Fatalf("path = %q", got)
+	if len(got) != 1 || got[0] != "/v1/clients/node1/domains/xn--bcher-kva.de" {
+		t.Fatalf("paths sent: %v", got)
 	}
 }
 

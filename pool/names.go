@@ -1,6 +1,11 @@
 package pool
 
-import "strings"
+import (
+	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/net/idna"
+)
 
 // MaxClientIDLen bounds client IDs so that a hostile caller cannot grow the
 // replicated state with long keys.
@@ -34,7 +39,19 @@ func isAlnum(c byte) bool {
 // characters, labels of 1 to 63 characters of letters, digits, '-' and '_'
 // (underscore appears in SRV-style and many real-world names), and a label
 // may not start or end with '-'.
+//
+// An internationalised name (bücher.de) is converted to its ASCII form
+// (xn--bcher-kva.de) as browsers and resolvers do (IDNA 2008, UTS #46
+// lookup), so the API, the CLI and DNS name it alike; only the ASCII form
+// is ever stored.
 func NormalizeDomain(name string) (string, error) {
+	if !isASCII(name) {
+		ascii, err := idnaLookup.ToASCII(name)
+		if err != nil {
+			return "", errorf(CodeInvalidDomain, "domain %q is not a valid internationalised name (%v); give it in its ASCII form (xn--...)", name, err)
+		}
+		name = ascii
+	}
 	d := strings.TrimSuffix(name, ".")
 	if d == "" {
 		return "", errorf(CodeInvalidDomain, "domain %q is empty", name)
@@ -72,4 +89,16 @@ func NormalizeDomain(name string) (string, error) {
 		return d, nil
 	}
 	return strings.ToLower(d), nil
+}
+
+// idnaLookup converts names as a resolver looking them up does.
+var idnaLookup = idna.Lookup
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }

@@ -352,3 +352,21 @@ func snapshotBytes(t fataler, s *State) []byte {
 	}
 	return buf.Bytes()
 }
+
+// Internationalised names are stored in their ASCII form, so every way of
+// writing one is one domain; a name that is not valid IDNA is refused with
+// a message naming it, not a byte of its encoding.
+func TestNormalizeDomainConvertsInternationalisedNames(t *testing.T) {
+	for _, in := range []string{"bücher.de", "Bücher.DE.", "BÜCHER.de", "xn--bcher-kva.de"} {
+		if got, err := NormalizeDomain(in); err != nil || got != "xn--bcher-kva.de" {
+			t.Errorf("NormalizeDomain(%q) = %q, %v; want xn--bcher-kva.de", in, got, err)
+		}
+	}
+	_, err := NormalizeDomain("bad\u00a0name.example")
+	if err == nil || !strings.Contains(err.Error(), `"bad\u00a0name.example"`) || !strings.Contains(err.Error(), "ASCII form") {
+		t.Errorf("a name with a no-break space: %v", err)
+	}
+	if _, err := NormalizeDomain(""); err == nil || !strings.Contains(err.Error(), "is empty") {
+		t.Errorf("empty: %v", err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -209,6 +210,22 @@ func TestZeroFlagServerCLIAndAPI(t *testing.T) {
 	}
 	if s := status.Servers[0]; status.Version != buildinfo.Version || s.Version != buildinfo.Version || len(s.EntryVersions) == 0 || status.ClusterEntryVersion != pool.EntryVersion {
 		t.Fatalf("cluster status --json says version %q, server %q reading %v, cluster entry version %d", status.Version, s.Version, s.EntryVersions, status.ClusterEntryVersion)
+	}
+	if _, errOut, code := cli(t, bin, "alloc", "node1", ""); code == 0 || !strings.Contains(errOut, `domain "" is empty`) {
+		t.Errorf("alloc of an empty domain: exit %d %s", code, errOut)
+	}
+	idn := strings.TrimSpace(mustCLI(t, bin, "alloc", "node1", "bücher.de"))
+	if out := strings.TrimSpace(mustCLI(t, bin, "lookup", "node1", idn)); out != "xn--bcher-kva.de" {
+		t.Errorf("bücher.de was given %s, which stands for %q; want its ASCII form xn--bcher-kva.de", idn, out)
+	}
+	if resp, err := httpc.Post("http://127.0.0.1:7480/v1/clients/node1/domains/B%C3%BCcher.DE", "", nil); err != nil {
+		t.Error(err)
+	} else {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), `"domain":"xn--bcher-kva.de"`) || !strings.Contains(string(body), idn) {
+			t.Errorf("the API's Bücher.DE: %d %s, want %s as xn--bcher-kva.de", resp.StatusCode, body, idn)
+		}
 	}
 	for _, args := range [][]string{{"version"}, {"--version"}, {"-v"}} {
 		if out := mustCLI(t, bin, args...); !strings.HasPrefix(out, "ippool "+buildinfo.Version+" ") || !strings.Contains(out, "log entry versions 1-3, writes 3") {
