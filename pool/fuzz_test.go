@@ -111,3 +111,24 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// FuzzNormalizeDomain: whatever the input, NormalizeDomain never panics,
+// and what it accepts is ASCII, in normal form (normalizing it again changes
+// nothing), and at most 253 bytes.
+func FuzzNormalizeDomain(f *testing.F) {
+	for _, s := range []string{"example.com", "Example.COM.", "bücher.de", "xn--bcher-kva.de", "", ".", "a..b", "-a.b", "\xff", "例え.テスト", "a_b.example"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		d, err := NormalizeDomain(name)
+		if err != nil {
+			return
+		}
+		if !isASCII(d) || len(d) > 253 {
+			t.Fatalf("NormalizeDomain(%q) = %q", name, d)
+		}
+		if again, err := NormalizeDomain(d); err != nil || again != d {
+			t.Fatalf("NormalizeDomain(%q) = %q, then %q, %v", name, d, again, err)
+		}
+	})
+}
