@@ -41,13 +41,17 @@ func (c *ACLBootstrapCmd) Run(cli *CLI) error {
 	return printToken(t, c.JSON)
 }
 
-// printToken prints a new token: its secret alone, so a script can capture
-// it, or the API's JSON.
+// printToken prints a new token: its secret alone on stdout, so a script
+// can capture it, and its accessor on stderr, which `token revoke` takes
+// (Consul prints both, as AccessorID and SecretID); or the API's JSON.
 func printToken(t client.Token, asJSON bool) error {
 	if asJSON {
 		return printJSON(t)
 	}
-	_, err := fmt.Fprintln(stdout, t.Secret)
+	if _, err := fmt.Fprintln(stdout, t.Secret); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(stderr, "accessor %s (role %s): `ippool token revoke %s` revokes it; the secret above is shown only once\n", t.Accessor, t.Role, t.Accessor)
 	return err
 }
 

@@ -24,6 +24,9 @@ import (
 // stdout is where results go; a variable so that tests can capture it.
 var stdout io.Writer = os.Stdout
 
+// stderr takes what a script capturing stdout must not get mixed in.
+var stderr io.Writer = os.Stderr
+
 func printJSON(v any) error {
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")

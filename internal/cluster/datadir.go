@@ -109,7 +109,7 @@ func (n *Node) checkRecord() error {
 		return fmt.Errorf("%s is corrupt (%v); it records this server's identity and pool, so restore it or start with an empty data dir", path, err)
 	}
 	if r.ID != n.cfg.ID {
-		return fmt.Errorf("data dir %s belongs to server %q, but --id is %q", n.cfg.DataDir, r.ID, n.cfg.ID)
+		return fmt.Errorf("data dir %s belongs to server %q, but --id is %q: start it with --id %s (or no --id: the data dir says), or give server %q a data dir of its own", n.cfg.DataDir, r.ID, n.cfg.ID, r.ID, n.cfg.ID)
 	}
 	if r.ClusterAddr != n.cfg.ClusterAddr {
 		return fmt.Errorf("data dir %s was used with --cluster-addr %s, but this start has %s; the other servers know it by the old address", n.cfg.DataDir, r.ClusterAddr, n.cfg.ClusterAddr)

@@ -44,7 +44,30 @@ func (h *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 			}
 		}
 	}
-	h.l.Log(context.Background(), slogLevel(level), msg, args...)
+	h.l.Log(context.Background(), quieter(level, msg, args), msg, args...)
+}
+
+// quieter is the level a Raft message is logged at. Raft narrates every
+// state change at INFO, which this package's own lines already say in
+// operators' terms ("this server is the leader", "joined the cluster"), so
+// its INFO is DEBUG here; and its warning that the heartbeat timeout passed
+// with no leader ever known is how every new or restarted server starts its
+// first election, not a fault, so it is DEBUG too. The same warning after a
+// leader was known (a failover) stays a warning.
+func quieter(level hclog.Level, msg string, args []any) slog.Level {
+	if level == hclog.Info {
+		return slog.LevelDebug
+	}
+	if level == hclog.Warn && msg == "heartbeat timeout reached, starting election" {
+		for i := 0; i+1 < len(args); i += 2 {
+			if k, _ := args[i].(string); k == "last-leader-addr" {
+				if v := fmt.Sprint(args[i+1]); v == "" {
+					return slog.LevelDebug
+				}
+			}
+		}
+	}
+	return slogLevel(level)
 }
 func (h *hclogAdapter) Trace(msg string, args ...any) { h.Log(hclog.Trace, msg, args...) }
 func (h *hclogAdapter) Debug(msg string, args ...any) { h.Log(hclog.Debug, msg, args...) }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -21,7 +22,10 @@ import (
 func listenHTTP(addr string, loopback bool, t *httpapi.TLS, maxConns, perIP int) (net.Listener, *connlimit.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("listening on the HTTP address: %w", err)
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, nil, fmt.Errorf("--http-addr %s is in use by another program (another ippool serve?): stop it, or give this server another --http-addr: %w", addr, err)
+		}
+		return nil, nil, fmt.Errorf("listening on --http-addr %s: %w", addr, err)
 	}
 	if tcp, ok := ln.Addr().(*net.TCPAddr); loopback && (!ok || !tcp.IP.IsLoopback()) {
 		ln.Close()

@@ -215,7 +215,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("ippool is serving", "id", node.ID(), "http", httpURL, "cluster", node.ClusterAddr(), "dns", dnsAddr, "data_dir", ccfg.DataDir)
 	if cfg.HTTP.StartMessage {
-		fmt.Fprintf(os.Stderr, "\nippool %s is up. Try:\n  %s -X POST %s/v1/clients/node1/domains/example.com\n\n", node.ID(), curlHint(cfg.HTTP.TLS), httpURL)
+		try := fmt.Sprintf("  %s -X POST %s/v1/clients/node1/domains/example.com\n", curlHint(cfg.HTTP.TLS), httpURL)
+		if cfg.Service.RequireACL || node.ACL() != nil {
+			// Without a token that line would only get 401.
+			try = fmt.Sprintf("  export IPPOOL_TOKEN=$(ippool --addr %s acl bootstrap)   # once per cluster; or a token you have\n"+
+				"  %s -H \"Authorization: Bearer $IPPOOL_TOKEN\" -X POST %s/v1/clients/node1/domains/example.com\n", httpURL, curlHint(cfg.HTTP.TLS), httpURL)
+		}
+		fmt.Fprintf(os.Stderr, "\nippool %s is up. Try:\n%s\n", node.ID(), try)
 	}
 
 	var runErr error
