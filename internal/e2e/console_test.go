@@ -367,6 +367,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	if got := b.eval(`document.getElementById('rank-range').textContent`); !strings.Contains(got, "of 21 clients") {
 		t.Fatalf("ranking range: %q", got)
 	}
+	if got := b.eval(`document.getElementById('nav-foot').textContent`); !strings.Contains(got, "ACLs off") || strings.Contains(got, "your token") {
+		t.Errorf("with ACLs off the footer says %q", got)
+	}
 
 	// Client: search busy; its first page of mappings is listed.
 	b.open(s1.URL() + "/ui/client")
@@ -508,6 +511,9 @@ func TestConsoleWithACLs(t *testing.T) {
 	b.fill("#token", read.Secret)
 	b.click("#signin-submit")
 	b.waitFor("the overview with a read token", `document.querySelectorAll('#servers tbody tr[data-reachable="true"]').length === 3 && document.getElementById('who').textContent === 'read token'`, 10*time.Second)
+	if got := b.eval(`document.getElementById('nav-foot').textContent`); !strings.Contains(got, "with your token") {
+		t.Errorf("with a token the footer says %q", got)
+	}
 	b.open(s1.URL() + "/ui/client?id=acl-client")
 	b.waitFor("acl-client's mappings, release disabled", `document.querySelectorAll('#mappings tbody tr[data-domain]').length === 12 && [...document.querySelectorAll('button[data-release]')].every(x => x.disabled) && document.getElementById('release-all').disabled`, 10*time.Second)
 	b.shot("client-read-token")

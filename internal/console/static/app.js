@@ -156,6 +156,8 @@
   function showWho() {
     const who = $('who');
     who.hidden = false;
+    const foot = $('nav-foot');
+    if (foot) foot.lastChild.textContent = auth.enabled ? ' with your token.' : ', which needs no token here (ACLs off).';
     if (!auth.enabled) {
       who.textContent = 'ACLs off';
       who.title = 'Access control is not bootstrapped: anyone who reaches this address may do anything.';
