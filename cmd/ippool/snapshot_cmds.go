@@ -131,7 +131,8 @@ func (c *SnapshotSaveCmd) Run(cli *CLI) error {
 	defer os.Remove(tmp.Name()) // after the rename, fails harmlessly
 	h := backupHeader{Index: info.Index, Term: info.Term, Server: info.Server, Time: time.Now().UTC().Truncate(time.Second)}
 	w := bufio.NewWriterSize(tmp, 256<<10)
-	w.Write(formatBackupHeader(h))
+	header := formatBackupHeader(h)
+	w.Write(header)
 	n, err := io.Copy(w, body)
 	if err == nil {
 		err = w.Flush()
@@ -148,7 +149,8 @@ func (c *SnapshotSaveCmd) Run(cli *CLI) error {
 	if err := os.Rename(tmp.Name(), c.File); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "saved %s: %d bytes, index %d, term %d, from %s\n", c.File, n, info.Index, info.Term, info.Server)
+	// The file's size, header included, as ls shows it.
+	fmt.Fprintf(stdout, "saved %s: %d bytes, index %d, term %d, from %s\n", c.File, int64(len(header))+n, info.Index, info.Term, info.Server)
 	return nil
 }
 
