@@ -3,8 +3,10 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strings"
@@ -248,13 +250,22 @@ func indexOfNode(nodes []*Node, n *Node) int {
 	return -1
 }
 
-// TestUndecodableEntryIsRefusedOnEveryServer commits garbage straight into
-// the Raft log, past the forwarding checks: every server must answer it with
-// an error and go on applying what follows (S10).
+// TestUndecodableEntryIsRefusedOnEveryServer commits an entry every server
+// refuses straight into the Raft log, past the forwarding checks: a
+// checksummed entry of a known version whose domain is not in normal form.
+// Every server must answer it with an error and go on applying what follows
+// (S10). (An entry of an unknown version stops a server instead:
+// TestFutureEntryStopsTheServerAndItsRestart.)
 func TestUndecodableEntryIsRefusedOnEveryServer(t *testing.T) {
 	tc := startCluster(t, 3, nil)
 	leader := tc.waitReady(3)
-	f := leader.raft.Apply([]byte(`{"Name":"checkoutAddr","Args":"garbage"}`), time.Second)
+	good, err := pool.EncodeEntry(nil, pool.Entry{Time: leader.Now(), Ops: []pool.Op{{Kind: pool.OpAllocate, Client: "c", Domain: "poison.example"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := bytes.Replace(good[:len(good)-4], []byte("poison"), []byte("POISON"), 1)
+	poison := binary.LittleEndian.AppendUint32(body, crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli)))
+	f := leader.raft.Apply(poison, time.Second)
 	if err := f.Error(); err != nil {
 		t.Fatal(err)
 	}

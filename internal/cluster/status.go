@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"errors"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -68,7 +70,9 @@ func (n *Node) Status(ctx context.Context) Status {
 			defer cancel()
 			var peer statusInfo
 			if err := n.rpc.call(c, ss.Addr, rpcStatus, nil, &peer); err != nil {
-				ss.Error = err.Error()
+				// Its role is whatever it is now, which nobody here knows.
+				ss.Role = "unknown"
+				ss.Error = "did not answer: " + peerError(err)
 				return
 			}
 			ss.Reachable, ss.Term, ss.Applied, ss.Role = true, peer.Term, peer.Applied, peer.Role
@@ -142,4 +146,16 @@ func (n *Node) RaftStats() map[string]uint64 {
 // for good, which reads as a server that stopped applying.
 func (n *Node) appliedIndex() uint64 {
 	return max(n.fsm.applied.Load(), n.raft.AppliedIndex())
+}
+
+// peerError is why a peer did not answer, without the RPC's URL, which
+// names an internal path the operator never typed.
+func peerError(err error) string {
+	if ue, ok := errors.AsType[*url.Error](err); ok {
+		err = ue.Err
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "no answer within a second"
+	}
+	return err.Error()
 }
