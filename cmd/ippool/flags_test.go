@@ -86,3 +86,25 @@ func TestFlagDefaultsFromConstants(t *testing.T) {
 		t.Errorf("serve's defaults %s, want %s", got, want)
 	}
 }
+
+// A wrong pool flag is named alone.
+func TestPoolFlagErrorsNameTheFlag(t *testing.T) {
+	for _, tc := range []struct {
+		pool, exclude string
+		lifetime      time.Duration
+		want          string
+	}{
+		{"10.0.0.0/33", "", time.Hour, `--pool "10.0.0.0/33"`},
+		{"10.0.0.0/24", "10.0.0.x", time.Hour, `--exclude "10.0.0.x"`},
+		{"10.0.0.0/24", "", time.Millisecond, "--lifetime 1ms is under the minimum"},
+		{"127.0.0.0/24", "", time.Hour, `--pool "127.0.0.0/24" with --exclude ""`},
+	} {
+		_, err := parsePoolFlags(tc.pool, tc.exclude, tc.lifetime)
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%q %q %v: %v, want it to start %q", tc.pool, tc.exclude, tc.lifetime, err, tc.want)
+		}
+	}
+	if _, err := parsePoolFlags("10.0.0.0/24", "10.0.0.1", time.Hour); err != nil {
+		t.Error(err)
+	}
+}

@@ -134,12 +134,9 @@ func (c *ServeCmd) clusterConfig(log *slog.Logger) (cluster.Config, error) {
 		if lifetime == 0 {
 			lifetime = pool.DefaultLifetime
 		}
-		p, err := pool.ParseConfig(c.Pool, c.Exclude, lifetime)
-		if err == nil {
-			err = p.CheckNew()
-		}
+		p, err := parsePoolFlags(c.Pool, c.Exclude, lifetime)
 		if err != nil {
-			return cfg, fmt.Errorf("--pool/--exclude/--lifetime: %w", err)
+			return cfg, err
 		}
 		cfg.Pool = &p
 	} else if c.Exclude != "" || c.Lifetime != 0 {
@@ -297,4 +294,26 @@ func (c *ServeCmd) config() (server.Config, error) {
 		cfg.Tailnet = &t
 	}
 	return cfg, nil
+}
+
+// parsePoolFlags parses --pool, --exclude and --lifetime, naming the flag
+// that is wrong: each is parsed alone first, then the three together.
+func parsePoolFlags(poolText, exclude string, lifetime time.Duration) (pool.Config, error) {
+	if _, err := pool.ParseRanges(poolText); err != nil {
+		return pool.Config{}, fmt.Errorf("--pool %q: %w", poolText, err)
+	}
+	if _, err := pool.ParseRanges(exclude); err != nil {
+		return pool.Config{}, fmt.Errorf("--exclude %q: %w", exclude, err)
+	}
+	if lifetime < pool.MinLifetime {
+		return pool.Config{}, fmt.Errorf("--lifetime %v is under the minimum of %v", lifetime, pool.MinLifetime)
+	}
+	p, err := pool.ParseConfig(poolText, exclude, lifetime)
+	if err == nil {
+		err = p.CheckNew()
+	}
+	if err != nil {
+		return pool.Config{}, fmt.Errorf("--pool %q with --exclude %q: %w", poolText, exclude, err)
+	}
+	return p, nil
 }
