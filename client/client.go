@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ippool/ippool/pool"
@@ -107,7 +108,8 @@ type Client struct {
 	// without it a cluster without quorum would hold the caller forever.
 	RetryFor time.Duration
 
-	token string
+	token          string
+	failWhenAbsent bool
 }
 
 // Options configure a Client beyond its server addresses.
@@ -119,6 +121,12 @@ type Options struct {
 	// certificates and, when they ask for one, this client's certificate.
 	// nil uses the system's roots.
 	TLS *tls.Config
+	// FailWhenAbsent ends a call at once when a whole round of addresses
+	// refused the connection or named unknown hosts, instead of retrying
+	// until the deadline: what a command line wants (a typo in an address
+	// is said at once); a long-running caller that should wait out a whole
+	// cluster restart leaves it off.
+	FailWhenAbsent bool
 }
 
 // New returns a Client for the servers at addrs, each "host:port" or a base
@@ -132,7 +140,7 @@ func NewWithOptions(addrs []string, opts Options) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("no server address given")
 	}
-	c := &Client{RetryFor: 10 * time.Second, token: opts.Token}
+	c := &Client{RetryFor: 10 * time.Second, token: opts.Token, failWhenAbsent: opts.FailWhenAbsent}
 	for _, a := range addrs {
 		b, err := baseURL(a)
 		if err != nil {
@@ -424,6 +432,7 @@ func (c *Client) do(ctx context.Context, method, p string, b body) (*http.Respon
 	// again, so a whole round of them ends the call at once with that
 	// error rather than with a timeout.
 	tlsFailed := 0
+	absent := 0
 	for attempt := 0; ; attempt++ {
 		i := (start + attempt) % n
 		resp, retry, err := c.once(ctx, c.bases[i], method, p, b)
@@ -440,6 +449,17 @@ func (c *Client) do(ctx context.Context, method, p string, b body) (*http.Respon
 		tlsFailed++
 		if !isTLSError(err) {
 			tlsFailed = 0
+		}
+		// A whole round of refused connections or unknown host names:
+		// nothing listens at any address given, which waiting does not fix
+		// (etcdctl fails so too). A server restarting among others that
+		// answer never makes a whole round.
+		absent++
+		if !isAbsent(err) {
+			absent = 0
+		}
+		if c.failWhenAbsent && absent == n {
+			return nil, fmt.Errorf("%w; no ippool server answers at %s: is `ippool serve` running there? Give its HTTP address with --addr or IPPOOL_ADDR", err, strings.Join(c.bases, ", "))
 		}
 		if !retry || tlsFailed == n || ctx.Err() != nil || (!giveUp.IsZero() && time.Now().After(giveUp)) {
 			return nil, err
@@ -549,7 +569,24 @@ type connError struct {
 	err  error
 }
 
-func (e *connError) Error() string { return "server " + e.base + " did not answer: " + e.err.Error() }
+func (e *connError) Error() string {
+	msg := "server " + e.base + " did not answer: " + e.err.Error()
+	if strings.HasPrefix(e.base, "http://") && (errors.Is(e.err, io.EOF) || errors.Is(e.err, io.ErrUnexpectedEOF) || strings.Contains(e.err.Error(), "malformed HTTP response")) {
+		// An HTTPS server closes a plain HTTP request so.
+		msg += " (if it serves HTTPS, give https://" + strings.TrimPrefix(e.base, "http://") + ")"
+	}
+	return msg
+}
+
+// isAbsent reports whether err means nothing listens at the address: the
+// connection was refused, or the host name is not known.
+func isAbsent(err error) bool {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return true
+	}
+	de, ok := errors.AsType[*net.DNSError](err)
+	return ok && de.IsNotFound
+}
 func (e *connError) Unwrap() error { return e.err }
 
 // isTLSError reports whether err is a TLS handshake refused by this client

@@ -440,3 +440,27 @@ func TestPoolInfoJSON(t *testing.T) {
 		t.Fatalf("Marshal = %s", b)
 	}
 }
+
+// With FailWhenAbsent, a round of addresses where nothing listens (refused,
+// or a host name that does not exist) ends the call at once, saying what to
+// check; without it the client waits as before.
+func TestFailWhenAbsent(t *testing.T) {
+	c, err := NewWithOptions([]string{deadAddr(t), "http://nosuchhost.invalid:7480"}, Options{FailWhenAbsent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err = c.Alloc(ctx, "node1", "example.com")
+	if err == nil || !strings.Contains(err.Error(), "no ippool server answers at") || !strings.Contains(err.Error(), "--addr or IPPOOL_ADDR") {
+		t.Fatalf("%v", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("waited for the deadline")
+	}
+	patient := newClient(t, deadAddr(t))
+	patient.RetryFor = 300 * time.Millisecond
+	if _, err := patient.Alloc(context.Background(), "node1", "example.com"); err == nil || strings.Contains(err.Error(), "no ippool server answers") {
+		t.Fatalf("without FailWhenAbsent: %v", err)
+	}
+}

@@ -131,7 +131,7 @@ func (cli *CLI) client() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.NewWithOptions(cli.Addr, client.Options{Token: cli.Token, TLS: tlsCfg})
+	return client.NewWithOptions(cli.Addr, client.Options{Token: cli.Token, TLS: tlsCfg, FailWhenAbsent: true})
 }
 
 // connect returns a client of the configured servers and a context bounded
