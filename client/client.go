@@ -316,6 +316,29 @@ func (c *Client) Pool(ctx context.Context) (PoolInfo, error) {
 
 // SetPool changes the pool configuration and returns how many mappings fell
 // outside the new pool and were released.
+// PoolChangeReleases asks what SetPool(p) would release now, changing
+// nothing: the mappings outside the new pool and the clients holding them.
+func (c *Client) PoolChangeReleases(ctx context.Context, p PoolInfo) (mappings, clients int, err error) {
+	body, err := json.Marshal(p)
+	if err != nil {
+		return 0, 0, err
+	}
+	var r PoolInfo
+	if err := c.call(ctx, http.MethodPost, "/v1/pool/dry-run", bodyBytes(body), &r); err != nil {
+		if errors.Is(err, pool.ErrNotFound) {
+			return 0, 0, fmt.Errorf("the server cannot tell what a pool change would release (it runs a release before 0.3.0): %w", err)
+		}
+		return 0, 0, err
+	}
+	if r.Released == nil || !r.DryRun {
+		return 0, 0, errors.New("the server's answer to a dry run of a pool change says nothing of what it would release")
+	}
+	if r.ReleasedClients != nil {
+		clients = *r.ReleasedClients
+	}
+	return *r.Released, clients, nil
+}
+
 func (c *Client) SetPool(ctx context.Context, p PoolInfo) (int, error) {
 	body, err := json.Marshal(p)
 	if err != nil {

@@ -235,6 +235,31 @@ func (s *State) SetConfig(cfg Config, now time.Time) (int, error) {
 	return released, nil
 }
 
+// Outside counts the mappings SetConfig(cfg) would release, and how many
+// clients hold them, without changing anything: what a dry run of a pool
+// change reports.
+func (s *State) Outside(cfg Config) (mappings, clients int, err error) {
+	if err := cfg.Validate(); err != nil {
+		return 0, 0, err
+	}
+	set, err := cfg.addrSet()
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, c := range s.clients {
+		n := 0
+		for i := range c.slab {
+			if !set.contains(c.slab[i].addr) {
+				n++
+			}
+		}
+		if n > 0 {
+			mappings, clients = mappings+n, clients+1
+		}
+	}
+	return mappings, clients, nil
+}
+
 // Allocate returns the client's address for domain, allocating one if the
 // client has none (S1, S2), and marks it used at now.
 func (s *State) Allocate(clientID, domain string, now time.Time) (netip.Addr, error) {

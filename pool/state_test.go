@@ -370,3 +370,28 @@ func TestNormalizeDomainConvertsInternationalisedNames(t *testing.T) {
 		t.Errorf("empty: %v", err)
 	}
 }
+
+// Outside counts exactly what SetConfig then releases, and changes nothing.
+func TestOutsideCountsWhatSetConfigReleases(t *testing.T) {
+	s := newTestState(t, "10.0.0.0/24", time.Hour)
+	at := time.Unix(1000, 0)
+	for c := range 5 {
+		for d := range 20 {
+			if _, err := s.Allocate(fmt.Sprintf("c%d", c), fmt.Sprintf("d%d.example", d), at); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	smaller, _ := ParseConfig("10.0.0.0/28", "10.0.0.3", time.Hour)
+	m, c, err := s.Outside(smaller)
+	if err != nil || m != 5*(20-15) || c != 5 {
+		t.Fatalf("Outside = %d mappings of %d clients, %v; want 25 of 5", m, c, err)
+	}
+	if _, n, _ := s.Counts(); n != 100 {
+		t.Fatalf("Outside changed the state: %d mappings", n)
+	}
+	released, err := s.SetConfig(smaller, at)
+	if err != nil || released != m {
+		t.Fatalf("SetConfig released %d, %v; Outside said %d", released, err, m)
+	}
+}

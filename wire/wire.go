@@ -113,6 +113,11 @@ type Pool struct {
 	// Released is how many mappings fell outside a new pool; only a PUT's
 	// answer has it.
 	Released *int `json:"released,omitempty"`
+	// ReleasedClients is how many clients hold those mappings, and DryRun
+	// says the change was not made (POST /v1/pool/dry-run): the answer
+	// says what it would release.
+	ReleasedClients *int `json:"released_clients,omitempty"`
+	DryRun          bool `json:"dry_run,omitempty"`
 	// ReuseHold (Q) and StaleBound (B) are read-only: what the answering
 	// server reports, as durations like "5s"; a PUT ignores them, so that a
 	// GET's answer can be sent back changed.
@@ -129,13 +134,17 @@ type poolJSON struct {
 	Released   *int            `json:"released,omitempty"`
 	ReuseHold  string          `json:"reuse_hold,omitempty"`
 	StaleBound string          `json:"stale_bound,omitempty"`
+	// Since 0.3.0, in the answer to POST /v1/pool/dry-run.
+	ReleasedClients *int `json:"released_clients,omitempty"`
+	DryRun          bool `json:"dry_run,omitempty"`
 }
 
 // MarshalJSON writes the lifetime as a Go duration ("48h0m0s"): people read
 // this JSON, and a count of nanoseconds reads badly.
 func (p Pool) MarshalJSON() ([]byte, error) {
 	lt, _ := json.Marshal(p.Lifetime.String())
-	return json.Marshal(poolJSON{Pool: p.Pool, Exclude: p.Exclude, Lifetime: lt, Released: p.Released, ReuseHold: p.ReuseHold, StaleBound: p.StaleBound})
+	return json.Marshal(poolJSON{Pool: p.Pool, Exclude: p.Exclude, Lifetime: lt, Released: p.Released, ReuseHold: p.ReuseHold, StaleBound: p.StaleBound,
+		ReleasedClients: p.ReleasedClients, DryRun: p.DryRun})
 }
 
 // UnmarshalJSON takes the lifetime as a duration string or, as
@@ -156,7 +165,8 @@ func (p *Pool) UnmarshalJSON(b []byte) error {
 }
 
 func (j poolJSON) pool(lifetime time.Duration) Pool {
-	return Pool{Pool: j.Pool, Exclude: j.Exclude, Lifetime: lifetime, Released: j.Released, ReuseHold: j.ReuseHold, StaleBound: j.StaleBound}
+	return Pool{Pool: j.Pool, Exclude: j.Exclude, Lifetime: lifetime, Released: j.Released, ReuseHold: j.ReuseHold, StaleBound: j.StaleBound,
+		ReleasedClients: j.ReleasedClients, DryRun: j.DryRun}
 }
 
 // DecodePoolRequest reads a PUT /v1/pool body as the server must, stricter

@@ -361,11 +361,16 @@ type PoolSetCmd struct {
 	Pool     *string        `help:"Addresses to hand out: comma-separated IPv4 prefixes, FIRST-LAST ranges or addresses." env:"-"`
 	Exclude  *string        `help:"Addresses never handed out, same syntax; empty for none." env:"-"`
 	Lifetime *time.Duration `help:"How long a mapping may sit unused before its address may be reused." env:"-"`
+	DryRun   bool           `name:"dry-run" help:"Say what the change would release, and change nothing." env:"-"`
+	Yes      bool           `help:"Make a change that releases mappings (without it, such a change is refused, saying how many)." env:"-"`
 	JSON     bool           `name:"json" help:"Print the API's JSON."`
 }
 
 func (c *PoolSetCmd) Help() string {
-	return "Example:\n\n    ippool pool set --pool 100.64.0.0/16 --exclude 100.64.0.0-100.64.0.9 --lifetime 24h"
+	return "A change that would release mappings (the addresses of every mapping outside the new pool) is\n" +
+		"refused unless --yes is given, with the count; --dry-run only shows it. Example:\n\n" +
+		"    ippool pool set --pool 100.64.0.0/16 --dry-run\n" +
+		"    ippool pool set --pool 100.64.0.0/16 --exclude 100.64.0.0-100.64.0.9 --lifetime 24h --yes"
 }
 
 func (c *PoolSetCmd) Run(cli *CLI) error {
@@ -392,6 +397,26 @@ func (c *PoolSetCmd) Run(cli *CLI) error {
 	}
 	if c.Lifetime != nil {
 		p.Lifetime = *c.Lifetime
+	}
+	if c.DryRun || !c.Yes {
+		n, clients, err := cl.PoolChangeReleases(ctx, p)
+		if err != nil {
+			return err
+		}
+		if c.DryRun {
+			if c.JSON {
+				p.Released, p.ReleasedClients, p.DryRun = &n, &clients, true
+				return printJSON(p)
+			}
+			if err := writePool(stdout, p); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(stdout, "would release  %d mapping%s of %d client%s outside the new pool (dry run: nothing changed)\n", n, plural(n), clients, plural(clients))
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("this change would release %d mapping%s of %d client%s (their addresses are outside the new pool, and their clients would get new ones): give --yes to make it, or --dry-run to see it without", n, plural(n), clients, plural(clients))
+		}
 	}
 	n, err := cl.SetPool(ctx, p)
 	if err != nil {

@@ -47,6 +47,7 @@ var accessCases = map[string]accessCase{
 	"GET /ui/":                                     {acl.RolePublic, "GET", "/ui/", ""},
 	"GET /{$}":                                     {acl.RolePublic, "GET", "/", ""},
 	"PUT /v1/pool":                                 {acl.RoleAdmin, "PUT", "/v1/pool", "not json"},
+	"POST /v1/pool/dry-run":                        {acl.RoleAdmin, "POST", "/v1/pool/dry-run", "not json"},
 	"POST /v1/acl/bootstrap":                       {acl.RolePublic, "POST", "/v1/acl/bootstrap", ""},
 	"GET /v1/acl/self":                             {acl.RoleRead, "GET", "/v1/acl/self", ""},
 	"GET /v1/acl/tokens":                           {acl.RoleAdmin, "GET", "/v1/acl/tokens", ""},

@@ -347,7 +347,20 @@ func TestZeroFlagServerCLIAndAPI(t *testing.T) {
 			t.Fatalf("allocation %d on a /31: %d %v, want %d", i, status, body, want)
 		}
 	}
-	mustCLI(t, bin, "pool", "set", "--pool", "198.18.0.0/15", "--lifetime", "48h")
+	// Back to the first pool: the /31's two mappings would go, so the
+	// change is refused without --yes, and --dry-run only says so.
+	if _, errOut, code := cli(t, bin, "pool", "set", "--pool", "198.18.0.0/15", "--lifetime", "48h"); code == 0 || !strings.Contains(errOut, "would release 2 mappings of 1 client") || !strings.Contains(errOut, "--yes") {
+		t.Fatalf("pool set releasing mappings without --yes: exit %d %s", code, errOut)
+	}
+	if out := mustCLI(t, bin, "pool", "set", "--pool", "198.18.0.0/15", "--lifetime", "48h", "--dry-run"); !strings.Contains(out, "would release  2 mappings of 1 client") {
+		t.Fatalf("pool set --dry-run:\n%s", out)
+	}
+	if status, _ := doAPI(t, "GET", "/v1/clients/small/domains/d0.example", nil); status != 200 {
+		t.Fatalf("a refused or dry-run pool change released a mapping (status %d)", status)
+	}
+	if out := mustCLI(t, bin, "pool", "set", "--pool", "198.18.0.0/15", "--lifetime", "48h", "--yes"); !strings.Contains(out, "released  2 mappings") {
+		t.Fatalf("pool set --yes:\n%s", out)
+	}
 	// The change released every mapping outside the /31.
 	if _, _, code := cli(t, bin, "lookup", "node1", ip2); code != 2 {
 		t.Fatalf("a mapping outside the changed pool survived (exit %d)", code)

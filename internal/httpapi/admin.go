@@ -85,7 +85,9 @@ func (a *api) getPool(w http.ResponseWriter, r *http.Request) {
 		ReuseHold: pool.ReuseHold.String(), StaleBound: a.svc.StaleBound().String()})
 }
 
-func (a *api) setPool(w http.ResponseWriter, r *http.Request) {
+// poolRequest reads and checks a PUT /v1/pool or dry-run body, answering
+// the caller itself when it is refused.
+func (a *api) poolRequest(w http.ResponseWriter, r *http.Request) (pool.Config, bool) {
 	req, err := wire.DecodePoolRequest(r.Body, pool.DefaultLifetime)
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -98,7 +100,7 @@ func (a *api) setPool(w http.ResponseWriter, r *http.Request) {
 		default:
 			writeError(w, http.StatusBadRequest, "bad_request", "the body must be JSON like {\"pool\":\"10.0.0.0/16\",\"exclude\":\"\",\"lifetime\":\"48h\"}: "+err.Error())
 		}
-		return
+		return pool.Config{}, false
 	}
 	cfg, err := pool.ParseConfig(req.Pool, req.Exclude, req.Lifetime)
 	if err == nil {
@@ -106,6 +108,14 @@ func (a *api) setPool(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		a.fail(w, err)
+		return pool.Config{}, false
+	}
+	return cfg, true
+}
+
+func (a *api) setPool(w http.ResponseWriter, r *http.Request) {
+	cfg, ok := a.poolRequest(w, r)
+	if !ok {
 		return
 	}
 	n, err := a.svc.SetPool(r.Context(), cfg)
@@ -114,6 +124,23 @@ func (a *api) setPool(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, wire.Pool{Pool: cfg.PoolString(), Exclude: cfg.ExcludeString(), Lifetime: cfg.Lifetime, Released: &n})
+}
+
+// poolDryRun answers what PUT /v1/pool with the same body would release,
+// and changes nothing. It is a route of its own rather than a query
+// parameter of the PUT, so that a server that does not know it (before
+// 0.3.0) refuses it instead of making the change.
+func (a *api) poolDryRun(w http.ResponseWriter, r *http.Request) {
+	cfg, ok := a.poolRequest(w, r)
+	if !ok {
+		return
+	}
+	n, clients, err := a.svc.PoolChangeReleases(r.Context(), cfg)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, wire.Pool{Pool: cfg.PoolString(), Exclude: cfg.ExcludeString(), Lifetime: cfg.Lifetime, Released: &n, ReleasedClients: &clients, DryRun: true})
 }
 
 // ready reports whether this server knows a leader and has applied what it

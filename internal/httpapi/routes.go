@@ -46,6 +46,7 @@ func (a *api) routes(gatherer prometheus.Gatherer, opts Options) []route {
 		{"GET /v1/clients/{client}/occupancy", acl.RoleRead, a.occupancy},
 		{"GET /v1/stats", acl.RoleRead, a.stats(gatherer)},
 		{"PUT /v1/pool", acl.RoleAdmin, a.setPool},
+		{"POST /v1/pool/dry-run", acl.RoleAdmin, a.poolDryRun},
 		{"POST /v1/acl/bootstrap", acl.RolePublic, a.bootstrapACL},
 		{"GET /v1/acl/self", acl.RoleRead, a.aclSelf},
 		{"GET /v1/acl/tokens", acl.RoleAdmin, a.listTokens},

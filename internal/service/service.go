@@ -422,6 +422,21 @@ func (s *Service) SetPool(ctx context.Context, cfg pool.Config) (int, error) {
 	return s.write(ctx, pool.Op{Kind: pool.OpSetConfig, Config: cfg})
 }
 
+// PoolChangeReleases is what SetPool(cfg) would release now: the mappings
+// outside cfg and the clients holding them, read after a read barrier so
+// that it counts every mapping acknowledged before the call. It changes
+// nothing.
+func (s *Service) PoolChangeReleases(ctx context.Context, cfg pool.Config) (mappings, clients int, err error) {
+	if err := cfg.CheckNew(); err != nil {
+		return 0, 0, err
+	}
+	if err := s.node.ReadBarrier(ctx); err != nil {
+		return 0, 0, err
+	}
+	s.node.Read(func(st *pool.State) { mappings, clients, err = st.Outside(cfg) })
+	return mappings, clients, err
+}
+
 func (s *Service) write(ctx context.Context, op pool.Op) (int, error) {
 	if err := s.admit(ctx); err != nil {
 		return 0, err
