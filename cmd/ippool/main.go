@@ -26,15 +26,15 @@ import (
 type CLI struct {
 	Version kong.VersionFlag `short:"v" help:"Print the version of this binary and the log entry versions it reads and writes, and exit." env:"-"`
 
-	Addr    []string      `help:"Server HTTP address(es); several spread load and fail over." default:"${http_addr}" sep:","`
-	Timeout time.Duration `help:"Longest a command may wait for the servers, failover included (bench: per operation)." default:"30s"`
-	Token   string        `help:"ACL token, sent as a bearer token (ippool acl bootstrap prints the first)."`
+	Addr    []string      `help:"Server HTTP address(es); several spread load and fail over." default:"${http_addr}" sep:"," group:"client"`
+	Timeout time.Duration `help:"Longest a command may wait for the servers, failover included (bench: per operation)." default:"30s" group:"client"`
+	Token   string        `help:"ACL token, sent as a bearer token (ippool acl bootstrap prints the first)." group:"client"`
 	// HTTPS to the servers: https:// addresses, checked against --ca-cert;
 	// --client-cert and --client-key when the servers ask for a client
 	// certificate (serve --http-client-ca).
-	CACert     string `name:"ca-cert" help:"CA certificate (PEM) that signed the servers' HTTPS certificates (default: the system's)." env:"IPPOOL_CACERT"`
-	ClientCert string `name:"client-cert" help:"Client certificate (PEM) for servers started with --http-client-ca."`
-	ClientKey  string `name:"client-key" help:"Private key (PEM) of --client-cert."`
+	CACert     string `name:"ca-cert" help:"CA certificate (PEM) that signed the servers' HTTPS certificates (default: the system's)." env:"IPPOOL_CACERT" group:"client"`
+	ClientCert string `name:"client-cert" help:"Client certificate (PEM) for servers started with --http-client-ca." group:"client"`
+	ClientKey  string `name:"client-key" help:"Private key (PEM) of --client-cert." group:"client"`
 
 	Serve    ServeCmd    `cmd:"" help:"Run an ippool server."`
 	Alloc    AllocCmd    `cmd:"" help:"Print a client's address for a domain, allocating one if needed."`
@@ -65,6 +65,7 @@ func main() {
 		kong.DefaultEnvars("IPPOOL"),
 		defaults(),
 		kong.Vars{"version": buildinfo.Get().String()},
+		kong.ExplicitGroups(flagGroups),
 	)
 	if err != nil {
 		// The CLI struct itself is wrong: a bug, not bad input.
@@ -184,4 +185,19 @@ func (cli *CLI) httpsConfig() (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return cfg, nil
+}
+
+// flagGroups order and title serve's flags in --help, and set the client
+// flags every verb takes apart from them.
+var flagGroups = []kong.Group{
+	{Key: "server", Title: "Server and cluster"},
+	{Key: "pool", Title: "Pool"},
+	{Key: "tls", Title: "TLS between servers"},
+	{Key: "http", Title: "HTTP API"},
+	{Key: "dns", Title: "DNS"},
+	{Key: "connector", Title: "Connector (TPROXY gateway)"},
+	{Key: "tailnet", Title: "Tailnet"},
+	{Key: "limits", Title: "Limits"},
+	{Key: "logging", Title: "Logging"},
+	{Key: "client", Title: "Client (every other verb: where the servers are and how to reach them)"},
 }

@@ -27,69 +27,69 @@ import (
 // loopback with its state in ./ippool-data; every flag can also be set as
 // IPPOOL_<NAME> in the environment.
 type ServeCmd struct {
-	ID                string        `help:"Server ID, unique in the cluster and fixed across restarts (default: the one recorded in the data dir, else the host name)."`
-	DataDir           string        `help:"Directory for the Raft log, snapshots and the server's record." default:"ippool-data"`
-	Pool              string        `help:"Addresses to hand out: comma-separated IPv4 prefixes, FIRST-LAST ranges or addresses (default: the cluster's, or 198.18.0.0/15 for a new one)."`
-	Exclude           string        `help:"Addresses never handed out, same syntax as --pool."`
-	Lifetime          time.Duration `help:"How long a mapping may sit unused before its address may be reused (default 48h)."`
-	HTTPAddr          string        `help:"Address of the HTTP API, metrics and health. One that is not loopback needs --acl and HTTPS (or --insecure); on loopback, requests naming another host are refused (DNS rebinding)." default:"${http_addr}"`
+	ID                string        `help:"Server ID, unique in the cluster and fixed across restarts (default: the one recorded in the data dir, else the host name)." group:"server"`
+	DataDir           string        `help:"Directory for the Raft log, snapshots and the server's record." default:"ippool-data" group:"server"`
+	Pool              string        `help:"Addresses to hand out: comma-separated IPv4 prefixes, FIRST-LAST ranges or addresses (default: the cluster's, or 198.18.0.0/15 for a new one)." group:"pool"`
+	Exclude           string        `help:"Addresses never handed out, same syntax as --pool." group:"pool"`
+	Lifetime          time.Duration `help:"How long a mapping may sit unused before its address may be reused (default 48h)." group:"pool"`
+	HTTPAddr          string        `help:"Address of the HTTP API, metrics and health. One that is not loopback needs --acl and HTTPS (or --insecure); on loopback, requests naming another host are refused (DNS rebinding)." default:"${http_addr}" group:"http"`
 	DNSAddr           string        `help:"Address of the DNS server (UDP and TCP); empty: no DNS."`
-	ClusterAddr       string        `help:"Address for all server-to-server traffic; other servers dial it." default:"${cluster_addr}"`
-	Join              []string      `help:"Cluster addresses of other servers to join or to bootstrap with." sep:","`
-	BootstrapExpect   int           `help:"Wait for this many servers (this one included, found through --join) and bootstrap them together."`
-	TLSCA             string        `name:"tls-ca" help:"Cluster CA certificate (PEM); with --tls-cert and --tls-key turns on mutual TLS between servers."`
-	TLSCert           string        `name:"tls-cert" help:"This server's certificate (PEM), signed by the cluster CA."`
-	TLSKey            string        `name:"tls-key" help:"This server's private key (PEM)."`
-	Insecure          bool          `help:"Allow plain text where no TLS is configured: plain TCP between servers when the TLS flags are not given and the data dir holds no CA of its own (anyone who reaches the cluster address can then join, vote and write), and plain HTTP on a non-loopback --http-addr. Without it and without the TLS flags, a server starting a new cluster alone makes its own CA in DATA-DIR/tls, and one given --join or --bootstrap-expect refuses to start."`
-	ACL               bool          `name:"acl" help:"Require ACL tokens on the HTTP API even before 'ippool acl bootstrap' (then only bootstrap, /healthz and /readyz answer); once bootstrapped, tokens are required whatever this says."`
-	HTTPTLSCert       string        `name:"http-tls-cert" help:"Certificate (PEM) for HTTPS on the HTTP address; reloaded on SIGHUP."`
-	HTTPTLSKey        string        `name:"http-tls-key" help:"Private key (PEM) of --http-tls-cert."`
-	HTTPClientCA      string        `name:"http-client-ca" help:"CA (PEM) whose client certificates HTTPS requires; reloaded on SIGHUP."`
-	RaftTimeout       time.Duration `help:"Raft heartbeat and election timeout; failover takes one to two of it." default:"${raft_timeout}"`
-	LinearizableReads bool          `help:"Confirm every lookup hit and known allocation with the leader (a read barrier) instead of answering from local state while it is at most one Raft timeout stale; about 4x the cost of a lookup."`
-	SnapshotThreshold uint64        `help:"Log entries between snapshots." default:"${snapshot_threshold}"`
-	SnapshotInterval  time.Duration `help:"How often to check whether a snapshot is due." default:"${snapshot_interval}"`
-	WriteTimeout      time.Duration `help:"Longest a write may take, retries included, before it fails with no_quorum." default:"${write_timeout}"`
-	MaxClients        int           `help:"Most clients the cluster holds; an allocation for a new client past it gets 429 quota_exceeded (DNS: SERVFAIL) until idle clients are forgotten. The leader's applies: give every server the same." default:"${max_clients}"`
-	HTTPWriteRate     float64       `name:"http-write-rate" help:"Writes a second each HTTP caller may make (its token, or without ACLs its source address): allocations that reach the log, releases, pool and token changes; past it 429 rate_limited with Retry-After (0: no limit)." default:"1000"`
-	HTTPWriteBurst    int           `name:"http-write-burst" help:"Burst of writes an HTTP caller may make above --http-write-rate." default:"2000"`
-	TestClockOffset   time.Duration `hidden:"" help:"For tests only: run this server's clock this far off."`
-	MarkWindow        time.Duration `help:"A lookup writes a later last-used time only when the stored one is older than this (default min(5m, lifetime/10))."`
+	ClusterAddr       string        `help:"Address for all server-to-server traffic; other servers dial it." default:"${cluster_addr}" group:"server"`
+	Join              []string      `help:"Cluster addresses of other servers to join or to bootstrap with." sep:"," group:"server"`
+	BootstrapExpect   int           `help:"Wait for this many servers (this one included, found through --join) and bootstrap them together." group:"server"`
+	TLSCA             string        `name:"tls-ca" help:"Cluster CA certificate (PEM); with --tls-cert and --tls-key turns on mutual TLS between servers." group:"tls"`
+	TLSCert           string        `name:"tls-cert" help:"This server's certificate (PEM), signed by the cluster CA." group:"tls"`
+	TLSKey            string        `name:"tls-key" help:"This server's private key (PEM)." group:"tls"`
+	Insecure          bool          `help:"Allow plain text where no TLS is configured: plain TCP between servers when the TLS flags are not given and the data dir holds no CA of its own (anyone who reaches the cluster address can then join, vote and write), and plain HTTP on a non-loopback --http-addr. Without it and without the TLS flags, a server starting a new cluster alone makes its own CA in DATA-DIR/tls, and one given --join or --bootstrap-expect refuses to start." group:"tls"`
+	ACL               bool          `name:"acl" help:"Require ACL tokens on the HTTP API even before 'ippool acl bootstrap' (then only bootstrap, /healthz and /readyz answer); once bootstrapped, tokens are required whatever this says." group:"http"`
+	HTTPTLSCert       string        `name:"http-tls-cert" help:"Certificate (PEM) for HTTPS on the HTTP address; reloaded on SIGHUP." group:"http"`
+	HTTPTLSKey        string        `name:"http-tls-key" help:"Private key (PEM) of --http-tls-cert." group:"http"`
+	HTTPClientCA      string        `name:"http-client-ca" help:"CA (PEM) whose client certificates HTTPS requires; reloaded on SIGHUP." group:"http"`
+	RaftTimeout       time.Duration `help:"Raft heartbeat and election timeout; failover takes one to two of it." default:"${raft_timeout}" group:"server"`
+	LinearizableReads bool          `help:"Confirm every lookup hit and known allocation with the leader (a read barrier) instead of answering from local state while it is at most one Raft timeout stale; about 4x the cost of a lookup." group:"server"`
+	SnapshotThreshold uint64        `help:"Log entries between snapshots." default:"${snapshot_threshold}" group:"server"`
+	SnapshotInterval  time.Duration `help:"How often to check whether a snapshot is due." default:"${snapshot_interval}" group:"server"`
+	WriteTimeout      time.Duration `help:"Longest a write may take, retries included, before it fails with no_quorum." default:"${write_timeout}" group:"server"`
+	MaxClients        int           `help:"Most clients the cluster holds; an allocation for a new client past it gets 429 quota_exceeded (DNS: SERVFAIL) until idle clients are forgotten. The leader's applies: give every server the same." default:"${max_clients}" group:"limits"`
+	HTTPWriteRate     float64       `name:"http-write-rate" help:"Writes a second each HTTP caller may make (its token, or without ACLs its source address): allocations that reach the log, releases, pool and token changes; past it 429 rate_limited with Retry-After (0: no limit)." default:"1000" group:"limits"`
+	HTTPWriteBurst    int           `name:"http-write-burst" help:"Burst of writes an HTTP caller may make above --http-write-rate." default:"2000" group:"limits"`
+	TestClockOffset   time.Duration `hidden:"" help:"For tests only: run this server's clock this far off." group:"server"`
+	MarkWindow        time.Duration `help:"A lookup writes a later last-used time only when the stored one is older than this (default min(5m, lifetime/10))." group:"server"`
 
-	MaxRestoreBytes         int64         `help:"Largest snapshot a restore may send (PUT /v1/snapshot, admins only); it is received into a file in the data dir, not memory." default:"${max_restore_bytes}"`
-	HTTPMaxConns            int           `name:"http-max-conns" help:"Open connections on the HTTP address at most; more are closed at once." default:"4096"`
-	HTTPMaxConnsPerIP       int           `name:"http-max-conns-per-ip" help:"Open connections on the HTTP address from one IP address at most." default:"256"`
-	HTTPHeaderTimeout       time.Duration `name:"http-header-timeout" help:"Longest a new HTTP connection may take to finish its TLS handshake and request headers, and any request its headers from their first byte." default:"${http_header_timeout}"`
-	HTTPBodyTimeout         time.Duration `name:"http-body-timeout" help:"Longest an HTTP request's body may take to arrive (a restore's too), and its answer to be sent." default:"${http_body_timeout}"`
-	HTTPIdleTimeout         time.Duration `name:"http-idle-timeout" help:"A kept-alive HTTP connection sending nothing for this long is closed." default:"${http_idle_timeout}"`
-	ClusterMaxConns         int           `name:"cluster-max-conns" help:"Open connections on the cluster address at most; more are closed at once. A server opens a few dozen to each peer at most." default:"${cluster_max_conns}"`
-	ClusterMaxConnsPerIP    int           `name:"cluster-max-conns-per-ip" help:"Open connections on the cluster address from one IP address at most; keep it above 80, what one server may open." default:"${cluster_max_conns_per_ip}"`
-	ClusterHandshakeTimeout time.Duration `name:"cluster-handshake-timeout" help:"Longest a new cluster connection may take to finish TLS, send its protocol byte and then its first request." default:"${cluster_handshake_timeout}"`
-	ClusterIdleTimeout      time.Duration `name:"cluster-idle-timeout" help:"A forwarding stream or RPC connection on the cluster address carrying nothing for this long is closed (servers redial)." default:"${cluster_idle_timeout}"`
+	MaxRestoreBytes         int64         `help:"Largest snapshot a restore may send (PUT /v1/snapshot, admins only); it is received into a file in the data dir, not memory." default:"${max_restore_bytes}" group:"limits"`
+	HTTPMaxConns            int           `name:"http-max-conns" help:"Open connections on the HTTP address at most; more are closed at once." default:"4096" group:"limits"`
+	HTTPMaxConnsPerIP       int           `name:"http-max-conns-per-ip" help:"Open connections on the HTTP address from one IP address at most." default:"256" group:"limits"`
+	HTTPHeaderTimeout       time.Duration `name:"http-header-timeout" help:"Longest a new HTTP connection may take to finish its TLS handshake and request headers, and any request its headers from their first byte." default:"${http_header_timeout}" group:"limits"`
+	HTTPBodyTimeout         time.Duration `name:"http-body-timeout" help:"Longest an HTTP request's body may take to arrive (a restore's too), and its answer to be sent." default:"${http_body_timeout}" group:"limits"`
+	HTTPIdleTimeout         time.Duration `name:"http-idle-timeout" help:"A kept-alive HTTP connection sending nothing for this long is closed." default:"${http_idle_timeout}" group:"limits"`
+	ClusterMaxConns         int           `name:"cluster-max-conns" help:"Open connections on the cluster address at most; more are closed at once. A server opens a few dozen to each peer at most." default:"${cluster_max_conns}" group:"limits"`
+	ClusterMaxConnsPerIP    int           `name:"cluster-max-conns-per-ip" help:"Open connections on the cluster address from one IP address at most; keep it above 80, what one server may open." default:"${cluster_max_conns_per_ip}" group:"limits"`
+	ClusterHandshakeTimeout time.Duration `name:"cluster-handshake-timeout" help:"Longest a new cluster connection may take to finish TLS, send its protocol byte and then its first request." default:"${cluster_handshake_timeout}" group:"limits"`
+	ClusterIdleTimeout      time.Duration `name:"cluster-idle-timeout" help:"A forwarding stream or RPC connection on the cluster address carrying nothing for this long is closed (servers redial)." default:"${cluster_idle_timeout}" group:"limits"`
 
-	DNSDomains         []string      `name:"dns-domains" help:"Names the DNS server answers ('.' for all); others get REFUSED." default:"." sep:","`
-	DNSUpstream        []string      `name:"dns-upstream" help:"Upstream resolvers host:port (default: /etc/resolv.conf's)." sep:","`
-	IgnoreDestinations []string      `help:"Prefixes: a name resolving into one is answered with its real addresses." sep:","`
-	V6Prefix           string        `name:"v6-prefix" help:"A /96 ULA prefix; AAAA answers carry the pool address in its last 32 bits." env:"IPPOOL_V6_PREFIX"`
-	DNSTTL             time.Duration `name:"dns-ttl" help:"TTL of DNS answers." default:"${dns_ttl}"`
-	DNSCacheMinTTL     time.Duration `name:"dns-cache-min-ttl" help:"Upstream answers are cached at least this long." default:"${dns_cache_min_ttl}"`
-	DNSCacheMaxTTL     time.Duration `name:"dns-cache-max-ttl" help:"Upstream answers are cached at most this long." default:"${dns_cache_max_ttl}"`
-	DNSClientMap       string        `name:"dns-client-map" help:"File of 'prefix client-id' lines mapping query sources to client IDs."`
-	DNSRateLimit       float64       `name:"dns-rate-limit" help:"Tokens per second per DNS client (0: no limit); a query takes one for each upstream lookup it needs and for a new allocation, and is REFUSED without." default:"100"`
-	DNSBurst           int           `name:"dns-burst" help:"Bucket size of --dns-rate-limit." default:"200"`
-	DNSAllow           []string      `name:"dns-allow" help:"Source prefixes that may query; others get REFUSED (0.0.0.0/0,::/0 for all)." default:"${dns_allow}" sep:","`
-	DNSNewClientsRate  float64       `name:"dns-new-clients-rate" help:"Queries per second, all sources together, from clients the pool holds nothing of that need an upstream lookup or an allocation (0: no limit); past it REFUSED. Bounds the clients a forged-source flood can create." default:"10"`
-	DNSNewClientsBurst int           `name:"dns-new-clients-burst" help:"Bucket size of --dns-new-clients-rate." default:"100"`
-	DNSTCPMaxConns     int           `name:"dns-tcp-max-conns" help:"Open DNS-over-TCP connections at most; more are closed at once." default:"${dns_tcp_max_conns}"`
-	DNSTCPMaxPerSource int           `name:"dns-tcp-max-conns-per-source" help:"Open DNS-over-TCP connections at most per source address." default:"${dns_tcp_max_conns_per_source}"`
-	DNSTCPTimeout      time.Duration `name:"dns-tcp-timeout" help:"A DNS-over-TCP connection is closed when its next query has not arrived in full within this, or its reply cannot be sent." default:"${dns_tcp_timeout}"`
+	DNSDomains         []string      `name:"dns-domains" help:"Names the DNS server answers ('.' for all); others get REFUSED." default:"." sep:"," group:"dns"`
+	DNSUpstream        []string      `name:"dns-upstream" help:"Upstream resolvers host:port (default: /etc/resolv.conf's)." sep:"," group:"dns"`
+	IgnoreDestinations []string      `help:"Prefixes: a name resolving into one is answered with its real addresses." sep:"," group:"dns"`
+	V6Prefix           string        `name:"v6-prefix" help:"A /96 ULA prefix; AAAA answers carry the pool address in its last 32 bits." env:"IPPOOL_V6_PREFIX" group:"dns"`
+	DNSTTL             time.Duration `name:"dns-ttl" help:"TTL of DNS answers." default:"${dns_ttl}" group:"dns"`
+	DNSCacheMinTTL     time.Duration `name:"dns-cache-min-ttl" help:"Upstream answers are cached at least this long." default:"${dns_cache_min_ttl}" group:"dns"`
+	DNSCacheMaxTTL     time.Duration `name:"dns-cache-max-ttl" help:"Upstream answers are cached at most this long." default:"${dns_cache_max_ttl}" group:"dns"`
+	DNSClientMap       string        `name:"dns-client-map" help:"File of 'prefix client-id' lines mapping query sources to client IDs." group:"dns"`
+	DNSRateLimit       float64       `name:"dns-rate-limit" help:"Tokens per second per DNS client (0: no limit); a query takes one for each upstream lookup it needs and for a new allocation, and is REFUSED without." default:"100" group:"dns"`
+	DNSBurst           int           `name:"dns-burst" help:"Bucket size of --dns-rate-limit." default:"200" group:"dns"`
+	DNSAllow           []string      `name:"dns-allow" help:"Source prefixes that may query; others get REFUSED (0.0.0.0/0,::/0 for all)." default:"${dns_allow}" sep:"," group:"dns"`
+	DNSNewClientsRate  float64       `name:"dns-new-clients-rate" help:"Queries per second, all sources together, from clients the pool holds nothing of that need an upstream lookup or an allocation (0: no limit); past it REFUSED. Bounds the clients a forged-source flood can create." default:"10" group:"dns"`
+	DNSNewClientsBurst int           `name:"dns-new-clients-burst" help:"Bucket size of --dns-new-clients-rate." default:"100" group:"dns"`
+	DNSTCPMaxConns     int           `name:"dns-tcp-max-conns" help:"Open DNS-over-TCP connections at most; more are closed at once." default:"${dns_tcp_max_conns}" group:"dns"`
+	DNSTCPMaxPerSource int           `name:"dns-tcp-max-conns-per-source" help:"Open DNS-over-TCP connections at most per source address." default:"${dns_tcp_max_conns_per_source}" group:"dns"`
+	DNSTCPTimeout      time.Duration `name:"dns-tcp-timeout" help:"A DNS-over-TCP connection is closed when its next query has not arrived in full within this, or its reply cannot be sent." default:"${dns_tcp_timeout}" group:"dns"`
 
-	ConnectorFlags `embed:""`
-	TailnetFlags   `embed:""`
+	ConnectorFlags `embed:"" group:"connector"`
+	TailnetFlags   `embed:"" group:"tailnet"`
 
-	Pprof     bool   `help:"Serve Go's profiler under /debug/pprof/ on the HTTP address."`
-	LogLevel  string `help:"debug, info, warn or error." default:"info" enum:"debug,info,warn,error"`
-	LogFormat string `help:"text or json." default:"text" enum:"text,json"`
+	Pprof     bool   `help:"Serve Go's profiler under /debug/pprof/ on the HTTP address." group:"http"`
+	LogLevel  string `help:"debug, info, warn or error." default:"info" enum:"debug,info,warn,error" group:"logging"`
+	LogFormat string `help:"text or json." default:"text" enum:"text,json" group:"logging"`
 }
 
 // Help is shown by `ippool serve --help`.
