@@ -38,6 +38,7 @@ type BenchCmd struct {
 	Ops         int64         `help:"Stop after this many operations (0: no limit)." default:"0"`
 	Mix         string        `help:"Percentages of operation kinds: new (allocate a name not yet allocated by this run), repeat (allocate one already allocated), lookup (look up an address this run got)." default:"new=20,repeat=60,lookup=20"`
 	Prefix      string        `help:"Domain name prefix (default: a random run ID, so every run allocates fresh names)."`
+	Keep        bool          `help:"Keep the run's mappings; without it the run's clients (bench-0 to bench-N) are released at the end, so that a benchmark leaves the pool as it found it."`
 	JSON        bool          `name:"json" help:"Print the summary as JSON."`
 }
 
@@ -424,10 +425,40 @@ func (c *BenchCmd) Run(cli *CLI) error {
 
 	sum := summarize(workers, elapsed)
 	sum.Prefix, sum.Servers, sum.Concurrency, sum.Clients, sum.Domains, sum.Mix = prefix, cli.Addr, c.Concurrency, c.Clients, c.Domains, m.String()
+	if limited := sum.errorsWithCode("rate_limited"); limited > 0 {
+		fmt.Fprintf(stderr, "%d operations were refused as rate_limited: a server holds each caller (its token, or its address without ACLs) to --http-write-rate writes a second (1,000 by default). To measure the cluster rather than the limit, start the servers with --http-write-rate 0, or give the benchmark a token of its own per --http-write-rate's share.\n", limited)
+	}
+	if !c.Keep {
+		released, err := c.releaseClients(cli)
+		if err != nil {
+			fmt.Fprintf(stderr, "releasing the run's clients: %v (ippool release bench-N releases one)\n", err)
+		} else {
+			fmt.Fprintf(stderr, "released the run's %d mappings (clients bench-0 to bench-%d; --keep keeps them)\n", released, c.Clients-1)
+		}
+	}
 	if c.JSON {
 		return printJSON(sum)
 	}
 	return writeSummary(stdout, sum)
+}
+
+// releaseClients releases every mapping of the run's clients.
+func (c *BenchCmd) releaseClients(cli *CLI) (int, error) {
+	cl, err := cli.client()
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), max(cli.Timeout, time.Minute))
+	defer cancel()
+	total := 0
+	for k := range c.Clients {
+		n, err := cl.ReleaseClient(ctx, "bench-"+strconv.Itoa(k))
+		if err != nil {
+			return total, err
+		}
+		total += n
+	}
+	return total, nil
 }
 
 // isTerminal reports whether f is a terminal, where a redrawn progress line
@@ -562,4 +593,9 @@ func writeSummary(w io.Writer, s benchSummary) error {
 		fmt.Fprintf(w, "errors of %s: %s\n", name, strings.Join(parts, " "))
 	}
 	return nil
+}
+
+// errorsWithCode is how many operations of every kind failed with code.
+func (s benchSummary) errorsWithCode(code string) int64 {
+	return s.Total.ErrorCode[code]
 }

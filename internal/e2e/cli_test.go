@@ -264,6 +264,15 @@ func TestZeroFlagServerCLIAndAPI(t *testing.T) {
 	if err := json.Unmarshal([]byte(benchOut), &bench); err != nil {
 		t.Fatalf("bench --json: %v\n%s", err, benchOut)
 	}
+	// The run released what it made.
+	var left struct {
+		Mappings []any `json:"mappings"`
+	}
+	for k := range 3 {
+		if err := json.Unmarshal([]byte(mustCLI(t, bin, "list", fmt.Sprintf("bench-%d", k), "--json")), &left); err != nil || len(left.Mappings) != 0 {
+			t.Errorf("bench-%d holds %d mappings after the run (%v)", k, len(left.Mappings), err)
+		}
+	}
 
 	// Snapshot save, inspect, release, restore.
 	backup := filepath.Join(dir, "backup.snap")
