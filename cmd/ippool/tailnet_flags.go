@@ -52,6 +52,9 @@ func (c *ServeCmd) checkTailnet() error {
 	case c.DNSClientMap != "":
 		return errors.New("--tailnet names clients by their node; --dns-client-map does not go with it")
 	}
+	if p, err := netip.ParsePrefix(c.V6Prefix); err == nil && p.Overlaps(tailscaleViaRange) {
+		return fmt.Errorf("--v6-prefix %s lies in Tailscale's 4via6 range %s: the tailnet turns addresses there back into IPv4 site routes and resets flows to them before ippool sees them, so every AAAA answer would be unreachable. Use a /96 outside it, like %s (under natc's range)", p, tailscaleViaRange, suggestedTailnetV6)
+	}
 	for _, e := range c.TailnetHTTPAllow {
 		if strings.TrimSpace(e) == "" {
 			return errors.New("--tailnet-http-allow: an empty entry; give tags (tag:ops), host names or stable node IDs")
@@ -105,3 +108,12 @@ func (c *ServeCmd) tailnetConfig(log *slog.Logger, id string) (server.Tailnet, e
 	}
 	return cfg, nil
 }
+
+// tailscaleViaRange is Tailscale's 4via6 prefix: tsnet's netstack takes an
+// address in it for an IPv4 address behind a site ID, not for the address
+// itself. suggestedTailnetV6 is a /96 outside it, under the prefix natc
+// uses for its own IPv6 answers.
+var (
+	tailscaleViaRange  = netip.MustParsePrefix("fd7a:115c:a1e0:b1a::/64")
+	suggestedTailnetV6 = "fd7a:115c:a1e0:a99c::/96"
+)
