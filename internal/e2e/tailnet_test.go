@@ -47,8 +47,12 @@ import (
 const (
 	tailnetTag    = "tag:ippool"
 	tailnetOpsTag = "tag:ops"
-	tailnetPool   = "198.18.0.0/24"
-	tailnetV6     = "fd7a:115c:a1e0:b1a::/96"
+	// Inside 100.64.0.0/10, the tailnet's own range, as natc users run
+	// it (clear of the test control server's node addresses); the v6
+	// prefix outside Tailscale's 4via6 range, whose addresses the tailnet
+	// would not deliver.
+	tailnetPool   = "100.80.0.0/24"
+	tailnetV6     = "fd7a:115c:a1e0:a99c::/96"
 	tailnetAuth   = "tskey-ippool-e2e"
 	tailnetDomain = "tail-scale.ts.net"
 	clusterPort   = 7481
