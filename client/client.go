@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -597,6 +598,9 @@ func (e *connError) Error() string {
 	if strings.HasPrefix(e.base, "http://") && (errors.Is(e.err, io.EOF) || errors.Is(e.err, io.ErrUnexpectedEOF) || strings.Contains(e.err.Error(), "malformed HTTP response")) {
 		// An HTTPS server closes a plain HTTP request so.
 		msg += " (if it serves HTTPS, give https://" + strings.TrimPrefix(e.base, "http://") + ")"
+	}
+	if _, ok := errors.AsType[x509.UnknownAuthorityError](e.err); ok {
+		msg += " (this client does not trust the CA that signed the server's certificate: give that CA with --ca-cert or IPPOOL_CACERT; the Go client takes it in Options.TLS)"
 	}
 	return msg
 }

@@ -330,7 +330,7 @@ func TestTLSRefusalFailsOverThenStops(t *testing.T) {
 		trust *x509.CertPool
 		want  string
 	}{
-		{"an untrusted certificate", []string{ok.URL, ok.URL}, nil, "certificate signed by unknown authority"},
+		{"an untrusted certificate", []string{ok.URL, ok.URL}, nil, "certificate signed by unknown authority (this client does not trust the CA that signed the server's certificate: give that CA with --ca-cert or IPPOOL_CACERT"},
 		{"no client certificate", []string{wantsCert.URL, wantsCert.URL}, trust, "certificate required"},
 		{"one server refusing, one answering", []string{wantsCert.URL, ok.URL}, trust, ""},
 	} {
