@@ -79,10 +79,13 @@ type Status struct {
 	// versions it reads. ClusterEntryVersion is the newest entry version
 	// every server of the cluster reads, as far as this server knows: what
 	// a leader may write (docs/upgrading.md).
-	Version             string         `json:"version,omitempty"`
-	EntryVersions       []int          `json:"entry_versions,omitempty"`
-	ClusterEntryVersion int            `json:"cluster_entry_version,omitempty"`
-	Servers             []ServerStatus `json:"servers"`
+	Version             string `json:"version,omitempty"`
+	EntryVersions       []int  `json:"entry_versions,omitempty"`
+	ClusterEntryVersion int    `json:"cluster_entry_version,omitempty"`
+	// CertificateExpires is when this server's cluster certificate
+	// expires (RFC 3339); empty without TLS on the cluster port.
+	CertificateExpires string         `json:"certificate_expires,omitempty"`
+	Servers            []ServerStatus `json:"servers"`
 }
 
 // ServerStatus describes one member as this server sees it, with what the

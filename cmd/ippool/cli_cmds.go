@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -251,6 +252,13 @@ func writeStatus(w io.Writer, st wire.Status) error {
 	if st.Pool != "" {
 		fmt.Fprintf(tw, "pool\t%s\n", st.Pool)
 	}
+	if st.CertificateExpires != "" {
+		left := ""
+		if at, err := time.Parse(time.RFC3339, st.CertificateExpires); err == nil {
+			left = fmt.Sprintf(" (in %d days)", int(time.Until(at).Hours()/24))
+		}
+		fmt.Fprintf(tw, "certificate\texpires %s%s\n", st.CertificateExpires, left)
+	}
 	if st.StaleBound != "" {
 		fmt.Fprintf(tw, "local reads\t%s (answers from local state while current, within %s)\n", yesNo(st.LocalReads), st.StaleBound)
 		fmt.Fprintf(tw, "reuse hold\t%s (%d addresses held now)\n", st.ReuseHold, st.HeldAddresses)
@@ -443,6 +451,9 @@ type TLSInitCmd struct {
 	Dir      string        `help:"Directory to write the CA and certificates into." default:"./ippool-tls"`
 	Servers  int           `help:"Number of server certificates." default:"3"`
 	ValidFor time.Duration `help:"How long the certificates are valid." default:"8760h"`
+	Days     int           `help:"How many days the certificates are valid, instead of --valid-for."`
+	DNSName  []string      `name:"dns-name" help:"Host names the server certificates also carry, so they can serve HTTPS on the API too (servers check each other by the name server.ippool alone)." sep:","`
+	IP       []string      `name:"ip" help:"IP addresses the server certificates also carry." sep:","`
 }
 
 func (c *TLSInitCmd) Help() string {
@@ -463,7 +474,11 @@ func (c *TLSInitCmd) Run(cli *CLI) error {
 	if c.ValidFor <= 0 {
 		return fmt.Errorf("--valid-for %v is not positive", c.ValidFor)
 	}
-	files, err := ca.Init(c.Dir, c.Servers, c.ValidFor)
+	validFor, extra, err := certOptions(c.ValidFor, c.Days, c.DNSName, c.IP)
+	if err != nil {
+		return err
+	}
+	files, err := ca.Init(c.Dir, c.Servers, validFor, extra...)
 	for _, f := range files {
 		fmt.Fprintln(stdout, f)
 	}
@@ -474,6 +489,9 @@ type TLSIssueCmd struct {
 	CADir    string        `name:"ca-dir" required:"" help:"The CA: a directory holding ca.pem and ca-key.pem (tls init's DIR/ca), or the data dir of a server that made its own CA."`
 	Out      string        `required:"" help:"Directory to write ca.pem, cert.pem and key.pem into; copy it to the new server."`
 	ValidFor time.Duration `help:"How long the certificate is valid (at most as long as the CA)." default:"8760h"`
+	Days     int           `help:"How many days the certificate is valid, instead of --valid-for."`
+	DNSName  []string      `name:"dns-name" help:"Host names the certificate also carries, so it can serve HTTPS on the API too." sep:","`
+	IP       []string      `name:"ip" help:"IP addresses the certificate also carries." sep:","`
 }
 
 func (c *TLSIssueCmd) Help() string {
@@ -492,7 +510,11 @@ func (c *TLSIssueCmd) Run(cli *CLI) error {
 	if c.ValidFor <= 0 {
 		return fmt.Errorf("--valid-for %v is not positive", c.ValidFor)
 	}
-	files, err := ca.Issue(c.CADir, c.Out, c.ValidFor)
+	validFor, extra, err := certOptions(c.ValidFor, c.Days, c.DNSName, c.IP)
+	if err != nil {
+		return err
+	}
+	files, err := ca.Issue(c.CADir, c.Out, validFor, extra...)
 	for _, f := range files {
 		fmt.Fprintln(stdout, f)
 	}
@@ -513,4 +535,30 @@ func (c *VersionCmd) Run(cli *CLI) error {
 	}
 	_, err := fmt.Fprintln(stdout, v.String())
 	return err
+}
+
+// certOptions checks tls init's and tls issue's --days, --dns-name and
+// --ip: --days, when given, replaces --valid-for.
+func certOptions(validFor time.Duration, days int, dnsNames, ips []string) (time.Duration, []string, error) {
+	if days < 0 {
+		return 0, nil, fmt.Errorf("--days %d is not positive", days)
+	}
+	if days > 0 {
+		validFor = time.Duration(days) * 24 * time.Hour
+	}
+	var extra []string
+	for _, n := range dnsNames {
+		n = strings.TrimSpace(n)
+		if _, err := pool.NormalizeDomain(strings.TrimPrefix(n, "*.")); err != nil || n == "" {
+			return 0, nil, fmt.Errorf("--dns-name %q is not a host name", n)
+		}
+		extra = append(extra, n)
+	}
+	for _, a := range ips {
+		if _, err := netip.ParseAddr(strings.TrimSpace(a)); err != nil {
+			return 0, nil, fmt.Errorf("--ip %q is not an IP address", a)
+		}
+		extra = append(extra, strings.TrimSpace(a))
+	}
+	return validFor, extra, nil
 }

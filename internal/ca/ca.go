@@ -184,7 +184,7 @@ func parseKey(b []byte) (crypto.Signer, error) {
 // issue makes a server certificate, which serves as both TLS server and
 // client, as mutual TLS needs. It never outlives the CA: a server would
 // refuse it then anyway.
-func (ca *certAuthority) issue(name string, validFor time.Duration) (certPEM, keyPEM []byte, err error) {
+func (ca *certAuthority) issue(name string, validFor time.Duration, extra ...string) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
@@ -203,6 +203,16 @@ func (ca *certAuthority) issue(name string, validFor time.Duration) (certPEM, ke
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	// Extra names let the same certificate serve HTTPS on the API too,
+	// where clients check the host they dialled; servers check each other
+	// by ServerName alone.
+	for _, e := range extra {
+		if ip := net.ParseIP(e); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, e)
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
@@ -250,7 +260,10 @@ func writeNewFiles(files []newFile) ([]string, error) {
 // issue more certificates, with Issue), and dir/server-N/{ca.pem,cert.pem,
 // key.pem}, the whole directory to copy to server N. Existing files are never
 // overwritten.
-func Init(dir string, n int, validFor time.Duration) ([]string, error) {
+//
+// extra are host names and IP addresses the server certificates also
+// carry (see issue).
+func Init(dir string, n int, validFor time.Duration, extra ...string) ([]string, error) {
 	ca, caKey, err := newCA(validFor)
 	if err != nil {
 		return nil, err
@@ -258,7 +271,7 @@ func Init(dir string, n int, validFor time.Duration) ([]string, error) {
 	caDir := filepath.Join(dir, "ca")
 	files := []newFile{{filepath.Join(caDir, caCertFile), ca.certPEM}, {filepath.Join(caDir, caKeyFile), caKey}}
 	for i := 1; i <= n; i++ {
-		cert, key, err := ca.issue(fmt.Sprintf("ippool server %d", i), validFor)
+		cert, key, err := ca.issue(fmt.Sprintf("ippool server %d", i), validFor, extra...)
 		if err != nil {
 			return nil, err
 		}
@@ -274,7 +287,7 @@ func Init(dir string, n int, validFor time.Duration) ([]string, error) {
 // to the new server. from is a directory holding ca.pem and ca-key.pem
 // (`ippool tls init`'s DIR/ca), `tls init`'s DIR itself, or the data dir of a
 // server that made its own CA (its tls subdirectory).
-func Issue(from, out string, validFor time.Duration) ([]string, error) {
+func Issue(from, out string, validFor time.Duration, extra ...string) ([]string, error) {
 	caDir, err := findCADir(from)
 	if err != nil {
 		return nil, err
@@ -286,7 +299,7 @@ func Issue(from, out string, validFor time.Duration) ([]string, error) {
 	if time.Now().After(ca.cert.NotAfter) {
 		return nil, fmt.Errorf("the CA in %s expired on %s", caDir, ca.cert.NotAfter.Format(time.DateOnly))
 	}
-	cert, key, err := ca.issue("ippool server", validFor)
+	cert, key, err := ca.issue("ippool server", validFor, extra...)
 	if err != nil {
 		return nil, err
 	}

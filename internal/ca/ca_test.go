@@ -2,6 +2,7 @@ package ca
 
 import (
 	"bytes"
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,5 +86,27 @@ func TestIssueTLSFromEveryKindOfCADir(t *testing.T) {
 	}
 	if _, err := Issue(root, filepath.Join(root, "x"), time.Hour); err == nil || !strings.Contains(err.Error(), "no CA key") {
 		t.Fatalf("issuing from a dir without a CA: %v", err)
+	}
+}
+
+// Extra names and addresses go into every server certificate beside the
+// name servers check each other by.
+func TestCertificatesCarryExtraNames(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Init(dir, 1, time.Hour, "api.example", "10.0.0.5"); err != nil {
+		t.Fatal(err)
+	}
+	conf, err := ServerFiles(filepath.Join(dir, "server-1")).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(conf.Certificates[0].Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{ServerName, "api.example", "10.0.0.5", "127.0.0.1"} {
+		if err := leaf.VerifyHostname(host); err != nil {
+			t.Errorf("%s: %v", host, err)
+		}
 	}
 }

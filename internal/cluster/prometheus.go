@@ -10,9 +10,15 @@ import (
 	"github.com/ippool/ippool/internal/connlimit"
 )
 
-// RegisterMetrics exports the node's cluster port: its connections and the
-// peers it refused.
+// RegisterMetrics exports the node's cluster port: its connections, the
+// peers it refused, and when its certificate expires.
 func (n *Node) RegisterMetrics(reg prometheus.Registerer) {
+	if notAfter, ok := n.CertificateExpiry(); ok {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ippool_tls_certificate_expiry_seconds", ConstLabels: prometheus.Labels{"port": "cluster"},
+			Help: "When this server's certificate expires, Unix seconds, by port (cluster, http): alert well before (nothing renews them; docs/security.md says how to rotate).",
+		}, func() float64 { return float64(notAfter.Unix()) }))
+	}
 	connlimit.RegisterMetrics(reg, "cluster", n.ConnStats)
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "ippool_cluster_peers_refused_total",

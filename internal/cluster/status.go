@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"net/url"
 	"strconv"
@@ -36,6 +37,9 @@ func (n *Node) Local() Status {
 	s.StaleBound, s.ReuseHold, s.LocalReads = n.StaleBound().String(), pool.ReuseHold.String(), n.LocalReadOK()
 	bi := buildinfo.Get()
 	s.Version, s.EntryVersions = bi.Version, bi.EntryVersions
+	if notAfter, ok := n.CertificateExpiry(); ok {
+		s.CertificateExpires = notAfter.UTC().Format(time.RFC3339)
+	}
 	n.Read(func(st *pool.State) { s.HeldAddresses = st.HeldCount() })
 	return s
 }
@@ -158,4 +162,24 @@ func peerError(err error) string {
 		return "no answer within a second"
 	}
 	return err.Error()
+}
+
+// CertificateExpiry is when this server's cluster certificate expires;
+// false without TLS on the cluster port.
+func (n *Node) CertificateExpiry() (time.Time, bool) {
+	if n.cfg.TLS == nil || len(n.cfg.TLS.Certificates) == 0 {
+		return time.Time{}, false
+	}
+	c := n.cfg.TLS.Certificates[0]
+	leaf := c.Leaf
+	if leaf == nil && len(c.Certificate) > 0 {
+		var err error
+		if leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
+			return time.Time{}, false
+		}
+	}
+	if leaf == nil {
+		return time.Time{}, false
+	}
+	return leaf.NotAfter, true
 }

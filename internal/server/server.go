@@ -136,6 +136,12 @@ func Run(ctx context.Context, cfg Config) error {
 	defer node.Shutdown()
 	service.RegisterClusterGauges(reg, node)
 	connlimit.RegisterMetrics(reg, "http", httpConns.Stats)
+	if t := cfg.HTTP.TLS; t != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ippool_tls_certificate_expiry_seconds", ConstLabels: prometheus.Labels{"port": "http"},
+			Help: "When this server's certificate expires, Unix seconds, by port (cluster, http): alert well before (nothing renews them; docs/security.md says how to rotate).",
+		}, func() float64 { return float64(t.Certificate().NotAfter.Unix()) }))
+	}
 	node.RegisterMetrics(reg)
 	// The service judges mappings by the cluster's time, as the leader
 	// stamps them (docs/design.md#clocks).
