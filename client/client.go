@@ -497,6 +497,10 @@ func (c *Client) do(ctx context.Context, method, p string, b body) (*http.Respon
 			var ae *APIError
 			if errors.As(err, &ae) && ae.retryAfter > 0 {
 				wait = min(wait, ae.retryAfter)
+				if ae.Status == http.StatusTooManyRequests {
+					// A rate limit means it: no token before then.
+					wait = ae.retryAfter
+				}
 			}
 			backoff = min(2*backoff, time.Second)
 			t := time.NewTimer(wait)
@@ -557,7 +561,11 @@ func (c *Client) once(ctx context.Context, base, method, p string, b body) (resp
 	}
 	ae := readAPIError(resp)
 	resp.Body.Close()
-	return nil, resp.StatusCode == http.StatusServiceUnavailable, ae
+	// 503 (no leader, no quorum, a feature not yet on every server) and a
+	// 429 that says when to come back (a write rate limit) pass; a 429
+	// without Retry-After (a quota) lasts until something else changes.
+	retry = resp.StatusCode == http.StatusServiceUnavailable || (resp.StatusCode == http.StatusTooManyRequests && ae.retryAfter > 0)
+	return nil, retry, ae
 }
 
 // readAPIError turns a non-2xx answer into an *APIError, with a sentence

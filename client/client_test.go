@@ -464,3 +464,28 @@ func TestFailWhenAbsent(t *testing.T) {
 		t.Fatalf("without FailWhenAbsent: %v", err)
 	}
 }
+
+// A 429 with Retry-After (a write rate limit) is retried after it; one
+// without (a quota) is not.
+func TestRetriesRateLimitsNotQuotas(t *testing.T) {
+	var n atomic.Int32
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.Contains(r.URL.Path, "quota"):
+			apiErr(w, 429, "quota_exceeded", "too many clients")
+		case n.Add(1) == 1:
+			w.Header().Set("Retry-After", "1")
+			apiErr(w, 429, "rate_limited", "slow down")
+		default:
+			writeJSON(w, map[string]string{"ip": "100.64.0.1"})
+		}
+	}))
+	defer s.Close()
+	c := newClient(t, s.URL)
+	if m, err := c.Alloc(ctxT(t), "node1", "limited.example"); err != nil || m.IP.String() != "100.64.0.1" || n.Load() != 2 {
+		t.Fatalf("rate limited once: %+v, %v after %d tries", m, err, n.Load())
+	}
+	if _, err := c.Alloc(ctxT(t), "quota", "x.example"); err == nil || !strings.Contains(err.Error(), "too many clients") {
+		t.Fatalf("a quota: %v", err)
+	}
+}
