@@ -15,7 +15,7 @@ import (
 
 // Version is this release's semantic version, bumped at each release (and
 // recorded with its commit in CHANGELOG.md).
-const Version = "0.3.0"
+const Version = "0.4.0-dev"
 
 // Info is what `ippool version` prints and /v1/cluster reports per server.
 type Info struct {

@@ -18,25 +18,32 @@ import (
 	"github.com/ippool/ippool/internal/testcluster"
 )
 
-// previousRelease is the commit of the release before this one, as
-// CHANGELOG.md records it: the rolling-upgrade test starts a cluster of it.
-// Bump it at each release.
-const previousRelease = "50c339316ded5360e48ce2b809917d428c00c275"
+// upgradeFrom are the releases a rolling upgrade to this build is tested
+// from, by the commits CHANGELOG.md records: the previous release (add
+// each new one here when it is made), and 0.2.0, the last release that
+// neither says which log entry versions it reads nor stops at one it
+// cannot read.
+var upgradeFrom = []struct{ version, commit string }{
+	{"0.3.0", "330239e5075d366a97db0c29f4e7fd11f3f2605f"},
+	{"0.2.0", "50c339316ded5360e48ce2b809917d428c00c275"},
+}
 
-// TestChangelogRecordsThePreviousRelease keeps the constant above and the
-// changelog's record of releases saying the same.
-func TestChangelogRecordsThePreviousRelease(t *testing.T) {
+// TestChangelogRecordsTheReleases keeps the list above and the changelog's
+// record of releases saying the same.
+func TestChangelogRecordsTheReleases(t *testing.T) {
 	b, err := os.ReadFile("../../CHANGELOG.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(b), previousRelease) {
-		t.Fatalf("CHANGELOG.md does not record the previous release's commit %s", previousRelease)
+	for _, r := range upgradeFrom {
+		if !strings.Contains(string(b), "## ["+r.version+"]") || !strings.Contains(string(b), r.commit) {
+			t.Errorf("CHANGELOG.md does not record release %s at commit %s", r.version, r.commit)
+		}
 	}
 }
 
-// TestRollingUpgrade upgrades a three-server cluster of the previous
-// release to this build, one server at a time, under writes from several
+// TestRollingUpgrade upgrades a three-server cluster of each release of
+// upgradeFrom to this build, one server at a time, under writes from several
 // callers spread over all three, in both orders an operator may take:
 // followers first and the leader last; and the first upgraded server made
 // leader while the other two still run the old build. After every step,
@@ -45,9 +52,11 @@ func TestRollingUpgrade(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the previous release")
 	}
-	old := testcluster.BinaryAt(t, previousRelease)
-	for _, order := range []string{"followers first", "upgraded server leads"} {
-		t.Run(order, func(t *testing.T) { rollingUpgrade(t, old, order == "upgraded server leads") })
+	for _, r := range upgradeFrom {
+		old := testcluster.BinaryAt(t, r.commit)
+		for _, order := range []string{"followers first", "upgraded server leads"} {
+			t.Run(r.version+" "+order, func(t *testing.T) { rollingUpgrade(t, old, order == "upgraded server leads") })
+		}
 	}
 }
 
