@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -264,4 +265,22 @@ func TestDataDirIsMadeOwnerOnly(t *testing.T) {
 	}
 	defer n.Shutdown()
 	testcerts.OwnerOnly(t, dir)
+}
+
+// A new server whose cluster address is taken says which flag to change and
+// leaves its data dir without a CA: it binds before it makes one.
+func TestClusterAddrInUseLeavesNoCA(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dir := t.TempDir()
+	_, err = Start(Config{ID: "solo", DataDir: dir, ClusterAddr: ln.Addr().String(), Logger: testLogger(t)})
+	if err == nil || !strings.Contains(err.Error(), "--cluster-addr "+ln.Addr().String()+" is in use") {
+		t.Fatalf("starting on a taken address: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "tls")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a CA was made before the bind failed: %v", err)
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -89,15 +90,21 @@ func Start(cfg Config) (*Node, error) {
 	if err := n.openDataDir(); err != nil {
 		return nil, err
 	}
-	tlsMode, err := n.setupTLS()
-	if err != nil {
-		n.closeAll()
-		return nil, err
-	}
+	// Bound before anything is made in the data dir (a new server's own
+	// CA): a server that cannot listen leaves no half-made state behind.
 	ln, err := n.listen()
 	if err != nil {
 		n.closeAll()
-		return nil, fmt.Errorf("listening on the cluster address: %w", err)
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("--cluster-addr %s is in use by another program (another ippool serve?): stop it, or give this server another --cluster-addr: %w", cfg.ClusterAddr, err)
+		}
+		return nil, fmt.Errorf("listening on --cluster-addr %s: %w", cfg.ClusterAddr, err)
+	}
+	tlsMode, err := n.setupTLS()
+	if err != nil {
+		n.closeAll()
+		ln.Close()
+		return nil, err
 	}
 	ok := false
 	defer func() {
