@@ -16,7 +16,7 @@ import (
 func flagEnvs(t *testing.T) map[string][]string {
 	t.Helper()
 	var cli CLI
-	p, err := kong.New(&cli, kong.Name("ippool"), kong.Bind(&cli), kong.DefaultEnvars("IPPOOL"), defaults())
+	p, err := newParser(&cli)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestServeFlagsReadTheirEnvironmentVariable(t *testing.T) {
 
 func TestFlagDefaultsFromConstants(t *testing.T) {
 	var cli CLI
-	p, err := kong.New(&cli, kong.Name("ippool"), kong.Bind(&cli), kong.DefaultEnvars("IPPOOL"), defaults())
+	p, err := newParser(&cli)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,5 +106,37 @@ func TestPoolFlagErrorsNameTheFlag(t *testing.T) {
 	}
 	if _, err := parsePoolFlags("10.0.0.0/24", "10.0.0.1", time.Hour); err != nil {
 		t.Error(err)
+	}
+}
+
+// serve --config: the file's settings apply where neither a flag nor an
+// IPPOOL_ variable says otherwise; lists are arrays; a key that names no
+// flag is refused.
+func TestServeConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	file := dir + "/ippool.json"
+	os.WriteFile(file, []byte(`{"http_addr": "127.0.0.1:9999", "cluster_addr": "127.0.0.1:9998", "join": ["10.0.0.2:7481", "10.0.0.3:7481"],
+		"max_clients": 5, "acl": true, "data_dir": "from-file", "raft_timeout": "2s"}`), 0o600)
+	t.Setenv("IPPOOL_DATA_DIR", "from-env")
+	var cli CLI
+	p, err := newParser(&cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Parse([]string{"serve", "--config", file, "--cluster-addr", "127.0.0.1:7000"}); err != nil {
+		t.Fatal(err)
+	}
+	s := cli.Serve
+	got := fmt.Sprintln(s.HTTPAddr, s.ClusterAddr, s.Join, s.MaxClients, s.ACL, s.DataDir, s.RaftTimeout)
+	want := fmt.Sprintln("127.0.0.1:9999", "127.0.0.1:7000", []string{"10.0.0.2:7481", "10.0.0.3:7481"}, 5, true, "from-env", 2*time.Second)
+	if got != want {
+		t.Errorf("settings %s want %s", got, want)
+	}
+
+	os.WriteFile(file, []byte(`{"http_adr": "127.0.0.1:9999"}`), 0o600)
+	var cli2 CLI
+	p2, _ := newParser(&cli2)
+	if _, err := p2.Parse([]string{"serve", "--config", file}); err == nil || !strings.Contains(err.Error(), "http_adr names no flag") {
+		t.Errorf("a misspelt key: %v", err)
 	}
 }

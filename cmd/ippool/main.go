@@ -54,19 +54,7 @@ type CLI struct {
 
 func main() {
 	var cli CLI
-	parser, err := kong.New(&cli,
-		kong.Name("ippool"),
-		kong.Description("A highly available IPv4 address pool replicated with Raft."),
-		kong.UsageOnError(),
-		kong.Bind(&cli),
-		// Every flag can also be set as IPPOOL_<FLAG> (dashes as
-		// underscores), as DESIGN.md promises; a flag that must not be
-		// read from the environment says env:"-".
-		kong.DefaultEnvars("IPPOOL"),
-		defaults(),
-		kong.Vars{"version": buildinfo.Get().String()},
-		kong.ExplicitGroups(flagGroups),
-	)
+	parser, err := newParser(&cli)
 	if err != nil {
 		// The CLI struct itself is wrong: a bug, not bad input.
 		fmt.Fprintf(os.Stderr, "ippool: %v\n", err)
@@ -85,6 +73,24 @@ func main() {
 	if err := kctx.Run(); err != nil {
 		os.Exit(report(os.Stderr, err))
 	}
+}
+
+// newParser is the command line's parser, filling cli.
+func newParser(cli *CLI) (*kong.Kong, error) {
+	return kong.New(cli,
+		kong.Name("ippool"),
+		kong.Description("A highly available IPv4 address pool replicated with Raft."),
+		kong.UsageOnError(),
+		kong.Bind(cli),
+		// Every flag can also be set as IPPOOL_<FLAG> (dashes as
+		// underscores), as DESIGN.md promises; a flag that must not be
+		// read from the environment says env:"-".
+		kong.DefaultEnvars("IPPOOL"),
+		defaults(),
+		kong.Vars{"version": buildinfo.Get().String()},
+		kong.ExplicitGroups(flagGroups),
+		kong.Configuration(serveConfig),
+	)
 }
 
 // exitError carries an exit status other than 1, so a script can tell one

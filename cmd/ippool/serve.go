@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/ippool/ippool/internal/ca"
 	"github.com/ippool/ippool/internal/cluster"
 	"github.com/ippool/ippool/internal/dnsfront"
@@ -27,6 +28,8 @@ import (
 // loopback with its state in ./ippool-data; every flag can also be set as
 // IPPOOL_<NAME> in the environment.
 type ServeCmd struct {
+	Config kong.ConfigFlag `help:"A JSON file of settings: serve's flag names with underscores as keys, like {\"http_addr\": \"0.0.0.0:7480\", \"join\": [\"10.0.0.2:7481\"]}; flags and IPPOOL_<NAME> variables override it." type:"existingfile" placeholder:"FILE" group:"server" env:"IPPOOL_CONFIG"`
+
 	ID                string        `help:"Server ID, unique in the cluster and fixed across restarts (default: the one recorded in the data dir, else the host name)." group:"server"`
 	DataDir           string        `help:"Directory for the Raft log, snapshots and the server's record." default:"ippool-data" group:"server"`
 	Pool              string        `help:"Addresses to hand out: comma-separated IPv4 prefixes, FIRST-LAST ranges or addresses (default: the cluster's, or 198.18.0.0/15 for a new one)." group:"pool"`
