@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/willabides/kongplete"
 
 	"github.com/ippool/ippool/client"
 	"github.com/ippool/ippool/internal/buildinfo"
@@ -36,20 +37,21 @@ type CLI struct {
 	ClientCert string `name:"client-cert" help:"Client certificate (PEM) for servers started with --http-client-ca." group:"client"`
 	ClientKey  string `name:"client-key" help:"Private key (PEM) of --client-cert." group:"client"`
 
-	Serve    ServeCmd    `cmd:"" help:"Run an ippool server."`
-	Alloc    AllocCmd    `cmd:"" help:"Print a client's address for a domain, allocating one if needed."`
-	Lookup   LookupCmd   `cmd:"" help:"Print the domain a client's address stands for (exit 2 if none)."`
-	Release  ReleaseCmd  `cmd:"" help:"Release a client's mapping for a domain, or all of its mappings."`
-	List     ListCmd     `cmd:"" help:"List a client's mappings."`
-	Cluster  ClusterCmd  `cmd:"" help:"Show or change the cluster's membership."`
-	Snapshot SnapshotCmd `cmd:"" help:"Back up, restore or inspect the pool state."`
-	Pool     PoolCmd     `cmd:"" help:"Show or change the pool configuration."`
-	TLS      TLSCmd      `cmd:"" name:"tls" help:"Make certificates for mutual TLS between servers."`
-	ACL      ACLCmd      `cmd:"" name:"acl" help:"Turn access control on (bootstrap)."`
-	Tokens   TokenCmd    `cmd:"" name:"token" help:"Create, list and revoke ACL tokens."`
-	Bench    BenchCmd    `cmd:"" help:"Generate load against servers and report latency."`
-	Conn     ConnCmd     `cmd:"" name:"connector" help:"The connector's firewall rules."`
-	VersionC VersionCmd  `cmd:"" name:"version" help:"Print the version of this binary."`
+	Serve    ServeCmd      `cmd:"" help:"Run an ippool server."`
+	Alloc    AllocCmd      `cmd:"" help:"Print a client's address for a domain, allocating one if needed."`
+	Lookup   LookupCmd     `cmd:"" help:"Print the domain a client's address stands for (exit 2 if none)."`
+	Release  ReleaseCmd    `cmd:"" help:"Release a client's mapping for a domain, or all of its mappings."`
+	List     ListCmd       `cmd:"" help:"List a client's mappings."`
+	Cluster  ClusterCmd    `cmd:"" help:"Show or change the cluster's membership."`
+	Snapshot SnapshotCmd   `cmd:"" help:"Back up, restore or inspect the pool state."`
+	Pool     PoolCmd       `cmd:"" help:"Show or change the pool configuration."`
+	TLS      TLSCmd        `cmd:"" name:"tls" help:"Make certificates for mutual TLS between servers."`
+	ACL      ACLCmd        `cmd:"" name:"acl" help:"Turn access control on (bootstrap)."`
+	Tokens   TokenCmd      `cmd:"" name:"token" help:"Create, list and revoke ACL tokens."`
+	Bench    BenchCmd      `cmd:"" help:"Generate load against servers and report latency."`
+	Conn     ConnCmd       `cmd:"" name:"connector" help:"The connector's firewall rules."`
+	VersionC VersionCmd    `cmd:"" name:"version" help:"Print the version of this binary."`
+	Complete CompletionCmd `cmd:"" name:"completion" help:"Print a shell completion script (bash, zsh, fish)."`
 }
 
 func main() {
@@ -60,6 +62,9 @@ func main() {
 		fmt.Fprintf(os.Stderr, "ippool: %v\n", err)
 		os.Exit(1)
 	}
+	// A shell asking for completions (COMP_LINE set by the script that
+	// `ippool completion` prints) is answered here, and the process exits.
+	kongplete.Complete(parser)
 	kctx, err := parser.Parse(os.Args[1:])
 	if err != nil {
 		var pe *kong.ParseError

@@ -227,6 +227,18 @@ func TestZeroFlagServerCLIAndAPI(t *testing.T) {
 			t.Errorf("the API's Bücher.DE: %d %s, want %s as xn--bcher-kva.de", resp.StatusCode, body, idn)
 		}
 	}
+	// Completion: the script calls the binary back with COMP_LINE.
+	if out := mustCLI(t, bin, "completion", "bash"); !strings.HasPrefix(out, "complete -C /") || !strings.HasSuffix(out, " ippool\n") {
+		t.Errorf("completion bash: %q", out)
+	}
+	for line, want := range map[string]string{"ippool clu": "cluster", "ippool pool set --dr": "--dry-run", "ippool serve --http-a": "--http-addr"} {
+		cmd := testcluster.Command(t, time.Minute, bin)
+		cmd.Env = append(cleanEnv(), "COMP_LINE="+line)
+		out, err := cmd.Output()
+		if err != nil || strings.TrimSpace(string(out)) != want {
+			t.Errorf("completing %q: %q, %v; want %s", line, out, err, want)
+		}
+	}
 	for _, args := range [][]string{{"version"}, {"--version"}, {"-v"}} {
 		if out := mustCLI(t, bin, args...); !strings.HasPrefix(out, "ippool "+buildinfo.Version+" ") || !strings.Contains(out, "log entry versions 1-3, writes 3") {
 			t.Errorf("ippool %s: %q", strings.Join(args, " "), out)
