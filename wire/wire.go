@@ -104,6 +104,9 @@ type ServerStatus struct {
 	Version       string `json:"version,omitempty"`
 	EntryVersions []int  `json:"entry_versions,omitempty"`
 	Error         string `json:"error,omitempty"`
+	// UnreachableSince is when the leader last heard from a member that
+	// did not answer (RFC 3339); only the leader knows it.
+	UnreachableSince string `json:"unreachable_since,omitempty"`
 }
 
 // Pool is the pool configuration in the form the --pool and --exclude flags

@@ -277,6 +277,11 @@ func writeStatus(w io.Writer, st wire.Status) error {
 		switch {
 		case !s.Reachable:
 			version, reads = "?", "?"
+			if s.UnreachableSince != "" {
+				if at, err := time.Parse(time.RFC3339, s.UnreachableSince); err == nil {
+					s.Error = fmt.Sprintf("unreachable for %s (since %s); %s", time.Since(at).Round(time.Second), s.UnreachableSince, s.Error)
+				}
+			}
 		case version == "":
 			version, reads = "before 0.3.0", "1-3"
 		}

@@ -33,17 +33,20 @@ import (
 
 // Node is one running server.
 type Node struct {
-	cfg   Config
-	log   *slog.Logger
-	raft  *raft.Raft
-	fsm   *fsm
-	store *wal.WAL
-	meta  *metadb.BoltMetaDB
-	snaps *snapshotStore
-	mux   *mux
-	conns *connlimit.Listener
-	rpc   *rpcClient
-	http  *http.Server
+	// contact is, on the leader, since when each follower missed its
+	// heartbeats (contact.go).
+	contact lostContact
+	cfg     Config
+	log     *slog.Logger
+	raft    *raft.Raft
+	fsm     *fsm
+	store   *wal.WAL
+	meta    *metadb.BoltMetaDB
+	snaps   *snapshotStore
+	mux     *mux
+	conns   *connlimit.Listener
+	rpc     *rpcClient
+	http    *http.Server
 	// fwd streams this server's writes to the leader; fwdConns are the
 	// streams other servers opened to this one.
 	fwd      *forwarder
@@ -260,6 +263,7 @@ func (n *Node) serve(addr net.Addr, bootstrap bool) {
 	n.goRun(n.watchLeadership)
 	n.goRun(func() { n.batcher.run(n.stop) })
 	n.goRun(n.keepCurrent)
+	n.goRun(n.watchContact)
 	n.goRun(n.liftHolds)
 	n.goRun(n.sampleClocks)
 	if bootstrap {

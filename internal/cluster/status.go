@@ -77,6 +77,9 @@ func (n *Node) Status(ctx context.Context) Status {
 				// Its role is whatever it is now, which nobody here knows.
 				ss.Role = "unknown"
 				ss.Error = "did not answer: " + peerError(err)
+				if since, ok := n.contact.lost(ss.ID); ok {
+					ss.UnreachableSince = since.UTC().Format(time.RFC3339)
+				}
 				return
 			}
 			ss.Reachable, ss.Term, ss.Applied, ss.Role = true, peer.Term, peer.Applied, peer.Role

@@ -391,7 +391,8 @@
 
   function health(s) {
     if (s.reachable) return h('span', { class: 'status' }, h('span', { class: 'dot ok' }), 'reachable');
-    return h('span', { class: 'status bad', title: s.error || '' }, h('span', { class: 'dot bad' }), 'unreachable');
+    const since = s.unreachable_since ? ' since ' + new Date(s.unreachable_since).toLocaleString() : '';
+    return h('span', { class: 'status bad', title: s.error || '' }, h('span', { class: 'dot bad' }), 'unreachable' + since);
   }
 
   function leaderApplied(st) {
