@@ -134,8 +134,10 @@ func startTailnetServer(t *testing.T, controlURL, upstream string, i int, extra 
 		close(p.exited)
 	}()
 	t.Cleanup(func() {
+		state := "still running at the end (killed now)"
 		select {
 		case <-p.exited:
+			state = "had exited by itself: " + p.cmd.ProcessState.String()
 		default:
 			p.cmd.Process.Signal(syscall.SIGKILL)
 			<-p.exited
@@ -143,7 +145,7 @@ func startTailnetServer(t *testing.T, controlURL, upstream string, i int, extra 
 		if t.Failed() {
 			b, _ := os.ReadFile(p.log)
 			lines := strings.Split(string(b), "\n")
-			t.Logf("%s (pid %d), last lines of its log:\n%s", p.id, p.cmd.Process.Pid, strings.Join(lines[max(0, len(lines)-60):], "\n"))
+			t.Logf("%s (pid %d) %s; last lines of its log:\n%s", p.id, p.cmd.Process.Pid, state, strings.Join(lines[max(0, len(lines)-60):], "\n"))
 		}
 	})
 	return p
