@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -84,6 +85,9 @@ const DefaultShutdownTimeout = 10 * time.Second
 // with an error when a part fails to start, the HTTP server stops, or the
 // cluster node meets a fatal error (a damaged log entry).
 func Run(ctx context.Context, cfg Config) error {
+	if cfg.DNS == nil && (cfg.Connector != nil || cfg.Tailnet != nil) {
+		return errors.New("server: the connector and the tailnet mode resolve domains through the DNS front end's resolver: give Config.DNS (its Addr may be empty)")
+	}
 	// Everything the server creates (Raft log segments, the meta DB,
 	// snapshots, its record) is owner-only: the libraries make some of it
 	// 0644 or 0755, and the data dir holds every client's mappings and the
