@@ -45,13 +45,6 @@ func isAlnum(c byte) bool {
 // lookup), so the API, the CLI and DNS name it alike; only the ASCII form
 // is ever stored.
 func NormalizeDomain(name string) (string, error) {
-	if !isASCII(name) {
-		ascii, err := idnaLookup.ToASCII(name)
-		if err != nil {
-			return "", errorf(CodeInvalidDomain, "domain %q is not a valid internationalised name (%v); give it in its ASCII form (xn--...)", name, err)
-		}
-		name = ascii
-	}
 	d := strings.TrimSuffix(name, ".")
 	if d == "" {
 		return "", errorf(CodeInvalidDomain, "domain %q is empty", name)
@@ -76,6 +69,11 @@ func NormalizeDomain(name string) (string, error) {
 			continue
 		}
 		c := d[i]
+		if c >= utf8.RuneSelf {
+			// Converted only when met, so that ASCII names, nearly all,
+			// pay no second pass.
+			return normalizeIDN(name)
+		}
 		if 'A' <= c && c <= 'Z' {
 			lower = false
 			continue
@@ -101,4 +99,17 @@ func isASCII(s string) bool {
 		}
 	}
 	return true
+}
+
+// normalizeIDN converts an internationalised name to its ASCII form and
+// checks that as any name.
+func normalizeIDN(name string) (string, error) {
+	ascii, err := idnaLookup.ToASCII(name)
+	if err != nil {
+		return "", errorf(CodeInvalidDomain, "domain %q is not a valid internationalised name (%v); give it in its ASCII form (xn--...)", name, err)
+	}
+	if !isASCII(ascii) {
+		return "", errorf(CodeInvalidDomain, "domain %q has no ASCII form; give it as xn--...", name)
+	}
+	return NormalizeDomain(ascii)
 }

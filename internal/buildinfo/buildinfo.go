@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/ippool/ippool/pool"
 )
@@ -30,8 +31,13 @@ type Info struct {
 	EntryVersionWrites int   `json:"entry_version_writes"`
 }
 
-// Get returns this binary's Info.
-func Get() Info {
+// Get returns this binary's Info, read once: /v1/cluster, /readyz and every
+// metrics scrape ask for it.
+func Get() Info { return get() }
+
+var get = sync.OnceValue(read)
+
+func read() Info {
 	v := Info{Version: Version, Go: "unknown", EntryVersionWrites: pool.EntryVersion}
 	for i := pool.OldestEntryVersion; i <= pool.EntryVersion; i++ {
 		v.EntryVersions = append(v.EntryVersions, i)
