@@ -6,6 +6,9 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+
+	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http/httpguts"
 )
 
 // loopbackHost reports whether a request's Host (with or without a port)
@@ -45,4 +48,21 @@ func loopbackHostsOnly(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// malformedTarget says what is wrong with a request's target or Host, ""
+// when nothing is. fasthttp takes two things net/http does not, and the
+// fast path must not either: a Host with userinfo ("evil.example:7480@
+// 127.0.0.1" would pass a check that reads only what follows the '@'), and
+// a request target in absolute form ("GET http://evil.example/ HTTP/1.1",
+// whose host replaces the Host header). Only a proxy is sent absolute
+// targets; ippool is none, so its targets are paths.
+func malformedTarget(ctx *fasthttp.RequestCtx) string {
+	if host := ctx.Request.Header.Host(); !httpguts.ValidHostHeader(string(host)) {
+		return fmt.Sprintf("malformed Host header %q", host)
+	}
+	if uri := ctx.Request.Header.RequestURI(); len(uri) == 0 || uri[0] != '/' {
+		return fmt.Sprintf("the request target %q is not a path: this server is not a proxy, and takes origin-form targets only (RFC 9112, section 3.2.1)", uri)
+	}
+	return ""
 }

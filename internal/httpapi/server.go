@@ -65,7 +65,8 @@ func NewServer(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Log
 					writeFast(ctx, reply{status: http.StatusInternalServerError, body: errorBody("internal", "internal error")})
 				}
 			}()
-			hostOK := !opts.LoopbackHostsOnly || loopbackHost(string(ctx.Host()))
+			malformed := malformedTarget(ctx)
+			hostOK := malformed == "" && (!opts.LoopbackHostsOnly || loopbackHost(string(ctx.Host())))
 			// A restore to a refused Host has its body read as any other,
 			// so that the 403 goes out through lingerClose.
 			restore := hostOK && a.mayRestore(&ctx.Request.Header)
@@ -73,6 +74,10 @@ func NewServer(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Log
 				return
 			}
 			if hostOK && a.serveFast(ctx) {
+				return
+			}
+			if malformed != "" {
+				writeFast(ctx, reply{status: http.StatusBadRequest, body: errorBody("bad_request", malformed)})
 				return
 			}
 			// fasthttp takes request targets net/http refuses; answer

@@ -197,8 +197,10 @@ func TestServerRefusesNonLoopbackHosts(t *testing.T) {
 		{host: "[::]:7480", method: "GET", target: "/healthz", status: 403},
 		{host: "localhost.attacker.example", method: "GET", target: "/healthz", status: 403},
 		{host: "127.0.0.1.attacker.example", method: "GET", target: "/healthz", status: 403},
-		// An absolute target names the host too; it is the one checked.
-		{host: "127.0.0.1", method: "GET", target: "http://attacker.example/healthz", status: 403},
+		// Userinfo is no part of a Host: whatever follows an '@' is not
+		// the host the client meant (net/http answers in plain text).
+		{host: "evil.example:7480@127.0.0.1", method: "GET", target: "/healthz", status: 400, statusOnly: true},
+		{host: "evil.example@localhost", method: "POST", target: "/v1/clients/n1/domains/rebound.example", status: 400, statusOnly: true},
 		// A target net/http cannot parse is refused first, as it is
 		// without the check.
 		{host: bad, method: "GET", target: "/v1/clients/n1/ips/a%zz", status: 400, statusOnly: true},
@@ -244,6 +246,38 @@ func TestServerRefusesNonLoopbackHosts(t *testing.T) {
 	}
 	if _, ok := svc.Get("n1", "example.com"); !ok {
 		t.Error("a request with a loopback Host did not allocate")
+	}
+}
+
+// A request target in absolute form is refused whatever its host, where
+// net/http would take the target's host for the Host header: only a proxy
+// is sent such targets, and on the fast path the Host check and the route
+// would read different parts of the line.
+func TestServerRefusesAbsoluteFormTargets(t *testing.T) {
+	svc := startService(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, loopbackOnly := range []bool{false, true} {
+		srv := NewServer(svc, prometheus.NewRegistry(), log, Options{LoopbackHostsOnly: loopbackOnly})
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Serve(ln)
+		for _, target := range []string{
+			"http://attacker.example/v1/clients/n1/domains/absolute.example",
+			"http://127.0.0.1/v1/clients/n1/domains/absolute.example",
+			"HTTP://localhost:7480/v1/clients/n1/domains/absolute.example",
+		} {
+			resp, body := rawRequestHost(t, ln.Addr().String(), "127.0.0.1", "POST", target, nil)
+			var e struct{ Error, Code string }
+			if err := json.Unmarshal(body, &e); err != nil || resp.StatusCode != http.StatusBadRequest || e.Code != "bad_request" || !strings.Contains(e.Error, "not a path") {
+				t.Errorf("loopback only %v, POST %s: %d %s, want 400 bad_request saying the target is not a path", loopbackOnly, target, resp.StatusCode, body)
+			}
+		}
+		srv.Shutdown()
+	}
+	if _, ok := svc.Get("n1", "absolute.example"); ok {
+		t.Error("a request with an absolute-form target allocated")
 	}
 }
 
