@@ -49,6 +49,12 @@ const (
 	// (429 rate_limited, with Retry-After).
 	CodeQuotaExceeded Code = "quota_exceeded"
 	CodeRateLimited   Code = "rate_limited"
+	// The policy's: a document that does not parse or check (400), a
+	// change against a revision that is no longer current (412), and a
+	// request the policy refuses (403, naming the rule).
+	CodeInvalidPolicy    Code = "invalid_policy"
+	CodeRevisionMismatch Code = "revision_mismatch"
+	CodeDeniedByPolicy   Code = "denied_by_policy"
 )
 
 // Error is the error type of every operation of this package. Its text is a
@@ -83,6 +89,9 @@ var (
 	ErrAbortedByRestore = &Error{Code: CodeAbortedByRestore}
 	ErrQuotaExceeded    = &Error{Code: CodeQuotaExceeded}
 	ErrRateLimited      = &Error{Code: CodeRateLimited}
+	ErrInvalidPolicy    = &Error{Code: CodeInvalidPolicy}
+	ErrRevisionMismatch = &Error{Code: CodeRevisionMismatch}
+	ErrDeniedByPolicy   = &Error{Code: CodeDeniedByPolicy}
 )
 
 // Errorf returns an *Error with the given code; other packages use it so that

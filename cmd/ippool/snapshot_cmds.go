@@ -24,8 +24,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/ippool/ippool/internal/acl"
 	"github.com/ippool/ippool/internal/cluster"
+	"github.com/ippool/ippool/internal/snapshot"
 )
 
 const backupMagic = "ippool-backup "
@@ -242,9 +242,12 @@ type inspectResult struct {
 	Mappings int        `json:"mappings"`
 	Domains  int        `json:"domains"`
 	// Tokens counts ACL tokens; nil when the snapshot has no ACL section.
-	Tokens *int   `json:"tokens,omitempty"`
-	Size   int64  `json:"size_bytes"`
-	SHA256 string `json:"sha256"`
+	Tokens *int `json:"tokens,omitempty"`
+	// PolicyRevision and PolicyRules: when the snapshot holds a policy.
+	PolicyRevision uint64 `json:"policy_revision,omitempty"`
+	PolicyRules    int    `json:"policy_rules,omitempty"`
+	Size           int64  `json:"size_bytes"`
+	SHA256         string `json:"sha256"`
 }
 
 func (c *SnapshotInspectCmd) Run(cli *CLI) error {
@@ -282,6 +285,9 @@ func (c *SnapshotInspectCmd) Run(cli *CLI) error {
 	if res.Tokens != nil {
 		tw.row("tokens", fmt.Sprint(*res.Tokens))
 	}
+	if res.PolicyRevision != 0 {
+		tw.row("policy", fmt.Sprintf("revision %d, %d rules", res.PolicyRevision, res.PolicyRules))
+	}
 	tw.row("size", fmt.Sprintf("%d bytes", res.Size))
 	tw.row("sha256", res.SHA256)
 	return tw.err
@@ -297,10 +303,11 @@ func inspect(r io.Reader) (*inspectResult, error) {
 	}
 	sum := sha256.New()
 	cnt := &countWriter{}
-	st, tokens, err := acl.ReadSnapshot(io.TeeReader(br, io.MultiWriter(sum, cnt)))
+	contents, err := snapshot.Read(io.TeeReader(br, io.MultiWriter(sum, cnt)))
 	if err != nil {
 		return nil, err
 	}
+	st, tokens := contents.Pool, contents.ACL
 	res := &inspectResult{Size: cnt.n, SHA256: hex.EncodeToString(sum.Sum(nil)), PoolSize: st.PoolSize()}
 	if h != nil {
 		res.Server, res.Index, res.Term = h.Server, h.Index, h.Term
@@ -314,6 +321,9 @@ func inspect(r io.Reader) (*inspectResult, error) {
 	if tokens.Bootstrapped() {
 		n := len(tokens.Tokens())
 		res.Tokens = &n
+	}
+	if p := contents.Policy; p != nil {
+		res.PolicyRevision, res.PolicyRules = p.Revision, p.Policy.Len()
 	}
 	return res, nil
 }

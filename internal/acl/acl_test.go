@@ -137,56 +137,6 @@ func TestCommandRoundTripAndDamage(t *testing.T) {
 	}
 }
 
-func TestSnapshotSection(t *testing.T) {
-	p := pool.NewState()
-	var plain bytes.Buffer
-	if err := WriteSnapshot(&plain, p, nil); err != nil {
-		t.Fatal(err)
-	}
-	var poolOnly bytes.Buffer
-	p.WriteSnapshot(&poolOnly)
-	if !bytes.Equal(plain.Bytes(), poolOnly.Bytes()) {
-		t.Fatal("a snapshot without ACLs differs from the pool's own")
-	}
-	if _, a, err := ReadSnapshot(bytes.NewReader(plain.Bytes())); err != nil || a != nil {
-		t.Fatalf("pool-only snapshot: %v, %v", a, err)
-	}
-
-	var s *State
-	secret, root := mustToken(t, RoleAdmin, "root")
-	s = mustApply(t, s, Command{Op: OpBootstrap, Token: &root})
-	_, r := mustToken(t, RoleRead, "r")
-	s = mustApply(t, s, Command{Op: OpCreate, Token: &r})
-	var full bytes.Buffer
-	if err := WriteSnapshot(&full, p, s); err != nil {
-		t.Fatal(err)
-	}
-	if !HasSection(full.Bytes()) {
-		t.Fatal("HasSection is false")
-	}
-	if bytes.Contains(full.Bytes(), []byte(secret)) {
-		t.Fatal("the snapshot holds a secret")
-	}
-	_, a, err := ReadSnapshot(bytes.NewReader(full.Bytes()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := a.Authenticate(secret); !ok || len(a.Tokens()) != 2 {
-		t.Fatalf("read back: %+v", a.Tokens())
-	}
-	b := full.Bytes()
-	for _, i := range []int{8, 13, 20, len(b) - len(poolOnly.Bytes()) - 1} {
-		d := bytes.Clone(b)
-		d[i] ^= 1
-		if _, _, err := ReadSnapshot(bytes.NewReader(d)); !errors.Is(err, pool.ErrBadSnapshot) {
-			t.Errorf("byte %d flipped: %v", i, err)
-		}
-	}
-	if _, err := ReadSection(bufio.NewReader(bytes.NewReader(b[:20]))); err == nil {
-		t.Error("a truncated section was read")
-	}
-}
-
 func FuzzDecodeCommand(f *testing.F) {
 	_, tok, _ := NewToken(RoleRead, "d", t0)
 	b, _ := EncodeCommand(Command{Op: OpCreate, Token: &tok})
@@ -213,7 +163,7 @@ func FuzzReadSection(f *testing.F) {
 	var buf bytes.Buffer
 	WriteSection(&buf, s)
 	f.Add(buf.Bytes())
-	f.Add([]byte(sectionMagic + "\xff\xff\xff\xff"))
+	f.Add([]byte(SectionMagic + "\xff\xff\xff\xff"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		a, err := ReadSection(bufio.NewReader(bytes.NewReader(b)))
 		if err != nil || a == nil {

@@ -90,12 +90,12 @@ func strictJSON(b []byte, v any) error {
 }
 
 // A snapshot of a cluster whose ACLs were bootstrapped starts with the ACL
-// section: sectionMagic, the section's length (u32 LE), the tokens as JSON,
+// section: SectionMagic, the section's length (u32 LE), the tokens as JSON,
 // and a CRC-32C of the JSON (u32 LE); the pool's snapshot follows. A cluster
 // without ACLs writes no section, so its snapshots are byte for byte what
 // they were before access control existed, and old backups still restore.
 const (
-	sectionMagic = "IPPOOLA1"
+	SectionMagic = "IPPOOLA1"
 	// maxSection holds MaxTokens tokens with the longest descriptions.
 	maxSection = 4 << 20
 )
@@ -114,7 +114,7 @@ func WriteSection(w io.Writer, s *State) error {
 	if err != nil {
 		return err
 	}
-	b := append([]byte(sectionMagic), binary.LittleEndian.AppendUint32(nil, uint32(len(body)))...)
+	b := append([]byte(SectionMagic), binary.LittleEndian.AppendUint32(nil, uint32(len(body)))...)
 	b = append(b, body...)
 	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(body, castagnoli))
 	_, err = w.Write(b)
@@ -125,12 +125,12 @@ func WriteSection(w io.Writer, s *State) error {
 // one, and leaves r at the pool's snapshot. A snapshot without one gives a
 // nil State.
 func ReadSection(r *bufio.Reader) (*State, error) {
-	head, err := r.Peek(len(sectionMagic))
-	if err != nil || string(head) != sectionMagic {
+	head, err := r.Peek(len(SectionMagic))
+	if err != nil || string(head) != SectionMagic {
 		// Not ours: the pool's reader says what it is.
 		return nil, nil
 	}
-	r.Discard(len(sectionMagic))
+	r.Discard(len(SectionMagic))
 	var n [4]byte
 	if _, err := io.ReadFull(r, n[:]); err != nil {
 		return nil, pool.Errorf(pool.CodeBadSnapshot, "snapshot ends inside its ACL section")
@@ -167,30 +167,3 @@ func ReadSection(r *bufio.Reader) (*State, error) {
 	}
 	return s, nil
 }
-
-// ReadSnapshot reads a whole snapshot of the replicated state: the ACL
-// section, if any, then the pool's. The ACL state is nil when the snapshot
-// has none.
-func ReadSnapshot(r io.Reader) (*pool.State, *State, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
-	a, err := ReadSection(br)
-	if err != nil {
-		return nil, nil, err
-	}
-	p, err := pool.ReadSnapshot(br)
-	if err != nil {
-		return nil, nil, err
-	}
-	return p, a, nil
-}
-
-// WriteSnapshot writes what ReadSnapshot reads.
-func WriteSnapshot(w io.Writer, p *pool.State, a *State) error {
-	if err := WriteSection(w, a); err != nil {
-		return err
-	}
-	return p.WriteSnapshot(w)
-}
-
-// HasSection reports whether a snapshot starts with an ACL section.
-func HasSection(snapshot []byte) bool { return bytes.HasPrefix(snapshot, []byte(sectionMagic)) }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/ippool/ippool/internal/acl"
 	"github.com/ippool/ippool/internal/buildinfo"
+	"github.com/ippool/ippool/internal/policy"
+	"github.com/ippool/ippool/internal/snapshot"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -25,7 +27,9 @@ type fsm struct {
 	// acl is replaced whole at each change (acl.State is immutable), so a
 	// request checks its token without the lock. Written under mu.
 	acl atomic.Pointer[acl.State]
-	log *slog.Logger
+	// policy, likewise: nil until a policy is set. Written under mu.
+	policy atomic.Pointer[policy.Stored]
+	log    *slog.Logger
 
 	// onConfig is told the pool configuration after a batch that changed it
 	// and after a restore, so the node can keep its record of it on disk. It
@@ -113,11 +117,15 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 		var e pool.Entry
 		var cmd acl.Command
+		var policyCmd policy.Command
 		var err error
-		isACL := acl.IsCommand(l.Data)
-		if isACL {
+		isACL, isPolicy := acl.IsCommand(l.Data), policy.IsCommand(l.Data)
+		switch {
+		case isACL:
 			cmd, err = acl.DecodeCommand(l.Data)
-		} else {
+		case isPolicy:
+			policyCmd, err = policy.DecodeCommand(l.Data)
+		default:
 			e, err = pool.DecodeEntry(l.Data)
 		}
 		if errors.Is(err, pool.ErrCorruptEntry) {
@@ -155,6 +163,12 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		if isACL {
 			next, err := f.acl.Load().Apply(cmd)
 			f.acl.Store(next)
+			out[i] = applyResponse{err: err}
+			continue
+		}
+		if isPolicy {
+			next, err := policy.Apply(f.policy.Load(), policyCmd, l.Index)
+			f.policy.Store(next)
 			out[i] = applyResponse{err: err}
 			continue
 		}
@@ -196,7 +210,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	var buf bytes.Buffer
 	start := time.Now()
 	f.mu.RLock()
-	err := acl.WriteSnapshot(&buf, f.state, f.acl.Load())
+	err := snapshot.Write(&buf, snapshot.Contents{Pool: f.state, ACL: f.acl.Load(), Policy: f.policy.Load()})
 	f.mu.RUnlock()
 	f.snapshotTook(time.Since(start))
 	if err != nil {
@@ -209,14 +223,15 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 // and the current state stays as it was.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	s, a, err := acl.ReadSnapshot(rc)
+	c, err := snapshot.Read(rc)
 	if err != nil {
 		return err
 	}
 	f.mu.Lock()
-	f.state = s
-	f.acl.Store(a)
-	cfg, ok := s.Config()
+	f.state = c.Pool
+	f.acl.Store(c.ACL)
+	f.policy.Store(c.Policy)
+	cfg, ok := c.Pool.Config()
 	f.mu.Unlock()
 	if f.snapshot != nil {
 		f.setApplied(f.snapshot.opened.Load())

@@ -12,6 +12,8 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/ippool/ippool/internal/acl"
+	"github.com/ippool/ippool/internal/policy"
+	snapshotpkg "github.com/ippool/ippool/internal/snapshot"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -38,16 +40,27 @@ func (n *Node) restoreLocal(ctx context.Context, snapshot io.ReaderAt, size int6
 		return err
 	}
 	body := io.Reader(io.NewSectionReader(snapshot, 0, size))
-	if !acl.HasSection(head) {
-		// A backup from before the ACLs were bootstrapped (or from a cluster
-		// without them) keeps the cluster's tokens: restoring an old backup
-		// must not turn access control off.
-		var b bytes.Buffer
-		if err := acl.WriteSection(&b, n.ACL()); err != nil {
+	hasACL, hasPolicy, err := snapshotpkg.Sections(snapshot, size)
+	if err != nil {
+		return err
+	}
+	// A backup from before the ACLs were bootstrapped or a policy was set
+	// (or from a cluster without them) keeps the cluster's: restoring an
+	// old backup must not turn access control or the policy off.
+	var keep bytes.Buffer
+	if !hasACL {
+		if err := acl.WriteSection(&keep, n.ACL()); err != nil {
 			return err
 		}
-		size += int64(b.Len())
-		body = io.MultiReader(&b, body)
+	}
+	if !hasPolicy {
+		if err := policy.WriteSection(&keep, n.Policy()); err != nil {
+			return err
+		}
+	}
+	if keep.Len() > 0 {
+		size += int64(keep.Len())
+		body = io.MultiReader(&keep, body)
 	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: size}
 	return n.raft.Restore(meta, body, timeLeft(ctx, time.Minute))
@@ -78,7 +91,7 @@ func (n *Node) restoreUpload(ctx context.Context, body io.Reader, declared int64
 	if size > limit {
 		return tooLarge
 	}
-	if _, _, err := acl.ReadSnapshot(io.NewSectionReader(f, 0, size)); err != nil {
+	if _, err := snapshotpkg.Read(io.NewSectionReader(f, 0, size)); err != nil {
 		return err
 	}
 	return n.restoreLocal(ctx, f, size)

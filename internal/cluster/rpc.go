@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/ippool/ippool/internal/acl"
+	"github.com/ippool/ippool/internal/policy"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -28,6 +29,7 @@ const (
 	rpcRestore   = "/internal/v1/restore"
 	rpcRemove    = "/internal/v1/remove"
 	rpcACL       = "/internal/v1/acl"
+	rpcPolicy    = "/internal/v1/policy"
 
 	// maxApplyBody bounds a forwarded command entry.
 	maxApplyBody = 16 << 20
@@ -124,6 +126,22 @@ func (n *Node) rpcHandler() http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, struct{}{})
+	})
+	mux.HandleFunc("POST "+rpcPolicy, func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, policy.MaxCommand+1))
+		var cmd policy.Command
+		if err == nil {
+			cmd, err = policy.DecodeCommand(body)
+		}
+		var rev uint64
+		if err == nil {
+			rev, err = n.setPolicyLocal(r.Context(), cmd)
+		}
+		if err != nil {
+			writeRPCError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, policyAnswer{Revision: rev})
 	})
 	mux.HandleFunc("POST "+rpcRemove, func(w http.ResponseWriter, r *http.Request) {
 		var req struct{ ID string }

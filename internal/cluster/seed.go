@@ -12,7 +12,7 @@ import (
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
 
-	"github.com/ippool/ippool/internal/acl"
+	snapshotpkg "github.com/ippool/ippool/internal/snapshot"
 )
 
 // SeedDataDir prepares an empty data dir from a backup, offline, the way
@@ -21,10 +21,11 @@ import (
 // on it with the same ID and cluster address restores the state and leads a
 // one-server cluster; more servers then join it with --join.
 func SeedDataDir(dir, id, clusterAddr string, snapshot []byte) error {
-	s, _, err := acl.ReadSnapshot(bytes.NewReader(snapshot))
+	c, err := snapshotpkg.Read(bytes.NewReader(snapshot))
 	if err != nil {
 		return err
 	}
+	s := c.Pool
 	cfg, configured := s.Config()
 	if !configured {
 		return errors.New("the backup holds no pool configuration")

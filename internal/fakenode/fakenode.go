@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/ippool/ippool/internal/acl"
+	"github.com/ippool/ippool/internal/policy"
+	snapshotpkg "github.com/ippool/ippool/internal/snapshot"
 	"github.com/ippool/ippool/pool"
 	"github.com/ippool/ippool/wire"
 )
@@ -25,6 +27,10 @@ type Node struct {
 	mu    sync.RWMutex
 	state *pool.State
 	acl   *acl.State
+	// policy and its revisions: a counter, as the log index is for the
+	// real node.
+	policy    *policy.Stored
+	revisions uint64
 
 	Current    atomic.Bool
 	BarrierErr atomic.Pointer[error]
@@ -82,14 +88,17 @@ func (n *Node) PoolConfig() (c pool.Config, ok bool) {
 }
 
 func (n *Node) Restore(ctx context.Context, snapshot io.ReaderAt, size int64) error {
-	s, a, err := acl.ReadSnapshot(io.NewSectionReader(snapshot, 0, size))
+	c, err := snapshotpkg.Read(io.NewSectionReader(snapshot, 0, size))
 	if err != nil {
 		return err
 	}
 	n.mu.Lock()
-	n.state = s
-	if a != nil {
-		n.acl = a
+	n.state = c.Pool
+	if c.ACL != nil {
+		n.acl = c.ACL
+	}
+	if c.Policy != nil {
+		n.policy = c.Policy
 	}
 	n.mu.Unlock()
 	return nil
@@ -119,6 +128,24 @@ func (n *Node) ACL() *acl.State {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	return n.acl
+}
+
+func (n *Node) Policy() *policy.Stored {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.policy
+}
+
+func (n *Node) SetPolicy(ctx context.Context, cmd policy.Command) (uint64, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	next, err := policy.Apply(n.policy, cmd, n.revisions+1)
+	if err != nil {
+		return 0, err
+	}
+	n.revisions++
+	n.policy = next
+	return next.Revision, nil
 }
 
 func (n *Node) ApplyACL(ctx context.Context, cmd acl.Command) error {

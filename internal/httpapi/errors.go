@@ -58,8 +58,12 @@ func (a *api) errorReply(err error) reply {
 // statusOf maps an error code to an HTTP status (docs/design.md#architecture).
 func statusOf(code pool.Code) int {
 	switch code {
-	case pool.CodeInvalidClient, pool.CodeInvalidDomain, pool.CodeInvalidAddress, pool.CodeInvalidConfig, pool.CodeBadCommand, pool.CodeBadSnapshot:
+	case pool.CodeInvalidClient, pool.CodeInvalidDomain, pool.CodeInvalidAddress, pool.CodeInvalidConfig, pool.CodeBadCommand, pool.CodeBadSnapshot, pool.CodeInvalidPolicy:
 		return http.StatusBadRequest
+	case pool.CodeRevisionMismatch:
+		return http.StatusPreconditionFailed
+	case pool.CodeDeniedByPolicy:
+		return http.StatusForbidden
 	case pool.CodeNotFound:
 		return http.StatusNotFound
 	case pool.CodeUnauthorized:

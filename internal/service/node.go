@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ippool/ippool/internal/acl"
+	"github.com/ippool/ippool/internal/policy"
 	"github.com/ippool/ippool/pool"
 	"github.com/ippool/ippool/wire"
 )
@@ -42,6 +43,10 @@ type Store interface {
 	// ApplyACL commits a change to it through the leader.
 	ACL() *acl.State
 	ApplyACL(ctx context.Context, cmd acl.Command) error
+	// Policy is the replicated policy (nil before one is set); SetPolicy
+	// commits a new one through the leader and returns its revision.
+	Policy() *policy.Stored
+	SetPolicy(ctx context.Context, cmd policy.Command) (uint64, error)
 	// Local is this server's own view of the cluster; CaughtUp says
 	// whether the local state holds every entry this server knows to be
 	// committed.

@@ -16,7 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ippool/ippool/internal/acl"
+	snapshotpkg "github.com/ippool/ippool/internal/snapshot"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -457,7 +457,9 @@ func (s *Service) Snapshot(ctx context.Context, w io.Writer) error {
 	}
 	var buf bytes.Buffer
 	var err error
-	s.node.Read(func(st *pool.State) { err = acl.WriteSnapshot(&buf, st, s.node.ACL()) })
+	s.node.Read(func(st *pool.State) {
+		err = snapshotpkg.Write(&buf, snapshotpkg.Contents{Pool: st, ACL: s.node.ACL(), Policy: s.node.Policy()})
+	})
 	if err != nil {
 		return err
 	}
@@ -469,7 +471,7 @@ func (s *Service) Snapshot(ctx context.Context, w io.Writer) error {
 // in snapshot (a file SpoolFile gave, for an upload). The backup is checked
 // whole before anything changes.
 func (s *Service) Restore(ctx context.Context, snapshot io.ReaderAt, size int64) error {
-	if _, _, err := acl.ReadSnapshot(io.NewSectionReader(snapshot, 0, size)); err != nil {
+	if _, err := snapshotpkg.Read(io.NewSectionReader(snapshot, 0, size)); err != nil {
 		return err
 	}
 	return s.node.Restore(ctx, snapshot, size)

@@ -1,0 +1,198 @@
+package policy
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"hash/crc32"
+	"io"
+
+	"github.com/ippool/ippool/pool"
+)
+
+// EntryVersion is the log entry version that introduced the policy entry:
+// a cluster writes one only once every server reads that version, since a
+// server of an older release stops at an entry it does not know
+// (docs/upgrading.md).
+const EntryVersion = 4
+
+// Stored is the replicated policy: the document as its administrator wrote
+// it (comments and all), its revision, and its compiled form. A revision is
+// the index of the log entry that set it, so it grows with every change and
+// is the same on every server; 0 is "no policy yet" (every check allows).
+type Stored struct {
+	Text     string
+	Revision uint64
+	Policy   *Policy
+}
+
+// Command sets the policy. With Match, only when the current revision is
+// IfRevision (HTTP's If-Match), so that two administrators editing at once
+// cannot overwrite each other's change unseen.
+type Command struct {
+	Text       string `json:"text"`
+	Match      bool   `json:"match,omitempty"`
+	IfRevision uint64 `json:"if_revision,omitempty"`
+}
+
+// A command's log entry is commandMarker, a version byte, the command as
+// JSON, and a CRC-32C of everything before it (little endian), as an ACL
+// command's is. The marker is a byte no pool or ACL entry starts with; a
+// server that does not know it takes it for a pool entry of a future
+// version and stops rather than skip it.
+const (
+	commandMarker  = 'P'
+	commandVersion = 1
+	// MaxCommand holds the largest document, JSON-escaped.
+	MaxCommand = 8 << 20
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// IsCommand reports whether a log entry is a policy command.
+func IsCommand(entry []byte) bool { return len(entry) > 0 && entry[0] == commandMarker }
+
+// EncodeCommand makes a command's log entry; it refuses a document Parse
+// refuses, so that every entry in the log compiles on every server.
+func EncodeCommand(c Command) ([]byte, error) {
+	if _, err := Parse([]byte(c.Text)); err != nil {
+		return nil, invalid(err)
+	}
+	body, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	b := append([]byte{commandMarker, commandVersion}, body...)
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	if len(b) > MaxCommand {
+		return nil, pool.Errorf(pool.CodeInvalidPolicy, "the policy entry takes %d bytes, over the limit of %d", len(b), MaxCommand)
+	}
+	return b, nil
+}
+
+// invalid is a document refused, as the API's invalid_policy.
+func invalid(err error) error {
+	return &pool.Error{Code: pool.CodeInvalidPolicy, Msg: err.Error()}
+}
+
+// DecodeCommand reads an entry EncodeCommand made. A damaged entry is
+// pool.ErrCorruptEntry; anything else it cannot read is pool.ErrBadCommand.
+func DecodeCommand(b []byte) (Command, error) {
+	var c Command
+	if len(b) > MaxCommand {
+		return c, pool.Errorf(pool.CodeBadCommand, "policy entry of %d bytes is over the limit of %d", len(b), MaxCommand)
+	}
+	if len(b) < 6 || b[0] != commandMarker {
+		return c, pool.Errorf(pool.CodeBadCommand, "not a policy entry")
+	}
+	body := len(b) - 4
+	if crc32.Checksum(b[:body], castagnoli) != binary.LittleEndian.Uint32(b[body:]) {
+		return c, pool.Errorf(pool.CodeCorruptEntry, "policy entry fails its checksum")
+	}
+	if b[1] != commandVersion {
+		return c, pool.Errorf(pool.CodeBadCommand, "policy entry has version %d; this server reads version %d", b[1], commandVersion)
+	}
+	if err := strictJSON(b[2:body], &c); err != nil {
+		return Command{}, pool.Errorf(pool.CodeBadCommand, "policy entry does not decode: %v", err)
+	}
+	return c, nil
+}
+
+// Apply is the state after the entry at index sets c on cur (nil: no
+// policy yet). It is deterministic: every server compiles the same text the
+// same way and compares the same revisions.
+func Apply(cur *Stored, c Command, index uint64) (*Stored, error) {
+	var rev uint64
+	if cur != nil {
+		rev = cur.Revision
+	}
+	if c.Match && c.IfRevision != rev {
+		return cur, pool.Errorf(pool.CodeRevisionMismatch, "the policy is at revision %d, not %d: someone changed it since you read it; get it again, apply your change to that and retry", rev, c.IfRevision)
+	}
+	p, err := Parse([]byte(c.Text))
+	if err != nil {
+		return cur, invalid(err)
+	}
+	return &Stored{Text: c.Text, Revision: index, Policy: p}, nil
+}
+
+func strictJSON(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data")
+	}
+	return nil
+}
+
+// A snapshot of a cluster with a policy holds the policy section before
+// the pool's snapshot: sectionMagic, the section's length (u32 LE), the
+// text and revision as JSON, and a CRC-32C of the JSON (u32 LE). A cluster
+// without a policy writes none, so its snapshots read as before.
+const (
+	SectionMagic = "IPPOOLP1"
+	maxSection   = MaxCommand
+)
+
+type section struct {
+	Text     string `json:"text"`
+	Revision uint64 `json:"revision"`
+}
+
+// WriteSection writes s's section, nothing when s is nil.
+func WriteSection(w io.Writer, s *Stored) error {
+	if s == nil {
+		return nil
+	}
+	body, err := json.Marshal(section{Text: s.Text, Revision: s.Revision})
+	if err != nil {
+		return err
+	}
+	b := append([]byte(SectionMagic), binary.LittleEndian.AppendUint32(nil, uint32(len(body)))...)
+	b = append(b, body...)
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(body, castagnoli))
+	_, err = w.Write(b)
+	return err
+}
+
+// ReadSection reads the policy section at r, which must start with
+// SectionMagic, and compiles it.
+func ReadSection(r *bufio.Reader) (*Stored, error) {
+	head, err := r.Peek(len(SectionMagic))
+	if err != nil || string(head) != SectionMagic {
+		return nil, pool.Errorf(pool.CodeBadSnapshot, "not a policy section")
+	}
+	r.Discard(len(SectionMagic))
+	var n [4]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return nil, pool.Errorf(pool.CodeBadSnapshot, "snapshot ends inside its policy section")
+	}
+	size := binary.LittleEndian.Uint32(n[:])
+	if size > maxSection {
+		return nil, pool.Errorf(pool.CodeBadSnapshot, "the snapshot's policy section claims %d bytes, over the limit of %d", size, maxSection)
+	}
+	body := make([]byte, size+4)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, pool.Errorf(pool.CodeBadSnapshot, "snapshot ends inside its policy section")
+	}
+	if crc32.Checksum(body[:size], castagnoli) != binary.LittleEndian.Uint32(body[size:]) {
+		return nil, pool.Errorf(pool.CodeBadSnapshot, "the snapshot's policy section fails its checksum")
+	}
+	var sec section
+	if err := strictJSON(body[:size], &sec); err != nil {
+		return nil, pool.Errorf(pool.CodeBadSnapshot, "the snapshot's policy section does not decode: %v", err)
+	}
+	p, err := Parse([]byte(sec.Text))
+	if err != nil {
+		return nil, pool.Errorf(pool.CodeBadSnapshot, "the snapshot's policy does not compile: %v", err)
+	}
+	if sec.Revision == 0 {
+		return nil, pool.Errorf(pool.CodeBadSnapshot, "the snapshot's policy has revision 0")
+	}
+	return &Stored{Text: sec.Text, Revision: sec.Revision, Policy: p}, nil
+}
