@@ -683,3 +683,42 @@ func (c *Client) ACLSelf(ctx context.Context) (wire.ACLSelf, error) {
 	err := c.call(ctx, http.MethodGet, "/v1/acl/self", nil, &s)
 	return s, err
 }
+
+// Policy is the cluster's policy as GET /v1/policy gives it.
+type Policy = wire.Policy
+
+// Policy returns the policy the server holds (Revision 0: none was set).
+func (c *Client) Policy(ctx context.Context) (Policy, error) {
+	var p Policy
+	err := c.call(ctx, http.MethodGet, "/v1/policy", nil, &p)
+	return p, err
+}
+
+// SetPolicy replaces the policy with the document text (HuJSON) and returns
+// its revision and rule count. A document the server refuses comes back as
+// an *APIError with code invalid_policy, naming the line and column.
+func (c *Client) SetPolicy(ctx context.Context, text []byte) (Policy, error) {
+	var p Policy
+	err := c.call(ctx, http.MethodPut, "/v1/policy", bodyBytes(text), &p)
+	return p, err
+}
+
+// SetPolicyAt is SetPolicy only while the policy is at revision (0: none
+// set yet); otherwise it fails with code revision_mismatch and changes
+// nothing, so that two administrators cannot overwrite each other unseen.
+func (c *Client) SetPolicyAt(ctx context.Context, text []byte, revision uint64) (Policy, error) {
+	var p Policy
+	err := c.call(ctx, http.MethodPut, "/v1/policy?if_revision="+strconv.FormatUint(revision, 10), bodyBytes(text), &p)
+	return p, err
+}
+
+// TestPolicy asks the server how its policy decides t.
+func (c *Client) TestPolicy(ctx context.Context, t wire.PolicyTest) (wire.PolicyDecision, error) {
+	body, err := json.Marshal(t)
+	if err != nil {
+		return wire.PolicyDecision{}, err
+	}
+	var d wire.PolicyDecision
+	err = c.call(ctx, http.MethodPost, "/v1/policy/test", bodyBytes(body), &d)
+	return d, err
+}

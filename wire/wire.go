@@ -269,3 +269,39 @@ type ACLSelf struct {
 // PUT /v1/snapshot (serve --max-restore-bytes): the HTTP API refuses a
 // larger body, and the cluster a larger restore.
 const DefaultMaxRestoreBytes = 4 << 30
+
+// Policy is the answer to GET /v1/policy and PUT /v1/policy: the document
+// as stored (comments and all), its revision (0: no policy was ever set,
+// and every request is allowed) and how many rules it has. PUT takes the
+// document itself as its body, and If-Match with a revision to change only
+// that revision (or ?if_revision=N).
+type Policy struct {
+	Text     string `json:"text,omitempty"`
+	Revision uint64 `json:"revision"`
+	Rules    int    `json:"rules"`
+}
+
+// PolicyTest is the body of POST /v1/policy/test: who asks for what. A
+// test without Port checks the name, as DNS and allocation do; with one, a
+// flow, as the connector does (Proto tcp, the default, or udp).
+type PolicyTest struct {
+	Client string   `json:"client"`
+	Domain string   `json:"domain"`
+	Port   uint16   `json:"port,omitempty"`
+	Proto  string   `json:"proto,omitempty"`
+	Addr   string   `json:"addr,omitempty"`
+	Tags   []string `json:"tags,omitempty"`
+	User   string   `json:"user,omitempty"`
+}
+
+// PolicyDecision is the answer to POST /v1/policy/test: the rule that
+// decided (its name, "default" for the default, and its index, -1 for the
+// default), the action, and for an egress rule the source address the
+// connector would dial from; Revision is the policy's that decided.
+type PolicyDecision struct {
+	Rule     string `json:"rule"`
+	Index    int    `json:"index"`
+	Action   string `json:"action"`
+	Egress   string `json:"egress,omitempty"`
+	Revision uint64 `json:"revision"`
+}

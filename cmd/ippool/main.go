@@ -48,6 +48,7 @@ type CLI struct {
 	TLS      TLSCmd        `cmd:"" name:"tls" help:"Make certificates for mutual TLS between servers."`
 	ACL      ACLCmd        `cmd:"" name:"acl" help:"Turn access control on (bootstrap)."`
 	Tokens   TokenCmd      `cmd:"" name:"token" help:"Create, list and revoke ACL tokens."`
+	Policy   PolicyCmd     `cmd:"" help:"Show, set or test who may reach which domains (the policy)."`
 	Bench    BenchCmd      `cmd:"" help:"Generate load against servers and report latency."`
 	Conn     ConnCmd       `cmd:"" name:"connector" help:"The connector's firewall rules."`
 	VersionC VersionCmd    `cmd:"" name:"version" help:"Print the version of this binary."`

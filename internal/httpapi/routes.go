@@ -11,6 +11,7 @@ import (
 
 	"github.com/ippool/ippool/internal/acl"
 	"github.com/ippool/ippool/internal/console"
+	"github.com/ippool/ippool/internal/policy"
 )
 
 // route is an endpoint and the role a token needs to call it. Every
@@ -47,6 +48,9 @@ func (a *api) routes(gatherer prometheus.Gatherer, opts Options) []route {
 		{"GET /v1/stats", acl.RoleRead, a.stats(gatherer)},
 		{"PUT /v1/pool", acl.RoleAdmin, a.setPool},
 		{"POST /v1/pool/dry-run", acl.RoleAdmin, a.poolDryRun},
+		{"GET /v1/policy", acl.RoleRead, a.getPolicy},
+		{"PUT /v1/policy", acl.RoleAdmin, a.setPolicy},
+		{"POST /v1/policy/test", acl.RoleRead, a.testPolicy},
 		{"POST /v1/acl/bootstrap", acl.RolePublic, a.bootstrapACL},
 		{"GET /v1/acl/self", acl.RoleRead, a.aclSelf},
 		{"GET /v1/acl/tokens", acl.RoleAdmin, a.listTokens},
@@ -129,6 +133,9 @@ func (a *api) limitBody(next http.Handler) http.Handler {
 		limit := int64(MaxBody)
 		if r.URL.Path == "/v1/snapshot" && r.Method == http.MethodPut {
 			limit = a.maxRestore
+		}
+		if r.URL.Path == "/v1/policy" && r.Method == http.MethodPut {
+			limit = policy.MaxBytes
 		}
 		if r.ContentLength > limit {
 			tooLarge(r.ContentLength, limit).write(w)

@@ -21,6 +21,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/ippool/ippool/internal/acl"
+	"github.com/ippool/ippool/internal/policy"
 	"github.com/ippool/ippool/internal/service"
 )
 
@@ -109,6 +110,8 @@ func NewServer(svc *service.Service, gatherer prometheus.Gatherer, log *slog.Log
 			limit := MaxBody
 			if a.mayRestore(h) {
 				limit = int(min(a.maxRestore, math.MaxInt))
+			} else {
+				limit = a.ordinaryLimit(h)
 			}
 			h.Del(declaredLengthHeader)
 			if n := h.ContentLength(); n > limit {
@@ -161,6 +164,22 @@ func (a *api) mayRestore(h *fasthttp.RequestHeader) bool {
 	return isRestore(h) && a.authorizeHeader(h, acl.RoleAdmin) == nil
 }
 
+// isPolicySet reports whether a request sets the policy (PUT /v1/policy).
+func isPolicySet(h *fasthttp.RequestHeader) bool {
+	path, _, _ := bytes.Cut(h.RequestURI(), []byte("?"))
+	return h.IsPut() && string(path) == "/v1/policy"
+}
+
+// ordinaryLimit is the bound of a body read into memory: MaxBody, and a
+// whole policy document for an admin's PUT /v1/policy (a thousand rules
+// take more than MaxBody).
+func (a *api) ordinaryLimit(h *fasthttp.RequestHeader) int {
+	if isPolicySet(h) && a.authorizeHeader(h, acl.RoleAdmin) == nil {
+		return policy.MaxBytes
+	}
+	return MaxBody
+}
+
 // takeBody enforces the body limits, which fasthttp leaves to the handler
 // when it streams bodies, and reads an ordinary body (up to MaxBody) into
 // the request for the fast path and the adaptor. A restore's body is left
@@ -175,13 +194,14 @@ func (a *api) takeBody(ctx *fasthttp.RequestCtx, restore, loopbackOnly bool) boo
 	if restore || !ctx.Request.IsBodyStream() || h.ContentLength() == 0 {
 		return true
 	}
-	body, err := io.ReadAll(io.LimitReader(ctx.RequestBodyStream(), MaxBody+1))
+	limit := a.ordinaryLimit(h)
+	body, err := io.ReadAll(io.LimitReader(ctx.RequestBodyStream(), int64(limit)+1))
 	switch {
 	case err != nil:
 		ctx.SetConnectionClose()
 		writeFast(ctx, reply{status: http.StatusBadRequest, body: errorBody("bad_request", "reading the request body: "+err.Error())})
 		return false
-	case len(body) > MaxBody:
+	case len(body) > limit:
 		lingerClose(ctx, a.refuseBody(h, restore, loopbackOnly, -1))
 		return false
 	}
@@ -200,10 +220,11 @@ func (a *api) refuseBody(h *fasthttp.RequestHeader, restore, loopbackOnly bool, 
 		return badHost(string(h.Host()))
 	case restore:
 		limit = a.maxRestore
-	case isRestore(h):
+	case isRestore(h), isPolicySet(h):
 		if err := a.authorizeHeader(h, acl.RoleAdmin); err != nil {
 			return a.errorReply(err)
 		}
+		limit = int64(a.ordinaryLimit(h))
 	}
 	return tooLarge(declared, limit)
 }

@@ -1,0 +1,157 @@
+package httpapi
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ippool/ippool/wire"
+)
+
+const issuePolicy = `{
+  // clients grouped by name
+  "groups": {"group:eng": ["id:alice-laptop", "cidr:10.1.0.0/16"]},
+  "rules": [
+    {"name": "no-ssh", "clients": ["*"], "domains": ["*"], "ports": ["tcp:22"], "action": "deny"},
+    {"name": "eng-git", "clients": ["group:eng", "tag:eng"], "domains": ["git.corp.example", "*.github.com"], "action": "allow"},
+    {"name": "anchor-saas", "clients": ["*"], "domains": ["*.saas.example"], "action": "egress", "egress": ["203.0.113.10", "203.0.113.11"]},
+  ],
+  "default": "deny",
+}`
+
+// The policy endpoints through the server `ippool serve` runs: the
+// document is taken as written, refused with its line and column when it
+// does not check, changed only at the revision If-Match names, and tested
+// against the live policy.
+func TestPolicyEndpoints(t *testing.T) {
+	svc := startService(t)
+	srv := NewServer(svc, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Shutdown()
+	addr := ln.Addr().String()
+	do := func(method, target, ifMatch, body string) (int, http.Header, []byte) {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		req := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: %d\r\n", method, target, len(body))
+		if ifMatch != "" {
+			req += "If-Match: " + ifMatch + "\r\n"
+		}
+		resp, b := rawExchange(t, c, req+"\r\n"+body)
+		return resp.StatusCode, resp.Header, b
+	}
+	decode := func(b []byte, v any) {
+		t.Helper()
+		if err := json.Unmarshal(b, v); err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+	}
+
+	status, h, b := do("GET", "/v1/policy", "", "")
+	var got wire.Policy
+	decode(b, &got)
+	if status != 200 || got.Revision != 0 || h.Get("ETag") != `"0"` {
+		t.Fatalf("before any policy: %d %s %s", status, h.Get("ETag"), b)
+	}
+	// No policy: everything is allowed by the default.
+	_, _, b = do("POST", "/v1/policy/test", "", `{"client":"bob","domain":"x.example"}`)
+	var d wire.PolicyDecision
+	decode(b, &d)
+	if d.Rule != "default" || d.Action != "allow" {
+		t.Fatalf("no policy: %s", b)
+	}
+
+	status, _, b = do("PUT", "/v1/policy", `"0"`, issuePolicy)
+	decode(b, &got)
+	if status != 200 || got.Revision == 0 || got.Rules != 3 {
+		t.Fatalf("PUT: %d %s", status, b)
+	}
+	first := got.Revision
+	status, h, b = do("GET", "/v1/policy", "", "")
+	decode(b, &got)
+	if status != 200 || got.Text != issuePolicy || got.Revision != first || h.Get("ETag") != fmt.Sprintf(`"%d"`, first) {
+		t.Fatalf("GET after PUT: %d %s", status, b)
+	}
+
+	for _, c := range []struct{ body, rule, action, egress string }{
+		{`{"client":"alice-laptop","domain":"git.corp.example","port":443,"proto":"tcp"}`, "eng-git", "allow", ""},
+		{`{"client":"alice-laptop","domain":"git.corp.example","port":22}`, "no-ssh", "deny", ""},
+		{`{"client":"n1","domain":"git.corp.example","tags":["tag:eng"]}`, "eng-git", "allow", ""},
+		{`{"client":"n1","domain":"git.corp.example","addr":"10.1.2.3"}`, "eng-git", "allow", ""},
+		{`{"client":"bob","domain":"GIT.corp.example."}`, "default", "deny", ""},
+		{`{"client":"bob","domain":"a.saas.example"}`, "anchor-saas", "egress", "203.0.113."},
+	} {
+		status, _, b := do("POST", "/v1/policy/test", "", c.body)
+		var d wire.PolicyDecision
+		decode(b, &d)
+		if status != 200 || d.Rule != c.rule || d.Action != c.action || !strings.HasPrefix(d.Egress, c.egress) || d.Revision != first {
+			t.Errorf("test %s: %d %s, want %s %s", c.body, status, b, c.rule, c.action)
+		}
+	}
+
+	// A stale If-Match changes nothing; so does an invalid document.
+	status, _, b = do("PUT", "/v1/policy", `"0"`, `{}`)
+	if status != http.StatusPreconditionFailed || !strings.Contains(string(b), "revision_mismatch") {
+		t.Errorf("stale If-Match: %d %s", status, b)
+	}
+	status, _, b = do("PUT", "/v1/policy", "", "{\n  \"rules\": [\n    {\"name\": \"x\", \"clients\": [\"ip:1\"], \"domains\": [\"*\"], \"action\": \"allow\"}]}")
+	if status != http.StatusBadRequest || !strings.Contains(string(b), "invalid_policy") || !strings.Contains(string(b), "line 3, column 31") {
+		t.Errorf("invalid document: %d %s", status, b)
+	}
+	for _, bad := range []string{`{"client":"","domain":"x.example"}`, `{"client":"a","domain":"bad..name"}`, `{"client":"a","domain":"x.example","proto":"sctp","port":1}`, `{"client":"a","domain":"x.example","addr":"nope"}`, `not json`} {
+		if status, _, b := do("POST", "/v1/policy/test", "", bad); status != http.StatusBadRequest {
+			t.Errorf("test %s: %d %s, want 400", bad, status, b)
+		}
+	}
+	if _, _, b := do("GET", "/v1/policy", "", ""); !strings.Contains(string(b), fmt.Sprintf(`"revision":%d`, first)) {
+		t.Errorf("the refused changes changed the policy: %s", b)
+	}
+
+	// A document over MaxBody but within the policy's bound is taken.
+	var big strings.Builder
+	big.WriteString(`{"rules": [`)
+	for i := range 1000 {
+		fmt.Fprintf(&big, `{"name": "rule-%d", "clients": ["id-prefix:team-%d-"], "domains": ["*.svc%d.corp.example"], "action": "allow"},`, i, i, i)
+	}
+	big.WriteString(`]}`)
+	if big.Len() <= MaxBody {
+		t.Fatalf("the big document has only %d bytes", big.Len())
+	}
+	status, _, b = do("PUT", "/v1/policy", fmt.Sprintf(`"%d"`, first), big.String())
+	decode(b, &got)
+	if status != 200 || got.Rules != 1000 || got.Revision <= first {
+		t.Fatalf("a 1,000-rule document: %d %s", status, b)
+	}
+}
+
+// rawExchange writes req on c and reads the answer.
+func rawExchange(t *testing.T, c net.Conn, req string) (*http.Response, []byte) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
