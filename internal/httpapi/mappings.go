@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strconv"
 
+	"github.com/ippool/ippool/internal/policy"
 	"github.com/ippool/ippool/pool"
 	"github.com/ippool/ippool/wire"
 )
@@ -42,6 +43,15 @@ func (a *api) alloc(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) allocReply(ctx context.Context, client, domain string) reply {
+	if a.svc.Policy() == nil {
+		// No policy: nothing to check, and no second normalisation.
+	} else if norm, err := pool.NormalizeDomain(domain); err == nil && pool.ValidateClientID(client) == nil {
+		// Over HTTP a client is its ID alone: cidr: selectors read it as
+		// an address.
+		if err := a.svc.CheckName(&policy.Client{ID: client}, norm); err != nil {
+			return a.errorReply(err)
+		}
+	}
 	addr, err := a.svc.IPForDomain(ctx, client, domain)
 	if err != nil {
 		return a.errorReply(err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ippool/ippool/internal/policy"
 	"github.com/ippool/ippool/wire"
 )
 
@@ -154,4 +155,46 @@ func rawExchange(t *testing.T, c net.Conn, req string) (*http.Response, []byte) 
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp, b
+}
+
+// An allocation the policy denies is 403 denied_by_policy naming the rule,
+// on the fast path and through the mux alike, and allocates nothing.
+func TestAllocationDeniedByPolicy(t *testing.T) {
+	svc := startService(t)
+	if _, err := svc.SetPolicy(t.Context(), policy.Command{Text: issuePolicy}); err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(svc, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Shutdown()
+	for _, c := range []struct {
+		client, domain string
+		status         int
+		rule           string
+	}{
+		{"alice-laptop", "git.corp.example", 200, ""},
+		{"10.1.7.7", "api.github.com", 200, ""},
+		{"bob", "x.saas.example", 200, ""},
+		{"bob", "git.corp.example", 403, "default is deny"},
+		{"10.2.7.7", "api.github.com", 403, "default is deny"},
+	} {
+		resp, b := rawRequest(t, ln.Addr().String(), "POST", "/v1/clients/"+c.client+"/domains/"+c.domain, nil)
+		if resp.StatusCode != c.status || (c.status == 403 && (!strings.Contains(string(b), "denied_by_policy") || !strings.Contains(string(b), c.rule))) {
+			t.Errorf("%s %s: %d %s, want %d", c.client, c.domain, resp.StatusCode, b, c.status)
+		}
+		if _, ok := svc.Get(c.client, c.domain); ok != (c.status == 200) {
+			t.Errorf("%s %s: mapped %v", c.client, c.domain, ok)
+		}
+	}
+	if _, err := svc.SetPolicy(t.Context(), policy.Command{Text: `{"rules": [{"name": "no-git", "clients": ["*"], "domains": ["git.corp.example"], "action": "deny"}]}`}); err != nil {
+		t.Fatal(err)
+	}
+	resp, b := rawRequest(t, ln.Addr().String(), "POST", "/v1/clients/alice-laptop/domains/GIT.corp.example", nil)
+	if resp.StatusCode != 403 || !strings.Contains(string(b), `rule \"no-git\"`) {
+		t.Errorf("after the change: %d %s", resp.StatusCode, b)
+	}
 }

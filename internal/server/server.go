@@ -153,6 +153,7 @@ func Run(ctx context.Context, cfg Config) error {
 	sopts.Logger, sopts.Metrics, sopts.Now = log, metrics, node.Now
 	svc := service.New(node, sopts)
 	service.RegisterBoundGauges(reg, svc, ccfg.MaxClients)
+	service.RegisterPolicyMetrics(reg, svc)
 	defer svc.Close()
 
 	// DNS listens before HTTP serves, so /readyz never says ready while the

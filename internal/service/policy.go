@@ -3,7 +3,10 @@ package service
 import (
 	"context"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ippool/ippool/internal/policy"
+	"github.com/ippool/ippool/pool"
 )
 
 // Policy is the replicated policy as this server holds it; nil before one
@@ -31,4 +34,79 @@ func (s *Service) TestPolicy(c *policy.Client, domain string, proto policy.Proto
 		return p.Policy.CheckName(c, domain), p.Revision
 	}
 	return p.Policy.CheckFlow(c, domain, proto, port), p.Revision
+}
+
+// CheckName decides whether c may have an address for domain (normal
+// form), as DNS and allocation ask: nil when the policy allows it (or there
+// is none), else a denied_by_policy error naming the rule. The decision is
+// counted in the rule's hits.
+func (s *Service) CheckName(c *policy.Client, domain string) error {
+	st := s.node.Policy()
+	if st == nil {
+		return nil
+	}
+	d := st.Policy.CheckName(c, domain)
+	st.Policy.Count(d)
+	if d.Allowed() {
+		return nil
+	}
+	return deniedError(d, c, domain)
+}
+
+// CheckFlow is the policy's decision on a flow from c to domain's port:
+// the connector's check. Without a policy, everything is allowed.
+func (s *Service) CheckFlow(c *policy.Client, domain string, proto policy.Proto, port uint16) policy.Decision {
+	st := s.node.Policy()
+	if st == nil {
+		return policy.Decision{Rule: -1, Action: policy.Allow}
+	}
+	d := st.Policy.CheckFlow(c, domain, proto, port)
+	st.Policy.Count(d)
+	return d
+}
+
+func deniedError(d policy.Decision, c *policy.Client, domain string) error {
+	if d.Rule < 0 {
+		return pool.Errorf(pool.CodeDeniedByPolicy, "the policy denies client %q the domain %q: no rule allows it, and its default is deny", c.ID, domain)
+	}
+	return pool.Errorf(pool.CodeDeniedByPolicy, "the policy's rule %q denies client %q the domain %q", d.RuleName(), c.ID, domain)
+}
+
+// RegisterPolicyMetrics exports the policy's revision and each rule's
+// decisions since the policy was set (a new revision starts them again,
+// which Prometheus reads as a counter reset). A document has at most
+// policy.MaxRules rules, which bounds the series.
+func RegisterPolicyMetrics(reg prometheus.Registerer, svc *Service) {
+	reg.MustRegister(policyCollector{svc})
+}
+
+var (
+	policyRevisionDesc = prometheus.NewDesc("ippool_policy_revision", "The revision of the policy this server enforces (0: none set).", nil, nil)
+	policyHitsDesc     = prometheus.NewDesc("ippool_policy_rule_hits_total", "Checks each policy rule decided (rule \"default\": no rule matched), since the policy's revision was set.", []string{"rule", "action"}, nil)
+)
+
+type policyCollector struct{ svc *Service }
+
+func (c policyCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- policyRevisionDesc
+	ch <- policyHitsDesc
+}
+
+func (c policyCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.svc.node.Policy()
+	if st == nil {
+		ch <- prometheus.MustNewConstMetric(policyRevisionDesc, prometheus.GaugeValue, 0)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(policyRevisionDesc, prometheus.GaugeValue, float64(st.Revision))
+	doc := st.Policy.Document()
+	for i, h := range st.Policy.Hits() {
+		action := doc.Default
+		if i < len(doc.Rules) {
+			action = doc.Rules[i].Action
+		} else if action == "" {
+			action = "allow"
+		}
+		ch <- prometheus.MustNewConstMetric(policyHitsDesc, prometheus.CounterValue, float64(h.Hits), h.Name, action)
+	}
 }
