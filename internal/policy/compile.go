@@ -169,6 +169,9 @@ func Compile(doc Document) (*Policy, error) {
 		if r.Name == "" {
 			return nil, fieldErr("a rule needs a name (hit counters and denials say it)", "rules", i)
 		}
+		if r.Name == "default" {
+			return nil, fieldErr(`"default" names what decides when no rule matches; give the rule another name`, "rules", i, "name")
+		}
 		if j, dup := names[r.Name]; dup {
 			return nil, fieldErr(fmt.Sprintf("rule name %q is also rule %d's", r.Name, j), "rules", i, "name")
 		}

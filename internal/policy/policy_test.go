@@ -161,6 +161,7 @@ func TestErrorsSayWhere(t *testing.T) {
 		{"{\"rules\": [{\"name\": \"a\", \"clients\": [\"*\"], \"domains\": [\"*\"], \"action\": \"egress\", \"egress\": [\"1.2.3\"]}]}", 1, 93, "not an IP address"},
 		{"{\"rules\": [{\"name\": \"a\", \"clients\": [\"*\"], \"domains\": [\"*\"], \"action\": \"deny\"}, {\"name\": \"a\", \"clients\": [\"*\"], \"domains\": [\"*\"], \"action\": \"deny\"}]}", 1, 90, "also rule 0"},
 		{"{\"rules\": [{\"clients\": [\"*\"], \"domains\": [\"*\"], \"action\": \"deny\"}]}", 1, 12, "needs a name"},
+		{"{\"rules\": [{\"name\": \"default\", \"clients\": [\"*\"], \"domains\": [\"*\"], \"action\": \"deny\"}]}", 1, 21, "another name"},
 		{"{\"default\": \"maybe\"}", 1, 13, "neither allow nor deny"},
 		{"{\n\"rules\": [],\n\"defualt\": \"deny\"}", 3, 1, `unknown field "defualt"`},
 		{"{\"rules\": {}}", 1, 12, "list of rules"},
