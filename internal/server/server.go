@@ -151,6 +151,9 @@ func Run(ctx context.Context, cfg Config) error {
 	// stamps them (docs/design.md#clocks).
 	sopts := cfg.Service
 	sopts.Logger, sopts.Metrics, sopts.Now = log, metrics, node.Now
+	if tn != nil {
+		sopts.Identities = tn.node.Identity
+	}
 	svc := service.New(node, sopts)
 	service.RegisterBoundGauges(reg, svc, ccfg.MaxClients)
 	service.RegisterPolicyMetrics(reg, svc)

@@ -30,6 +30,7 @@ func (s *Service) TestPolicy(c *policy.Client, domain string, proto policy.Proto
 	if p == nil {
 		return policy.Decision{Rule: -1, Action: policy.Allow}, 0
 	}
+	s.identify(c)
 	if proto == 0 {
 		return p.Policy.CheckName(c, domain), p.Revision
 	}
@@ -45,6 +46,7 @@ func (s *Service) CheckName(c *policy.Client, domain string) error {
 	if st == nil {
 		return nil
 	}
+	s.identify(c)
 	d := st.Policy.CheckName(c, domain)
 	st.Policy.Count(d)
 	if d.Allowed() {
@@ -60,9 +62,18 @@ func (s *Service) CheckFlow(c *policy.Client, domain string, proto policy.Proto,
 	if st == nil {
 		return policy.Decision{Rule: -1, Action: policy.Allow}
 	}
+	s.identify(c)
 	d := st.Policy.CheckFlow(c, domain, proto, port)
 	st.Policy.Count(d)
 	return d
+}
+
+// identify adds the client's tailnet tags and login when the caller did
+// not know them.
+func (s *Service) identify(c *policy.Client) {
+	if s.opts.Identities != nil && c.Tags == nil && c.User == "" {
+		c.Tags, c.User = s.opts.Identities(c.ID)
+	}
 }
 
 func deniedError(d policy.Decision, c *policy.Client, domain string) error {

@@ -22,6 +22,9 @@ import (
 
 // Options tune a Service.
 type Options struct {
+	// Identities gives a client's tailnet tags and user login, for the
+	// policy's tag: and user: selectors; nil outside tailnet mode.
+	Identities func(client string) (tags []string, user string)
 	// MarkWindow is how stale a mapping's last-used time may get before a
 	// lookup writes a later one (S5); 0 means min(5m, lifetime/10).
 	MarkWindow time.Duration

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ippool/ippool/internal/clientid"
@@ -25,6 +26,8 @@ type Peer struct {
 	Name, FQDN string
 	// Tags are the node's ACL tags; a tagged node has no user.
 	Tags []string
+	// User is the login of the node's user, "" for a tagged node.
+	User string
 }
 
 // WhoIs names the node at a tailnet address.
@@ -46,7 +49,52 @@ func (n *Node) WhoIs(ctx context.Context, addr netip.Addr) (Peer, error) {
 	if p.Name == "" {
 		p.Name, _, _ = strings.Cut(p.FQDN, ".")
 	}
+	if len(p.Tags) == 0 && who.UserProfile != nil {
+		p.User = who.UserProfile.LoginName
+	}
+	if p.StableID != "" {
+		n.identities.put(p.StableID, identity{tags: p.Tags, user: p.User})
+	}
 	return p, nil
+}
+
+// Identity is the tags and user login of the client with the stable ID, as
+// WhoIs last found them, for the policy's tag: and user: selectors. Every
+// query and flow names its client through WhoIs first, so a client that
+// asks has an entry.
+func (n *Node) Identity(client string) (tags []string, user string) {
+	id, _ := n.identities.get(client)
+	return id.tags, id.user
+}
+
+type identity struct {
+	tags []string
+	user string
+}
+
+// identityCache is bounded: past maxIdentities it starts again empty,
+// which costs only WhoIs calls to fill it again.
+type identityCache struct {
+	mu sync.RWMutex
+	m  map[string]identity
+}
+
+const maxIdentities = 1 << 16
+
+func (c *identityCache) put(id string, v identity) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxIdentities {
+		c.m = make(map[string]identity)
+	}
+	c.m[id] = v
+}
+
+func (c *identityCache) get(id string) (identity, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	v, ok := c.m[id]
+	return v, ok
 }
 
 func (n *Node) whoIsRemote(remote net.Addr) (Peer, error) {

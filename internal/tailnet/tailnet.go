@@ -70,6 +70,9 @@ type Node struct {
 	tag      string
 	ip4, ip6 netip.Addr
 	log      *slog.Logger
+	// identities are the tags and login of the nodes WhoIs named, by
+	// stable ID, for the policy's tag: and user: selectors.
+	identities identityCache
 }
 
 // Start brings the node up and returns once it is logged in and has its
