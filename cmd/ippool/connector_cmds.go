@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/ippool/ippool/internal/clientid"
@@ -26,6 +27,7 @@ type ConnectorFlags struct {
 	ConnectorDialTimeout    time.Duration `help:"Longest wait for one address of a domain to accept; then the next is tried." default:"5s"`
 	ConnectorIdleTimeout    time.Duration `help:"A TCP flow that moved no byte either way for this long is reset." default:"15m"`
 	ConnectorUDPIdleTimeout time.Duration `name:"connector-udp-idle-timeout" help:"A UDP flow without a datagram either way for this long ends." default:"60s"`
+	ConnectorAllow          []string      `help:"Prefixes the connector may dial although they are private (RFC 1918, CGNAT 100.64.0.0/10, loopback, link-local, unique local IPv6) or in one of this host's networks, which it otherwise refuses: a name's owner could point it at what lies behind the gateway. Pool and --v6-prefix addresses stay refused." sep:","`
 }
 
 // connectorConfig is the connector's configuration from the flags; pool and
@@ -53,7 +55,24 @@ func (c *ServeCmd) connectorConfig(log *slog.Logger) (connector.Config, error) {
 		return cfg, err
 	}
 	cfg.V6Prefix, cfg.IgnoreDestinations = dcfg.V6Prefix, dcfg.IgnoreDestinations
+	if cfg.Allow, err = parsePrefixes("--connector-allow", c.ConnectorAllow); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
+}
+
+// parsePrefixes reads a list flag of prefixes, naming the flag and the
+// entry it cannot read.
+func parsePrefixes(flag string, list []string) ([]netip.Prefix, error) {
+	var ps []netip.Prefix
+	for _, s := range list {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q is not a prefix (like 10.0.0.0/8)", flag, s)
+		}
+		ps = append(ps, p.Masked())
+	}
+	return ps, nil
 }
 
 // ConnCmd groups the connector's verbs.

@@ -64,11 +64,13 @@ type Config struct {
 	// Clients names a flow's client from its source; nil names it by the
 	// address. Use the DNS front end's map.
 	Clients *clientid.Map
-	// AllowDial exempts these prefixes from the guard's refusal of
-	// loopback addresses and the gateway's own: for tests, whose only
-	// upstreams on one machine are the machine's own. Pool and v6 prefix
-	// addresses stay refused.
-	AllowDial []netip.Prefix
+	// Allow opens these prefixes to flows although they are private
+	// (privateaddr.IsPrivate: RFC 1918, CGNAT, loopback, link-local, ...)
+	// or in one of this host's networks, which the connector otherwise
+	// never dials: a name's owner could point it at what lies behind the
+	// gateway. Pool and v6 prefix addresses stay refused, as do multicast
+	// and unspecified ones.
+	Allow []netip.Prefix
 
 	// DialTimeout bounds one connection attempt to one address of the
 	// domain. Default 5s.
@@ -191,7 +193,7 @@ const (
 	NoMapping     Result = "no_mapping"     // the client has no mapping for the address
 	LookupFailed  Result = "lookup_failed"  // the pool did not answer (no quorum)
 	ResolveFailed Result = "resolve_failed" // the domain has no usable address upstream
-	Refused       Result = "refused"        // every address is forbidden: the pool, the gateway's own, ignored
+	Refused       Result = "refused"        // every address is forbidden: the pool, private, the gateway's networks, ignored
 	DialFailed    Result = "dial_failed"    // no address of the domain accepted
 	Limited       Result = "limited"        // past a flow limit
 )
@@ -227,7 +229,12 @@ func New(cfg Config, p Pool, r Resolver) (*Connector, error) {
 		limits: newLimits(cfg.MaxFlows, cfg.MaxClientFlows, cfg.ClientRate, cfg.ClientBurst),
 	}
 	c.guard = newGuard(p, cfg.V6Prefix, cfg.IgnoreDestinations)
-	c.guard.allow = cfg.AllowDial
+	for _, pr := range cfg.Allow {
+		if pr.Addr().Is4In6() && pr.Bits() >= 96 {
+			pr = netip.PrefixFrom(pr.Addr().Unmap(), pr.Bits()-96)
+		}
+		c.guard.allow = append(c.guard.allow, pr.Masked())
+	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
 }

@@ -61,6 +61,9 @@ func newTest(t *testing.T, cfg Config) (*Connector, *fakePool) {
 		"10.0.0.1 198.18.0.7":  "local.test",
 		"office 198.18.0.1":    "office.test",
 		"10.0.0.1 198.18.0.10": "v6.test",
+		"10.0.0.1 198.18.0.11": "priv.test",
+		"10.0.0.1 198.18.0.12": "cgnat.test",
+		"10.0.0.1 198.18.0.13": "mixedpriv.test",
 	}}
 	res := fakeResolver{
 		"a.test":       {netip.MustParseAddr("203.0.113.1")},
@@ -71,6 +74,11 @@ func newTest(t *testing.T, cfg Config) (*Connector, *fakePool) {
 		"local.test":   {netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("224.0.0.1")},
 		"office.test":  {netip.MustParseAddr("203.0.113.9")},
 		"v6.test":      {netip.MustParseAddr("203.0.113.10")},
+		"priv.test":    {netip.MustParseAddr("10.99.0.2")},
+		"cgnat.test":   {netip.MustParseAddr("100.64.0.5")},
+		// mixed.test of the audit: a loopback address the guard always
+		// refused, and a private one it used to fall through to.
+		"mixedpriv.test": {netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("10.99.0.2")},
 	}
 	cfg.IgnoreDestinations = []netip.Prefix{netip.MustParsePrefix("100.100.0.0/16")}
 	cfg.V6Prefix = netip.MustParsePrefix("fd7a:115c:a1e0:b1a::/96")
@@ -91,11 +99,7 @@ func TestRoute(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, _ := newTest(t, Config{Clients: cm})
-	cases := []struct {
-		src, dst string
-		want     Result
-		addrs    string
-	}{
+	cases := []routeCase{
 		{"10.0.0.1:1000", "198.18.0.1:443", Relayed, "[203.0.113.1]"},
 		{"10.0.0.2:1000", "198.18.0.1:443", Relayed, "[203.0.113.2]"},
 		{"10.1.2.3:1000", "198.18.0.1:443", Relayed, "[203.0.113.9]"},
@@ -109,7 +113,37 @@ func TestRoute(t *testing.T) {
 		{"[fd00::1]:1000", "[fd7a:115c:a1e0:b1a::c612:1]:443", NoMapping, ""},
 		{"10.0.0.1:1000", "[fd7a:115c:a1e0:b1a::c612:a]:443", Relayed, "[203.0.113.10]"},
 		{"10.0.0.1:1000", "[fd00::c612:a]:443", NoMapping, ""},
+		{"10.0.0.1:1000", "198.18.0.11:443", Refused, ""},
+		{"10.0.0.1:1000", "198.18.0.12:443", Refused, ""},
+		{"10.0.0.1:1000", "198.18.0.13:443", Refused, ""},
 	}
+	routeCases(t, c, cases)
+}
+
+// TestRouteAllow: --connector-allow opens private prefixes, and only those:
+// a name with a loopback and an allowed private address dials the private
+// one alone; the pool stays refused even inside an allowed prefix.
+func TestRouteAllow(t *testing.T) {
+	c, _ := newTest(t, Config{Allow: []netip.Prefix{
+		netip.MustParsePrefix("10.99.0.0/16"), netip.MustParsePrefix("100.64.0.0/10"), netip.MustParsePrefix("198.18.0.0/15"),
+	}})
+	routeCases(t, c, []routeCase{
+		{"10.0.0.1:1000", "198.18.0.11:443", Relayed, "[10.99.0.2]"},
+		{"10.0.0.1:1000", "198.18.0.12:443", Relayed, "[100.64.0.5]"},
+		{"10.0.0.1:1000", "198.18.0.13:443", Relayed, "[10.99.0.2]"},
+		{"10.0.0.1:1000", "198.18.0.2:443", Refused, ""}, // loop.test, a pool address
+		{"10.0.0.1:1000", "198.18.0.7:443", Refused, ""}, // local.test: unspecified and multicast
+	})
+}
+
+type routeCase struct {
+	src, dst string
+	want     Result
+	addrs    string
+}
+
+func routeCases(t *testing.T, c *Connector, cases []routeCase) {
+	t.Helper()
 	for _, tc := range cases {
 		f := flowInfo{proto: "tcp", src: netip.MustParseAddrPort(tc.src), dst: netip.MustParseAddrPort(tc.dst)}
 		if !c.admit(&f) {

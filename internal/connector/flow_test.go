@@ -68,7 +68,7 @@ func servedPair(t *testing.T, c *Connector, client string, dst netip.AddrPort) (
 
 func TestServeConnRelaysAndHalfCloses(t *testing.T) {
 	echo := echoServer(t)
-	c, fp := newTest(t, Config{AllowDial: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+	c, fp := newTest(t, Config{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
 	fp.mappings["nodeA 198.18.0.20"] = "echo.test"
 	c.res.(fakeResolver)["echo.test"] = []netip.Addr{echo.Addr()}
 
@@ -97,7 +97,7 @@ func TestServeConnClosesFlowsItCannotCarry(t *testing.T) {
 		name, client string
 		dst          string
 	}{
-		// The guard refuses loopback without AllowDial.
+		// The guard refuses loopback without Allow.
 		{"loopback upstream", "nodeA", "198.18.0.20"},
 		{"another client's address", "nodeB", "198.18.0.20"},
 		{"no mapping", "nodeA", "198.18.0.21"},
@@ -136,7 +136,7 @@ func TestCarries(t *testing.T) {
 
 func TestCloseEndsServedFlowsAndRefusesNewOnes(t *testing.T) {
 	echo := echoServer(t)
-	c, fp := newTest(t, Config{AllowDial: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	c, fp := newTest(t, Config{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
 	fp.mappings["nodeA 198.18.0.20"] = "echo.test"
 	c.res.(fakeResolver)["echo.test"] = []netip.Addr{echo.Addr()}
 	dst := netip.AddrPortFrom(netip.MustParseAddr("198.18.0.20"), echo.Port())

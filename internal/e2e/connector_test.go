@@ -237,7 +237,10 @@ func TestConnector(t *testing.T) {
 		"--http-addr", "127.0.0.1:7480", "--cluster-addr", "127.0.0.1:7481",
 		"--dns-addr", gwClientSide+":53", "--dns-upstream", upA+":53", "--dns-domains", "test",
 		"--v6-prefix", connV6Prefix, "--dns-client-map", clientMap,
-		"--connector", "--connector-client-flows", "4", "--log-level", "debug")
+		"--connector", "--connector-client-flows", "4", "--log-level", "debug",
+		// The upstreams are private addresses, which the connector
+		// refuses unless allowed.
+		"--connector-allow", sub("10.%d.2.0/24"))
 	waitPoolSet(t, gw, "198.18.0.0/15", srv)
 
 	poolA := dig(t, client, alice, "A", "a.test")
@@ -393,7 +396,7 @@ func TestConnectorFailover(t *testing.T) {
 			"--tls-ca", filepath.Join(certs, "ca.pem"), "--tls-cert", filepath.Join(certs, "cert.pem"), "--tls-key", filepath.Join(certs, "key.pem"),
 			"--log-level", "debug"}
 		if ns != s3 {
-			args = append(args, "--connector", "--dns-addr", ip(i+1)+":53", "--dns-upstream", ip(100)+":53", "--dns-domains", "test")
+			args = append(args, "--connector", "--connector-allow", ip(100)+"/32", "--dns-addr", ip(i+1)+":53", "--dns-upstream", ip(100)+":53", "--dns-domains", "test")
 		}
 		procs = append(procs, lab.start(fmt.Sprintf("s%d", i+1), ns, args...))
 	}
