@@ -40,13 +40,15 @@ type Pool interface {
 	PoolConfig() (pool.Config, bool)
 }
 
-// Resolver gives a domain's IPv4 addresses. dnsfront.Server implements it
-// with its upstreams and cache, so a flow goes where a DNS answer for the
-// domain would have gone.
+// Resolver gives a domain's addresses. dnsfront.Server implements it with
+// its upstreams and cache, so a flow goes where a DNS answer for the domain
+// would have gone.
 type Resolver interface {
-	// LookupA returns the addresses (none for NXDOMAIN or no A record) and
-	// whether any lies in the ignored destinations.
+	// LookupA returns the IPv4 addresses (none for NXDOMAIN or no A
+	// record) and whether any lies in the ignored destinations.
 	LookupA(name string) (addrs []netip.Addr, ignored bool, err error)
+	// LookupAAAA is LookupA for IPv6 addresses (AAAA records).
+	LookupAAAA(name string) (addrs []netip.Addr, ignored bool, err error)
 }
 
 // Config configures a Connector. Zero values take the documented defaults.
@@ -213,6 +215,8 @@ type Connector struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	plat   platform // the system's listeners, flows and rules
+	// attemptDelay is connectionAttemptDelay, shorter in tests.
+	attemptDelay time.Duration
 }
 
 // New checks cfg and returns a Connector that is not yet listening.
@@ -225,7 +229,7 @@ func New(cfg Config, p Pool, r Resolver) (*Connector, error) {
 		return nil, err
 	}
 	c := &Connector{
-		cfg: cfg, pool: p, res: r, log: cfg.Logger, m: cfg.Metrics,
+		cfg: cfg, pool: p, res: r, log: cfg.Logger, m: cfg.Metrics, attemptDelay: connectionAttemptDelay,
 		limits: newLimits(cfg.MaxFlows, cfg.MaxClientFlows, cfg.ClientRate, cfg.ClientBurst),
 	}
 	c.guard = newGuard(p, cfg.V6Prefix, cfg.IgnoreDestinations)
@@ -297,7 +301,9 @@ func (c *Connector) admit(f *flowInfo) bool {
 }
 
 // route finds where a flow goes: the domain the client's pool address means
-// and the addresses to try, in order. It sets f.result when there is none.
+// and the addresses to try, in order: both families, those the guard
+// refuses left out, the client's family first, interleaved (RFC 8305). It
+// sets f.result when there is none.
 func (c *Connector) route(f *flowInfo) []netip.Addr {
 	pa, ok := c.poolAddr(f.dst.Addr())
 	if !ok {
@@ -318,35 +324,55 @@ func (c *Connector) route(f *flowInfo) []netip.Addr {
 		return nil
 	}
 	f.domain = m.Domain
-	addrs, ignored, err := c.res.LookupA(m.Domain)
-	for _, a := range addrs {
+	v4, v6 := c.resolve(m.Domain)
+	switch {
+	case v4.err != nil && v6.err != nil:
+		f.result, f.err = ResolveFailed, errors.Join(v4.err, v6.err)
+		return nil
+	case len(v4.addrs) == 0 && len(v6.addrs) == 0:
+		// One family failing is no reason to give up while the other
+		// may yet have answered: the error is what is known.
+		f.result, f.err = ResolveFailed, errors.Join(v4.err, v6.err)
+		if f.err == nil {
+			f.err = errors.New("no A or AAAA record upstream")
+		}
+		return nil
+	}
+	ignored := v4.ignored || v6.ignored
+	for _, a := range append(v4.addrs[:len(v4.addrs):len(v4.addrs)], v6.addrs...) {
 		ignored = ignored || c.guard.isIgnored(a)
 	}
-	switch {
-	case err != nil:
-		f.result, f.err = ResolveFailed, err
-		return nil
-	case len(addrs) == 0:
-		f.result, f.err = ResolveFailed, errors.New("no A record upstream")
-		return nil
-	case ignored:
+	if ignored {
 		f.result, f.err = Refused, errors.New("the domain resolves into --ignore-destinations")
 		return nil
 	}
-	ok4 := addrs[:0:0]
+	ok4, ok6 := c.allowedAddrs(f, v4.addrs), c.allowedAddrs(f, v6.addrs)
+	if len(ok4) == 0 && len(ok6) == 0 {
+		f.result = Refused
+		return nil
+	}
+	f.err = nil
+	// The client's own family first: a client that reached the pool over
+	// IPv6 has IPv6, and the domain likely answers it as it would the
+	// client directly.
+	if f.dst.Addr().Is6() {
+		return interleave(ok6, ok4)
+	}
+	return interleave(ok4, ok6)
+}
+
+// allowedAddrs are the addresses of addrs the guard lets the flow dial; the
+// last refused one's reason is left in f.err.
+func (c *Connector) allowedAddrs(f *flowInfo, addrs []netip.Addr) []netip.Addr {
+	var ok []netip.Addr
 	for _, a := range addrs {
 		if why := c.guard.forbidden(a); why != "" {
 			f.err = fmt.Errorf("%v is %s", a, why)
 			continue
 		}
-		ok4 = append(ok4, a)
+		ok = append(ok, a.Unmap())
 	}
-	if len(ok4) == 0 {
-		f.result = Refused
-		return nil
-	}
-	f.err = nil
-	return ok4
+	return ok
 }
 
 // done counts and logs a flow that ended.

@@ -35,13 +35,28 @@ func (p *fakePool) Lookup(_ context.Context, client string, addr netip.Addr, _ t
 
 func (p *fakePool) PoolConfig() (pool.Config, bool) { return p.cfg, len(p.cfg.Pool) > 0 }
 
+// fakeResolver holds each name's addresses, both families in one list.
 type fakeResolver map[string][]netip.Addr
 
 func (r fakeResolver) LookupA(name string) ([]netip.Addr, bool, error) {
+	return r.lookup(name, netip.Addr.Is4)
+}
+
+func (r fakeResolver) LookupAAAA(name string) ([]netip.Addr, bool, error) {
+	return r.lookup(name, netip.Addr.Is6)
+}
+
+func (r fakeResolver) lookup(name string, family func(netip.Addr) bool) ([]netip.Addr, bool, error) {
 	if name == "fail.test" {
 		return nil, false, errors.New("upstream down")
 	}
-	return r[name], false, nil
+	var out []netip.Addr
+	for _, a := range r[name] {
+		if family(a) {
+			out = append(out, a)
+		}
+	}
+	return out, false, nil
 }
 
 func newTest(t *testing.T, cfg Config) (*Connector, *fakePool) {

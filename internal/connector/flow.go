@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,24 +103,17 @@ func keepAliveConfig(idle time.Duration) net.KeepAliveConfig {
 	return net.KeepAliveConfig{Enable: true, Idle: idle, Interval: max(time.Second, idle/3), Count: 4}
 }
 
-// dialUp connects to the flow's port on each address in turn until one
-// accepts.
+// dialUp connects to the flow's port on the addresses, racing them as
+// Happy Eyeballs does.
 func (c *Connector) dialUp(addrs []netip.Addr, f *flowInfo) (net.Conn, error) {
-	d := net.Dialer{Timeout: c.cfg.DialTimeout, KeepAliveConfig: keepAliveConfig(c.cfg.KeepAlive)}
-	port := strconv.Itoa(int(f.dst.Port()))
 	start := time.Now()
-	var errs []error
-	for _, a := range addrs {
-		conn, err := d.DialContext(c.ctx, "tcp", net.JoinHostPort(a.String(), port))
-		if err == nil {
-			c.m.dialed(time.Since(start))
-			f.target = netip.AddrPortFrom(a, f.dst.Port())
-			return conn, nil
-		}
-		errs = append(errs, err)
-	}
+	conn, ap, err := c.dialRace(addrs, f.dst.Port())
 	c.m.dialed(time.Since(start))
-	return nil, errors.Join(errs...)
+	if err != nil {
+		return nil, err
+	}
+	f.target = ap
+	return conn, nil
 }
 
 // relayConns copies both ways until both directions have ended, passing a
