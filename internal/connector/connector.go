@@ -82,6 +82,11 @@ type Config struct {
 	// IdleTimeout closes a TCP flow that moved no byte either way for
 	// this long. Default 15m.
 	IdleTimeout time.Duration
+	// HalfCloseTimeout ends a TCP flow this long after one side finished
+	// (its FIN passed on as a half-close) while the other has not: an
+	// upstream that never closes would otherwise hold the flow, and the
+	// client's place under the limits, for the idle timeout. Default 60s.
+	HalfCloseTimeout time.Duration
 	// UDPIdleTimeout ends a UDP flow after this long without a datagram.
 	// Default 60s.
 	UDPIdleTimeout time.Duration
@@ -123,6 +128,10 @@ const (
 	DefaultMaxFlows       = 16384
 	DefaultMaxClientFlows = 1024
 	DefaultClientRate     = 200
+	// DefaultHalfCloseTimeout is Config.HalfCloseTimeout's default: long
+	// enough for an answer after the request's FIN, short against an
+	// upstream that holds a finished flow open.
+	DefaultHalfCloseTimeout = 60 * time.Second
 )
 
 func (cfg *Config) setDefaults() {
@@ -137,6 +146,9 @@ func (cfg *Config) setDefaults() {
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 15 * time.Minute
+	}
+	if cfg.HalfCloseTimeout <= 0 {
+		cfg.HalfCloseTimeout = DefaultHalfCloseTimeout
 	}
 	if cfg.UDPIdleTimeout <= 0 {
 		cfg.UDPIdleTimeout = time.Minute

@@ -13,6 +13,8 @@ type Metrics struct {
 	active *prometheus.GaugeVec
 	bytes  *prometheus.CounterVec
 	dial   prometheus.Histogram
+	// timeouts counts flows ended by a timeout, by which.
+	timeouts *prometheus.CounterVec
 	// The series a flow touches, looked up once rather than hashed per flow.
 	byFlow   map[string]map[Result]prometheus.Counter
 	byActive map[string]prometheus.Gauge
@@ -38,7 +40,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time to connect to the domain's address (TCP) or open the socket to it (UDP), failed tries included.",
 			Buckets: []float64{.0002, .0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5},
 		}),
+		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ippool_connector_timeouts_total",
+			Help: "TCP flows ended by a timeout: idle (no byte either way for --connector-idle-timeout), half_close (one side finished, the other not within --connector-half-close-timeout).",
+		}, []string{"kind"}),
 	}
+	m.timeouts.WithLabelValues("idle")
+	m.timeouts.WithLabelValues("half_close")
 	m.byFlow = make(map[string]map[Result]prometheus.Counter)
 	m.byActive = make(map[string]prometheus.Gauge)
 	m.byBytes = make(map[string][2]prometheus.Counter)
@@ -50,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.byActive[p] = m.active.WithLabelValues(p)
 		m.byBytes[p] = [2]prometheus.Counter{m.bytes.WithLabelValues(p, "upstream"), m.bytes.WithLabelValues(p, "downstream")}
 	}
-	reg.MustRegister(m.flows, m.active, m.bytes, m.dial)
+	reg.MustRegister(m.flows, m.active, m.bytes, m.dial, m.timeouts)
 	return m
 }
 
@@ -76,5 +84,11 @@ func (m *Metrics) relayed(proto string, up, down int64) {
 func (m *Metrics) dialed(d time.Duration) {
 	if m != nil {
 		m.dial.Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) timedOut(kind string) {
+	if m != nil {
+		m.timeouts.WithLabelValues(kind).Inc()
 	}
 }
