@@ -244,6 +244,7 @@ func New(cfg Config, p Pool, r Resolver) (*Connector, error) {
 		cfg: cfg, pool: p, res: r, log: cfg.Logger, m: cfg.Metrics, attemptDelay: connectionAttemptDelay,
 		limits: newLimits(cfg.MaxFlows, cfg.MaxClientFlows, cfg.ClientRate, cfg.ClientBurst),
 	}
+	c.m.watch(c.limits)
 	c.guard = newGuard(p, cfg.V6Prefix, cfg.IgnoreDestinations)
 	for _, pr := range cfg.Allow {
 		if pr.Addr().Is4In6() && pr.Bits() >= 96 {

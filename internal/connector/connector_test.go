@@ -3,11 +3,14 @@ package connector
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go4.org/netipx"
 
 	"github.com/ippool/ippool/internal/clientid"
@@ -254,6 +257,57 @@ func TestLimits(t *testing.T) {
 	}
 }
 
+// TestLimitsFairShare: the audit's case, --connector-client-flows 4
+// --connector-max-flows 6: two attackers holding all the flows they can
+// leave a third client its flow, whether they take them one after the
+// other or turn about; below half the table a client may use its whole
+// limit.
+func TestLimitsFairShare(t *testing.T) {
+	now := time.Unix(1000, 0)
+	fill := func(l *limits, ids ...string) map[string]int {
+		got := make(map[string]int)
+		for progress := true; progress; {
+			progress = false
+			for _, id := range ids {
+				why := l.admit(id, now)
+				if why == "" {
+					got[id]++
+					progress = true
+				} else if !strings.Contains(why, "share") && !strings.Contains(why, "per client") {
+					t.Fatalf("%s refused: %q", id, why)
+				}
+			}
+		}
+		return got
+	}
+	for _, order := range [][]string{{"a"}, {"a", "b"}} {
+		l := newLimits(6, 4, 0, 0)
+		held := fill(l, order...)
+		if len(order) == 1 {
+			held["b"] = fill(l, "b")["b"]
+		}
+		if why := l.admit("c", now); why != "" {
+			t.Fatalf("attackers holding %v: the third client is refused: %q", held, why)
+		}
+		active, busiest, sum, _ := l.clientStats()
+		if active != 3 || sum != held["a"]+held["b"]+1 || busiest != max(held["a"], held["b"]) {
+			t.Fatalf("client stats %d %d %d with %v held", active, busiest, sum, held)
+		}
+	}
+	l := newLimits(100, 40, 0, 0)
+	if got := fill(l, "a")["a"]; got != 40 {
+		t.Fatalf("alone in a table of 100, a client got %d flows of its 40", got)
+	}
+	// Past half the table the share shrinks with each client holding
+	// flows, down to the floor (40/16 = 2).
+	for i := range 50 {
+		l.admit(fmt.Sprint("c", i), now)
+	}
+	if got := fill(l, "late")["late"]; got != 2 {
+		t.Fatalf("a client arriving among 51 got %d flows, want the floor of 2", got)
+	}
+}
+
 // TestLimitsBounded: a flood of sources keeps the table bounded; clients
 // whose bucket refilled are dropped to make room.
 func TestLimitsBounded(t *testing.T) {
@@ -318,5 +372,32 @@ func TestConfigChecks(t *testing.T) {
 	c, err := New(Config{MaxFlows: 10, MaxClientFlows: 100, ClientRate: DefaultClientRate}, fp, res)
 	if err != nil || c.cfg.MaxClientFlows != 10 || c.cfg.ClientBurst != 400 {
 		t.Fatalf("defaults: %+v %v", c.cfg, err)
+	}
+}
+
+// TestClientFlowMetrics: the spread of flows over clients is exported as a
+// count, a maximum and a histogram, never a series per client.
+func TestClientFlowMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c, _ := newTest(t, Config{Metrics: NewMetrics(reg)})
+	now := time.Unix(1000, 0)
+	for _, id := range []string{"a", "a", "a", "b"} {
+		if why := c.limits.admit(id, now); why != "" {
+			t.Fatal(why)
+		}
+	}
+	want := `
+# HELP ippool_connector_busiest_client_flows Flows held by the client holding the most, against --connector-client-flows and the fair share past half of --connector-max-flows.
+# TYPE ippool_connector_busiest_client_flows gauge
+ippool_connector_busiest_client_flows 3
+# HELP ippool_connector_clients Clients holding one flow or more.
+# TYPE ippool_connector_clients gauge
+ippool_connector_clients 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "ippool_connector_busiest_client_flows", "ippool_connector_clients"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := testutil.GatherAndCount(reg, "ippool_connector_client_flows"); err != nil || n != 1 {
+		t.Fatalf("%d client_flows series, %v; want one histogram", n, err)
 	}
 }

@@ -1,6 +1,7 @@
 package connector
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,7 @@ type Metrics struct {
 	dial   prometheus.Histogram
 	// timeouts counts flows ended by a timeout, by which.
 	timeouts *prometheus.CounterVec
+	clients  *clientCollector
 	// The series a flow touches, looked up once rather than hashed per flow.
 	byFlow   map[string]map[Result]prometheus.Counter
 	byActive map[string]prometheus.Gauge
@@ -45,6 +47,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "TCP flows ended by a timeout: idle (no byte either way for --connector-idle-timeout), half_close (one side finished, the other not within --connector-half-close-timeout).",
 		}, []string{"kind"}),
 	}
+	m.clients = &clientCollector{
+		active: prometheus.NewDesc("ippool_connector_clients", "Clients holding one flow or more.", nil, nil),
+		busiest: prometheus.NewDesc("ippool_connector_busiest_client_flows",
+			"Flows held by the client holding the most, against --connector-client-flows and the fair share past half of --connector-max-flows.", nil, nil),
+		perClient: prometheus.NewDesc("ippool_connector_client_flows",
+			"Flows per client, over the clients holding one or more, as of the scrape (a distribution, so that no client is a label).", nil, nil),
+	}
 	m.timeouts.WithLabelValues("idle")
 	m.timeouts.WithLabelValues("half_close")
 	m.byFlow = make(map[string]map[Result]prometheus.Counter)
@@ -58,7 +67,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.byActive[p] = m.active.WithLabelValues(p)
 		m.byBytes[p] = [2]prometheus.Counter{m.bytes.WithLabelValues(p, "upstream"), m.bytes.WithLabelValues(p, "downstream")}
 	}
-	reg.MustRegister(m.flows, m.active, m.bytes, m.dial, m.timeouts)
+	reg.MustRegister(m.flows, m.active, m.bytes, m.dial, m.timeouts, m.clients)
 	return m
 }
 
@@ -91,4 +100,39 @@ func (m *Metrics) timedOut(kind string) {
 	if m != nil {
 		m.timeouts.WithLabelValues(kind).Inc()
 	}
+}
+
+// watch makes the per-client metrics describe l.
+func (m *Metrics) watch(l *limits) {
+	if m != nil {
+		m.clients.limits.Store(l)
+	}
+}
+
+// clientCollector reads how flows are spread over clients at each scrape,
+// from the limits' own table, so that nothing is kept per client for it.
+type clientCollector struct {
+	limits                     atomic.Pointer[limits]
+	active, busiest, perClient *prometheus.Desc
+}
+
+func (cc *clientCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- cc.active
+	ch <- cc.busiest
+	ch <- cc.perClient
+}
+
+func (cc *clientCollector) Collect(ch chan<- prometheus.Metric) {
+	l := cc.limits.Load()
+	if l == nil {
+		return
+	}
+	active, busiest, sum, buckets := l.clientStats()
+	ch <- prometheus.MustNewConstMetric(cc.active, prometheus.GaugeValue, float64(active))
+	ch <- prometheus.MustNewConstMetric(cc.busiest, prometheus.GaugeValue, float64(busiest))
+	hb := make(map[float64]uint64, len(buckets))
+	for i, b := range clientFlowBuckets {
+		hb[b] = buckets[i]
+	}
+	ch <- prometheus.MustNewConstHistogram(cc.perClient, uint64(active), float64(sum), hb)
 }
