@@ -33,17 +33,21 @@ const connV6Prefix = "fd7a:115c:a1e0:b1a::/96"
 // reached at and then echo, and a UDP echo server that says the same.
 type upstreamNet struct {
 	mu      sync.Mutex
-	queries map[string]int // DNS questions by name
+	queries map[string]int // DNS questions by "name TYPE"
 }
 
-func (u *upstreamNet) asked(name string) int {
+// asked is how many A questions for name the DNS server had.
+func (u *upstreamNet) asked(name string) int { return u.askedType(name, "A") }
+
+func (u *upstreamNet) askedType(name, qtype string) int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.queries[name]
+	return u.queries[name+" "+qtype]
 }
 
-// startUpstreamNet serves zone (name -> A) on dnsAddr:53 and the TCP and UDP
-// servers on every address of addrs, all inside ns.
+// startUpstreamNet serves zone (name -> its addresses, comma-separated: A
+// records for the IPv4 ones, AAAA for the IPv6 ones) on dnsAddr:53 and the
+// TCP and UDP servers on every address of addrs, all inside ns.
 func startUpstreamNet(lab *netnsLab, ns, dnsAddr string, zone map[string]string, addrs []string, tcpPorts []int, udpPort int) *upstreamNet {
 	t := lab.t
 	u := &upstreamNet{queries: make(map[string]int)}
@@ -54,16 +58,26 @@ func startUpstreamNet(lab *netnsLab, ns, dnsAddr string, zone map[string]string,
 		q := r.Question[0]
 		name := strings.TrimSuffix(strings.ToLower(q.Name), ".")
 		u.mu.Lock()
-		u.queries[name]++
+		u.queries[name+" "+dns.TypeToString[q.Qtype]]++
 		u.mu.Unlock()
-		a, ok := zone[name]
-		switch {
-		case !ok:
+		addrs, ok := zone[name]
+		if !ok {
 			m.Rcode = dns.RcodeNameError
-		case q.Qtype == dns.TypeA:
+		}
+		for _, a := range strings.Split(addrs, ",") {
+			ip, err := netip.ParseAddr(a)
+			if err != nil {
+				continue
+			}
 			// A short TTL, as SaaS names have: the connector's resolves
 			// then go through the cache's refresh too.
-			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30}, A: net.ParseIP(a)})
+			hdr := dns.RR_Header{Name: q.Name, Rrtype: q.Qtype, Class: dns.ClassINET, Ttl: 30}
+			switch {
+			case q.Qtype == dns.TypeA && ip.Is4():
+				m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: ip.AsSlice()})
+			case q.Qtype == dns.TypeAAAA && ip.Is6():
+				m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr, AAAA: ip.AsSlice()})
+			}
 		}
 		w.WriteMsg(m)
 	})}
