@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -205,24 +206,39 @@ func TestConnectorFairFlows(t *testing.T) {
 // with only an IPv6 address (a global-looking one, outside the networks
 // the connector refuses and outside the gateway's own), is reached by an
 // IPv4 client through its pool IPv4 address: the connector resolves both
-// families and dials the one there is.
+// families and dials the one there is. A name with both is reached over
+// the family the client used: IPv4 through a pool IPv4 address, IPv6
+// through a --v6-prefix address.
 func TestConnectorIPv6OnlyUpstream(t *testing.T) {
 	lab := newLab(t)
 	n := subnet()
 	sub := func(format string, a ...any) string { return fmt.Sprintf(format, append([]any{n}, a...)...) }
 	client, gw, up := lab.ns("client"), lab.ns("gw"), lab.ns("up")
-	src, gwC := sub("10.%d.1.2"), sub("10.%d.1.1")
+	src, gwC, src6, gwC6 := sub("10.%d.1.2"), sub("10.%d.1.1"), sub("fd00:%d:1::2"), sub("fd00:%d:1::1")
 	// The link between the gateway and the upstream is one network; the
-	// upstream's service address is in another behind it, so that it is
-	// not in one of the gateway's own networks.
+	// upstream's IPv6 service address is in another behind it, so that it
+	// is not in one of the gateway's own networks. Its IPv4 address, for
+	// the dual-stack name, is private and allowed.
 	gwU6, upLink6, upAddr6 := sub("2001:db8:%d:1::1"), sub("2001:db8:%d:1::2"), sub("2001:db8:%d:2::2")
-	lab.link(client, gw, []string{src + "/24"}, []string{gwC + "/24"})
-	lab.link(gw, up, []string{gwU6 + "/64"}, []string{upLink6 + "/64", upAddr6 + "/128"})
+	gwU4, upAddr4 := sub("10.%d.2.1"), sub("10.%d.2.2")
+	lab.link(client, gw, []string{src + "/24", src6 + "/64"}, []string{gwC + "/24", gwC6 + "/64"})
+	lab.link(gw, up, []string{gwU6 + "/64", gwU4 + "/24"}, []string{upLink6 + "/64", upAddr6 + "/128", upAddr4 + "/24"})
 	lab.ip("-6", "-n", gw, "route", "add", sub("2001:db8:%d:2::/64"), "via", upLink6)
 	lab.ip("-n", client, "route", "add", "default", "via", gwC)
+	lab.ip("-6", "-n", client, "route", "add", connV6Prefix, "via", gwC6)
 	lab.resolvConf(client, gwC)
-	upstream := startUpstreamNet(lab, up, upAddr6, map[string]string{"v6only.test": upAddr6}, []string{upAddr6}, []int{8080}, 5300)
-	gwp := startGateway(t, lab, "gateway", gw, gwC, net.JoinHostPort(upAddr6, "53"))
+	upstream := startUpstreamNet(lab, up, upAddr6, map[string]string{
+		"v6only.test": upAddr6,
+		"dual.test":   upAddr4 + "," + upAddr6,
+	}, []string{upAddr6, upAddr4}, []int{8080}, 5300)
+	// The client's two addresses are one client, so that its IPv4 DNS
+	// query gives the AAAA its IPv6 address uses.
+	clientMap := filepath.Join(t.TempDir(), "clients")
+	if err := os.WriteFile(clientMap, []byte(src+" c\n"+src6+" c\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gwp := startGateway(t, lab, "gateway", gw, gwC, net.JoinHostPort(upAddr6, "53"),
+		"--v6-prefix", connV6Prefix, "--dns-client-map", clientMap, "--connector-allow", sub("10.%d.2.0/24"))
 	defer stopGateway(t, gwp)
 
 	pa := dig(t, client, src, "A", "v6only.test")
@@ -238,5 +254,14 @@ func TestConnectorIPv6OnlyUpstream(t *testing.T) {
 	}
 	if upstream.askedType("v6only.test", "AAAA") < 1 {
 		t.Error("the connector never asked for AAAA records")
+	}
+
+	pa4 := dig(t, client, src, "A", "dual.test")
+	if g, err := tcpExchange(lab, client, src, pa4+":8080", []byte("IPv4 client")); err != nil || g != "hello "+upAddr4+":8080" {
+		t.Errorf("dual.test from an IPv4 client: %q %v, want its IPv4 address", g, err)
+	}
+	pa6 := dig(t, client, src, "AAAA", "dual.test")
+	if g, err := tcpExchange(lab, client, src6, net.JoinHostPort(pa6, "8080"), []byte("IPv6 client")); err != nil || g != want {
+		t.Errorf("dual.test from an IPv6 client at %s: %q %v, want its IPv6 address", pa6, g, err)
 	}
 }
