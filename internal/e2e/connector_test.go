@@ -375,6 +375,66 @@ func TestConnector(t *testing.T) {
 	}
 }
 
+// TestConnectorFairFlows is issue 28's finding 4: with
+// --connector-client-flows 4 --connector-max-flows 6, attackers from two
+// addresses holding every flow the gateway lets them open (the upstream
+// never closes them) leave a third client room for its flow.
+func TestConnectorFairFlows(t *testing.T) {
+	lab := newLab(t)
+	n := subnet()
+	sub := func(format string, a ...any) string { return fmt.Sprintf(format, append([]any{n}, a...)...) }
+	client, gw, up := lab.ns("client"), lab.ns("gw"), lab.ns("up")
+	atk1, atk2, victim, gwC := sub("10.%d.1.2"), sub("10.%d.1.3"), sub("10.%d.1.4"), sub("10.%d.1.1")
+	upA := sub("10.%d.2.2")
+	lab.link(client, gw, []string{atk1 + "/24", atk2 + "/24", victim + "/24"}, []string{gwC + "/24"})
+	lab.link(gw, up, []string{sub("10.%d.2.1/24")}, []string{upA + "/24"})
+	lab.ip("-n", client, "route", "add", "default", "via", gwC)
+	lab.resolvConf(client, gwC)
+	startUpstreamNet(lab, up, upA, map[string]string{"a.test": upA}, []string{upA}, []int{8080}, 5300)
+	gwp := startGateway(t, lab, "gateway", gw, gwC, upA+":53",
+		"--connector-client-flows", "4", "--connector-max-flows", "6", "--connector-allow", sub("10.%d.2.0/24"))
+	defer stopGateway(t, gwp)
+
+	pa := make(map[string]string)
+	for _, src := range []string{atk1, atk2, victim} {
+		pa[src] = dig(t, client, src, "A", "a.test")
+	}
+	// Each attacker in turn opens flows until one is refused and keeps
+	// those relayed (greeted by the upstream) open.
+	held := make(map[string]int)
+	for _, atk := range []string{atk1, atk2} {
+		for range 8 {
+			c, err := lab.dial(client, "tcp", atk, pa[atk]+":8080", 2*time.Second)
+			if err != nil {
+				break
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+				c.Close()
+				if !isReset(err) {
+					t.Fatalf("%s: %v, want a greeting or a reset", atk, err)
+				}
+				break
+			}
+			held[atk]++
+			defer c.Close()
+		}
+	}
+	t.Logf("the attackers hold %v flows", held)
+	if held[atk1]+held[atk2] >= 6 {
+		t.Fatalf("the attackers hold %v flows, the whole table", held)
+	}
+	if g, err := tcpExchange(lab, client, victim, pa[victim]+":8080", []byte("victim")); err != nil || g != "hello "+upA+":8080" {
+		t.Fatalf("the third client while the attackers hold %v: %q %v", held, g, err)
+	}
+	if v := lab.metric(gw, guardHTTPAddr, `ippool_connector_flows_total{proto="tcp",result="limited"}`); v < 2 {
+		t.Errorf("%v flows counted limited, want one per attacker", v)
+	}
+	if v := lab.metric(gw, guardHTTPAddr, "ippool_connector_busiest_client_flows"); v != float64(max(held[atk1], held[atk2])) {
+		t.Errorf("busiest client's flows %v, want %d", v, max(held[atk1], held[atk2]))
+	}
+}
+
 // TestConnectorFailover: two gateways, each one server of a three-server
 // cluster running the connector, serve the same clients. A client resolves
 // and connects through the first; the first is SIGKILLed and the client's
