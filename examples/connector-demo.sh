@@ -49,7 +49,7 @@ ip netns exec "$up" "$work/connector-upstream" -dns 10.250.2.2:53 -http 10.250.2
 pids+=($!)
 ip netns exec "$gw" "$work/ippool" serve --data-dir "$work/data" \
 	--dns-addr 10.250.1.1:53 --dns-domains demo --dns-upstream 10.250.2.2:53 \
-	--connector --log-level debug 2>"$work/gateway.log" &
+	--connector --connector-allow 10.250.2.0/24 --log-level debug 2>"$work/gateway.log" &
 pid=$!
 pids+=("$pid")
 until ip netns exec "$gw" nft list set inet ippool pool4 2>/dev/null | grep -q 198.18.0.0/15; do

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/ippool/ippool/internal/clientid"
@@ -14,18 +15,20 @@ import (
 
 // ConnectorFlags are serve's connector settings, embedded in ServeCmd.
 type ConnectorFlags struct {
-	Connector               bool          `help:"Carry clients' TCP and UDP flows sent to pool addresses (and --v6-prefix addresses) to the domain each address stands for that client, on the same port. Linux only (TPROXY); needs CAP_NET_ADMIN. Clients are named as the DNS server names them (source address or --dns-client-map); domains are resolved through --dns-upstream."`
-	ConnectorRules          string        `help:"on: install the connector's nftables table (inet ippool), policy rule and local route at start, replacing any a crashed run left, and remove them at stop; off: leave them to you ('ippool connector rules' prints them)." default:"on" enum:"on,off"`
-	ConnectorPort           int           `help:"Port the rules hand flows to, on 127.0.0.1 and ::1." default:"${connector_port}"`
-	ConnectorMark           uint32        `help:"Packet mark of flows handed to the connector, matched by its policy rule." default:"${connector_mark}"`
-	ConnectorTable          int           `help:"Routing table of the connector's local route; also its policy rule's priority." default:"${connector_table}"`
-	ConnectorMaxFlows       int           `help:"Concurrent flows at most, TCP and UDP together; past it new flows are reset (UDP: dropped)." default:"${connector_max_flows}"`
-	ConnectorClientFlows    int           `help:"Concurrent flows at most per client." default:"${connector_client_flows}"`
-	ConnectorClientRate     float64       `help:"New flows per second per client (0: no limit)." default:"${connector_client_rate}"`
-	ConnectorClientBurst    int           `help:"Bucket size of --connector-client-rate (default twice the rate)."`
-	ConnectorDialTimeout    time.Duration `help:"Longest wait for one address of a domain to accept; then the next is tried." default:"5s"`
-	ConnectorIdleTimeout    time.Duration `help:"A TCP flow that moved no byte either way for this long is reset." default:"15m"`
-	ConnectorUDPIdleTimeout time.Duration `name:"connector-udp-idle-timeout" help:"A UDP flow without a datagram either way for this long ends." default:"60s"`
+	Connector                 bool          `help:"Carry clients' TCP and UDP flows sent to pool addresses (and --v6-prefix addresses) to the domain each address stands for that client, on the same port. Linux only (TPROXY); needs CAP_NET_ADMIN. Clients are named as the DNS server names them (source address or --dns-client-map); domains are resolved through --dns-upstream."`
+	ConnectorRules            string        `help:"on: install the connector's nftables table (inet ippool), policy rule and local route at start, replacing any a crashed run left, and remove them at stop; off: leave them to you ('ippool connector rules' prints them)." default:"on" enum:"on,off"`
+	ConnectorPort             int           `help:"Port the rules hand flows to, on 127.0.0.1 and ::1." default:"${connector_port}"`
+	ConnectorMark             uint32        `help:"Packet mark of flows handed to the connector, matched by its policy rule." default:"${connector_mark}"`
+	ConnectorTable            int           `help:"Routing table of the connector's local route; also its policy rule's priority." default:"${connector_table}"`
+	ConnectorMaxFlows         int           `help:"Concurrent flows at most, TCP and UDP together; past it new flows are reset (UDP: dropped)." default:"${connector_max_flows}"`
+	ConnectorClientFlows      int           `help:"Concurrent flows at most per client." default:"${connector_client_flows}"`
+	ConnectorClientRate       float64       `help:"New flows per second per client (0: no limit)." default:"${connector_client_rate}"`
+	ConnectorClientBurst      int           `help:"Bucket size of --connector-client-rate (default twice the rate)."`
+	ConnectorDialTimeout      time.Duration `help:"Longest wait for one address of a domain to accept; then the next is tried." default:"5s"`
+	ConnectorIdleTimeout      time.Duration `help:"A TCP flow that moved no byte either way for this long is reset." default:"15m"`
+	ConnectorHalfCloseTimeout time.Duration `help:"A TCP flow one side of which has finished (its FIN passed on) ends this long after unless the other side finishes too, so that an upstream that never closes cannot hold a client's flows until the idle timeout." default:"${connector_half_close_timeout}"`
+	ConnectorUDPIdleTimeout   time.Duration `name:"connector-udp-idle-timeout" help:"A UDP flow without a datagram either way for this long ends." default:"60s"`
+	ConnectorAllow            []string      `help:"Prefixes the connector may dial although they are private (RFC 1918, CGNAT 100.64.0.0/10, loopback, link-local, unique local IPv6) or in one of this host's networks, which it otherwise refuses: a name's owner could point it at what lies behind the gateway. Pool and --v6-prefix addresses stay refused." sep:","`
 }
 
 // connectorConfig is the connector's configuration from the flags; pool and
@@ -36,7 +39,8 @@ func (c *ServeCmd) connectorConfig(log *slog.Logger) (connector.Config, error) {
 		MaxFlows: c.ConnectorMaxFlows, MaxClientFlows: c.ConnectorClientFlows,
 		ClientRate: c.ConnectorClientRate, ClientBurst: c.ConnectorClientBurst,
 		DialTimeout: c.ConnectorDialTimeout, IdleTimeout: c.ConnectorIdleTimeout, UDPIdleTimeout: c.ConnectorUDPIdleTimeout,
-		Logger: log,
+		HalfCloseTimeout: c.ConnectorHalfCloseTimeout,
+		Logger:           log,
 	}
 	if c.ConnectorMaxFlows <= 0 || c.ConnectorClientFlows <= 0 || c.ConnectorClientRate < 0 {
 		return cfg, fmt.Errorf("--connector-max-flows and --connector-client-flows must be positive, --connector-client-rate not negative")
@@ -53,7 +57,24 @@ func (c *ServeCmd) connectorConfig(log *slog.Logger) (connector.Config, error) {
 		return cfg, err
 	}
 	cfg.V6Prefix, cfg.IgnoreDestinations = dcfg.V6Prefix, dcfg.IgnoreDestinations
+	if cfg.Allow, err = parsePrefixes("--connector-allow", c.ConnectorAllow); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
+}
+
+// parsePrefixes reads a list flag of prefixes, naming the flag and the
+// entry it cannot read.
+func parsePrefixes(flag string, list []string) ([]netip.Prefix, error) {
+	var ps []netip.Prefix
+	for _, s := range list {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q is not a prefix (like 10.0.0.0/8)", flag, s)
+		}
+		ps = append(ps, p.Masked())
+	}
+	return ps, nil
 }
 
 // ConnCmd groups the connector's verbs.

@@ -48,5 +48,6 @@ func defaults() kong.Vars {
 		"connector_max_flows":          i(connector.DefaultMaxFlows),
 		"connector_client_flows":       i(connector.DefaultMaxClientFlows),
 		"connector_client_rate":        i(connector.DefaultClientRate),
+		"connector_half_close_timeout": d(connector.DefaultHalfCloseTimeout),
 	}
 }

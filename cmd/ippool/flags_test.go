@@ -80,8 +80,8 @@ func TestFlagDefaultsFromConstants(t *testing.T) {
 	}
 	s := cli.Serve
 	got := fmt.Sprintln(s.HTTPAddr, s.ClusterAddr, s.RaftTimeout, s.SnapshotThreshold, s.MaxRestoreBytes, s.HTTPBodyTimeout, s.DNSTTL, s.DNSCacheMaxTTL,
-		len(s.DNSAllow), s.ConnectorPort, s.ConnectorMark, s.ConnectorTable, s.ConnectorMaxFlows, s.ConnectorClientRate)
-	want := fmt.Sprintln("127.0.0.1:7480", "127.0.0.1:7481", 500*time.Millisecond, uint64(16384), int64(4<<30), 2*time.Minute, time.Minute, time.Hour, 7, 7490, uint32(0x1b1), 7490, 16384, 200.0)
+		len(s.DNSAllow), s.ConnectorPort, s.ConnectorMark, s.ConnectorTable, s.ConnectorMaxFlows, s.ConnectorClientRate, s.ConnectorHalfCloseTimeout)
+	want := fmt.Sprintln("127.0.0.1:7480", "127.0.0.1:7481", 500*time.Millisecond, uint64(16384), int64(4<<30), 2*time.Minute, time.Minute, time.Hour, 7, 7490, uint32(0x1b1), 7490, 16384, 200.0, time.Minute)
 	if got != want {
 		t.Errorf("serve's defaults %s, want %s", got, want)
 	}

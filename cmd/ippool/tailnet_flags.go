@@ -24,7 +24,6 @@ type TailnetFlags struct {
 	TailnetStateDir   string   `name:"tailnet-state-dir" help:"With --tailnet: where the node keeps its keys, so it stays the same node across restarts (default: DATA-DIR/tailnet)."`
 	TailnetHTTPAllow  []string `name:"tailnet-http-allow" help:"With --tailnet: serve the HTTP API and console on the node's tailnet address too, at --http-addr's port, to these nodes only: tags (tag:ops), host names or stable node IDs; others get 403. ACL tokens apply on top." sep:","`
 	TailnetUploadLogs bool     `name:"tailnet-upload-logs" help:"With --tailnet: send the tailnet node's logs to Tailscale's log service, as tailscaled does (off: nothing is sent)."`
-	TestDialAllow     []string `hidden:"" help:"For tests only: prefixes the connector may dial although they are loopback or this host's." sep:","`
 }
 
 // checkTailnet refuses flags that do not go with --tailnet, and tailnet
@@ -60,22 +59,7 @@ func (c *ServeCmd) checkTailnet() error {
 			return errors.New("--tailnet-http-allow: an empty entry; give tags (tag:ops), host names or stable node IDs")
 		}
 	}
-	if _, err := c.testDialAllow(); err != nil {
-		return err
-	}
 	return nil
-}
-
-func (c *ServeCmd) testDialAllow() ([]netip.Prefix, error) {
-	var ps []netip.Prefix
-	for _, s := range c.TestDialAllow {
-		p, err := netip.ParsePrefix(strings.TrimSpace(s))
-		if err != nil {
-			return nil, fmt.Errorf("--test-dial-allow: %q is not a prefix", s)
-		}
-		ps = append(ps, p.Masked())
-	}
-	return ps, nil
 }
 
 // tailnetConfig is the tailnet node's configuration from the flags; the
@@ -101,9 +85,6 @@ func (c *ServeCmd) tailnetConfig(log *slog.Logger, id string) (server.Tailnet, e
 	}
 	cfg.ClusterPort, cfg.HTTPAllow = uint16(port), c.TailnetHTTPAllow
 	if cfg.Connector, err = c.connectorConfig(log.With("component", "connector")); err != nil {
-		return cfg, err
-	}
-	if cfg.Connector.AllowDial, err = c.testDialAllow(); err != nil {
 		return cfg, err
 	}
 	return cfg, nil

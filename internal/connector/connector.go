@@ -40,13 +40,15 @@ type Pool interface {
 	PoolConfig() (pool.Config, bool)
 }
 
-// Resolver gives a domain's IPv4 addresses. dnsfront.Server implements it
-// with its upstreams and cache, so a flow goes where a DNS answer for the
-// domain would have gone.
+// Resolver gives a domain's addresses. dnsfront.Server implements it with
+// its upstreams and cache, so a flow goes where a DNS answer for the domain
+// would have gone.
 type Resolver interface {
-	// LookupA returns the addresses (none for NXDOMAIN or no A record) and
-	// whether any lies in the ignored destinations.
+	// LookupA returns the IPv4 addresses (none for NXDOMAIN or no A
+	// record) and whether any lies in the ignored destinations.
 	LookupA(name string) (addrs []netip.Addr, ignored bool, err error)
+	// LookupAAAA is LookupA for IPv6 addresses (AAAA records).
+	LookupAAAA(name string) (addrs []netip.Addr, ignored bool, err error)
 }
 
 // Config configures a Connector. Zero values take the documented defaults.
@@ -64,11 +66,13 @@ type Config struct {
 	// Clients names a flow's client from its source; nil names it by the
 	// address. Use the DNS front end's map.
 	Clients *clientid.Map
-	// AllowDial exempts these prefixes from the guard's refusal of
-	// loopback addresses and the gateway's own: for tests, whose only
-	// upstreams on one machine are the machine's own. Pool and v6 prefix
-	// addresses stay refused.
-	AllowDial []netip.Prefix
+	// Allow opens these prefixes to flows although they are private
+	// (privateaddr.IsPrivate: RFC 1918, CGNAT, loopback, link-local, ...)
+	// or in one of this host's networks, which the connector otherwise
+	// never dials: a name's owner could point it at what lies behind the
+	// gateway. Pool and v6 prefix addresses stay refused, as do multicast
+	// and unspecified ones.
+	Allow []netip.Prefix
 
 	// DialTimeout bounds one connection attempt to one address of the
 	// domain. Default 5s.
@@ -78,6 +82,11 @@ type Config struct {
 	// IdleTimeout closes a TCP flow that moved no byte either way for
 	// this long. Default 15m.
 	IdleTimeout time.Duration
+	// HalfCloseTimeout ends a TCP flow this long after one side finished
+	// (its FIN passed on as a half-close) while the other has not: an
+	// upstream that never closes would otherwise hold the flow, and the
+	// client's place under the limits, for the idle timeout. Default 60s.
+	HalfCloseTimeout time.Duration
 	// UDPIdleTimeout ends a UDP flow after this long without a datagram.
 	// Default 60s.
 	UDPIdleTimeout time.Duration
@@ -119,6 +128,10 @@ const (
 	DefaultMaxFlows       = 16384
 	DefaultMaxClientFlows = 1024
 	DefaultClientRate     = 200
+	// DefaultHalfCloseTimeout is Config.HalfCloseTimeout's default: long
+	// enough for an answer after the request's FIN, short against an
+	// upstream that holds a finished flow open.
+	DefaultHalfCloseTimeout = 60 * time.Second
 )
 
 func (cfg *Config) setDefaults() {
@@ -133,6 +146,9 @@ func (cfg *Config) setDefaults() {
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 15 * time.Minute
+	}
+	if cfg.HalfCloseTimeout <= 0 {
+		cfg.HalfCloseTimeout = DefaultHalfCloseTimeout
 	}
 	if cfg.UDPIdleTimeout <= 0 {
 		cfg.UDPIdleTimeout = time.Minute
@@ -191,7 +207,7 @@ const (
 	NoMapping     Result = "no_mapping"     // the client has no mapping for the address
 	LookupFailed  Result = "lookup_failed"  // the pool did not answer (no quorum)
 	ResolveFailed Result = "resolve_failed" // the domain has no usable address upstream
-	Refused       Result = "refused"        // every address is forbidden: the pool, the gateway's own, ignored
+	Refused       Result = "refused"        // every address is forbidden: the pool, private, the gateway's networks, ignored
 	DialFailed    Result = "dial_failed"    // no address of the domain accepted
 	Limited       Result = "limited"        // past a flow limit
 )
@@ -211,6 +227,8 @@ type Connector struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	plat   platform // the system's listeners, flows and rules
+	// attemptDelay is connectionAttemptDelay, shorter in tests.
+	attemptDelay time.Duration
 }
 
 // New checks cfg and returns a Connector that is not yet listening.
@@ -223,11 +241,17 @@ func New(cfg Config, p Pool, r Resolver) (*Connector, error) {
 		return nil, err
 	}
 	c := &Connector{
-		cfg: cfg, pool: p, res: r, log: cfg.Logger, m: cfg.Metrics,
+		cfg: cfg, pool: p, res: r, log: cfg.Logger, m: cfg.Metrics, attemptDelay: connectionAttemptDelay,
 		limits: newLimits(cfg.MaxFlows, cfg.MaxClientFlows, cfg.ClientRate, cfg.ClientBurst),
 	}
+	c.m.watch(c.limits)
 	c.guard = newGuard(p, cfg.V6Prefix, cfg.IgnoreDestinations)
-	c.guard.allow = cfg.AllowDial
+	for _, pr := range cfg.Allow {
+		if pr.Addr().Is4In6() && pr.Bits() >= 96 {
+			pr = netip.PrefixFrom(pr.Addr().Unmap(), pr.Bits()-96)
+		}
+		c.guard.allow = append(c.guard.allow, pr.Masked())
+	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
 }
@@ -290,7 +314,9 @@ func (c *Connector) admit(f *flowInfo) bool {
 }
 
 // route finds where a flow goes: the domain the client's pool address means
-// and the addresses to try, in order. It sets f.result when there is none.
+// and the addresses to try, in order: both families, those the guard
+// refuses left out, the client's family first, interleaved (RFC 8305). It
+// sets f.result when there is none.
 func (c *Connector) route(f *flowInfo) []netip.Addr {
 	pa, ok := c.poolAddr(f.dst.Addr())
 	if !ok {
@@ -311,35 +337,55 @@ func (c *Connector) route(f *flowInfo) []netip.Addr {
 		return nil
 	}
 	f.domain = m.Domain
-	addrs, ignored, err := c.res.LookupA(m.Domain)
-	for _, a := range addrs {
+	v4, v6 := c.resolve(m.Domain)
+	switch {
+	case v4.err != nil && v6.err != nil:
+		f.result, f.err = ResolveFailed, errors.Join(v4.err, v6.err)
+		return nil
+	case len(v4.addrs) == 0 && len(v6.addrs) == 0:
+		// One family failing is no reason to give up while the other
+		// may yet have answered: the error is what is known.
+		f.result, f.err = ResolveFailed, errors.Join(v4.err, v6.err)
+		if f.err == nil {
+			f.err = errors.New("no A or AAAA record upstream")
+		}
+		return nil
+	}
+	ignored := v4.ignored || v6.ignored
+	for _, a := range append(v4.addrs[:len(v4.addrs):len(v4.addrs)], v6.addrs...) {
 		ignored = ignored || c.guard.isIgnored(a)
 	}
-	switch {
-	case err != nil:
-		f.result, f.err = ResolveFailed, err
-		return nil
-	case len(addrs) == 0:
-		f.result, f.err = ResolveFailed, errors.New("no A record upstream")
-		return nil
-	case ignored:
+	if ignored {
 		f.result, f.err = Refused, errors.New("the domain resolves into --ignore-destinations")
 		return nil
 	}
-	ok4 := addrs[:0:0]
+	ok4, ok6 := c.allowedAddrs(f, v4.addrs), c.allowedAddrs(f, v6.addrs)
+	if len(ok4) == 0 && len(ok6) == 0 {
+		f.result = Refused
+		return nil
+	}
+	f.err = nil
+	// The client's own family first: a client that reached the pool over
+	// IPv6 has IPv6, and the domain likely answers it as it would the
+	// client directly.
+	if f.dst.Addr().Is6() {
+		return interleave(ok6, ok4)
+	}
+	return interleave(ok4, ok6)
+}
+
+// allowedAddrs are the addresses of addrs the guard lets the flow dial; the
+// last refused one's reason is left in f.err.
+func (c *Connector) allowedAddrs(f *flowInfo, addrs []netip.Addr) []netip.Addr {
+	var ok []netip.Addr
 	for _, a := range addrs {
 		if why := c.guard.forbidden(a); why != "" {
 			f.err = fmt.Errorf("%v is %s", a, why)
 			continue
 		}
-		ok4 = append(ok4, a)
+		ok = append(ok, a.Unmap())
 	}
-	if len(ok4) == 0 {
-		f.result = Refused
-		return nil
-	}
-	f.err = nil
-	return ok4
+	return ok
 }
 
 // done counts and logs a flow that ended.

@@ -3,11 +3,14 @@ package connector
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go4.org/netipx"
 
 	"github.com/ippool/ippool/internal/clientid"
@@ -35,13 +38,28 @@ func (p *fakePool) Lookup(_ context.Context, client string, addr netip.Addr, _ t
 
 func (p *fakePool) PoolConfig() (pool.Config, bool) { return p.cfg, len(p.cfg.Pool) > 0 }
 
+// fakeResolver holds each name's addresses, both families in one list.
 type fakeResolver map[string][]netip.Addr
 
 func (r fakeResolver) LookupA(name string) ([]netip.Addr, bool, error) {
+	return r.lookup(name, netip.Addr.Is4)
+}
+
+func (r fakeResolver) LookupAAAA(name string) ([]netip.Addr, bool, error) {
+	return r.lookup(name, netip.Addr.Is6)
+}
+
+func (r fakeResolver) lookup(name string, family func(netip.Addr) bool) ([]netip.Addr, bool, error) {
 	if name == "fail.test" {
 		return nil, false, errors.New("upstream down")
 	}
-	return r[name], false, nil
+	var out []netip.Addr
+	for _, a := range r[name] {
+		if family(a) {
+			out = append(out, a)
+		}
+	}
+	return out, false, nil
 }
 
 func newTest(t *testing.T, cfg Config) (*Connector, *fakePool) {
@@ -61,6 +79,9 @@ func newTest(t *testing.T, cfg Config) (*Connector, *fakePool) {
 		"10.0.0.1 198.18.0.7":  "local.test",
 		"office 198.18.0.1":    "office.test",
 		"10.0.0.1 198.18.0.10": "v6.test",
+		"10.0.0.1 198.18.0.11": "priv.test",
+		"10.0.0.1 198.18.0.12": "cgnat.test",
+		"10.0.0.1 198.18.0.13": "mixedpriv.test",
 	}}
 	res := fakeResolver{
 		"a.test":       {netip.MustParseAddr("203.0.113.1")},
@@ -71,6 +92,11 @@ func newTest(t *testing.T, cfg Config) (*Connector, *fakePool) {
 		"local.test":   {netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("224.0.0.1")},
 		"office.test":  {netip.MustParseAddr("203.0.113.9")},
 		"v6.test":      {netip.MustParseAddr("203.0.113.10")},
+		"priv.test":    {netip.MustParseAddr("10.99.0.2")},
+		"cgnat.test":   {netip.MustParseAddr("100.64.0.5")},
+		// mixed.test of the audit: a loopback address the guard always
+		// refused, and a private one it used to fall through to.
+		"mixedpriv.test": {netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("10.99.0.2")},
 	}
 	cfg.IgnoreDestinations = []netip.Prefix{netip.MustParsePrefix("100.100.0.0/16")}
 	cfg.V6Prefix = netip.MustParsePrefix("fd7a:115c:a1e0:b1a::/96")
@@ -91,11 +117,7 @@ func TestRoute(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, _ := newTest(t, Config{Clients: cm})
-	cases := []struct {
-		src, dst string
-		want     Result
-		addrs    string
-	}{
+	cases := []routeCase{
 		{"10.0.0.1:1000", "198.18.0.1:443", Relayed, "[203.0.113.1]"},
 		{"10.0.0.2:1000", "198.18.0.1:443", Relayed, "[203.0.113.2]"},
 		{"10.1.2.3:1000", "198.18.0.1:443", Relayed, "[203.0.113.9]"},
@@ -109,7 +131,37 @@ func TestRoute(t *testing.T) {
 		{"[fd00::1]:1000", "[fd7a:115c:a1e0:b1a::c612:1]:443", NoMapping, ""},
 		{"10.0.0.1:1000", "[fd7a:115c:a1e0:b1a::c612:a]:443", Relayed, "[203.0.113.10]"},
 		{"10.0.0.1:1000", "[fd00::c612:a]:443", NoMapping, ""},
+		{"10.0.0.1:1000", "198.18.0.11:443", Refused, ""},
+		{"10.0.0.1:1000", "198.18.0.12:443", Refused, ""},
+		{"10.0.0.1:1000", "198.18.0.13:443", Refused, ""},
 	}
+	routeCases(t, c, cases)
+}
+
+// TestRouteAllow: --connector-allow opens private prefixes, and only those:
+// a name with a loopback and an allowed private address dials the private
+// one alone; the pool stays refused even inside an allowed prefix.
+func TestRouteAllow(t *testing.T) {
+	c, _ := newTest(t, Config{Allow: []netip.Prefix{
+		netip.MustParsePrefix("10.99.0.0/16"), netip.MustParsePrefix("100.64.0.0/10"), netip.MustParsePrefix("198.18.0.0/15"),
+	}})
+	routeCases(t, c, []routeCase{
+		{"10.0.0.1:1000", "198.18.0.11:443", Relayed, "[10.99.0.2]"},
+		{"10.0.0.1:1000", "198.18.0.12:443", Relayed, "[100.64.0.5]"},
+		{"10.0.0.1:1000", "198.18.0.13:443", Relayed, "[10.99.0.2]"},
+		{"10.0.0.1:1000", "198.18.0.2:443", Refused, ""}, // loop.test, a pool address
+		{"10.0.0.1:1000", "198.18.0.7:443", Refused, ""}, // local.test: unspecified and multicast
+	})
+}
+
+type routeCase struct {
+	src, dst string
+	want     Result
+	addrs    string
+}
+
+func routeCases(t *testing.T, c *Connector, cases []routeCase) {
+	t.Helper()
 	for _, tc := range cases {
 		f := flowInfo{proto: "tcp", src: netip.MustParseAddrPort(tc.src), dst: netip.MustParseAddrPort(tc.dst)}
 		if !c.admit(&f) {
@@ -205,6 +257,57 @@ func TestLimits(t *testing.T) {
 	}
 }
 
+// TestLimitsFairShare: the audit's case, --connector-client-flows 4
+// --connector-max-flows 6: two attackers holding all the flows they can
+// leave a third client its flow, whether they take them one after the
+// other or turn about; below half the table a client may use its whole
+// limit.
+func TestLimitsFairShare(t *testing.T) {
+	now := time.Unix(1000, 0)
+	fill := func(l *limits, ids ...string) map[string]int {
+		got := make(map[string]int)
+		for progress := true; progress; {
+			progress = false
+			for _, id := range ids {
+				why := l.admit(id, now)
+				if why == "" {
+					got[id]++
+					progress = true
+				} else if !strings.Contains(why, "share") && !strings.Contains(why, "per client") {
+					t.Fatalf("%s refused: %q", id, why)
+				}
+			}
+		}
+		return got
+	}
+	for _, order := range [][]string{{"a"}, {"a", "b"}} {
+		l := newLimits(6, 4, 0, 0)
+		held := fill(l, order...)
+		if len(order) == 1 {
+			held["b"] = fill(l, "b")["b"]
+		}
+		if why := l.admit("c", now); why != "" {
+			t.Fatalf("attackers holding %v: the third client is refused: %q", held, why)
+		}
+		active, busiest, sum, _ := l.clientStats()
+		if active != 3 || sum != held["a"]+held["b"]+1 || busiest != max(held["a"], held["b"]) {
+			t.Fatalf("client stats %d %d %d with %v held", active, busiest, sum, held)
+		}
+	}
+	l := newLimits(100, 40, 0, 0)
+	if got := fill(l, "a")["a"]; got != 40 {
+		t.Fatalf("alone in a table of 100, a client got %d flows of its 40", got)
+	}
+	// Past half the table the share shrinks with each client holding
+	// flows, down to the floor (40/16 = 2).
+	for i := range 50 {
+		l.admit(fmt.Sprint("c", i), now)
+	}
+	if got := fill(l, "late")["late"]; got != 2 {
+		t.Fatalf("a client arriving among 51 got %d flows, want the floor of 2", got)
+	}
+}
+
 // TestLimitsBounded: a flood of sources keeps the table bounded; clients
 // whose bucket refilled are dropped to make room.
 func TestLimitsBounded(t *testing.T) {
@@ -269,5 +372,32 @@ func TestConfigChecks(t *testing.T) {
 	c, err := New(Config{MaxFlows: 10, MaxClientFlows: 100, ClientRate: DefaultClientRate}, fp, res)
 	if err != nil || c.cfg.MaxClientFlows != 10 || c.cfg.ClientBurst != 400 {
 		t.Fatalf("defaults: %+v %v", c.cfg, err)
+	}
+}
+
+// TestClientFlowMetrics: the spread of flows over clients is exported as a
+// count, a maximum and a histogram, never a series per client.
+func TestClientFlowMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c, _ := newTest(t, Config{Metrics: NewMetrics(reg)})
+	now := time.Unix(1000, 0)
+	for _, id := range []string{"a", "a", "a", "b"} {
+		if why := c.limits.admit(id, now); why != "" {
+			t.Fatal(why)
+		}
+	}
+	want := `
+# HELP ippool_connector_busiest_client_flows Flows held by the client holding the most, against --connector-client-flows and the fair share past half of --connector-max-flows.
+# TYPE ippool_connector_busiest_client_flows gauge
+ippool_connector_busiest_client_flows 3
+# HELP ippool_connector_clients Clients holding one flow or more.
+# TYPE ippool_connector_clients gauge
+ippool_connector_clients 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "ippool_connector_busiest_client_flows", "ippool_connector_clients"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := testutil.GatherAndCount(reg, "ippool_connector_client_flows"); err != nil || n != 1 {
+		t.Fatalf("%d client_flows series, %v; want one histogram", n, err)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,24 +103,17 @@ func keepAliveConfig(idle time.Duration) net.KeepAliveConfig {
 	return net.KeepAliveConfig{Enable: true, Idle: idle, Interval: max(time.Second, idle/3), Count: 4}
 }
 
-// dialUp connects to the flow's port on each address in turn until one
-// accepts.
+// dialUp connects to the flow's port on the addresses, racing them as
+// Happy Eyeballs does.
 func (c *Connector) dialUp(addrs []netip.Addr, f *flowInfo) (net.Conn, error) {
-	d := net.Dialer{Timeout: c.cfg.DialTimeout, KeepAliveConfig: keepAliveConfig(c.cfg.KeepAlive)}
-	port := strconv.Itoa(int(f.dst.Port()))
 	start := time.Now()
-	var errs []error
-	for _, a := range addrs {
-		conn, err := d.DialContext(c.ctx, "tcp", net.JoinHostPort(a.String(), port))
-		if err == nil {
-			c.m.dialed(time.Since(start))
-			f.target = netip.AddrPortFrom(a, f.dst.Port())
-			return conn, nil
-		}
-		errs = append(errs, err)
-	}
+	conn, ap, err := c.dialRace(addrs, f.dst.Port())
 	c.m.dialed(time.Since(start))
-	return nil, errors.Join(errs...)
+	if err != nil {
+		return nil, err
+	}
+	f.target = ap
+	return conn, nil
 }
 
 // relayConns copies both ways until both directions have ended, passing a
@@ -141,6 +133,7 @@ func (c *Connector) relayConns(client, up net.Conn) (upBytes, downBytes int64) {
 			t.Reset(idle - q)
 			return
 		}
+		c.m.timedOut("idle")
 		c.log.Debug("flow idle", "src", client.RemoteAddr(), "dst", client.LocalAddr(), "idle", idle)
 		client.Close()
 		up.Close()
@@ -150,36 +143,86 @@ func (c *Connector) relayConns(client, up net.Conn) (upBytes, downBytes int64) {
 		t.Stop()
 		mu.Unlock()
 	}()
+	var half halfClose
+	end := func() {
+		c.m.timedOut("half_close")
+		c.log.Debug("flow half-closed too long", "src", client.RemoteAddr(), "dst", client.LocalAddr(), "timeout", c.cfg.HalfCloseTimeout)
+		client.Close()
+		up.Close()
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		upBytes = pipeConns(up, ca)
+		var finished bool
+		if upBytes, finished = pipeConns(up, ca); finished {
+			half.start(c.cfg.HalfCloseTimeout, end)
+		}
 	}()
-	downBytes = pipeConns(client, ua)
+	var finished bool
+	if downBytes, finished = pipeConns(client, ua); finished {
+		half.start(c.cfg.HalfCloseTimeout, end)
+	}
 	wg.Wait()
+	half.stop()
 	client.Close()
 	up.Close()
 	return upBytes, downBytes
 }
 
 // pipeConns copies src to dst; at src's EOF it half-closes dst where it
-// can, and on an error it closes both, as a reset would.
-func pipeConns(dst net.Conn, src *activeReader) int64 {
+// can, and on an error it closes both, as a reset would. It reports
+// whether src finished rather than failed.
+func pipeConns(dst net.Conn, src *activeReader) (int64, bool) {
 	// Through the reader, not the connection, so each read is seen, but
 	// with the *net.TCPConn's own ReadFrom where dst has one.
 	n, err := io.Copy(dst, src)
 	if err != nil {
 		src.Conn.Close()
 		dst.Close()
-		return n
+		return n, false
 	}
 	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	} else {
 		dst.Close()
 	}
-	return n
+	return n, true
+}
+
+// halfClose ends a flow once one direction has finished and the other has
+// not within the half-close timeout; the relay stops it when both have.
+type halfClose struct {
+	mu    sync.Mutex
+	timer *time.Timer
+	done  bool
+}
+
+// start arms the timer on the first direction to finish; the second
+// finishing ends the relay, which stops it.
+func (h *halfClose) start(d time.Duration, end func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.done || h.timer != nil {
+		return
+	}
+	h.timer = time.AfterFunc(d, func() {
+		h.mu.Lock()
+		done := h.done
+		h.mu.Unlock()
+		if !done {
+			end()
+		}
+	})
+}
+
+func (h *halfClose) stop() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.done = true
+	if h.timer != nil {
+		h.timer.Stop()
+	}
 }
 
 // activeReader notes the time of every read that returns data.

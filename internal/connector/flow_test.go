@@ -7,6 +7,9 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // echoServer accepts on 127.0.0.1 and echoes each connection until EOF,
@@ -68,7 +71,7 @@ func servedPair(t *testing.T, c *Connector, client string, dst netip.AddrPort) (
 
 func TestServeConnRelaysAndHalfCloses(t *testing.T) {
 	echo := echoServer(t)
-	c, fp := newTest(t, Config{AllowDial: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+	c, fp := newTest(t, Config{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
 	fp.mappings["nodeA 198.18.0.20"] = "echo.test"
 	c.res.(fakeResolver)["echo.test"] = []netip.Addr{echo.Addr()}
 
@@ -97,7 +100,7 @@ func TestServeConnClosesFlowsItCannotCarry(t *testing.T) {
 		name, client string
 		dst          string
 	}{
-		// The guard refuses loopback without AllowDial.
+		// The guard refuses loopback without Allow.
 		{"loopback upstream", "nodeA", "198.18.0.20"},
 		{"another client's address", "nodeB", "198.18.0.20"},
 		{"no mapping", "nodeA", "198.18.0.21"},
@@ -136,7 +139,7 @@ func TestCarries(t *testing.T) {
 
 func TestCloseEndsServedFlowsAndRefusesNewOnes(t *testing.T) {
 	echo := echoServer(t)
-	c, fp := newTest(t, Config{AllowDial: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	c, fp := newTest(t, Config{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
 	fp.mappings["nodeA 198.18.0.20"] = "echo.test"
 	c.res.(fakeResolver)["echo.test"] = []netip.Addr{echo.Addr()}
 	dst := netip.AddrPortFrom(netip.MustParseAddr("198.18.0.20"), echo.Port())
@@ -158,5 +161,56 @@ func TestCloseEndsServedFlowsAndRefusesNewOnes(t *testing.T) {
 	late.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := late.Read(make([]byte, 1)); err == nil || isTimeout(err) {
 		t.Fatalf("a flow after Close was carried: %v", err)
+	}
+}
+
+// holdingServer accepts on 127.0.0.1, reads each connection to its EOF and
+// then holds it open without a byte or a FIN, as an upstream that never
+// closes does.
+func holdingServer(t *testing.T) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+			go io.Copy(io.Discard, c)
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// TestServeConnHalfCloseTimeout: a client that half-closed, facing an
+// upstream that never finishes, has its flow ended after the half-close
+// timeout, its place released and the flow counted.
+func TestServeConnHalfCloseTimeout(t *testing.T) {
+	hold := holdingServer(t)
+	m := NewMetrics(prometheus.NewRegistry())
+	c, fp := newTest(t, Config{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, HalfCloseTimeout: 200 * time.Millisecond, Metrics: m})
+	fp.mappings["nodeA 198.18.0.20"] = "hold.test"
+	c.res.(fakeResolver)["hold.test"] = []netip.Addr{hold.Addr()}
+	client, done := servedPair(t, c, "nodeA", netip.AddrPortFrom(netip.MustParseAddr("198.18.0.20"), hold.Port()))
+	client.Write([]byte("request"))
+	client.(*net.TCPConn).CloseWrite()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the flow outlived the half-close timeout by far")
+	}
+	if total, _ := c.limits.open(); total != 0 {
+		t.Fatalf("%d flows still counted after the half-close timeout", total)
+	}
+	if v := testutil.ToFloat64(m.timeouts.WithLabelValues("half_close")); v != 1 {
+		t.Fatalf("half-close timeouts counted %v, want 1", v)
+	}
+	if v := testutil.ToFloat64(m.byFlow["tcp"][Relayed]); v != 1 {
+		t.Fatalf("relayed flows counted %v, want 1", v)
 	}
 }

@@ -1,32 +1,32 @@
 package connector
 
 import (
-	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"go4.org/netipx"
 
+	"github.com/ippool/ippool/internal/privateaddr"
 	"github.com/ippool/ippool/pool"
 )
 
 // guard says which addresses the connector must never dial. A domain that
-// resolves to a pool address or to the gateway itself would send the flow
-// back into the connector (a loop, each turn costing a flow and a socket);
-// link-local addresses are the gateway's own network (a cloud's metadata
-// service at 169.254.169.254 answers whoever asks from the gateway).
+// resolves to a pool address or into the v6 prefix would send the flow back
+// into the connector (a loop, each turn costing a flow and a socket): those
+// are refused whatever Config.Allow says. Private networks (RFC 1918, CGNAT,
+// loopback, link-local; privateaddr.Prefixes) and this host's own networks
+// are what lies behind the gateway: a name anyone controls may point at them
+// (10.0.0.5, or a cloud's metadata service at 169.254.169.254 or
+// 100.100.100.200), so they are refused unless Config.Allow opens them, as
+// egress proxies such as Smokescreen do.
 type guard struct {
-	pool     Pool
-	v6       netip.Prefix
-	ignored  []netip.Prefix
-	poolSet  atomic.Pointer[poolSnapshot]
-	ownMu    sync.Mutex
-	own      map[netip.Addr]bool
-	ownAt    time.Time
-	ownEvery time.Duration
-	// allow is Config.AllowDial.
+	pool    Pool
+	v6      netip.Prefix
+	ignored []netip.Prefix
+	poolSet atomic.Pointer[poolSnapshot]
+	own     privateaddr.OwnNetworks
+	// allow is Config.Allow.
 	allow []netip.Prefix
 	// poolAt is when maybeRefreshPool last read the pool (Unix ns).
 	poolAt atomic.Int64
@@ -40,7 +40,7 @@ type poolSnapshot struct {
 }
 
 func newGuard(p Pool, v6 netip.Prefix, ignored []netip.Prefix) *guard {
-	g := &guard{pool: p, v6: v6, ownEvery: 5 * time.Second}
+	g := &guard{pool: p, v6: v6}
 	for _, pr := range ignored {
 		if pr.Addr().Is4In6() && pr.Bits() >= 96 {
 			pr = netip.PrefixFrom(pr.Addr().Unmap(), pr.Bits()-96)
@@ -91,44 +91,21 @@ func (g *guard) forbidden(a netip.Addr) string {
 	switch {
 	case !a.IsValid():
 		return "invalid"
-	case g.allowed(a) && !(g.v6.IsValid() && g.v6.Contains(a)) && !g.inPool(a):
-		return ""
-	case a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-		return "not a unicast address elsewhere"
-	case a.IsLinkLocalUnicast():
-		return "link-local (the gateway's own network)"
 	case g.v6.IsValid() && g.v6.Contains(a):
 		return "in the v6 prefix"
-	}
-	if g.inPool(a) {
+	case g.inPool(a):
 		return "a pool address"
-	}
-	if g.isOwn(a) {
-		return "an address of this gateway"
+	case a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		// Not one host: no --connector-allow makes a flow of it.
+		return "not a unicast address"
+	case g.allowed(a):
+		return ""
+	case privateaddr.IsPrivate(a):
+		return "a private address (give --connector-allow to reach it)"
+	case g.own.Contains(a):
+		return "in a network of this gateway (give --connector-allow to reach it)"
 	}
 	return ""
-}
-
-// isOwn reports whether a is an address of one of this host's interfaces,
-// from a list read again every few seconds so that addresses added later
-// are seen without a syscall per flow.
-func (g *guard) isOwn(a netip.Addr) bool {
-	g.ownMu.Lock()
-	defer g.ownMu.Unlock()
-	if now := time.Now(); g.own == nil || now.Sub(g.ownAt) > g.ownEvery {
-		own := make(map[netip.Addr]bool)
-		if addrs, err := net.InterfaceAddrs(); err == nil {
-			for _, ad := range addrs {
-				if n, ok := ad.(*net.IPNet); ok {
-					if ip, ok := netip.AddrFromSlice(n.IP); ok {
-						own[ip.Unmap()] = true
-					}
-				}
-			}
-		}
-		g.own, g.ownAt = own, now
-	}
-	return g.own[a]
 }
 
 func (g *guard) inPool(a netip.Addr) bool {

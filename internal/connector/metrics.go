@@ -1,6 +1,7 @@
 package connector
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,6 +14,9 @@ type Metrics struct {
 	active *prometheus.GaugeVec
 	bytes  *prometheus.CounterVec
 	dial   prometheus.Histogram
+	// timeouts counts flows ended by a timeout, by which.
+	timeouts *prometheus.CounterVec
+	clients  *clientCollector
 	// The series a flow touches, looked up once rather than hashed per flow.
 	byFlow   map[string]map[Result]prometheus.Counter
 	byActive map[string]prometheus.Gauge
@@ -38,7 +42,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time to connect to the domain's address (TCP) or open the socket to it (UDP), failed tries included.",
 			Buckets: []float64{.0002, .0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5},
 		}),
+		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ippool_connector_timeouts_total",
+			Help: "TCP flows ended by a timeout: idle (no byte either way for --connector-idle-timeout), half_close (one side finished, the other not within --connector-half-close-timeout).",
+		}, []string{"kind"}),
 	}
+	m.clients = &clientCollector{
+		active: prometheus.NewDesc("ippool_connector_clients", "Clients holding one flow or more.", nil, nil),
+		busiest: prometheus.NewDesc("ippool_connector_busiest_client_flows",
+			"Flows held by the client holding the most, against --connector-client-flows and the fair share past half of --connector-max-flows.", nil, nil),
+		perClient: prometheus.NewDesc("ippool_connector_client_flows",
+			"Flows per client, over the clients holding one or more, as of the scrape (a distribution, so that no client is a label).", nil, nil),
+	}
+	m.timeouts.WithLabelValues("idle")
+	m.timeouts.WithLabelValues("half_close")
 	m.byFlow = make(map[string]map[Result]prometheus.Counter)
 	m.byActive = make(map[string]prometheus.Gauge)
 	m.byBytes = make(map[string][2]prometheus.Counter)
@@ -50,7 +67,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.byActive[p] = m.active.WithLabelValues(p)
 		m.byBytes[p] = [2]prometheus.Counter{m.bytes.WithLabelValues(p, "upstream"), m.bytes.WithLabelValues(p, "downstream")}
 	}
-	reg.MustRegister(m.flows, m.active, m.bytes, m.dial)
+	reg.MustRegister(m.flows, m.active, m.bytes, m.dial, m.timeouts, m.clients)
 	return m
 }
 
@@ -77,4 +94,45 @@ func (m *Metrics) dialed(d time.Duration) {
 	if m != nil {
 		m.dial.Observe(d.Seconds())
 	}
+}
+
+func (m *Metrics) timedOut(kind string) {
+	if m != nil {
+		m.timeouts.WithLabelValues(kind).Inc()
+	}
+}
+
+// watch makes the per-client metrics describe l.
+func (m *Metrics) watch(l *limits) {
+	if m != nil {
+		m.clients.limits.Store(l)
+	}
+}
+
+// clientCollector reads how flows are spread over clients at each scrape,
+// from the limits' own table, so that nothing is kept per client for it.
+type clientCollector struct {
+	limits                     atomic.Pointer[limits]
+	active, busiest, perClient *prometheus.Desc
+}
+
+func (cc *clientCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- cc.active
+	ch <- cc.busiest
+	ch <- cc.perClient
+}
+
+func (cc *clientCollector) Collect(ch chan<- prometheus.Metric) {
+	l := cc.limits.Load()
+	if l == nil {
+		return
+	}
+	active, busiest, sum, buckets := l.clientStats()
+	ch <- prometheus.MustNewConstMetric(cc.active, prometheus.GaugeValue, float64(active))
+	ch <- prometheus.MustNewConstMetric(cc.busiest, prometheus.GaugeValue, float64(busiest))
+	hb := make(map[float64]uint64, len(buckets))
+	for i, b := range clientFlowBuckets {
+		hb[b] = buckets[i]
+	}
+	ch <- prometheus.MustNewConstHistogram(cc.perClient, uint64(active), float64(sum), hb)
 }

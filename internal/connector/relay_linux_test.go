@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -72,6 +74,36 @@ func TestRelayHalfClose(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("relay did not end after both FINs")
+	}
+}
+
+// TestRelayHalfCloseTimeout: after the client's FIN, an upstream that
+// neither answers nor finishes has the flow reset after the half-close
+// timeout, counted; with both sides finished in time nothing is counted.
+func TestRelayHalfCloseTimeout(t *testing.T) {
+	m := NewMetrics(prometheus.NewRegistry())
+	c, _ := newTest(t, Config{HalfCloseTimeout: 200 * time.Millisecond, Metrics: m})
+	client, server, done := relayed(t, c)
+	client.Write([]byte("request"))
+	client.CloseWrite()
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if got, err := io.ReadAll(server); err != nil || string(got) != "request" {
+		t.Fatalf("server read %q, %v", got, err)
+	}
+	select {
+	case n := <-done:
+		if n != [2]int64{7, 0} {
+			t.Fatalf("counted %v", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the relay outlived the half-close timeout by far")
+	}
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := client.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client read after the timeout: %v, want a reset", err)
+	}
+	if v := testutil.ToFloat64(m.timeouts.WithLabelValues("half_close")); v != 1 {
+		t.Fatalf("half-close timeouts counted %v, want 1", v)
 	}
 }
 

@@ -98,28 +98,44 @@ func (c *Connector) dialTCP(addrs []netip.Addr, f *flowInfo) (*net.TCPConn, erro
 func (c *Connector) relay(client, up *net.TCPConn) (upBytes, downBytes int64) {
 	stopIdle := c.watchIdle(client, up)
 	defer stopIdle()
+	var half halfClose
+	end := func() {
+		c.m.timedOut("half_close")
+		c.log.Debug("flow half-closed too long", "src", client.RemoteAddr(), "dst", client.LocalAddr(), "timeout", c.cfg.HalfCloseTimeout)
+		reset(client)
+		reset(up)
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		upBytes = pipe(up, client)
+		var finished bool
+		if upBytes, finished = pipe(up, client); finished {
+			half.start(c.cfg.HalfCloseTimeout, end)
+		}
 	}()
-	downBytes = pipe(client, up)
+	var finished bool
+	if downBytes, finished = pipe(client, up); finished {
+		half.start(c.cfg.HalfCloseTimeout, end)
+	}
 	wg.Wait()
+	half.stop()
 	client.Close()
 	up.Close()
 	return upBytes, downBytes
 }
 
-func pipe(dst, src *net.TCPConn) int64 {
+// pipe copies src to dst and reports whether src finished (a FIN, passed
+// on as a half-close) rather than failed (both reset).
+func pipe(dst, src *net.TCPConn) (int64, bool) {
 	n, err := io.Copy(dst, src)
 	if err != nil {
 		reset(src)
 		reset(dst)
-		return n
+		return n, false
 	}
 	_ = dst.CloseWrite()
-	return n
+	return n, true
 }
 
 // watchIdle resets both sides once neither has received data for the idle
@@ -142,6 +158,7 @@ func (c *Connector) watchIdle(a, b *net.TCPConn) (stop func()) {
 			t.Reset(idle - q)
 			return
 		}
+		c.m.timedOut("idle")
 		c.log.Debug("flow idle", "src", a.RemoteAddr(), "dst", a.LocalAddr(), "idle", idle)
 		reset(a)
 		reset(b)

@@ -15,16 +15,35 @@ import (
 // is in normal form (pool.NormalizeDomain). NXDOMAIN and a name without A
 // records give no addresses and no error.
 func (s *Server) LookupA(name string) ([]netip.Addr, bool, error) {
-	a, err := s.lookup(name, dns.TypeA)
+	return s.lookupAddrs(name, dns.TypeA)
+}
+
+// LookupAAAA is LookupA for IPv6 addresses, so that the connector reaches
+// a domain that has only them.
+func (s *Server) LookupAAAA(name string) ([]netip.Addr, bool, error) {
+	return s.lookupAddrs(name, dns.TypeAAAA)
+}
+
+func (s *Server) lookupAddrs(name string, qtype uint16) ([]netip.Addr, bool, error) {
+	a, err := s.lookup(name, qtype)
 	if err != nil {
 		return nil, false, err
 	}
 	var addrs []netip.Addr
 	for _, rr := range a.rrs {
-		if v, ok := rr.(*dns.A); ok {
-			if ip, ok := netip.AddrFromSlice(v.A); ok {
-				addrs = append(addrs, ip.Unmap())
+		var ip []byte
+		switch v := rr.(type) {
+		case *dns.A:
+			if qtype == dns.TypeA {
+				ip = v.A
 			}
+		case *dns.AAAA:
+			if qtype == dns.TypeAAAA {
+				ip = v.AAAA
+			}
+		}
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			addrs = append(addrs, a.Unmap())
 		}
 	}
 	return addrs, a.ignored, nil

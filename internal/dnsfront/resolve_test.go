@@ -30,6 +30,13 @@ func TestLookupA(t *testing.T) {
 	if _, _, err = e.srv.LookupA("fail.example.test"); err == nil {
 		t.Fatal("SERVFAIL upstream gave no error")
 	}
+	// AAAA asks for AAAA and takes no A record from the answer.
+	if addrs, _, err = e.srv.LookupAAAA("a.example.test"); err != nil || len(addrs) != 0 {
+		t.Fatalf("AAAA of a name with only A: %v %v", addrs, err)
+	}
+	if n := e.up.count("a.example.test.", dns.TypeAAAA); n != 1 {
+		t.Fatalf("upstream asked %d times for AAAA, want 1", n)
+	}
 }
 
 // TestLookupTruncatedUpstreamAsksOverTCP: an upstream reply with TC set is

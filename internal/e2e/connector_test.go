@@ -33,17 +33,21 @@ const connV6Prefix = "fd7a:115c:a1e0:b1a::/96"
 // reached at and then echo, and a UDP echo server that says the same.
 type upstreamNet struct {
 	mu      sync.Mutex
-	queries map[string]int // DNS questions by name
+	queries map[string]int // DNS questions by "name TYPE"
 }
 
-func (u *upstreamNet) asked(name string) int {
+// asked is how many A questions for name the DNS server had.
+func (u *upstreamNet) asked(name string) int { return u.askedType(name, "A") }
+
+func (u *upstreamNet) askedType(name, qtype string) int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.queries[name]
+	return u.queries[name+" "+qtype]
 }
 
-// startUpstreamNet serves zone (name -> A) on dnsAddr:53 and the TCP and UDP
-// servers on every address of addrs, all inside ns.
+// startUpstreamNet serves zone (name -> its addresses, comma-separated: A
+// records for the IPv4 ones, AAAA for the IPv6 ones) on dnsAddr:53 and the
+// TCP and UDP servers on every address of addrs, all inside ns.
 func startUpstreamNet(lab *netnsLab, ns, dnsAddr string, zone map[string]string, addrs []string, tcpPorts []int, udpPort int) *upstreamNet {
 	t := lab.t
 	u := &upstreamNet{queries: make(map[string]int)}
@@ -54,16 +58,26 @@ func startUpstreamNet(lab *netnsLab, ns, dnsAddr string, zone map[string]string,
 		q := r.Question[0]
 		name := strings.TrimSuffix(strings.ToLower(q.Name), ".")
 		u.mu.Lock()
-		u.queries[name]++
+		u.queries[name+" "+dns.TypeToString[q.Qtype]]++
 		u.mu.Unlock()
-		a, ok := zone[name]
-		switch {
-		case !ok:
+		addrs, ok := zone[name]
+		if !ok {
 			m.Rcode = dns.RcodeNameError
-		case q.Qtype == dns.TypeA:
+		}
+		for _, a := range strings.Split(addrs, ",") {
+			ip, err := netip.ParseAddr(a)
+			if err != nil {
+				continue
+			}
 			// A short TTL, as SaaS names have: the connector's resolves
 			// then go through the cache's refresh too.
-			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30}, A: net.ParseIP(a)})
+			hdr := dns.RR_Header{Name: q.Name, Rrtype: q.Qtype, Class: dns.ClassINET, Ttl: 30}
+			switch {
+			case q.Qtype == dns.TypeA && ip.Is4():
+				m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: ip.AsSlice()})
+			case q.Qtype == dns.TypeAAAA && ip.Is6():
+				m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr, AAAA: ip.AsSlice()})
+			}
 		}
 		w.WriteMsg(m)
 	})}
@@ -237,7 +251,10 @@ func TestConnector(t *testing.T) {
 		"--http-addr", "127.0.0.1:7480", "--cluster-addr", "127.0.0.1:7481",
 		"--dns-addr", gwClientSide+":53", "--dns-upstream", upA+":53", "--dns-domains", "test",
 		"--v6-prefix", connV6Prefix, "--dns-client-map", clientMap,
-		"--connector", "--connector-client-flows", "4", "--log-level", "debug")
+		"--connector", "--connector-client-flows", "4", "--log-level", "debug",
+		// The upstreams are private addresses, which the connector
+		// refuses unless allowed.
+		"--connector-allow", sub("10.%d.2.0/24"))
 	waitPoolSet(t, gw, "198.18.0.0/15", srv)
 
 	poolA := dig(t, client, alice, "A", "a.test")
@@ -358,6 +375,66 @@ func TestConnector(t *testing.T) {
 	}
 }
 
+// TestConnectorFairFlows is issue 28's finding 4: with
+// --connector-client-flows 4 --connector-max-flows 6, attackers from two
+// addresses holding every flow the gateway lets them open (the upstream
+// never closes them) leave a third client room for its flow.
+func TestConnectorFairFlows(t *testing.T) {
+	lab := newLab(t)
+	n := subnet()
+	sub := func(format string, a ...any) string { return fmt.Sprintf(format, append([]any{n}, a...)...) }
+	client, gw, up := lab.ns("client"), lab.ns("gw"), lab.ns("up")
+	atk1, atk2, victim, gwC := sub("10.%d.1.2"), sub("10.%d.1.3"), sub("10.%d.1.4"), sub("10.%d.1.1")
+	upA := sub("10.%d.2.2")
+	lab.link(client, gw, []string{atk1 + "/24", atk2 + "/24", victim + "/24"}, []string{gwC + "/24"})
+	lab.link(gw, up, []string{sub("10.%d.2.1/24")}, []string{upA + "/24"})
+	lab.ip("-n", client, "route", "add", "default", "via", gwC)
+	lab.resolvConf(client, gwC)
+	startUpstreamNet(lab, up, upA, map[string]string{"a.test": upA}, []string{upA}, []int{8080}, 5300)
+	gwp := startGateway(t, lab, "gateway", gw, gwC, upA+":53",
+		"--connector-client-flows", "4", "--connector-max-flows", "6", "--connector-allow", sub("10.%d.2.0/24"))
+	defer stopGateway(t, gwp)
+
+	pa := make(map[string]string)
+	for _, src := range []string{atk1, atk2, victim} {
+		pa[src] = dig(t, client, src, "A", "a.test")
+	}
+	// Each attacker in turn opens flows until one is refused and keeps
+	// those relayed (greeted by the upstream) open.
+	held := make(map[string]int)
+	for _, atk := range []string{atk1, atk2} {
+		for range 8 {
+			c, err := lab.dial(client, "tcp", atk, pa[atk]+":8080", 2*time.Second)
+			if err != nil {
+				break
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+				c.Close()
+				if !isReset(err) {
+					t.Fatalf("%s: %v, want a greeting or a reset", atk, err)
+				}
+				break
+			}
+			held[atk]++
+			defer c.Close()
+		}
+	}
+	t.Logf("the attackers hold %v flows", held)
+	if held[atk1]+held[atk2] >= 6 {
+		t.Fatalf("the attackers hold %v flows, the whole table", held)
+	}
+	if g, err := tcpExchange(lab, client, victim, pa[victim]+":8080", []byte("victim")); err != nil || g != "hello "+upA+":8080" {
+		t.Fatalf("the third client while the attackers hold %v: %q %v", held, g, err)
+	}
+	if v := lab.metric(gw, guardHTTPAddr, `ippool_connector_flows_total{proto="tcp",result="limited"}`); v < 2 {
+		t.Errorf("%v flows counted limited, want one per attacker", v)
+	}
+	if v := lab.metric(gw, guardHTTPAddr, "ippool_connector_busiest_client_flows"); v != float64(max(held[atk1], held[atk2])) {
+		t.Errorf("busiest client's flows %v, want %d", v, max(held[atk1], held[atk2]))
+	}
+}
+
 // TestConnectorFailover: two gateways, each one server of a three-server
 // cluster running the connector, serve the same clients. A client resolves
 // and connects through the first; the first is SIGKILLed and the client's
@@ -393,7 +470,7 @@ func TestConnectorFailover(t *testing.T) {
 			"--tls-ca", filepath.Join(certs, "ca.pem"), "--tls-cert", filepath.Join(certs, "cert.pem"), "--tls-key", filepath.Join(certs, "key.pem"),
 			"--log-level", "debug"}
 		if ns != s3 {
-			args = append(args, "--connector", "--dns-addr", ip(i+1)+":53", "--dns-upstream", ip(100)+":53", "--dns-domains", "test")
+			args = append(args, "--connector", "--connector-allow", ip(100)+"/32", "--dns-addr", ip(i+1)+":53", "--dns-upstream", ip(100)+":53", "--dns-domains", "test")
 		}
 		procs = append(procs, lab.start(fmt.Sprintf("s%d", i+1), ns, args...))
 	}

@@ -40,7 +40,7 @@ import (
 // process (as tsnet's own tests do), three `ippool serve --tailnet`
 // processes as the connector's cluster, and two client nodes (tsnet in this
 // process). The upstream DNS and the domains' TCP servers are on loopback
-// too; the servers are told they may dial them (--test-dial-allow), which
+// too; the servers are told they may dial them (--connector-allow), which
 // the connector's guard otherwise refuses: on one machine every upstream is
 // the machine's own.
 
@@ -118,7 +118,7 @@ func startTailnetServer(t *testing.T, controlURL, upstream string, i int, extra 
 	p.cmd = exec.Command(testcluster.Binary(t), "serve", "--tailnet", "--cluster-tag", tailnetTag, "--control-url", controlURL,
 		"--id", p.id, "--data-dir", p.dataDir, "--http-addr", p.httpAddr, "--cluster-addr", fmt.Sprintf("127.0.0.1:%d", clusterPort),
 		"--bootstrap-expect", "3", "--pool", tailnetPool, "--v6-prefix", tailnetV6,
-		"--dns-upstream", upstream, "--dns-domains", "test", "--test-dial-allow", "127.0.0.162/31",
+		"--dns-upstream", upstream, "--dns-domains", "test", "--connector-allow", "127.0.0.162/31",
 		"--tailnet-http-allow", tailnetOpsTag, "--log-level", "debug")
 	p.cmd.Args = append(p.cmd.Args, extra...)
 	p.cmd.Env = append(os.Environ(), "TS_AUTHKEY="+tailnetAuth)
