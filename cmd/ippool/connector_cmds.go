@@ -26,7 +26,7 @@ type ConnectorFlags struct {
 	ConnectorClientBurst      int           `help:"Bucket size of --connector-client-rate (default twice the rate)."`
 	ConnectorDialTimeout      time.Duration `help:"Longest wait for one address of a domain to accept; then the next is tried." default:"5s"`
 	ConnectorIdleTimeout      time.Duration `help:"A TCP flow that moved no byte either way for this long is reset." default:"15m"`
-	ConnectorHalfCloseTimeout time.Duration `help:"A TCP flow one side of which has finished (its FIN passed on) ends this long after unless the other side finishes too, so that an upstream that never closes cannot hold a client's flows until the idle timeout." default:"${connector_half_close_timeout}"`
+	ConnectorHalfCloseTimeout time.Duration `help:"A TCP flow one side of which has finished (its FIN passed on) ends once no byte moved either way for this long, unless the other side finishes too, so that an upstream that never closes cannot hold a client's flows until the idle timeout." default:"${connector_half_close_timeout}"`
 	ConnectorUDPIdleTimeout   time.Duration `name:"connector-udp-idle-timeout" help:"A UDP flow without a datagram either way for this long ends." default:"60s"`
 	ConnectorAllow            []string      `help:"Prefixes the connector may dial although they are private (RFC 1918, CGNAT 100.64.0.0/10, loopback, link-local, unique local IPv6) or in one of this host's networks, which it otherwise refuses: a name's owner could point it at what lies behind the gateway. Pool and --v6-prefix addresses stay refused." sep:","`
 }

@@ -82,10 +82,11 @@ type Config struct {
 	// IdleTimeout closes a TCP flow that moved no byte either way for
 	// this long. Default 15m.
 	IdleTimeout time.Duration
-	// HalfCloseTimeout ends a TCP flow this long after one side finished
-	// (its FIN passed on as a half-close) while the other has not: an
-	// upstream that never closes would otherwise hold the flow, and the
-	// client's place under the limits, for the idle timeout. Default 60s.
+	// HalfCloseTimeout ends a TCP flow once one side has finished (its FIN
+	// passed on as a half-close) and no byte moved either way for this
+	// long: an upstream that never closes would otherwise hold the flow,
+	// and the client's place under the limits, for the idle timeout.
+	// Default 60s.
 	HalfCloseTimeout time.Duration
 	// UDPIdleTimeout ends a UDP flow after this long without a datagram.
 	// Default 60s.

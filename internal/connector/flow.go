@@ -144,9 +144,10 @@ func (c *Connector) relayConns(client, up net.Conn) (upBytes, downBytes int64) {
 		mu.Unlock()
 	}()
 	var half halfClose
+	quiet := func() time.Duration { return time.Since(time.Unix(0, last.Load())) }
 	end := func() {
 		c.m.timedOut("half_close")
-		c.log.Debug("flow half-closed too long", "src", client.RemoteAddr(), "dst", client.LocalAddr(), "timeout", c.cfg.HalfCloseTimeout)
+		c.log.Debug("flow half-closed and quiet too long", "src", client.RemoteAddr(), "dst", client.LocalAddr(), "timeout", c.cfg.HalfCloseTimeout)
 		client.Close()
 		up.Close()
 	}
@@ -156,12 +157,12 @@ func (c *Connector) relayConns(client, up net.Conn) (upBytes, downBytes int64) {
 		defer wg.Done()
 		var finished bool
 		if upBytes, finished = pipeConns(up, ca); finished {
-			half.start(c.cfg.HalfCloseTimeout, end)
+			half.start(c.cfg.HalfCloseTimeout, quiet, end)
 		}
 	}()
 	var finished bool
 	if downBytes, finished = pipeConns(client, ua); finished {
-		half.start(c.cfg.HalfCloseTimeout, end)
+		half.start(c.cfg.HalfCloseTimeout, quiet, end)
 	}
 	wg.Wait()
 	half.stop()
@@ -190,17 +191,22 @@ func pipeConns(dst net.Conn, src *activeReader) (int64, bool) {
 	return n, true
 }
 
-// halfClose ends a flow once one direction has finished and the other has
-// not within the half-close timeout; the relay stops it when both have.
+// halfClose ends a flow once one direction has finished and then no byte
+// moved either way for the half-close timeout, as HAProxy's client-fin and
+// server-fin timeouts do: a client that half-closes after its request still
+// gets a long download whole, while a peer that never finishes its side
+// holds the flow for the timeout, not the idle timeout. The relay stops it
+// when both directions have finished.
 type halfClose struct {
 	mu    sync.Mutex
 	timer *time.Timer
 	done  bool
 }
 
-// start arms the timer on the first direction to finish; the second
-// finishing ends the relay, which stops it.
-func (h *halfClose) start(d time.Duration, end func()) {
+// start arms the timer on the first direction to finish; quiet says how
+// long since either side last sent data. The second direction finishing
+// ends the relay, which stops it.
+func (h *halfClose) start(d time.Duration, quiet func() time.Duration, end func()) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.done || h.timer != nil {
@@ -208,11 +214,17 @@ func (h *halfClose) start(d time.Duration, end func()) {
 	}
 	h.timer = time.AfterFunc(d, func() {
 		h.mu.Lock()
-		done := h.done
-		h.mu.Unlock()
-		if !done {
-			end()
+		if h.done {
+			h.mu.Unlock()
+			return
 		}
+		if q := quiet(); q < d {
+			h.timer.Reset(d - q)
+			h.mu.Unlock()
+			return
+		}
+		h.mu.Unlock()
+		end()
 	})
 }
 

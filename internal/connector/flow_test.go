@@ -214,3 +214,47 @@ func TestServeConnHalfCloseTimeout(t *testing.T) {
 		t.Fatalf("relayed flows counted %v, want 1", v)
 	}
 }
+
+// TestServeConnHalfClosedFlowLivesWhileDataMoves: the half-close timeout
+// counts quiet time, as HAProxy's client-fin does, so a client that
+// half-closed after its request gets an answer that streams for longer
+// than the timeout whole.
+func TestServeConnHalfClosedFlowLivesWhileDataMoves(t *testing.T) {
+	const chunks, gap, timeout = 40, 50 * time.Millisecond, 500 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		up, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer up.Close()
+		io.Copy(io.Discard, up)
+		for range chunks {
+			if _, err := up.Write([]byte{'x'}); err != nil {
+				return
+			}
+			time.Sleep(gap)
+		}
+	}()
+	stream := ln.Addr().(*net.TCPAddr).AddrPort()
+	m := NewMetrics(prometheus.NewRegistry())
+	c, fp := newTest(t, Config{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, HalfCloseTimeout: timeout, Metrics: m})
+	fp.mappings["nodeA 198.18.0.21"] = "stream.test"
+	c.res.(fakeResolver)["stream.test"] = []netip.Addr{stream.Addr()}
+	client, done := servedPair(t, c, "nodeA", netip.AddrPortFrom(netip.MustParseAddr("198.18.0.21"), stream.Port()))
+	client.Write([]byte("request"))
+	client.(*net.TCPConn).CloseWrite()
+	client.SetReadDeadline(time.Now().Add(30 * time.Second))
+	got, err := io.ReadAll(client)
+	if err != nil || len(got) != chunks {
+		t.Fatalf("read %d of %d bytes (%v): the half-closed flow was cut while data moved", len(got), chunks, err)
+	}
+	<-done
+	if v := testutil.ToFloat64(m.timeouts.WithLabelValues("half_close")); v != 0 {
+		t.Fatalf("half-close timeouts counted %v, want 0", v)
+	}
+}

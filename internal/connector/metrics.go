@@ -44,7 +44,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ippool_connector_timeouts_total",
-			Help: "TCP flows ended by a timeout: idle (no byte either way for --connector-idle-timeout), half_close (one side finished, the other not within --connector-half-close-timeout).",
+			Help: "TCP flows ended by a timeout: idle (no byte either way for --connector-idle-timeout), half_close (one side finished, then no byte either way for --connector-half-close-timeout).",
 		}, []string{"kind"}),
 	}
 	m.clients = &clientCollector{

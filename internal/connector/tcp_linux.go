@@ -99,9 +99,18 @@ func (c *Connector) relay(client, up *net.TCPConn) (upBytes, downBytes int64) {
 	stopIdle := c.watchIdle(client, up)
 	defer stopIdle()
 	var half halfClose
+	quiet := func() time.Duration {
+		qc, errC := quietFor(client)
+		qu, errU := quietFor(up)
+		if errC != nil || errU != nil {
+			// Closed under us: nothing more will move.
+			return c.cfg.HalfCloseTimeout
+		}
+		return min(qc, qu)
+	}
 	end := func() {
 		c.m.timedOut("half_close")
-		c.log.Debug("flow half-closed too long", "src", client.RemoteAddr(), "dst", client.LocalAddr(), "timeout", c.cfg.HalfCloseTimeout)
+		c.log.Debug("flow half-closed and quiet too long", "src", client.RemoteAddr(), "dst", client.LocalAddr(), "timeout", c.cfg.HalfCloseTimeout)
 		reset(client)
 		reset(up)
 	}
@@ -111,12 +120,12 @@ func (c *Connector) relay(client, up *net.TCPConn) (upBytes, downBytes int64) {
 		defer wg.Done()
 		var finished bool
 		if upBytes, finished = pipe(up, client); finished {
-			half.start(c.cfg.HalfCloseTimeout, end)
+			half.start(c.cfg.HalfCloseTimeout, quiet, end)
 		}
 	}()
 	var finished bool
 	if downBytes, finished = pipe(client, up); finished {
-		half.start(c.cfg.HalfCloseTimeout, end)
+		half.start(c.cfg.HalfCloseTimeout, quiet, end)
 	}
 	wg.Wait()
 	half.stop()
