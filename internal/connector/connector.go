@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/ippool/ippool/internal/clientid"
+	"github.com/ippool/ippool/internal/policy"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -38,6 +39,12 @@ type Pool interface {
 	// PoolConfig is the replicated pool configuration, false before the
 	// cluster has one.
 	PoolConfig() (pool.Config, bool)
+}
+
+// Policy decides each new flow; service.Service implements it with the
+// replicated policy, so a change applies to mappings made before it.
+type Policy interface {
+	CheckFlow(c *policy.Client, domain string, proto policy.Proto, port uint16) policy.Decision
 }
 
 // Resolver gives a domain's addresses. dnsfront.Server implements it with
@@ -115,6 +122,9 @@ type Config struct {
 	// Table is the routing table of the local route, and the policy
 	// rule's priority. Default 7490.
 	Table int
+
+	// Policy, when set, decides each flow after its mapping is found.
+	Policy Policy
 
 	Metrics *Metrics
 	// Logger defaults to discarding.
@@ -209,6 +219,8 @@ const (
 	LookupFailed  Result = "lookup_failed"  // the pool did not answer (no quorum)
 	ResolveFailed Result = "resolve_failed" // the domain has no usable address upstream
 	Refused       Result = "refused"        // every address is forbidden: the pool, private, the gateway's networks, ignored
+	Denied        Result = "denied"         // the policy denies the client this domain and port
+	NoEgress      Result = "no_egress"      // the policy's egress address for it is not assigned on this host
 	DialFailed    Result = "dial_failed"    // no address of the domain accepted
 	Limited       Result = "limited"        // past a flow limit
 )
@@ -278,6 +290,9 @@ type flowInfo struct {
 	dst    netip.AddrPort
 	client string
 	domain string
+	// egress is the local address the policy has the flow dialled from;
+	// invalid for the host's choice.
+	egress netip.Addr
 	target netip.AddrPort
 	result Result
 	err    error
@@ -338,6 +353,9 @@ func (c *Connector) route(f *flowInfo) []netip.Addr {
 		return nil
 	}
 	f.domain = m.Domain
+	if !c.checkPolicy(f) {
+		return nil
+	}
 	v4, v6 := c.resolve(m.Domain)
 	switch {
 	case v4.err != nil && v6.err != nil:
@@ -361,6 +379,14 @@ func (c *Connector) route(f *flowInfo) []netip.Addr {
 		return nil
 	}
 	ok4, ok6 := c.allowedAddrs(f, v4.addrs), c.allowedAddrs(f, v6.addrs)
+	if f.egress.IsValid() {
+		// A source address dials its own family only.
+		if f.egress.Is4() {
+			ok6 = nil
+		} else {
+			ok4 = nil
+		}
+	}
 	if len(ok4) == 0 && len(ok6) == 0 {
 		f.result = Refused
 		return nil
@@ -405,4 +431,31 @@ func (c *Connector) Start() error { return c.start() }
 func (c *Connector) Close() error {
 	c.cancel()
 	return errors.Join(c.close(), c.flows.close(5*time.Second))
+}
+
+// checkPolicy decides the flow against the policy and reports whether it
+// may go on; for an egress rule it sets the flow's source address, which
+// must be assigned on this host (a flow is refused rather than sent from
+// another address, which the destination's allow list would refuse).
+func (c *Connector) checkPolicy(f *flowInfo) bool {
+	if c.cfg.Policy == nil {
+		return true
+	}
+	proto := policy.TCP
+	if f.proto == "udp" {
+		proto = policy.UDP
+	}
+	d := c.cfg.Policy.CheckFlow(&policy.Client{ID: f.client, Addr: f.src.Addr().Unmap()}, f.domain, proto, f.dst.Port())
+	if !d.Allowed() {
+		f.result, f.err = Denied, fmt.Errorf("policy rule %q denies it", d.RuleName())
+		return false
+	}
+	if e := d.EgressAddr(f.client, f.domain); e.IsValid() {
+		if !c.guard.own.IsOwnAddress(e) {
+			f.result, f.err = NoEgress, fmt.Errorf("policy rule %q sends it from %v, which no interface of this host has", d.RuleName(), e)
+			return false
+		}
+		f.egress = e
+	}
+	return true
 }

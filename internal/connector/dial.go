@@ -53,7 +53,7 @@ func interleave(preferred, other []netip.Addr) []netip.Addr {
 // each attempt starts when the one before failed or has had the attempt
 // delay, attempts overlap, the first to connect wins and the others are
 // cancelled (one that connects anyway is closed).
-func (c *Connector) dialRace(addrs []netip.Addr, port uint16) (net.Conn, netip.AddrPort, error) {
+func (c *Connector) dialRace(addrs []netip.Addr, port uint16, local netip.Addr) (net.Conn, netip.AddrPort, error) {
 	if len(addrs) == 0 {
 		return nil, netip.AddrPort{}, errors.New("no address to dial")
 	}
@@ -68,6 +68,9 @@ func (c *Connector) dialRace(addrs []netip.Addr, port uint16) (net.Conn, netip.A
 	// decided.
 	results := make(chan result, len(addrs))
 	d := net.Dialer{Timeout: c.cfg.DialTimeout, KeepAliveConfig: keepAliveConfig(c.cfg.KeepAlive)}
+	if local.IsValid() {
+		d.LocalAddr = &net.TCPAddr{IP: local.AsSlice()}
+	}
 	next, running := 0, 0
 	startNext := func() {
 		ap := netip.AddrPortFrom(addrs[next], port)

@@ -81,7 +81,7 @@ func dialRaceWithin(t *testing.T, c *Connector, addrs []netip.Addr, port uint16,
 	}
 	ch := make(chan result, 1)
 	go func() {
-		conn, ap, err := c.dialRace(addrs, port)
+		conn, ap, err := c.dialRace(addrs, port, netip.Addr{})
 		ch <- result{conn, ap, err}
 	}()
 	select {

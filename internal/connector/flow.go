@@ -107,7 +107,7 @@ func keepAliveConfig(idle time.Duration) net.KeepAliveConfig {
 // Happy Eyeballs does.
 func (c *Connector) dialUp(addrs []netip.Addr, f *flowInfo) (net.Conn, error) {
 	start := time.Now()
-	conn, ap, err := c.dialRace(addrs, f.dst.Port())
+	conn, ap, err := c.dialRace(addrs, f.dst.Port(), f.egress)
 	c.m.dialed(time.Since(start))
 	if err != nil {
 		return nil, err

@@ -61,7 +61,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.byBytes = make(map[string][2]prometheus.Counter)
 	for _, p := range []string{"tcp", "udp"} {
 		m.byFlow[p] = make(map[Result]prometheus.Counter)
-		for _, r := range []Result{Relayed, NoMapping, LookupFailed, ResolveFailed, Refused, DialFailed, Limited} {
+		for _, r := range []Result{Relayed, NoMapping, LookupFailed, ResolveFailed, Refused, Denied, NoEgress, DialFailed, Limited} {
 			m.byFlow[p][r] = m.flows.WithLabelValues(p, string(r))
 		}
 		m.byActive[p] = m.active.WithLabelValues(p)

@@ -224,7 +224,11 @@ func (c *Connector) dialUDP(addrs []netip.Addr, f *flowInfo) (*net.UDPConn, erro
 	var errs []error
 	for _, a := range addrs {
 		ap := netip.AddrPortFrom(a, f.dst.Port())
-		conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(ap))
+		var local *net.UDPAddr
+		if f.egress.IsValid() {
+			local = &net.UDPAddr{IP: f.egress.AsSlice()}
+		}
+		conn, err := net.DialUDP("udp", local, net.UDPAddrFromAddrPort(ap))
 		if err == nil {
 			f.target = ap
 			return conn, nil

@@ -183,6 +183,7 @@ func Run(ctx context.Context, cfg Config) error {
 		dns.RegisterMetrics(reg)
 		tcfg := cfg.Tailnet.Connector
 		tcfg.Metrics = connector.NewMetrics(reg)
+		tcfg.Policy = svc
 		conn, err := connector.New(tcfg, svc, dns)
 		if err != nil {
 			return fmt.Errorf("starting the tailnet's connector: %w", err)
@@ -203,6 +204,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Connector != nil {
 		ccfg := *cfg.Connector
 		ccfg.Metrics = connector.NewMetrics(reg)
+		ccfg.Policy = svc
 		conn, err = connector.New(ccfg, svc, dns)
 		if err == nil {
 			err = conn.Start()
