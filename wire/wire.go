@@ -279,6 +279,17 @@ type Policy struct {
 	Text     string `json:"text,omitempty"`
 	Revision uint64 `json:"revision"`
 	Rules    int    `json:"rules"`
+	// Hits (GET only) are the checks each rule decided on the server
+	// that answers, since the revision was set, in document order, the
+	// default's last.
+	Hits []PolicyRuleHits `json:"hits,omitempty"`
+}
+
+// PolicyRuleHits is one rule's name, action and decisions.
+type PolicyRuleHits struct {
+	Rule   string `json:"rule"`
+	Action string `json:"action"`
+	Hits   uint64 `json:"hits"`
 }
 
 // PolicyTest is the body of POST /v1/policy/test: who asks for what. A

@@ -20,6 +20,16 @@ func (a *api) getPolicy(w http.ResponseWriter, r *http.Request) {
 	out := wire.Policy{}
 	if p != nil {
 		out = wire.Policy{Text: p.Text, Revision: p.Revision, Rules: p.Policy.Len()}
+		doc := p.Policy.Document()
+		for i, h := range p.Policy.Hits() {
+			action := "allow"
+			if i < len(doc.Rules) {
+				action = doc.Rules[i].Action
+			} else if doc.Default == "deny" {
+				action = "deny"
+			}
+			out.Hits = append(out.Hits, wire.PolicyRuleHits{Rule: h.Name, Action: action, Hits: h.Hits})
+		}
 	}
 	w.Header().Set("ETag", strconv.Quote(strconv.FormatUint(out.Revision, 10)))
 	writeJSON(w, http.StatusOK, out)

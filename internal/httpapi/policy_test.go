@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -197,4 +198,20 @@ func TestAllocationDeniedByPolicy(t *testing.T) {
 	if resp.StatusCode != 403 || !strings.Contains(string(b), `rule \"no-git\"`) {
 		t.Errorf("after the change: %d %s", resp.StatusCode, b)
 	}
+	var got wire.Policy
+	if err := json.Unmarshal(mustGet(t, ln.Addr().String(), "/v1/policy"), &got); err != nil {
+		t.Fatal(err)
+	}
+	if want := []wire.PolicyRuleHits{{Rule: "no-git", Action: "deny", Hits: 1}, {Rule: "default", Action: "allow"}}; !slices.Equal(got.Hits, want) {
+		t.Errorf("hits %+v, want %+v", got.Hits, want)
+	}
+}
+
+func mustGet(t *testing.T, addr, target string) []byte {
+	t.Helper()
+	resp, b := rawRequest(t, addr, "GET", target, nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %s", target, resp.StatusCode, b)
+	}
+	return b
 }
