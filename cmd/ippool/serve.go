@@ -77,6 +77,8 @@ type ServeCmd struct {
 	DNSTTL             time.Duration `name:"dns-ttl" help:"TTL of DNS answers." default:"${dns_ttl}" group:"dns"`
 	DNSCacheMinTTL     time.Duration `name:"dns-cache-min-ttl" help:"Upstream answers are cached at least this long." default:"${dns_cache_min_ttl}" group:"dns"`
 	DNSCacheMaxTTL     time.Duration `name:"dns-cache-max-ttl" help:"Upstream answers are cached at most this long." default:"${dns_cache_max_ttl}" group:"dns"`
+	DNSUnwantedReplies int           `name:"dns-unwanted-reply-threshold" help:"Unwanted upstream replies (wrong ID, question or case: forgery attempts) after which the upstream cache is cleared (0: never)." default:"${dns_unwanted_reply_threshold}" group:"dns"`
+	DNSPrivateDomains  []string      `name:"dns-private-domains" help:"Names (and names under them) whose upstream answers may hold private addresses; other names' private addresses are dropped." sep:"," group:"dns"`
 	DNSClientMap       string        `name:"dns-client-map" help:"File of 'prefix client-id' lines mapping query sources to client IDs." group:"dns"`
 	DNSRateLimit       float64       `name:"dns-rate-limit" help:"Tokens per second per DNS client (0: no limit); a query takes one for each upstream lookup it needs and for a new allocation, and is REFUSED without." default:"100" group:"dns"`
 	DNSBurst           int           `name:"dns-burst" help:"Bucket size of --dns-rate-limit." default:"200" group:"dns"`
@@ -205,9 +207,13 @@ func (c *ServeCmd) dnsConfig(log *slog.Logger) (dnsfront.Config, error) {
 	cfg := dnsfront.Config{
 		Addr: c.DNSAddr, Domains: c.DNSDomains, Upstreams: c.DNSUpstream, TTL: c.DNSTTL, ClientMap: c.DNSClientMap,
 		CacheMinTTL: c.DNSCacheMinTTL, CacheMaxTTL: c.DNSCacheMaxTTL,
+		UnwantedReplyThreshold: c.DNSUnwantedReplies, PrivateDomains: c.DNSPrivateDomains,
 		RateLimit: c.DNSRateLimit, Burst: c.DNSBurst, Logger: log,
 		NewClientRate: c.DNSNewClientsRate, NewClientBurst: c.DNSNewClientsBurst,
 		TCPMaxConns: c.DNSTCPMaxConns, TCPMaxConnsPerSource: c.DNSTCPMaxPerSource, TCPTimeout: c.DNSTCPTimeout,
+	}
+	if c.DNSUnwantedReplies < 0 {
+		return cfg, errors.New("--dns-unwanted-reply-threshold must not be negative")
 	}
 	if c.DNSTCPMaxConns <= 0 || c.DNSTCPMaxPerSource <= 0 || c.DNSTCPTimeout <= 0 {
 		return cfg, errors.New("--dns-tcp-max-conns, --dns-tcp-max-conns-per-source and --dns-tcp-timeout must be positive")
