@@ -129,9 +129,9 @@ func (s *Server) address(rep reply, remote net.Addr, q dns.Question, norm, apex 
 // allocation is what allocate decided for an A or AAAA query.
 type allocation struct {
 	kind   allocKind
-	addr   netip.Addr      // allocOK: the pool address
+	addr   netip.Addr       // allocOK: the pool address
 	up     *resolver.Answer // allocNXDomain, allocPassthrough: the upstream answer
-	err    error           // allocLookupFailed, allocPoolFailed
+	err    error            // allocLookupFailed, allocPoolFailed
 	client string
 	domain string
 }

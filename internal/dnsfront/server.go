@@ -106,10 +106,10 @@ type Stats struct {
 }
 
 type counters struct {
-	queries, answered, refused, servfail, other         atomic.Uint64
-	rateLimited                                         atomic.Uint64
-	notAllowed, newClientLimited, dropped               atomic.Uint64
-	fast                                                atomic.Uint64 // answered by fastAnswer, for tests
+	queries, answered, refused, servfail, other atomic.Uint64
+	rateLimited                                 atomic.Uint64
+	notAllowed, newClientLimited, dropped       atomic.Uint64
+	fast                                        atomic.Uint64 // answered by fastAnswer, for tests
 }
 
 // Server is a DNS server answering from a Pool. Its methods are safe for
@@ -173,14 +173,14 @@ func New(cfg Config, p Pool) (*Server, error) {
 		owns = true
 	}
 	s := &Server{
-		cfg:       cfg,
-		pool:      p,
-		log:       cfg.Logger,
-		now:       cfg.Now,
-		ttl:       uint32(cfg.TTL / time.Second),
-		domains:   domains,
-		res:       res,
-		limits:    newLimiters(cfg.RateLimit, cfg.Burst),
+		cfg:     cfg,
+		pool:    p,
+		log:     cfg.Logger,
+		now:     cfg.Now,
+		ttl:     uint32(cfg.TTL / time.Second),
+		domains: domains,
+		res:     res,
+		limits:  newLimiters(cfg.RateLimit, cfg.Burst),
 	}
 	s.ownsResolver = owns
 	s.newClients = newClientLimiter(cfg.NewClientRate, cfg.NewClientBurst)
