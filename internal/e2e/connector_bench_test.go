@@ -54,7 +54,7 @@ func BenchmarkConnector(b *testing.B) {
 
 	srv := lab.start("gateway", gw, bin, "serve", "--data-dir", filepath.Join(b.TempDir(), "data"),
 		"--http-addr", "127.0.0.1:7480", "--cluster-addr", "127.0.0.1:7481",
-		"--dns-addr", gwC+":53", "--dns-upstream", dst+":53", "--dns-domains", "test",
+		"--dns-addr", gwC+":53", "--dns-upstream", dst+":53", "--dns-domains", "test", "--dns-private-domains", "test",
 		"--connector", "--connector-client-rate", "0", "--connector-client-flows", "4096", "--log-level", "info")
 	waitPoolSet(b, gw, "198.18.0.0/15", srv)
 	pa := dig(b, client, src, "A", "bench.test")

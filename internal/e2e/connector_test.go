@@ -235,7 +235,7 @@ func TestConnector(t *testing.T) {
 	}
 	srv := lab.start("gateway", gw, bin, "serve", "--data-dir", filepath.Join(t.TempDir(), "data"),
 		"--http-addr", "127.0.0.1:7480", "--cluster-addr", "127.0.0.1:7481",
-		"--dns-addr", gwClientSide+":53", "--dns-upstream", upA+":53", "--dns-domains", "test",
+		"--dns-addr", gwClientSide+":53", "--dns-upstream", upA+":53", "--dns-domains", "test", "--dns-private-domains", "test",
 		"--v6-prefix", connV6Prefix, "--dns-client-map", clientMap,
 		"--connector", "--connector-client-flows", "4", "--log-level", "debug")
 	waitPoolSet(t, gw, "198.18.0.0/15", srv)
@@ -393,7 +393,7 @@ func TestConnectorFailover(t *testing.T) {
 			"--tls-ca", filepath.Join(certs, "ca.pem"), "--tls-cert", filepath.Join(certs, "cert.pem"), "--tls-key", filepath.Join(certs, "key.pem"),
 			"--log-level", "debug"}
 		if ns != s3 {
-			args = append(args, "--connector", "--dns-addr", ip(i+1)+":53", "--dns-upstream", ip(100)+":53", "--dns-domains", "test")
+			args = append(args, "--connector", "--dns-addr", ip(i+1)+":53", "--dns-upstream", ip(100)+":53", "--dns-domains", "test", "--dns-private-domains", "test")
 		}
 		procs = append(procs, lab.start(fmt.Sprintf("s%d", i+1), ns, args...))
 	}
