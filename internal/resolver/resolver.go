@@ -131,8 +131,10 @@ type Resolver struct {
 	stats     counters
 	// sinceClear counts unwanted replies towards the threshold.
 	sinceClear atomic.Int64
-	private    []string // Config.PrivateDomains, normalized
-	own        privateaddr.OwnNetworks
+	// clearLogged is when a clearing was last logged, Unix nanoseconds.
+	clearLogged atomic.Int64
+	private     []string // Config.PrivateDomains, normalized
+	own         privateaddr.OwnNetworks
 	// ownNetwork is own.Contains but in tests, which cannot know what
 	// networks the machine they run on has (a test runner's may well be a
 	// documentation range).
@@ -312,9 +314,14 @@ func (r *Resolver) unwanted() {
 		return
 	}
 	r.cache.clear()
-	r.stats.cleared.Add(1)
-	r.log.Warn("unwanted upstream replies passed the threshold: the cache is cleared, in case one of them was a forged answer that was believed",
-		"threshold", t, "unwanted_total", r.stats.unwanted.Load())
+	cleared := r.stats.cleared.Add(1)
+	// A flood clears the cache many times a second: one warning a minute
+	// says as much as a thousand.
+	now := time.Now().UnixNano()
+	if last := r.clearLogged.Load(); now-last >= int64(time.Minute) && r.clearLogged.CompareAndSwap(last, now) {
+		r.log.Warn("unwanted upstream replies passed the threshold: the cache is cleared, in case one of them was a forged answer that was believed",
+			"threshold", t, "unwanted_total", r.stats.unwanted.Load(), "cleared_total", cleared)
+	}
 }
 
 // resolveUpstreams returns the upstreams as host:port, port 53 when an
