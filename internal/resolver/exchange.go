@@ -5,6 +5,7 @@ import (
 	crand "crypto/rand"
 	"encoding/binary"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net"
 	"strings"
@@ -112,9 +113,9 @@ func (r *Resolver) exchangeUDP(q question, up *upstream, deadline time.Time) (*d
 	if !ok {
 		return nil, false, errors.New("query without a question")
 	}
-	var conn *net.UDPConn
-	if up.udp != nil {
-		c, err := net.DialUDP("udp", nil, up.udp)
+	var conn udpConn
+	if up.udp.IsValid() {
+		c, err := dialUDP(up.udp)
 		if err != nil {
 			return nil, false, err
 		}
@@ -125,7 +126,7 @@ func (r *Resolver) exchangeUDP(q question, up *upstream, deadline time.Time) (*d
 		if err != nil {
 			return nil, false, err
 		}
-		conn = c.(*net.UDPConn)
+		conn = c
 	}
 	defer conn.Close()
 	if err := conn.SetDeadline(deadline); err != nil {
@@ -139,6 +140,11 @@ func (r *Resolver) exchangeUDP(q question, up *upstream, deadline time.Time) (*d
 	caseOnly := false
 	for {
 		n, err := conn.Read(buf[:])
+		if err == io.EOF {
+			// An os.File's word for an empty datagram: unwanted.
+			r.unwanted()
+			continue
+		}
 		if err != nil {
 			return nil, caseOnly, err
 		}
@@ -163,6 +169,14 @@ func (r *Resolver) exchangeUDP(q question, up *upstream, deadline time.Time) (*d
 		}
 		return m, false, nil
 	}
+}
+
+// udpConn is a connected UDP socket of one query.
+type udpConn interface {
+	Read([]byte) (int, error)
+	Write([]byte) (int, error)
+	SetDeadline(time.Time) error
+	Close() error
 }
 
 // replyMatch is how a reply compares with the query it may answer.

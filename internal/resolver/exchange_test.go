@@ -412,7 +412,7 @@ func BenchmarkExchange(b *testing.B) {
 	// The same write and read on one kept socket, as before: the
 	// difference is the price of a random port per query.
 	b.Run("kept-socket", func(b *testing.B) {
-		conn, err := net.DialUDP("udp", nil, r.upstreams[0].udp)
+		conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(r.upstreams[0].udp))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -148,8 +148,9 @@ type Resolver struct {
 // upstream is one configured upstream.
 type upstream struct {
 	addr string // host:port
-	// udp is addr resolved once, so a query's socket costs no lookup.
-	udp *net.UDPAddr
+	// udp is addr parsed once, so a query's socket costs no lookup;
+	// invalid when addr names a host.
+	udp netip.AddrPort
 	// noCaps is set once the upstream answered a question without echoing
 	// its case (see exchange).
 	noCaps atomic.Bool
@@ -214,7 +215,7 @@ func New(cfg Config) (*Resolver, error) {
 	for _, a := range addrs {
 		u := &upstream{addr: a}
 		if ap, err := netip.ParseAddrPort(a); err == nil {
-			u.udp = net.UDPAddrFromAddrPort(ap)
+			u.udp = ap
 		}
 		r.upstreams = append(r.upstreams, u)
 	}
