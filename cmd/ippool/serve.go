@@ -72,7 +72,8 @@ type ServeCmd struct {
 	ClusterIdleTimeout      time.Duration `name:"cluster-idle-timeout" help:"A forwarding stream or RPC connection on the cluster address carrying nothing for this long is closed (servers redial)." default:"${cluster_idle_timeout}" group:"limits"`
 
 	DNSDomains         []string      `name:"dns-domains" help:"Names the DNS server answers ('.' for all); others get REFUSED." default:"." sep:"," group:"dns"`
-	DNSUpstream        []string      `name:"dns-upstream" help:"Upstream resolvers host:port (default: /etc/resolv.conf's)." sep:"," group:"dns"`
+	DNSUpstream        []string      `name:"dns-upstream" help:"Upstream resolvers, tried in order: host:port; tls://host[:port][@tls-name] for DNS over TLS (port 853); https://host/path for DNS over HTTPS (default: /etc/resolv.conf's)." sep:"," group:"dns"`
+	DNSUpstreamCA      string        `name:"dns-upstream-ca" help:"PEM file of CA certificates trusted for tls:// and https:// upstreams, besides the system's." type:"existingfile" group:"dns"`
 	IgnoreDestinations []string      `help:"Prefixes: a name resolving into one is answered with its real addresses." sep:"," group:"dns"`
 	V6Prefix           string        `name:"v6-prefix" help:"A /96 ULA prefix; AAAA answers carry the pool address in its last 32 bits." env:"IPPOOL_V6_PREFIX" group:"dns"`
 	DNSTTL             time.Duration `name:"dns-ttl" help:"TTL of DNS answers." default:"${dns_ttl}" group:"dns"`
@@ -208,7 +209,7 @@ func (c *ServeCmd) dnsConfig(log *slog.Logger) (dnsfront.Config, error) {
 	cfg := dnsfront.Config{
 		Addr: c.DNSAddr, Domains: c.DNSDomains, Upstreams: c.DNSUpstream, TTL: c.DNSTTL, ClientMap: c.DNSClientMap,
 		CacheMinTTL: c.DNSCacheMinTTL, CacheMaxTTL: c.DNSCacheMaxTTL,
-		UnwantedReplyThreshold: c.DNSUnwantedReplies, PrivateDomains: c.DNSPrivateDomains,
+		UnwantedReplyThreshold: c.DNSUnwantedReplies, PrivateDomains: c.DNSPrivateDomains, UpstreamCA: c.DNSUpstreamCA,
 		RateLimit: c.DNSRateLimit, Burst: c.DNSBurst, Logger: log,
 		NewClientRate: c.DNSNewClientsRate, NewClientBurst: c.DNSNewClientsBurst,
 		TCPMaxConns: c.DNSTCPMaxConns, TCPMaxConnsPerSource: c.DNSTCPMaxPerSource, TCPTimeout: c.DNSTCPTimeout,

@@ -22,9 +22,9 @@ type Config struct {
 	// Domains are the names answered: a name matches when it equals or is
 	// under one of them; "." matches every name. At least one is required.
 	Domains []string
-	// Upstreams are host:port resolvers, tried in order. Empty means the
-	// nameservers of /etc/resolv.conf; if there are none, New fails rather
-	// than guess a resolver that might be this server itself.
+	// Upstreams are resolvers, tried in order, written as in
+	// resolver.Config (plain, tls:// or https://). Empty means the
+	// nameservers of /etc/resolv.conf.
 	Upstreams []string
 	// IgnoreDestinations: a name with any upstream A record in one of these
 	// prefixes is answered with the upstream records, not a pool address.
@@ -89,11 +89,12 @@ type Config struct {
 	WriteTimeout time.Duration
 	// UpstreamTimeout bounds one exchange with one upstream. Default 2s.
 	UpstreamTimeout time.Duration
-	// UnwantedReplyThreshold, PrivateDomains and AllowPrivate are the
-	// resolver's (resolver.Config).
+	// UnwantedReplyThreshold, PrivateDomains, AllowPrivate and UpstreamCA
+	// are the resolver's (resolver.Config).
 	UnwantedReplyThreshold int
 	PrivateDomains         []string
 	AllowPrivate           []netip.Prefix
+	UpstreamCA             string
 	// Resolver, when set, is the resolver to look names up with, shared
 	// with others (the connector); the fields above that configure one
 	// (Upstreams to AllowPrivate) are then unused, and Shutdown leaves it
@@ -169,6 +170,7 @@ func (cfg *Config) ResolverConfig() resolver.Config {
 		UnwantedReplyThreshold: cfg.UnwantedReplyThreshold,
 		PrivateDomains:         cfg.PrivateDomains,
 		AllowPrivate:           cfg.AllowPrivate,
+		UpstreamCA:             cfg.UpstreamCA,
 		Logger:                 cfg.Logger,
 		Now:                    cfg.Now,
 	}

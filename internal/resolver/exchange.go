@@ -50,7 +50,7 @@ var errOtherQuestion = errors.New("reply is for another question")
 // such servers. The fallback gives an attacker nothing a right guess of port
 // and ID would not already: the case-only reply had to carry both.
 func (r *Resolver) exchange(name string, qtype uint16, up *upstream) (*dns.Msg, error) {
-	caps := !up.noCaps.Load()
+	caps := !up.noCaps.Load() && up.kind == kindPlain
 	m, caseOnly, err := r.exchangeOnce(name, qtype, up, caps)
 	if err != nil && caps && caseOnly {
 		if m, _, err = r.exchangeOnce(name, qtype, up, false); err == nil && up.noCaps.CompareAndSwap(false, true) {
@@ -74,6 +74,10 @@ func (r *Resolver) exchangeOnce(name string, qtype uint16, up *upstream, caps bo
 	}
 	rngs.Put(rng)
 	deadline := time.Now().Add(r.cfg.UpstreamTimeout)
+	if up.kind != kindPlain {
+		m, err := r.exchangeEncrypted(q, up, deadline)
+		return m, false, err
+	}
 	m, caseOnly, err := r.exchangeUDP(q, up, deadline)
 	if err == nil && m.Truncated {
 		// Over TCP nobody off the path can answer for the upstream, so

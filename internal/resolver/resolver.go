@@ -20,10 +20,12 @@ package resolver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -41,8 +43,11 @@ const ednsUDPSize = 1232
 
 // Config configures a Resolver. Zero values take the documented defaults.
 type Config struct {
-	// Upstreams are host:port resolvers, tried in order; an address alone
-	// means port 53. Empty means the nameservers of /etc/resolv.conf; if
+	// Upstreams are resolvers, tried in order: host:port or an address
+	// alone (port 53) for plain DNS; tls://host[:port][@name] for DNS over
+	// TLS (port 853; name is what the certificate must carry, default the
+	// host); an https:// URL for DNS over HTTPS (RFC 8484, POST). Encrypted
+	// upstreams keep connections open between queries. Empty means the nameservers of /etc/resolv.conf; if
 	// there are none, New fails rather than guess a resolver that might be
 	// the DNS front end itself.
 	Upstreams []string
@@ -58,6 +63,9 @@ type Config struct {
 	CacheSize int
 	// UpstreamTimeout bounds one exchange with one upstream. Default 2s.
 	UpstreamTimeout time.Duration
+	// UpstreamCA is a PEM file of certificates trusted for encrypted
+	// upstreams besides the system's roots.
+	UpstreamCA string
 	// UnwantedReplyThreshold is how many unwanted replies (see the package
 	// comment) clear the cache; 0 means never.
 	UnwantedReplyThreshold int
@@ -147,13 +155,18 @@ type Resolver struct {
 
 // upstream is one configured upstream.
 type upstream struct {
-	addr string // host:port
+	addr string // host:port; for HTTPS, the URL
+	kind int    // kindPlain, kindTLS or kindHTTPS
 	// udp is addr parsed once, so a query's socket costs no lookup;
 	// invalid when addr names a host.
 	udp netip.AddrPort
 	// noCaps is set once the upstream answered a question without echoing
 	// its case (see exchange).
 	noCaps atomic.Bool
+
+	tls  *tls.Config    // kindTLS
+	idle chan *tls.Conn // kindTLS: idle connections
+	http *http.Client   // kindHTTPS
 }
 
 func (u *upstream) String() string { return u.addr }
@@ -203,6 +216,10 @@ func New(cfg Config) (*Resolver, error) {
 	if err != nil {
 		return nil, err
 	}
+	roots, err := loadRoots(cfg.UpstreamCA)
+	if err != nil {
+		return nil, err
+	}
 	r := &Resolver{
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -213,8 +230,11 @@ func New(cfg Config) (*Resolver, error) {
 		private:   private,
 	}
 	for _, a := range addrs {
-		u := &upstream{addr: a}
-		if ap, err := netip.ParseAddrPort(a); err == nil {
+		u, err := parseUpstream(a, roots)
+		if err != nil {
+			return nil, err
+		}
+		if ap, err := netip.ParseAddrPort(u.addr); err == nil && u.kind == kindPlain {
 			u.udp = ap
 		}
 		r.upstreams = append(r.upstreams, u)
@@ -224,8 +244,13 @@ func New(cfg Config) (*Resolver, error) {
 	return r, nil
 }
 
-// Close stops lookups in flight.
-func (r *Resolver) Close() { r.cancel() }
+// Close stops lookups in flight and closes idle connections.
+func (r *Resolver) Close() {
+	r.cancel()
+	for _, u := range r.upstreams {
+		u.closeIdle()
+	}
+}
 
 // Stats returns a snapshot of the counters.
 func (r *Resolver) Stats() Stats {
@@ -325,8 +350,8 @@ func (r *Resolver) unwanted() {
 	}
 }
 
-// resolveUpstreams returns the upstreams as host:port, port 53 when an
-// address comes alone; none configured means /etc/resolv.conf's.
+// resolveUpstreams returns the upstreams, or /etc/resolv.conf's when none
+// is configured.
 func resolveUpstreams(ups []string) ([]string, error) {
 	if len(ups) == 0 {
 		cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
@@ -340,17 +365,7 @@ func resolveUpstreams(ups []string) ([]string, error) {
 			return nil, errors.New("resolver: no upstreams configured and /etc/resolv.conf names no nameserver")
 		}
 	}
-	var out []string
-	for _, u := range ups {
-		if a, err := netip.ParseAddr(u); err == nil {
-			u = netip.AddrPortFrom(a, 53).String()
-		}
-		if _, port, err := net.SplitHostPort(u); err != nil || port == "" {
-			return nil, fmt.Errorf("resolver: upstream %q is not host:port", u)
-		}
-		out = append(out, u)
-	}
-	return out, nil
+	return ups, nil
 }
 
 // normalizePrefixes masks host bits and folds IPv4-mapped prefixes into
