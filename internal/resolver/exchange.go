@@ -119,7 +119,7 @@ func (r *Resolver) exchangeUDP(q question, up *upstream, deadline time.Time) (*d
 	}
 	var conn udpConn
 	if up.udp.IsValid() {
-		c, err := dialUDP(up.udp)
+		c, err := r.sockets.get(up.udp)
 		if err != nil {
 			return nil, false, err
 		}
@@ -132,7 +132,14 @@ func (r *Resolver) exchangeUDP(q question, up *upstream, deadline time.Time) (*d
 		}
 		conn = c
 	}
-	defer conn.Close()
+	ok = false // the exchange's outcome, for the socket's reuse
+	defer func() {
+		if up.udp.IsValid() {
+			r.sockets.put(conn, ok)
+		} else {
+			conn.Close()
+		}
+	}()
 	if err := conn.SetDeadline(deadline); err != nil {
 		return nil, false, err
 	}
@@ -163,7 +170,8 @@ func (r *Resolver) exchangeUDP(q question, up *upstream, deadline time.Time) (*d
 			r.unwanted()
 			continue
 		}
-		if m, ok := readReply(p); ok {
+		if m, read := readReply(p); read {
+			ok = true
 			return m, false, nil
 		}
 		m := new(dns.Msg)
@@ -171,6 +179,7 @@ func (r *Resolver) exchangeUDP(q question, up *upstream, deadline time.Time) (*d
 			r.unwanted()
 			continue
 		}
+		ok = true
 		return m, false, nil
 	}
 }

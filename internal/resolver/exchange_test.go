@@ -369,9 +369,11 @@ func FuzzMatchReply(f *testing.F) {
 }
 
 // BenchmarkExchange is one upstream exchange over UDP against a loopback
-// upstream, a socket (and so a random port) per query: the cost of the
-// defences against forged replies shows here against the kept sockets of
-// before (docs/performance.md).
+// upstream: as the resolver does it (fresh-port: a random port per query,
+// on a reused socket), against the socket kept with its port of before
+// (kept-port) and a socket opened and closed per query (socket-per-query),
+// the first way this package gave each query its own port
+// (docs/performance.md).
 func BenchmarkExchange(b *testing.B) {
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -401,7 +403,7 @@ func BenchmarkExchange(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer r.Close()
-	b.Run("socket-per-query", func(b *testing.B) {
+	b.Run("fresh-port", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := r.exchange("www.example.test", dns.TypeA, r.upstreams[0]); err != nil {
@@ -411,7 +413,7 @@ func BenchmarkExchange(b *testing.B) {
 	})
 	// The same write and read on one kept socket, as before: the
 	// difference is the price of a random port per query.
-	b.Run("kept-socket", func(b *testing.B) {
+	b.Run("kept-port", func(b *testing.B) {
 		conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(r.upstreams[0].udp))
 		if err != nil {
 			b.Fatal(err)
@@ -429,6 +431,29 @@ func BenchmarkExchange(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			if _, ok := readReply(buf[:n]); !ok {
+				b.Fatal("reply not read")
+			}
+		}
+	})
+	b.Run("socket-per-query", func(b *testing.B) {
+		buf := make([]byte, ednsUDPSize)
+		b.ReportAllocs()
+		for b.Loop() {
+			conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(r.upstreams[0].udp))
+			if err != nil {
+				b.Fatal(err)
+			}
+			q, _ := packQuery(question{name: "www.example.test", qtype: dns.TypeA, id: 1})
+			conn.SetDeadline(time.Now().Add(2 * time.Second))
+			if _, err := conn.Write(q); err != nil {
+				b.Fatal(err)
+			}
+			n, err := conn.Read(buf)
+			if err != nil {
+				b.Fatal(err)
+			}
+			conn.Close()
 			if _, ok := readReply(buf[:n]); !ok {
 				b.Fatal("reply not read")
 			}
@@ -453,4 +478,34 @@ func BenchmarkQueryRandom(b *testing.B) {
 			crand.Read(id[:])
 		}
 	})
+}
+
+// TestFinishedQueryPortIsDead: a reply right in every byte (ID, question,
+// case) but sent to the port of the query before is not taken: that port
+// was released when its exchange ended, even though sockets are reused.
+func TestFinishedQueryPortIsDead(t *testing.T) {
+	var mu sync.Mutex
+	var prev *net.UDPAddr
+	up := startScripted(t, func(pc *net.UDPConn, q seenQuery) {
+		mu.Lock()
+		last := prev
+		prev = q.from
+		mu.Unlock()
+		if last == nil {
+			pc.WriteToUDP(answer(t, q.raw, q.id, q.name, "192.0.2.1"), q.from)
+			return
+		}
+		pc.WriteToUDP(answer(t, q.raw, q.id, q.name, "203.0.113.66"), last)
+	})
+	r := newScriptedResolver(t, up.addr, func(c *Config) { c.UpstreamTimeout = 300 * time.Millisecond })
+	if _, _, err := r.LookupA("first.example.test"); err != nil {
+		t.Fatal(err)
+	}
+	if addrs, _, err := r.LookupA("second.example.test"); err == nil {
+		t.Fatalf("took a reply sent to the previous query's port: %v", addrs)
+	}
+	qs := up.queries()
+	if len(qs) != 2 || qs[0].from.Port == qs[1].from.Port {
+		t.Fatalf("queries %v", qs)
+	}
 }

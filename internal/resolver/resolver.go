@@ -134,6 +134,7 @@ type Resolver struct {
 	now       func() time.Time
 	upstreams []*upstream
 	tcpClient *dns.Client
+	sockets   udpSockets // for UDP queries
 	cache     cache
 	flight    flight
 	stats     counters
@@ -250,6 +251,7 @@ func (r *Resolver) Close() {
 	for _, u := range r.upstreams {
 		u.closeIdle()
 	}
+	r.sockets.closeAll()
 }
 
 // Stats returns a snapshot of the counters.
