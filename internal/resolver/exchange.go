@@ -93,13 +93,15 @@ func (r *Resolver) exchangeOnce(name string, qtype uint16, up *upstream, caps bo
 	return m, caseOnly, err
 }
 
-// exchangeUDP sends q over a UDP socket of its own, connected to the
-// upstream: the kernel picks a random ephemeral port for it at connect and
-// drops datagrams from any other source, and the socket is closed when the
-// exchange ends, so an attacker off the path must guess the port as well as
-// the ID and the name's case. (A socket per query costs more than keeping
-// sockets, BenchmarkExchange measures by how much; kept sockets kept their
-// ports for minutes, which made the ID all there was to guess.)
+// exchangeUDP sends q over a UDP socket connected to the upstream for this
+// query alone: the kernel picks a random ephemeral port for it at connect
+// and drops datagrams from any other source, and the port is released when
+// the exchange ends (udpSockets), so an attacker off the path must guess
+// the port as well as the ID and the name's case. (A port per query costs
+// more than keeping one, BenchmarkExchange measures by how much; the kept
+// sockets of before kept their ports for minutes, which made the ID all
+// there was to guess.) Datagrams from another address or port never reach
+// the socket, so they are not counted as unwanted.
 //
 // Replies are read until the awaited one or the deadline: one that is not
 // it (short, another ID, another question or case) is counted as unwanted

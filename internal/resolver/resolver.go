@@ -3,9 +3,10 @@
 // the only part of ippool that believes what arrives from the network about
 // names, so it guards its cache as unbound does (docs/design.md#the-resolver):
 //
-//   - every UDP query goes out of a socket of its own, connected to the
-//     upstream, so the kernel picks a random source port for it and drops
-//     datagrams from any other address or port;
+//   - every UDP query goes out of a socket connected to the upstream for
+//     that query alone, so the kernel picks a random source port for it
+//     (released when the exchange ends) and drops datagrams from any other
+//     address or port;
 //   - the query ID comes from a cryptographic generator;
 //   - the query name's letters are in random case (draft-vixie-dnsext-0x20),
 //     and a reply must echo the question (name, case, type, class) exactly;
