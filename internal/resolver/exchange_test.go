@@ -509,3 +509,21 @@ func TestFinishedQueryPortIsDead(t *testing.T) {
 		t.Fatalf("queries %v", qs)
 	}
 }
+
+// TestReplyFromAnotherSourceIsNotTaken: a reply right in every byte but
+// sent from another port of the upstream's address never reaches the
+// query's socket.
+func TestReplyFromAnotherSourceIsNotTaken(t *testing.T) {
+	other, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	up := startScripted(t, func(_ *net.UDPConn, q seenQuery) {
+		other.WriteToUDP(answer(t, q.raw, q.id, q.name, "203.0.113.66"), q.from)
+	})
+	r := newScriptedResolver(t, up.addr, func(c *Config) { c.UpstreamTimeout = 300 * time.Millisecond })
+	if addrs, _, err := r.LookupA("spoofed.example.test"); err == nil {
+		t.Fatalf("took a reply from another port: %v", addrs)
+	}
+}
