@@ -54,8 +54,10 @@ if [ -z "${BIN:-}" ]; then
 fi
 
 # ippool's upstream is a second unbound (one thread) answering every name
-# under bench.test with 192.0.2.1: a real resolver, as in production, and one
-# that leaves more of the two CPUs to ippool than examples/demo-upstream.
+# under bench.test with 203.0.113.1: a real resolver, as in production, and one
+# that leaves more of the two CPUs to ippool than examples/demo-upstream. (Not
+# 192.0.2.1: a machine whose own network that is, as one test machine's is,
+# would have the resolver drop it as private, and no name would be new.)
 UP=127.0.0.156:7859
 UNB=127.0.0.151
 cat >"$work/upstream.conf" <<EOF
@@ -72,7 +74,7 @@ server:
 	verbosity: 0
 	access-control: 127.0.0.0/8 allow
 	local-zone: "bench.test." redirect
-	local-data: "bench.test. 300 IN A 192.0.2.1"
+	local-data: "bench.test. 300 IN A 203.0.113.1"
 remote-control:
 	control-enable: no
 EOF

@@ -47,6 +47,8 @@ echo "nameserver 10.250.1.1" >"/etc/netns/$client/resolv.conf"
 ip netns exec "$up" "$work/connector-upstream" -dns 10.250.2.2:53 -http 10.250.2.2:80 \
 	app.demo=10.250.2.2 api.demo=10.250.2.2 2>"$work/upstream.log" &
 pids+=($!)
+# The demo's names point into a private network, which the resolver allows
+# only for names under --dns-private-domains.
 ip netns exec "$gw" "$work/ippool" serve --data-dir "$work/data" \
 	--dns-addr 10.250.1.1:53 --dns-domains demo --dns-upstream 10.250.2.2:53 \
 	--connector --connector-allow 10.250.2.0/24 --log-level debug 2>"$work/gateway.log" &

@@ -10,6 +10,7 @@ import (
 	"github.com/ippool/ippool/internal/connector"
 	"github.com/ippool/ippool/internal/dnsfront"
 	"github.com/ippool/ippool/internal/httpapi"
+	"github.com/ippool/ippool/internal/resolver"
 	"github.com/ippool/ippool/wire"
 )
 
@@ -39,6 +40,7 @@ func defaults() kong.Vars {
 		"dns_cache_min_ttl":            d(dnsfront.DefaultCacheMinTTL),
 		"dns_cache_max_ttl":            d(dnsfront.DefaultCacheMaxTTL),
 		"dns_allow":                    dnsfront.DefaultAllowText,
+		"dns_unwanted_reply_threshold": i(resolver.DefaultUnwantedReplyThreshold),
 		"dns_tcp_max_conns":            i(dnsfront.DefaultTCPMaxConns),
 		"dns_tcp_max_conns_per_source": i(dnsfront.DefaultTCPMaxConnsPerSource),
 		"dns_tcp_timeout":              d(dnsfront.DefaultTCPTimeout),

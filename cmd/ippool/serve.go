@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+
 	"github.com/ippool/ippool/internal/ca"
 	"github.com/ippool/ippool/internal/cluster"
 	"github.com/ippool/ippool/internal/dnsfront"
@@ -71,12 +72,15 @@ type ServeCmd struct {
 	ClusterIdleTimeout      time.Duration `name:"cluster-idle-timeout" help:"A forwarding stream or RPC connection on the cluster address carrying nothing for this long is closed (servers redial)." default:"${cluster_idle_timeout}" group:"limits"`
 
 	DNSDomains         []string      `name:"dns-domains" help:"Names the DNS server answers ('.' for all); others get REFUSED." default:"." sep:"," group:"dns"`
-	DNSUpstream        []string      `name:"dns-upstream" help:"Upstream resolvers host:port (default: /etc/resolv.conf's)." sep:"," group:"dns"`
+	DNSUpstream        []string      `name:"dns-upstream" help:"Upstream resolvers, tried in order: host:port; tls://host[:port][@tls-name] for DNS over TLS (port 853); https://host/path for DNS over HTTPS (default: /etc/resolv.conf's)." sep:"," group:"dns"`
+	DNSUpstreamCA      string        `name:"dns-upstream-ca" help:"PEM file of CA certificates trusted for tls:// and https:// upstreams, besides the system's." type:"existingfile" group:"dns"`
 	IgnoreDestinations []string      `help:"Prefixes: a name resolving into one is answered with its real addresses." sep:"," group:"dns"`
 	V6Prefix           string        `name:"v6-prefix" help:"A /96 ULA prefix; AAAA answers carry the pool address in its last 32 bits." env:"IPPOOL_V6_PREFIX" group:"dns"`
 	DNSTTL             time.Duration `name:"dns-ttl" help:"TTL of DNS answers." default:"${dns_ttl}" group:"dns"`
 	DNSCacheMinTTL     time.Duration `name:"dns-cache-min-ttl" help:"Upstream answers are cached at least this long." default:"${dns_cache_min_ttl}" group:"dns"`
 	DNSCacheMaxTTL     time.Duration `name:"dns-cache-max-ttl" help:"Upstream answers are cached at most this long." default:"${dns_cache_max_ttl}" group:"dns"`
+	DNSUnwantedReplies int           `name:"dns-unwanted-reply-threshold" help:"Unwanted upstream replies (wrong ID, question or case: forgery attempts) after which the upstream cache is cleared (0: never)." default:"${dns_unwanted_reply_threshold}" group:"dns"`
+	DNSPrivateDomains  []string      `name:"dns-private-domains" help:"Names (and names under them) whose upstream answers may hold private addresses; other names' private addresses are dropped." sep:"," group:"dns"`
 	DNSClientMap       string        `name:"dns-client-map" help:"File of 'prefix client-id' lines mapping query sources to client IDs." group:"dns"`
 	DNSRateLimit       float64       `name:"dns-rate-limit" help:"Tokens per second per DNS client (0: no limit); a query takes one for each upstream lookup it needs and for a new allocation, and is REFUSED without." default:"100" group:"dns"`
 	DNSBurst           int           `name:"dns-burst" help:"Bucket size of --dns-rate-limit." default:"200" group:"dns"`
@@ -205,9 +209,13 @@ func (c *ServeCmd) dnsConfig(log *slog.Logger) (dnsfront.Config, error) {
 	cfg := dnsfront.Config{
 		Addr: c.DNSAddr, Domains: c.DNSDomains, Upstreams: c.DNSUpstream, TTL: c.DNSTTL, ClientMap: c.DNSClientMap,
 		CacheMinTTL: c.DNSCacheMinTTL, CacheMaxTTL: c.DNSCacheMaxTTL,
+		UnwantedReplyThreshold: c.DNSUnwantedReplies, PrivateDomains: c.DNSPrivateDomains, UpstreamCA: c.DNSUpstreamCA,
 		RateLimit: c.DNSRateLimit, Burst: c.DNSBurst, Logger: log,
 		NewClientRate: c.DNSNewClientsRate, NewClientBurst: c.DNSNewClientsBurst,
 		TCPMaxConns: c.DNSTCPMaxConns, TCPMaxConnsPerSource: c.DNSTCPMaxPerSource, TCPTimeout: c.DNSTCPTimeout,
+	}
+	if c.DNSUnwantedReplies < 0 {
+		return cfg, errors.New("--dns-unwanted-reply-threshold must not be negative")
 	}
 	if c.DNSTCPMaxConns <= 0 || c.DNSTCPMaxPerSource <= 0 || c.DNSTCPTimeout <= 0 {
 		return cfg, errors.New("--dns-tcp-max-conns, --dns-tcp-max-conns-per-source and --dns-tcp-timeout must be positive")

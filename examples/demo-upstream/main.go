@@ -2,7 +2,7 @@
 // the demo needs no network: ippool's DNS front end resolves every name
 // upstream before it gives it a pool address, and keeps NXDOMAIN for names
 // that do not exist. It answers A and AAAA for a few documentation names
-// (RFC 5737 and RFC 3849 addresses), 192.0.2.1 for any name under
+// (RFC 5737 and RFC 3849 addresses), 203.0.113.1 for any name under
 // bench.test (for examples/bench-reads.sh) and NXDOMAIN for everything else.
 //
 //	go run ./examples/demo-upstream 127.0.0.1:5354
@@ -18,8 +18,8 @@ import (
 )
 
 var zone = map[string][2]string{ // name: A, AAAA
-	"example.com.":     {"192.0.2.10", "2001:db8::10"},
-	"www.example.com.": {"192.0.2.11", "2001:db8::11"},
+	"example.com.":     {"203.0.113.10", "2001:db8::10"},
+	"www.example.com.": {"203.0.113.11", "2001:db8::11"},
 	"www.example.org.": {"198.51.100.20", "2001:db8::20"},
 	"example.org.":     {"198.51.100.21", "2001:db8::21"},
 	"example.net.":     {"203.0.113.30", "2001:db8::30"},
@@ -37,7 +37,7 @@ func answer(w dns.ResponseWriter, r *dns.Msg) {
 	q := r.Question[0]
 	addrs, ok := zone[strings.ToLower(q.Name)]
 	if strings.HasSuffix(strings.ToLower(q.Name), ".bench.test.") {
-		addrs, ok = [2]string{"192.0.2.1", "2001:db8::1"}, true
+		addrs, ok = [2]string{"203.0.113.1", "2001:db8::1"}, true
 	}
 	if !ok {
 		m.Rcode = dns.RcodeNameError

@@ -10,6 +10,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/ippool/ippool/internal/resolver"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -128,9 +129,9 @@ func (s *Server) address(rep reply, remote net.Addr, q dns.Question, norm, apex 
 // allocation is what allocate decided for an A or AAAA query.
 type allocation struct {
 	kind   allocKind
-	addr   netip.Addr      // allocOK: the pool address
-	up     *upstreamAnswer // allocNXDomain, allocPassthrough: the upstream answer
-	err    error           // allocLookupFailed, allocPoolFailed
+	addr   netip.Addr       // allocOK: the pool address
+	up     *resolver.Answer // allocNXDomain, allocPassthrough: the upstream answer
+	err    error            // allocLookupFailed, allocPoolFailed
 	client string
 	domain string
 }
@@ -142,7 +143,7 @@ const (
 	allocLookupFailed                  // the upstream lookup failed or a rate limit refused it
 	allocNXDomain                      // the name does not exist upstream
 	allocPassthrough                   // the name is in --ignore-destinations: pass up's records on
-	allocNoData                        // AAAA without a v6 prefix
+	allocNoData                        // AAAA without a v6 prefix, or a name whose every address is private
 	allocRefused                       // a rate limit refused the allocation
 	allocPoolFailed                    // the pool refused or could not allocate
 )
@@ -158,10 +159,15 @@ func (s *Server) allocate(client, norm string, qtype uint16) allocation {
 	case err != nil:
 		a.kind, a.err = allocLookupFailed, err
 		return a
-	case up.rcode == dns.RcodeNameError:
+	case up.Rcode == dns.RcodeNameError:
 		a.kind, a.up = allocNXDomain, up
 		return a
-	case up.ignored:
+	case up.PrivateOnly:
+		// Its every address was private: as far as clients go it has
+		// none, and the connector would find none to dial.
+		a.kind = allocNoData
+		return a
+	case up.Ignored:
 		if qtype == dns.TypeAAAA {
 			// A second lookup is a second token even when the first
 			// was paid for, so that upstream lookups never outnumber
@@ -208,7 +214,7 @@ func (s *Server) addressReply(rep reply, q dns.Question, apex string, a allocati
 	case allocPassthrough:
 		m.Answer = s.passthrough(a.up, q.Name)
 		if len(m.Answer) == 0 {
-			return s.negative(rep, apex, a.up.rcode, s.remaining(a.up))
+			return s.negative(rep, apex, a.up.Rcode, s.remaining(a.up))
 		}
 		return rep
 	}
@@ -256,7 +262,7 @@ func (s *Server) poolError(rep reply, client, domain string, err error) reply {
 
 // paidLookup is lookup with the client paying a token for a cache miss;
 // *paid records that it did. A refusal is errLimited.
-func (s *Server) paidLookup(client, name string, qtype uint16, paid *bool) (*upstreamAnswer, error) {
+func (s *Server) paidLookup(client, name string, qtype uint16, paid *bool) (*resolver.Answer, error) {
 	if a, ok := s.cached(name, qtype); ok {
 		return a, nil
 	}
@@ -266,7 +272,17 @@ func (s *Server) paidLookup(client, name string, qtype uint16, paid *bool) (*ups
 		}
 		*paid = true
 	}
-	return s.lookup(name, qtype)
+	return s.res.Lookup(name, qtype)
+}
+
+// cached returns the upstream answer for name and qtype if the cache holds
+// a fresh one.
+func (s *Server) cached(name string, qtype uint16) (*resolver.Answer, bool) {
+	a, ok := s.res.Cached(name, qtype, s.now())
+	if ok {
+		s.res.CountHits(1)
+	}
+	return a, ok
 }
 
 func (s *Server) lookupError(rep reply, name string, err error) reply {
@@ -327,10 +343,10 @@ func (s *Server) soa(apex, owner string) *dns.SOA {
 // client asked in (resolvers compare the answer to their question) and a TTL
 // that counts down with the cache entry, so a client never holds a record
 // longer than the upstream allowed plus the cache floor.
-func (s *Server) passthrough(a *upstreamAnswer, qname string) []dns.RR {
+func (s *Server) passthrough(a *resolver.Answer, qname string) []dns.RR {
 	ttl := s.remaining(a)
-	out := make([]dns.RR, 0, len(a.rrs))
-	for _, rr := range a.rrs {
+	out := make([]dns.RR, 0, len(a.RRs))
+	for _, rr := range a.RRs {
 		c := dns.Copy(rr)
 		h := c.Header()
 		if strings.EqualFold(h.Name, qname) {
@@ -354,8 +370,8 @@ func queryFloor(r *dns.Msg) int {
 	return q.Len()
 }
 
-func (s *Server) remaining(a *upstreamAnswer) uint32 {
-	d := a.expires.Sub(s.now())
+func (s *Server) remaining(a *resolver.Answer) uint32 {
+	d := a.Expires.Sub(s.now())
 	if d <= 0 {
 		return 0
 	}

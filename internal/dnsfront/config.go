@@ -4,14 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"strings"
 	"time"
 
-	"github.com/miekg/dns"
-
 	"github.com/ippool/ippool/internal/clientid"
+	"github.com/ippool/ippool/internal/resolver"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -24,9 +22,9 @@ type Config struct {
 	// Domains are the names answered: a name matches when it equals or is
 	// under one of them; "." matches every name. At least one is required.
 	Domains []string
-	// Upstreams are host:port resolvers, tried in order. Empty means the
-	// nameservers of /etc/resolv.conf; if there are none, New fails rather
-	// than guess a resolver that might be this server itself.
+	// Upstreams are resolvers, tried in order, written as in
+	// resolver.Config (plain, tls:// or https://). Empty means the
+	// nameservers of /etc/resolv.conf.
 	Upstreams []string
 	// IgnoreDestinations: a name with any upstream A record in one of these
 	// prefixes is answered with the upstream records, not a pool address.
@@ -91,6 +89,17 @@ type Config struct {
 	WriteTimeout time.Duration
 	// UpstreamTimeout bounds one exchange with one upstream. Default 2s.
 	UpstreamTimeout time.Duration
+	// UnwantedReplyThreshold, PrivateDomains, AllowPrivate and UpstreamCA
+	// are the resolver's (resolver.Config).
+	UnwantedReplyThreshold int
+	PrivateDomains         []string
+	AllowPrivate           []netip.Prefix
+	UpstreamCA             string
+	// Resolver, when set, is the resolver to look names up with, shared
+	// with others (the connector); the fields above that configure one
+	// (Upstreams to AllowPrivate) are then unused, and Shutdown leaves it
+	// open. Nil means New makes one of those fields (ResolverConfig).
+	Resolver *resolver.Resolver
 	// Logger defaults to discarding.
 	Logger *slog.Logger
 	// Now is the clock of the cache and the rate limiter. Default time.Now.
@@ -146,6 +155,24 @@ func (cfg *Config) setDefaults() {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+}
+
+// ResolverConfig is the resolver configuration that cfg's fields describe.
+func (cfg *Config) ResolverConfig() resolver.Config {
+	return resolver.Config{
+		Upstreams:              cfg.Upstreams,
+		IgnoreDestinations:     cfg.IgnoreDestinations,
+		CacheMinTTL:            cfg.CacheMinTTL,
+		CacheMaxTTL:            cfg.CacheMaxTTL,
+		CacheSize:              cfg.CacheSize,
+		UpstreamTimeout:        cfg.UpstreamTimeout,
+		UnwantedReplyThreshold: cfg.UnwantedReplyThreshold,
+		PrivateDomains:         cfg.PrivateDomains,
+		AllowPrivate:           cfg.AllowPrivate,
+		UpstreamCA:             cfg.UpstreamCA,
+		Logger:                 cfg.Logger,
+		Now:                    cfg.Now,
 	}
 }
 
@@ -236,34 +263,6 @@ func parseDomains(in []string) ([]string, error) {
 			return nil, fmt.Errorf("dnsfront: domain %q is too long to hold a synthesized SOA", d)
 		}
 		out = append(out, n)
-	}
-	return out, nil
-}
-
-// resolveUpstreams returns the upstreams as host:port, port 53 when an
-// address comes alone; none configured means /etc/resolv.conf's.
-func resolveUpstreams(ups []string) ([]string, error) {
-	if len(ups) == 0 {
-		cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
-		if err != nil {
-			return nil, fmt.Errorf("dnsfront: no upstreams configured and /etc/resolv.conf is unusable: %w", err)
-		}
-		for _, srv := range cc.Servers {
-			ups = append(ups, net.JoinHostPort(srv, cc.Port))
-		}
-		if len(ups) == 0 {
-			return nil, errors.New("dnsfront: no upstreams configured and /etc/resolv.conf names no nameserver")
-		}
-	}
-	var out []string
-	for _, u := range ups {
-		if a, err := netip.ParseAddr(u); err == nil {
-			u = netip.AddrPortFrom(a, 53).String()
-		}
-		if _, port, err := net.SplitHostPort(u); err != nil || port == "" {
-			return nil, fmt.Errorf("dnsfront: upstream %q is not host:port", u)
-		}
-		out = append(out, u)
 	}
 	return out, nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/ippool/ippool/internal/resolver"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -153,7 +154,7 @@ type fastState struct {
 // which is good until it expires, as in the shared cache.
 type fastName struct {
 	domain string
-	up     *upstreamAnswer
+	up     *resolver.Answer
 }
 
 func (s *Server) newFastState() *fastState {
@@ -168,7 +169,7 @@ func (f *fastState) flush(s *Server) {
 		return
 	}
 	s.stats.queries.Add(f.fast)
-	s.stats.cacheHits.Add(f.fast)
+	s.res.CountHits(f.fast)
 	s.stats.answered.Add(f.fast)
 	s.stats.fast.Add(f.fast)
 	f.fast = 0
@@ -194,11 +195,11 @@ func (s *Server) fastAnswer(f *fastState, b []byte, src netip.Addr, out []byte) 
 		return out, false
 	}
 	e, ok := f.names[string(name)]
-	if !ok || !f.now.Before(e.up.expires) {
+	if !ok || !f.now.Before(e.up.Expires) {
 		if e.domain, ok = s.names.get(name); !ok {
 			return out, false
 		}
-		if e.up, ok = s.cache.get(cacheKey{name: e.domain, qtype: dns.TypeA}, f.now); !ok {
+		if e.up, ok = s.res.Cached(e.domain, dns.TypeA, f.now); !ok {
 			return out, false
 		}
 		if len(f.names) >= maxFastEntries {
@@ -206,7 +207,7 @@ func (s *Server) fastAnswer(f *fastState, b []byte, src netip.Addr, out []byte) 
 		}
 		f.names[e.domain] = e
 	}
-	if e.up.rcode != dns.RcodeSuccess || e.up.ignored {
+	if e.up.Rcode != dns.RcodeSuccess || e.up.Ignored || e.up.PrivateOnly {
 		return out, false
 	}
 	client, ok := f.srcs[src]

@@ -2,7 +2,6 @@ package dnsfront
 
 import (
 	"net/netip"
-	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -189,26 +188,5 @@ func BenchmarkFastAnswer(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		out, _ = s.fastAnswer(f, q, fakeSrc, out)
-	}
-}
-
-// TestPackQuery: packQuery packs what the DNS library packs of the same
-// question, with or without the trailing dot, or declines.
-func TestPackQuery(t *testing.T) {
-	for _, name := range []string{"a.example.test", "x_y-z.B.example.test", "example", "a.example.test."} {
-		q := upstreamQuestion{name: name, qtype: dns.TypeAAAA, id: 0xBEEF}
-		got, ok := packQuery(q)
-		if !ok {
-			t.Fatalf("%s: declined", name)
-		}
-		want := pack(t, q.msg())
-		if string(got) != string(want) {
-			t.Fatalf("%s: packed\n%x\nlibrary\n%x", name, got, want)
-		}
-	}
-	for _, name := range []string{`a\.b.example.test`, "a..b", "", ".", strings.Repeat("a", 64) + ".test"} {
-		if _, ok := packQuery(upstreamQuestion{name: name, qtype: dns.TypeA}); ok {
-			t.Fatalf("%q was packed", name)
-		}
 	}
 }

@@ -201,7 +201,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if fast != nil {
 		fast.close()
 	}
-	s.udpConns.closeAll()
+	if s.ownsResolver {
+		s.res.Close()
+	}
 	return errors.Join(errs...)
 }
 

@@ -12,7 +12,7 @@ import (
 // with an Extended DNS Error saying so.
 func TestQuotaExceededIsServfailWithEDE(t *testing.T) {
 	up := startUpstream(t)
-	s, err := New(Config{Domains: []string{"example.test"}, Upstreams: []string{up.addr}},
+	s, err := New(Config{Domains: []string{"example.test"}, Upstreams: []string{up.addr}, AllowPrivate: docRanges},
 		&fakePool{err: pool.Errorf(pool.CodeQuotaExceeded, "client is new and the cluster holds its limit")})
 	if err != nil {
 		t.Fatal(err)

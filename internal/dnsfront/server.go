@@ -56,10 +56,12 @@ import (
 
 	"github.com/ippool/ippool/internal/clientid"
 	"github.com/ippool/ippool/internal/connlimit"
+	"github.com/ippool/ippool/internal/resolver"
 	"github.com/ippool/ippool/pool"
 )
 
-// ednsUDPSize is the largest UDP reply we send (and ask upstreams for): the
+// ednsUDPSize is the largest UDP reply we send (the resolver asks upstreams
+// for the same): the
 // DNS Flag Day 2020 value, which avoids IP fragmentation on every common
 // path.
 const ednsUDPSize = 1232
@@ -104,10 +106,10 @@ type Stats struct {
 }
 
 type counters struct {
-	queries, answered, refused, servfail, other         atomic.Uint64
-	rateLimited, upstreamErrors, cacheHits, cacheMisses atomic.Uint64
-	notAllowed, newClientLimited, dropped               atomic.Uint64
-	fast                                                atomic.Uint64 // answered by fastAnswer, for tests
+	queries, answered, refused, servfail, other atomic.Uint64
+	rateLimited                                 atomic.Uint64
+	notAllowed, newClientLimited, dropped       atomic.Uint64
+	fast                                        atomic.Uint64 // answered by fastAnswer, for tests
 }
 
 // Server is a DNS server answering from a Pool. Its methods are safe for
@@ -118,18 +120,16 @@ type Server struct {
 	log        *slog.Logger
 	now        func() time.Time
 	domains    []string // normalized; "" is the root
-	upstreams  []string
 	clients    *clientid.Map
 	namer      clientid.Namer // Config.Clients, else clients
 	limits     *limiters
 	newClients *rate.Limiter // nil: no limit
 	ttl        uint32
 
-	udpClient, tcpClient *dns.Client
-	udpConns             connPool
-	cache                cache
-	flight               flight
-	stats                counters
+	res *resolver.Resolver
+	// ownsResolver: New made res, and Shutdown closes it.
+	ownsResolver bool
+	stats        counters
 
 	// The UDP fast path's tables (fast.go) and its pool, nil when the
 	// pool cannot answer without waiting.
@@ -165,25 +165,24 @@ func New(cfg Config, p Pool) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	upstreams, err := resolveUpstreams(cfg.Upstreams)
-	if err != nil {
-		return nil, err
+	res, owns := cfg.Resolver, false
+	if res == nil {
+		if res, err = resolver.New(cfg.ResolverConfig()); err != nil {
+			return nil, fmt.Errorf("dnsfront: %w", err)
+		}
+		owns = true
 	}
 	s := &Server{
-		cfg:       cfg,
-		pool:      p,
-		log:       cfg.Logger,
-		now:       cfg.Now,
-		ttl:       uint32(cfg.TTL / time.Second),
-		domains:   domains,
-		upstreams: upstreams,
-		udpClient: &dns.Client{Net: "udp", Timeout: cfg.UpstreamTimeout, UDPSize: ednsUDPSize},
-		udpConns:  connPool{max: maxIdleUpstreamConns},
-		tcpClient: &dns.Client{Net: "tcp", Timeout: cfg.UpstreamTimeout},
-		cache:     cache{entries: make(map[cacheKey]*upstreamAnswer), max: cfg.CacheSize},
-		flight:    flight{calls: make(map[cacheKey]*flightCall)},
-		limits:    newLimiters(cfg.RateLimit, cfg.Burst),
+		cfg:     cfg,
+		pool:    p,
+		log:     cfg.Logger,
+		now:     cfg.Now,
+		ttl:     uint32(cfg.TTL / time.Second),
+		domains: domains,
+		res:     res,
+		limits:  newLimiters(cfg.RateLimit, cfg.Burst),
 	}
+	s.ownsResolver = owns
 	s.newClients = newClientLimiter(cfg.NewClientRate, cfg.NewClientBurst)
 	s.local, _ = p.(LocalPool)
 	if cfg.ClientMap != "" {
@@ -205,6 +204,7 @@ func New(cfg Config, p Pool) (*Server, error) {
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
 	c := &s.stats
+	rs := s.res.Stats()
 	var tcp connlimit.Stats
 	s.mu.Lock()
 	if s.tcpConns != nil {
@@ -218,9 +218,9 @@ func (s *Server) Stats() Stats {
 		ServFail:       c.servfail.Load(),
 		OtherErrors:    c.other.Load(),
 		RateLimited:    c.rateLimited.Load(),
-		UpstreamErrors: c.upstreamErrors.Load(),
-		CacheHits:      c.cacheHits.Load(),
-		CacheMisses:    c.cacheMisses.Load(),
+		UpstreamErrors: rs.UpstreamErrors,
+		CacheHits:      rs.CacheHits,
+		CacheMisses:    rs.CacheMisses,
 
 		NotAllowed:          c.notAllowed.Load(),
 		NewClientLimited:    c.newClientLimited.Load(),

@@ -44,6 +44,7 @@ func start(t *testing.T, poolText string, mod func(*Config)) *env {
 		Addr:               "127.0.0.1:0",
 		Domains:            []string{"example.test"},
 		Upstreams:          []string{up.addr},
+		AllowPrivate:       docRanges,
 		IgnoreDestinations: []netip.Prefix{ignorePrefix},
 		V6Prefix:           netip.MustParsePrefix("fd7a:115c:a1e0::/96"),
 	}
@@ -227,7 +228,7 @@ func TestIgnoreDestinations(t *testing.T) {
 	if r.Answer[0].Header().Ttl > 300 || r.Answer[0].Header().Ttl < 290 {
 		t.Fatalf("passthrough TTL %d", r.Answer[0].Header().Ttl)
 	}
-	if got := answerA(t, e.query(t, "direct.example.test.", dns.TypeAAAA, qopts{})); got != netip.MustParseAddr("fd00::5") {
+	if got := answerA(t, e.query(t, "direct.example.test.", dns.TypeAAAA, qopts{})); got != netip.MustParseAddr("2001:db8::5") {
 		t.Fatalf("ignored AAAA: %v", got)
 	}
 	r = e.query(t, "Alias.example.test.", dns.TypeA, qopts{})
@@ -510,7 +511,7 @@ func TestNoQuorumAnswersQuickly(t *testing.T) {
 		{err: pool.Errorf(pool.CodeNoLeader, "no leader")},
 		{block: true},
 	} {
-		s, err := New(Config{Domains: []string{"example.test"}, Upstreams: []string{up.addr}, WriteTimeout: 200 * time.Millisecond}, p)
+		s, err := New(Config{Domains: []string{"example.test"}, Upstreams: []string{up.addr}, AllowPrivate: docRanges, WriteTimeout: 200 * time.Millisecond}, p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -620,3 +621,25 @@ func (w *fakeWriter) Close() error              { return nil }
 func (w *fakeWriter) TsigStatus() error         { return nil }
 func (w *fakeWriter) TsigTimersOnly(bool)       {}
 func (w *fakeWriter) Hijack()                   {}
+
+// TestPrivateOnlyNameIsNoData: a public name whose every address is private
+// gets no pool address and answers NODATA, unless it is under a private
+// domain.
+func TestPrivateOnlyNameIsNoData(t *testing.T) {
+	e := start(t, "100.64.0.0/24", nil)
+	for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
+		r := e.query(t, "private.example.test.", qtype, qopts{})
+		if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 {
+			t.Fatalf("%s: want NODATA, got %v", dns.TypeToString[qtype], r)
+		}
+	}
+	if ms := e.pool.Mappings("127.0.0.1"); len(ms) != 0 {
+		t.Fatalf("a name with private addresses only was allocated: %v", ms)
+	}
+	if n := e.srv.res.Stats().PrivateDropped; n != 1 {
+		t.Fatalf("%d private addresses dropped, want 1", n)
+	}
+
+	e = start(t, "100.64.0.0/24", func(c *Config) { c.PrivateDomains = []string{"example.test"} })
+	answerA(t, e.query(t, "private.example.test.", dns.TypeA, qopts{}))
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -91,7 +92,7 @@ func (u *fakeUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		if q.Qtype == dns.TypeA {
 			add(name + " 300 IN A 10.99.0.5")
 		} else if q.Qtype == dns.TypeAAAA {
-			add(name + " 300 IN AAAA fd00::5")
+			add(name + " 300 IN AAAA 2001:db8::5")
 		}
 	case name == "alias.example.test.":
 		add(name + " 300 IN CNAME direct.example.test.")
@@ -111,6 +112,10 @@ func (u *fakeUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	case name == "tc.example.test.":
 		if q.Qtype == dns.TypeA {
 			add(name + " 300 IN A 192.0.2.77")
+		}
+	case name == "private.example.test.":
+		if q.Qtype == dns.TypeA {
+			add(name + " 300 IN A 10.1.2.3")
 		}
 	case strings.HasSuffix(name, ".outside.test."):
 		add(name + " 300 IN A 198.51.100.1")
@@ -142,4 +147,14 @@ func (u *fakeUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 func (u *fakeUpstream) stop() {
 	_ = u.udp.ShutdownContext(context.Background())
 	_ = u.tcp.ShutdownContext(context.Background())
+}
+
+// docRanges are the documentation networks the fake upstream answers
+// with. The resolver drops answers in this host's own networks, and a test
+// machine's may be one of these (one CI's is 192.0.2.0/24), so tests admit
+// them; the resolver's own tests cover the dropping.
+var docRanges = []netip.Prefix{
+	netip.MustParsePrefix("192.0.2.0/24"),
+	netip.MustParsePrefix("198.51.100.0/24"),
+	netip.MustParsePrefix("203.0.113.0/24"),
 }

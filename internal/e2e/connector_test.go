@@ -249,7 +249,7 @@ func TestConnector(t *testing.T) {
 	}
 	srv := lab.start("gateway", gw, bin, "serve", "--data-dir", filepath.Join(t.TempDir(), "data"),
 		"--http-addr", "127.0.0.1:7480", "--cluster-addr", "127.0.0.1:7481",
-		"--dns-addr", gwClientSide+":53", "--dns-upstream", upA+":53", "--dns-domains", "test",
+		"--dns-addr", gwClientSide+":53", "--dns-upstream", upA+":53", "--dns-domains", "test", "--dns-private-domains", "test",
 		"--v6-prefix", connV6Prefix, "--dns-client-map", clientMap,
 		"--connector", "--connector-client-flows", "4", "--log-level", "debug",
 		// The upstreams are private addresses, which the connector

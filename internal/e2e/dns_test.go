@@ -25,7 +25,7 @@ import (
 // nxName (NXDOMAIN) and directName, which resolves into ignorePrefix and so
 // must be answered with its real address.
 const (
-	upstreamA    = "192.0.2.80"
+	upstreamA    = "203.0.113.80"
 	nxName       = "nx.example.test."
 	directName   = "direct.example.test."
 	directA      = "10.99.0.5"

@@ -24,6 +24,7 @@ import (
 	"github.com/ippool/ippool/internal/connlimit"
 	"github.com/ippool/ippool/internal/dnsfront"
 	"github.com/ippool/ippool/internal/httpapi"
+	"github.com/ippool/ippool/internal/resolver"
 	"github.com/ippool/ippool/internal/service"
 )
 
@@ -162,10 +163,30 @@ func Run(ctx context.Context, cfg Config) error {
 	// DNS listens before HTTP serves, so /readyz never says ready while the
 	// DNS port is still closed.
 	var dns *dnsfront.Server
+	var res *resolver.Resolver
 	if cfg.DNS != nil {
-		// The connector resolves through the DNS front end's upstreams and
-		// cache, so it has one even when DNS is off; then it never listens.
-		if dns, err = dnsfront.New(*cfg.DNS, svc); err != nil {
+		// One resolver, one cache, for the DNS front end and the
+		// connector, so that a flow goes where its name pointed when the
+		// client asked; the connector needs it even when DNS is off, and
+		// then the front end never listens.
+		rcfg := cfg.DNS.ResolverConfig()
+		if rcfg.Logger == nil {
+			rcfg.Logger = log
+		}
+		// What the connector may dial, a name may point at.
+		for _, c := range []*connector.Config{cfg.Connector, tailnetConnector(cfg.Tailnet)} {
+			if c != nil {
+				rcfg.AllowPrivate = append(rcfg.AllowPrivate, c.Allow...)
+			}
+		}
+		if res, err = resolver.New(rcfg); err != nil {
+			return fmt.Errorf("starting DNS: %w", err)
+		}
+		defer res.Close()
+		res.RegisterMetrics(reg)
+		dcfg := *cfg.DNS
+		dcfg.Resolver = res
+		if dns, err = dnsfront.New(dcfg, svc); err != nil {
 			return fmt.Errorf("starting DNS: %w", err)
 		}
 		defer dns.Shutdown(context.Background())
@@ -184,7 +205,7 @@ func Run(ctx context.Context, cfg Config) error {
 		tcfg := cfg.Tailnet.Connector
 		tcfg.Metrics = connector.NewMetrics(reg)
 		tcfg.Policy = svc
-		conn, err := connector.New(tcfg, svc, dns)
+		conn, err := connector.New(tcfg, svc, res)
 		if err != nil {
 			return fmt.Errorf("starting the tailnet's connector: %w", err)
 		}
@@ -205,7 +226,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ccfg := *cfg.Connector
 		ccfg.Metrics = connector.NewMetrics(reg)
 		ccfg.Policy = svc
-		conn, err = connector.New(ccfg, svc, dns)
+		conn, err = connector.New(ccfg, svc, res)
 		if err == nil {
 			err = conn.Start()
 		}
@@ -274,4 +295,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("stopped")
 	return runErr
+}
+
+// tailnetConnector is the tailnet's connector configuration, nil without a
+// tailnet.
+func tailnetConnector(t *Tailnet) *connector.Config {
+	if t == nil {
+		return nil
+	}
+	return &t.Connector
 }

@@ -1,4 +1,4 @@
-package dnsfront
+package resolver
 
 import (
 	"reflect"
