@@ -34,7 +34,7 @@ func (n *Node) info() Info {
 	}
 	inf.Bootstrapped = len(inf.Peers) > 0
 	bi := buildinfo.Get()
-	inf.Version, inf.EntryVersions, inf.WritesEntryVersion = bi.Version, bi.EntryVersions, bi.EntryVersionWrites
+	inf.Version, inf.EntryVersions, inf.WritesEntryVersion = bi.Version, bi.EntryVersions, baselineEntryVersion
 	return inf
 }
 

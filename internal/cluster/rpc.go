@@ -159,7 +159,7 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 		writeRPCError(w, errNotLeader)
 		return
 	}
-	if err := checkCanRead(req.ID, req.EntryVersions, pool.EntryVersion, req.Version); err != nil {
+	if err := checkCanRead(req.ID, req.EntryVersions, baselineEntryVersion, req.Version); err != nil {
 		writeRPCError(w, err)
 		return
 	}

@@ -140,7 +140,7 @@ func failBadOps(batch []*proposal) ([]*proposal, int) {
 // stamps its own time on the entry it appends: this server's time in it is
 // never applied.
 func (n *Node) forwardEntry(ops []pool.Op) ([]byte, error) {
-	entry, err := pool.EncodeEntry(nil, pool.Entry{Time: n.Now(), Ops: ops})
+	entry, err := pool.EncodeEntry(nil, pool.Entry{Version: baselineEntryVersion, Time: n.Now(), Ops: ops})
 	if err != nil {
 		return nil, badOps{err}
 	}
@@ -307,7 +307,7 @@ func (n *Node) applyOps(ctx context.Context, ops []pool.Op) ([]pool.Result, erro
 		return nil, err
 	}
 	n.clock.stampMu.Lock()
-	entry, err := pool.EncodeEntry(nil, pool.Entry{Time: n.stamp(), MaxClients: n.cfg.MaxClients, Ops: ops})
+	entry, err := pool.EncodeEntry(nil, pool.Entry{Version: baselineEntryVersion, Time: n.stamp(), MaxClients: n.cfg.MaxClients, Ops: ops})
 	if err != nil {
 		n.clock.stampMu.Unlock()
 		return nil, badOps{err}
