@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/ippool/ippool/internal/cluster"
 )
 
 // flagEnvs is every flag of the command line with the environment
@@ -84,6 +86,9 @@ func TestFlagDefaultsFromConstants(t *testing.T) {
 	want := fmt.Sprintln("127.0.0.1:7480", "127.0.0.1:7481", 500*time.Millisecond, uint64(16384), int64(4<<30), 2*time.Minute, time.Minute, time.Hour, 7, 7490, uint32(0x1b1), 7490, 16384, 200.0)
 	if got != want {
 		t.Errorf("serve's defaults %s, want %s", got, want)
+	}
+	if s.MaxMappings != cluster.DefaultMaxMappings || s.MaxMappingsPerClient != cluster.DefaultMaxMappingsPerClient || s.MaxDomainBytes != cluster.DefaultMaxDomainBytes {
+		t.Errorf("quota defaults %d %d %d", s.MaxMappings, s.MaxMappingsPerClient, s.MaxDomainBytes)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
+	"github.com/ippool/ippool/wire"
 )
 
 // upgradeFrom are the releases a rolling upgrade to this build is tested
@@ -48,6 +49,12 @@ func TestChangelogRecordsTheReleases(t *testing.T) {
 // followers first and the leader last; and the first upgraded server made
 // leader while the other two still run the old build. After every step,
 // every acknowledged mapping is answered alike, both ways, by every server.
+//
+// The upgraded servers run with a small --max-mappings-per-client, which
+// only log entry version 4 carries: while any server runs the old build the
+// cluster goes on writing version 3, which the old servers apply, and a
+// client maps past the quota; once every server runs this build the leader
+// writes version 4 and the quota refuses with 429 quota_exceeded.
 func TestRollingUpgrade(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the previous release")
@@ -86,8 +93,14 @@ func rollingUpgrade(t *testing.T, old string, upgradedLeads bool) {
 	upgraded := map[string]bool{}
 	upgrade := func(s *testcluster.Server) {
 		t.Helper()
+		// Only this build knows the flag; an old server never runs again
+		// once upgraded.
+		s.Args = append(s.Args, "--max-mappings-per-client", fmt.Sprint(upgradeQuota))
 		restart(s, current, "upgrade "+s.ID)
 		upgraded[s.ID] = true
+		if len(upgraded) < len(c.Servers) {
+			quotaNotEnforcedWhileMixed(t, s, len(upgraded))
+		}
 	}
 
 	if upgradedLeads {
@@ -125,6 +138,7 @@ func rollingUpgrade(t *testing.T, old string, upgradedLeads bool) {
 		}
 		upgrade(next)
 	}
+	quotaEnforcedOnceUpgraded(t, c)
 	w.stop()
 	checkAcked(t, c, w)
 
@@ -142,6 +156,68 @@ func rollingUpgrade(t *testing.T, old string, upgradedLeads bool) {
 		// a few elections is the stall the upgrade must not cause.
 		if s.gap > 6*time.Second {
 			t.Errorf("step %q: no write was acknowledged for %v", s.name, s.gap)
+		}
+	}
+}
+
+// upgradeQuota is the upgraded servers' --max-mappings-per-client; the
+// writers' clients each map fewer names (writerClientMappings), so that
+// the quota, once enforced, refuses only the probes below.
+const (
+	upgradeQuota         = 5
+	writerClientMappings = 4
+)
+
+// quotaNotEnforcedWhileMixed: with an old server still in the cluster, the
+// upgraded server s says the mapping quotas are not enforced, and why, and
+// a client maps past --max-mappings-per-client through it: the cluster
+// still writes version 3, which the old servers apply (checkAcked after
+// each step shows they hold every acknowledged mapping).
+func quotaNotEnforcedWhileMixed(t *testing.T, s *testcluster.Server, step int) {
+	t.Helper()
+	st := apiGet[wire.Status](t, s, "/v1/cluster")
+	if st.QuotasEnforced || st.QuotasReason == "" {
+		t.Fatalf("%s with an old server in the cluster: quotas_enforced %v, reason %q", s.ID, st.QuotasEnforced, st.QuotasReason)
+	}
+	client := fmt.Sprintf("mixed-%d", step)
+	for i := range upgradeQuota + 2 {
+		path := fmt.Sprintf("/v1/clients/%s/domains/m%d.mixed.example", client, i)
+		var status int
+		poll.Until(t, 30*time.Second, "an allocation through "+s.ID, func() bool {
+			status, _, _ = s.Do(context.Background(), http.MethodPost, path, nil)
+			return status != http.StatusServiceUnavailable
+		})
+		if status != http.StatusOK {
+			t.Fatalf("%s: mapping %d of %s in a mixed cluster: %d, want 200 (no quota before every server reads version 4)", s.ID, i+1, client, status)
+		}
+	}
+	t.Logf("%s: quotas not enforced while mixed (%s); %s mapped %d names past a quota of %d", s.ID, st.QuotasReason, client, upgradeQuota+2, upgradeQuota)
+}
+
+// quotaEnforcedOnceUpgraded: every server runs this build, so the leader
+// writes version 4 with its --max-mappings-per-client, and a client's
+// mapping past it is refused with 429 quota_exceeded on every server.
+func quotaEnforcedOnceUpgraded(t *testing.T, c *testcluster.Cluster) {
+	t.Helper()
+	poll.Until(t, 30*time.Second, "every server to say the quotas are enforced", func() bool {
+		for _, s := range c.Servers {
+			if st, err := s.Status(); err != nil || !st.QuotasEnforced {
+				return false
+			}
+		}
+		return true
+	})
+	for _, s := range c.Servers {
+		client := "final-" + s.ID
+		for i := range upgradeQuota {
+			status, e, _ := do(t, s, http.MethodPost, fmt.Sprintf("/v1/clients/%s/domains/f%d.final.example", client, i), nil)
+			if status != http.StatusOK {
+				t.Fatalf("%s: mapping %d of %s: %d %+v", s.ID, i+1, client, status, e)
+			}
+		}
+		status, e, _ := do(t, s, http.MethodPost, "/v1/clients/"+client+"/domains/over.final.example", nil)
+		if status != http.StatusTooManyRequests || e.Code != "quota_exceeded" || !strings.Contains(e.Message, fmt.Sprintf("--max-mappings-per-client %d", upgradeQuota)) {
+			t.Fatalf("%s: mapping %d of %s once every server is upgraded: %d %+v, want 429 quota_exceeded", s.ID, upgradeQuota+1, client, status, e)
 		}
 	}
 }
@@ -195,8 +271,8 @@ func startWriters(t *testing.T, c *testcluster.Cluster, n int) *writers {
 			defer w.wg.Done()
 			tick := time.NewTicker(20 * time.Millisecond)
 			defer tick.Stop()
-			client := fmt.Sprintf("up-%d", i)
 			for k := 0; ; k++ {
+				client := fmt.Sprintf("up-%d-%d", i, k/writerClientMappings)
 				select {
 				case <-ctx.Done():
 					return

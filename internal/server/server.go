@@ -152,7 +152,7 @@ func Run(ctx context.Context, cfg Config) error {
 	sopts := cfg.Service
 	sopts.Logger, sopts.Metrics, sopts.Now = log, metrics, node.Now
 	svc := service.New(node, sopts)
-	service.RegisterBoundGauges(reg, svc, ccfg.MaxClients)
+	service.RegisterBoundGauges(reg, svc, node.QuotaLimits())
 	defer svc.Close()
 
 	// DNS listens before HTTP serves, so /readyz never says ready while the

@@ -17,6 +17,7 @@ import (
 	"github.com/ippool/ippool/internal/fakenode"
 	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/pool"
+	"github.com/ippool/ippool/wire"
 )
 
 // TestWriteRateLimitPerCaller: a caller past its burst is refused with
@@ -144,7 +145,7 @@ func TestMaxClientsOnARealNode(t *testing.T) {
 		node.Shutdown()
 	})
 	RegisterClusterGauges(reg, node)
-	RegisterBoundGauges(reg, svc, 2)
+	RegisterBoundGauges(reg, svc, wire.QuotaLimits{MaxClients: 2})
 	ctx := WithCaller(context.Background(), "source 127.0.0.1")
 	for _, c := range []string{"a", "b"} {
 		var err error
@@ -158,7 +159,7 @@ func TestMaxClientsOnARealNode(t *testing.T) {
 	if _, err := svc.IPForDomain(ctx, "a", "y.example"); err != nil {
 		t.Fatalf("a known client: %v", err)
 	}
-	if got := testutil.ToFloat64(metrics.QuotaExceeded); got != 1 {
+	if got := testutil.ToFloat64(metrics.QuotaExceeded.WithLabelValues("clients")); got != 1 {
 		t.Fatalf("quota refusals counted %v times, want 1", got)
 	}
 	want := map[string]float64{"ippool_clients": 2, "ippool_max_clients": 2, "ippool_acl_tokens": 0, "ippool_acl_max_tokens": acl.MaxTokens,

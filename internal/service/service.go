@@ -162,7 +162,7 @@ func (s *Service) IPForDomain(ctx context.Context, client, domain string) (netip
 			s.metrics.Exhaustions.Inc()
 		}
 		if errors.Is(err, pool.ErrQuotaExceeded) && s.metrics != nil {
-			s.metrics.QuotaExceeded.Inc()
+			s.metrics.QuotaExceeded.WithLabelValues(pool.QuotaOf(err)).Inc()
 		}
 		return netip.Addr{}, err
 	}
