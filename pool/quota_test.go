@@ -224,3 +224,46 @@ func TestPropertyQuotasHold(t *testing.T) {
 		}
 	})
 }
+
+// QuotaRefusal, asked before proposing, refuses only what applying would
+// refuse at the same time, and changes nothing.
+func TestQuotaRefusalAgreesWithApply(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		cfg, _ := ParseConfig(rapid.SampledFrom(propPools).Draw(t, "pool"), "", propLifetime)
+		s := NewState()
+		s.SetConfig(cfg, time.Unix(0, 0))
+		q := Quotas{
+			MaxMappings:          rapid.IntRange(0, 8).Draw(t, "maxMappings"),
+			MaxMappingsPerClient: rapid.IntRange(0, 4).Draw(t, "perClient"),
+			MaxDomainBytes:       int64(rapid.IntRange(0, 20).Draw(t, "domainBytes")),
+		}
+		maxClients := rapid.IntRange(0, 3).Draw(t, "maxClients")
+		now := int64(0)
+		for step := range rapid.IntRange(1, 80).Draw(t, "steps") {
+			now += rapid.Int64Range(0, 60).Draw(t, "dt") * propUnit
+			at := time.Unix(0, now)
+			c := rapid.SampledFrom(propClients).Draw(t, "client")
+			d := rapid.SampledFrom(propDomains).Draw(t, "domain")
+			kind := OpAllocate
+			if rapid.IntRange(0, 4).Draw(t, "op") == 0 {
+				kind = OpRelease
+			}
+			before := snapshotBytes(t, s)
+			refusal := s.QuotaRefusal(c, d, at, maxClients, q)
+			if !bytes.Equal(before, snapshotBytes(t, s)) {
+				t.Fatal("QuotaRefusal changed the state")
+			}
+			b, err := EncodeEntry(nil, Entry{Time: at, MaxClients: maxClients, Quotas: q, Ops: []Op{{Kind: kind, ID: RequestID{1, uint64(step + 1)}, Client: c, Domain: d}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := s.Apply(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if kind == OpAllocate && refusal != nil && !errors.Is(res[0].Err, ErrQuotaExceeded) {
+				t.Fatalf("QuotaRefusal said %v, applying answered %+v", refusal, res[0])
+			}
+		}
+	})
+}

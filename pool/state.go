@@ -305,7 +305,7 @@ func (s *State) allocate(clientID, domain string, now int64, maxClients int, q Q
 		// retry finds nothing more to forget.
 		s.forgetIdleClients(now)
 		if len(s.clients) >= maxClients {
-			return 0, 0, errorf(CodeQuotaExceeded, "client %q is new and the cluster already holds %d clients, its limit (%s %d); it can be added once idle clients are forgotten (idle longer than %v) or the limit is raised", clientID, len(s.clients), QuotaFlagClients, maxClients, s.cfg.Lifetime+ReuseHold)
+			return 0, 0, s.clientsError(clientID, maxClients)
 		}
 	}
 	if !isNew {
@@ -368,6 +368,45 @@ func (s *State) allocate(clientID, domain string, now int64, maxClients int, q Q
 		return 0, 0, errorf(CodePoolExhausted, "pool exhausted for client %q: of its %d addresses %d are mapped, none idle longer than %v, and %d were released less than %v ago", clientID, s.set.size, len(c.slab), s.cfg.Lifetime+ReuseHold, len(c.held), ReuseHold)
 	}
 	return 0, 0, errorf(CodePoolExhausted, "pool exhausted for client %q: all %d addresses are mapped and none has been idle longer than %v", clientID, s.set.size, s.cfg.Lifetime+ReuseHold)
+}
+
+func (s *State) clientsError(clientID string, maxClients int) error {
+	return errorf(CodeQuotaExceeded, "client %q is new and the cluster already holds %d clients, its limit (%s %d); it can be added once idle clients are forgotten (idle longer than %v) or the limit is raised", clientID, len(s.clients), QuotaFlagClients, maxClients, s.cfg.Lifetime+ReuseHold)
+}
+
+// QuotaRefusal returns the quota_exceeded error an allocation of domain
+// (in normal form) for the client at now would get under these bounds, or
+// nil when it might succeed. It changes nothing: a server asks it of its
+// own state before proposing, so that a refusal costs no log entry. It
+// answers nil whenever applying could decide otherwise: when an idle
+// client may be forgotten at now, or the client may take its own expired
+// mapping.
+func (s *State) QuotaRefusal(clientID, domain string, now time.Time, maxClients int, q Quotas) error {
+	if !s.configured {
+		return nil
+	}
+	at := now.UnixNano()
+	if len(s.idle) > 0 && s.expiredFor(s.idle[0].idleKey, at) {
+		return nil
+	}
+	c := s.clients[clientID]
+	if c == nil && maxClients > 0 && len(s.clients) >= maxClients {
+		return s.clientsError(clientID, maxClients)
+	}
+	if c != nil {
+		if d, ok := s.domains.ids[domain]; ok {
+			if _, ok := c.findDomain(d); ok {
+				return nil
+			}
+		}
+	}
+	if q.IsZero() {
+		return nil
+	}
+	if err := s.quotaError(c, domain, q); err != nil && !s.canReuseWithin(c, domain, at, q) {
+		return err
+	}
+	return nil
 }
 
 func (s *State) unusedUnless(c *client, reuseOnly bool) (uint32, bool) {

@@ -54,10 +54,11 @@ type fsm struct {
 	maxTime atomic.Int64
 	// lastEntryVersion is the version of the last pool entry applied: what
 	// the cluster writes, as a follower knows it. hits is when (the
-	// entry's time) each quota last refused an allocation, by
-	// pool.QuotaOf's name; under mu. Neither is in snapshots: they are for
-	// status only.
+	// cluster's time) each quota last refused an allocation, at apply or
+	// before proposing on this server, by pool.QuotaOf's name. Neither is
+	// in snapshots: they are for status only.
 	lastEntryVersion atomic.Int32
+	hitsMu           sync.Mutex
 	hits             map[string]time.Time
 	snapshot         *snapshotStore
 	// progress is closed and replaced after every batch, to wake waiters.
@@ -77,10 +78,19 @@ func newFSM(log *slog.Logger) *fsm {
 	return &fsm{state: pool.NewState(), log: log, hits: map[string]time.Time{}, onConfig: func(pool.Config) {}, badEntries: func() {}, onDamaged: func(error) {}, snapshotTook: func(time.Duration) {}, progress: make(chan struct{})}
 }
 
+// quotaHit records that quota refused an allocation at at.
+func (f *fsm) quotaHit(quota string, at time.Time) {
+	f.hitsMu.Lock()
+	defer f.hitsMu.Unlock()
+	if at.After(f.hits[quota]) {
+		f.hits[quota] = at
+	}
+}
+
 // quotaHits is when each quota last refused an allocation.
 func (f *fsm) quotaHits() map[string]time.Time {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
+	f.hitsMu.Lock()
+	defer f.hitsMu.Unlock()
 	out := make(map[string]time.Time, len(f.hits))
 	for q, at := range f.hits {
 		out[q] = at
@@ -184,7 +194,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		f.lastEntryVersion.Store(int32(e.Version))
 		for _, r := range results {
 			if q := pool.QuotaOf(r.Err); q != "" {
-				f.hits[q] = e.Time
+				f.quotaHit(q, e.Time)
 			}
 		}
 		if t := e.Time.UnixNano(); t > f.maxTime.Load() {

@@ -236,6 +236,29 @@ func (n *Node) writesEntryVersion() int {
 	return max(baselineEntryVersion, int(n.fsm.lastEntryVersion.Load()))
 }
 
+// QuotaRefusal is the quota_exceeded error an allocation of domain
+// (normalized) for client would get, judged on this server's state with
+// its own bounds, or nil when it might succeed: the service asks it before
+// proposing, so that an allocation past a quota costs no log entry and no
+// disk on any server. The local state may be up to a stale bound behind,
+// so it may refuse what a release just made room for: the refusal is a
+// 429, which the caller retries. Every server is given the same bounds
+// (the leader's apply); until the cluster writes the version that carries
+// the mapping quotas, only the client bound is checked here, as at apply.
+func (n *Node) QuotaRefusal(client, domain string) error {
+	var q pool.Quotas
+	if n.writesEntryVersion() >= quotaEntryVersion {
+		q = n.cfg.quotas()
+	}
+	now := n.Now()
+	var err error
+	n.Read(func(s *pool.State) { err = s.QuotaRefusal(client, domain, now, n.cfg.MaxClients, q) })
+	if err != nil {
+		n.fsm.quotaHit(pool.QuotaOf(err), now)
+	}
+	return err
+}
+
 // QuotaLimits are the bounds this server stamps when it leads; 0 is none.
 func (n *Node) QuotaLimits() wire.QuotaLimits {
 	return wire.QuotaLimits{MaxClients: n.cfg.MaxClients, MaxMappings: n.cfg.MaxMappings, MaxMappingsPerClient: n.cfg.MaxMappingsPerClient, MaxDomainBytes: n.cfg.MaxDomainBytes}
@@ -243,7 +266,8 @@ func (n *Node) QuotaLimits() wire.QuotaLimits {
 
 // QuotaStatus is what /v1/cluster says of the quotas: whether they are
 // enforced (and why not), this server's limits, the usage of its state,
-// and the alarms: quotas reached, or that refused an allocation lately.
+// and the alarms: quotas reached, or that refused an allocation lately
+// (applied on any server, or refused before proposing on this one).
 func (n *Node) QuotaStatus() (enforced bool, reason string, usage wire.QuotaUsage, limits wire.QuotaLimits, alarms []wire.QuotaAlarm) {
 	v := n.writesEntryVersion()
 	enforced = v >= quotaEntryVersion

@@ -62,8 +62,11 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 	return nil
 }
 
-func (n *Node) LocalReadOK() bool         { return n.Current.Load() }
-func (n *Node) StaleBound() time.Duration { return 300 * time.Millisecond }
+func (n *Node) LocalReadOK() bool { return n.Current.Load() }
+
+// QuotaRefusal refuses nothing: the fake stamps no bounds.
+func (n *Node) QuotaRefusal(client, domain string) error { return nil }
+func (n *Node) StaleBound() time.Duration                { return 300 * time.Millisecond }
 
 func (n *Node) Propose(ctx context.Context, ops []pool.Op) ([]pool.Result, error) {
 	n.Proposals.Add(1)

@@ -152,6 +152,14 @@ func (s *Service) IPForDomain(ctx context.Context, client, domain string) (netip
 	if err := s.admit(ctx); err != nil {
 		return netip.Addr{}, err
 	}
+	// Past a quota nothing is proposed: a flood of refused allocations
+	// costs no log entries.
+	if err := s.node.QuotaRefusal(client, domain); err != nil {
+		if s.metrics != nil {
+			s.metrics.QuotaExceeded.WithLabelValues(pool.QuotaOf(err)).Inc()
+		}
+		return netip.Addr{}, err
+	}
 	op := pool.Op{Kind: pool.OpAllocate, ID: s.node.NextRequestID(), Time: now, Client: client, Domain: domain}
 	res, err := s.node.Propose(ctx, []pool.Op{op})
 	if err == nil {
