@@ -257,3 +257,23 @@ func TestMaxDomainBytes(t *testing.T) {
 		t.Errorf("domain_bytes refusals counted %v, want 2", got)
 	}
 }
+
+// TestQuotaAlarmInConsole: the console's cluster page says the mapping
+// quotas are enforced and shows an alarm line once one is reached.
+func TestQuotaAlarmInConsole(t *testing.T) {
+	chromiumPath(t)
+	s := testcluster.Start(t, 1, testcluster.Options{FirstIP: 127, Args: []string{"--max-mappings", "2"}}).Servers[0]
+	waitQuotasEnforced(t, s)
+	for _, d := range []string{"a.example", "b.example"} {
+		if status, e, _ := do(t, s, "POST", "/v1/clients/a/domains/"+d, nil); status != 200 {
+			t.Fatalf("%s: %d %+v", d, status, e)
+		}
+	}
+	if status, e, _ := do(t, s, "POST", "/v1/clients/a/domains/c.example", nil); status != 429 {
+		t.Fatalf("a third mapping: %d %+v, want 429", status, e)
+	}
+	b := newBrowser(t, artifactDir(t, "quota-console"))
+	b.open(s.URL() + "/ui/cluster")
+	b.waitFor("the quota alarm line", `!document.getElementById('alarms').hidden && document.getElementById('alarms').textContent.startsWith('NOSPACE: mappings at its limit (2 of --max-mappings 2)') && document.getElementById('quotas-off') === null`, 15*time.Second)
+	b.shot("cluster-quota-alarm")
+}
