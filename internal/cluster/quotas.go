@@ -285,10 +285,12 @@ func (n *Node) QuotaStatus() (enforced bool, reason string, usage wire.QuotaUsag
 	})
 	hits := n.fsm.quotaHits()
 	now := n.Now()
+	// A mapping quota at its limit is no alarm while the cluster writes
+	// entries without it: nothing is refused then.
 	type quota struct {
 		name, flag   string
 		used, limit  int64
-		needsEntryV4 bool
+		mappingQuota bool
 	}
 	for _, q := range []quota{
 		{"clients", pool.QuotaFlagClients, int64(usage.Clients), int64(limits.MaxClients), false},
@@ -302,7 +304,7 @@ func (n *Node) QuotaStatus() (enforced bool, reason string, usage wire.QuotaUsag
 		}
 		at, hit := hits[q.name]
 		recent := hit && now.Sub(at) < alarmWindow
-		full := q.used >= 0 && q.limit > 0 && q.used >= q.limit && (enforced || !q.needsEntryV4)
+		full := q.used >= 0 && q.limit > 0 && q.used >= q.limit && (enforced || !q.mappingQuota)
 		if !recent && !full {
 			continue
 		}
