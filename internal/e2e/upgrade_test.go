@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -54,7 +55,8 @@ func TestChangelogRecordsTheReleases(t *testing.T) {
 // only log entry version 4 carries: while any server runs the old build the
 // cluster goes on writing version 3, which the old servers apply, and a
 // client maps past the quota; once every server runs this build the leader
-// writes version 4 and the quota refuses with 429 quota_exceeded.
+// writes version 4 and the quota refuses with 429 quota_exceeded, and a
+// server of the old release joining afresh is refused.
 func TestRollingUpgrade(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the previous release")
@@ -141,6 +143,9 @@ func rollingUpgrade(t *testing.T, old string, upgradedLeads bool) {
 	quotaEnforcedOnceUpgraded(t, c)
 	w.stop()
 	checkAcked(t, c, w)
+	if !upgradedLeads {
+		oldServerRefusedOnceVersion4(t, c, old)
+	}
 
 	rep := w.report()
 	t.Logf("acknowledged writes %d; failed attempts by code %v", rep.acked, rep.failures)
@@ -218,6 +223,45 @@ func quotaEnforcedOnceUpgraded(t *testing.T, c *testcluster.Cluster) {
 		status, e, _ := do(t, s, http.MethodPost, "/v1/clients/"+client+"/domains/over.final.example", nil)
 		if status != http.StatusTooManyRequests || e.Code != "quota_exceeded" || !strings.Contains(e.Message, fmt.Sprintf("--max-mappings-per-client %d", upgradeQuota)) {
 			t.Fatalf("%s: mapping %d of %s once every server is upgraded: %d %+v, want 429 quota_exceeded", s.ID, upgradeQuota+1, client, status, e)
+		}
+	}
+}
+
+// oldServerRefusedOnceVersion4: once the cluster writes log entry version
+// 4, a server of the old release that joins afresh (its data dir lost) is
+// refused, naming the version, instead of joining a log it could not
+// follow; the others go on.
+func oldServerRefusedOnceVersion4(t *testing.T, c *testcluster.Cluster, old string) {
+	t.Helper()
+	leader := c.WaitReady(30 * time.Second)
+	s := c.Servers[0]
+	if s == leader {
+		s = c.Servers[1]
+	}
+	s.Stop(30 * time.Second)
+	if err := os.RemoveAll(s.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	s.Args = slices.DeleteFunc(slices.Clone(s.Args), func(a string) bool { return a == "--max-mappings-per-client" || a == fmt.Sprint(upgradeQuota) })
+	s.SetBinary(old)
+	logged := len(s.Log())
+	s.Start()
+	// The old server says so itself (0.3.0 asks its peers first), or
+	// repeats the leader's refusal (0.2.0).
+	refusal := regexp.MustCompile(`writes (log entry )?version 4`)
+	var line string
+	poll.Until(t, 60*time.Second, s.ID+" (old release, empty data dir) to be refused", func() bool {
+		line = refusal.FindString(s.Log()[logged:])
+		return line != ""
+	})
+	s.Stop(30 * time.Second)
+	if ready := c.WaitReady(30 * time.Second); ready == s {
+		t.Fatalf("%s leads after it was refused", s.ID)
+	}
+	for _, l := range strings.Split(s.Log()[logged:], "\n") {
+		if refusal.MatchString(l) {
+			t.Logf("%s of the old release, joining afresh once the cluster writes version 4: %s", s.ID, l)
+			break
 		}
 	}
 }
