@@ -240,9 +240,8 @@ func (n *Node) writesEntryVersion() int {
 // (normalized) for client would get, judged on this server's state with
 // its own bounds, or nil when it might succeed: the service asks it before
 // proposing, so that an allocation past a quota costs no log entry and no
-// disk on any server. The local state may be up to a stale bound behind,
-// so it may refuse what a release just made room for: the refusal is a
-// 429, which the caller retries. Every server is given the same bounds
+// disk on any server. The local state may be behind: the service asks
+// again after a read barrier before it refuses. Every server is given the same bounds
 // (the leader's apply); until the cluster writes the version that carries
 // the mapping quotas, only the client bound is checked here, as at apply.
 func (n *Node) QuotaRefusal(client, domain string) error {

@@ -114,6 +114,22 @@ func (s *Service) markWindowOf(lifetime time.Duration) time.Duration {
 	return min(5*time.Minute, lifetime/10)
 }
 
+// quotaRefusal is the quota_exceeded error the allocation would get, or
+// nil to propose it. The local state may not yet hold the caller's own
+// release of a moment ago, so a refusal stands only once a read barrier
+// has brought it up to every committed write; the barrier is shared by
+// concurrent callers, so a flood past a quota costs a round now and then,
+// not one each. Should the barrier fail, the log decides.
+func (s *Service) quotaRefusal(ctx context.Context, client, domain string) error {
+	if s.node.QuotaRefusal(client, domain) == nil {
+		return nil
+	}
+	if s.node.ReadBarrier(ctx) != nil {
+		return nil
+	}
+	return s.node.QuotaRefusal(client, domain)
+}
+
 // IPForDomain returns the client's address for domain, allocating one if the
 // client has none (docs/design.md#s1-ipfordomain-allocates-or-refreshes).
 //
@@ -154,7 +170,7 @@ func (s *Service) IPForDomain(ctx context.Context, client, domain string) (netip
 	}
 	// Past a quota nothing is proposed: a flood of refused allocations
 	// costs no log entries.
-	if err := s.node.QuotaRefusal(client, domain); err != nil {
+	if err := s.quotaRefusal(ctx, client, domain); err != nil {
 		if s.metrics != nil {
 			s.metrics.QuotaExceeded.WithLabelValues(pool.QuotaOf(err)).Inc()
 		}
