@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+
 	"github.com/ippool/ippool/internal/ca"
 	"github.com/ippool/ippool/internal/cluster"
 	"github.com/ippool/ippool/internal/dnsfront"
