@@ -29,11 +29,11 @@ func (s *State) Apply(entry []byte) ([]Result, error) {
 }
 
 // ApplyEntry applies a decoded entry's ops in order, each at its time and
-// under the entry's client bound, and returns one Result per op.
+// under the entry's client bound and quotas, and returns one Result per op.
 func (s *State) ApplyEntry(e Entry) []Result {
 	results := make([]Result, len(e.Ops))
 	for i := range e.Ops {
-		results[i] = s.applyOp(&e.Ops[i], e.MaxClients)
+		results[i] = s.applyOp(&e.Ops[i], e.MaxClients, e.Quotas)
 	}
 	return results
 }
@@ -45,7 +45,7 @@ func (s *State) ApplyOps(ops []Op) []Result {
 	return s.ApplyEntry(Entry{Ops: ops})
 }
 
-func (s *State) applyOp(op *Op, maxClients int) Result {
+func (s *State) applyOp(op *Op, maxClients int, q Quotas) Result {
 	if r, ok := s.dedup.lookup(op.ID); ok {
 		return r.result()
 	}
@@ -53,7 +53,7 @@ func (s *State) applyOp(op *Op, maxClients int) Result {
 	var res Result
 	switch op.Kind {
 	case OpAllocate:
-		a, how, err := s.allocate(op.Client, op.Domain, now, maxClients)
+		a, how, err := s.allocate(op.Client, op.Domain, now, maxClients, q)
 		if err != nil {
 			return Result{Err: err}
 		}

@@ -42,7 +42,7 @@ func BenchmarkAllocate(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				now += int64(time.Microsecond)
-				a, _, err := s.allocate("c", names[i%len(names)], now, 0)
+				a, _, err := s.allocate("c", names[i%len(names)], now, 0, Quotas{})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -85,7 +85,7 @@ func BenchmarkAllocate(b *testing.B) {
 				// Every mapping was reused once: age them all again.
 				now += 2 * int64(life)
 			}
-			if _, _, err := s.allocate("c", names[(i/size)%2*size+i%size], now, 0); err != nil {
+			if _, _, err := s.allocate("c", names[(i/size)%2*size+i%size], now, 0, Quotas{}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -140,7 +140,7 @@ func fill1M(b *testing.B) *State {
 	for c := range 1000 {
 		id := clientName(c)
 		for d, name := range names {
-			if _, _, err := s.allocate(id, name, t0.UnixNano()+int64(c*1000+d)*int64(time.Millisecond), 0); err != nil {
+			if _, _, err := s.allocate(id, name, t0.UnixNano()+int64(c*1000+d)*int64(time.Millisecond), 0, Quotas{}); err != nil {
 				b.Fatal(err)
 			}
 		}

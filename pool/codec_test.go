@@ -30,22 +30,49 @@ func sampleOps() []Op {
 
 func TestEntryRoundTrip(t *testing.T) {
 	ops := sampleOps()
-	e := Entry{Time: ops[0].Time, MaxClients: 1_000_000, Ops: ops}
-	b, err := EncodeEntry(nil, e)
-	if err != nil {
-		t.Fatal(err)
+	quotas := Quotas{MaxMappings: 9_000_000, MaxMappingsPerClient: 65_536, MaxDomainBytes: MaxDomainBytesLimit}
+	for _, e := range []Entry{
+		{Version: EntryVersion, Time: ops[0].Time, MaxClients: 1_000_000, Quotas: quotas, Ops: ops},
+		{Version: EntryVersion, Time: ops[0].Time, Ops: ops},
+		// What a leader writes while some server reads no newer version.
+		{Version: 3, Time: ops[0].Time, MaxClients: 1_000_000, Ops: ops},
+	} {
+		b, err := EncodeEntry(nil, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int(b[0]) != e.Version {
+			t.Fatalf("entry written as version %d, asked for %d", b[0], e.Version)
+		}
+		got, err := DecodeEntry(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, e) {
+			t.Fatalf("round trip:\n got %+v\nwant %+v", got, e)
+		}
 	}
-	got, err := DecodeEntry(b)
-	if err != nil {
-		t.Fatal(err)
+	// Version 0 is the newest; a version 3 entry cannot carry quotas, and
+	// no other version is written.
+	if b, err := EncodeEntry(nil, Entry{Time: ops[0].Time, Ops: ops}); err != nil || b[0] != EntryVersion {
+		t.Fatalf("default version: %v, %v", b, err)
 	}
-	if !reflect.DeepEqual(got, e) {
-		t.Fatalf("round trip:\n got %+v\nwant %+v", got, e)
+	for _, e := range []Entry{
+		{Version: 3, Time: ops[0].Time, Quotas: Quotas{MaxMappings: 1}, Ops: ops},
+		{Version: 2, Time: ops[0].Time, Ops: ops},
+		{Version: EntryVersion + 1, Time: ops[0].Time, Ops: ops},
+		{Time: ops[0].Time, Quotas: Quotas{MaxMappings: -1}, Ops: ops},
+		{Time: ops[0].Time, Quotas: Quotas{MaxMappingsPerClient: MaxMappingsLimit + 1}, Ops: ops},
+		{Time: ops[0].Time, Quotas: Quotas{MaxDomainBytes: MaxDomainBytesLimit + 1}, Ops: ops},
+	} {
+		if _, err := EncodeEntry(nil, e); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("version %d, quotas %+v: %v, want bad_command", e.Version, e.Quotas, err)
+		}
 	}
 	// An allocation is compact: a few bytes beyond its strings, 4 of them
-	// the checksum.
-	one, _ := EncodeEntry(nil, Entry{Time: ops[1].Time, Ops: ops[1:2]})
-	if overhead := len(one) - len("node-1") - len("example.com"); overhead > 28 {
+	// the checksum and up to 15 the bounds (once per entry, not per op).
+	one, _ := EncodeEntry(nil, Entry{Time: ops[1].Time, MaxClients: 1_000_000, Quotas: quotas, Ops: ops[1:2]})
+	if overhead := len(one) - len("node-1") - len("example.com"); overhead > 45 {
 		t.Fatalf("allocation entry has %d bytes of overhead", overhead)
 	}
 }
@@ -88,6 +115,39 @@ func rawV3(e Entry) []byte {
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 }
 
+// rawV4 is a version 4 entry with whatever e holds, unchecked, with a
+// good checksum.
+func rawV4(e Entry) []byte {
+	b := []byte{4}
+	b = binary.AppendVarint(b, e.Time.UnixNano())
+	b = binary.AppendUvarint(b, uint64(e.MaxClients))
+	b = binary.AppendUvarint(b, uint64(e.Quotas.MaxMappings))
+	b = binary.AppendUvarint(b, uint64(e.Quotas.MaxMappingsPerClient))
+	b = binary.AppendUvarint(b, uint64(e.Quotas.MaxDomainBytes))
+	b = appendOps(b, e.Ops)
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+// A version 4 entry's quotas are held to their limits by the decoder as by
+// the encoder.
+func TestDecodeEntryRefusesQuotasPastTheirLimits(t *testing.T) {
+	ops := []Op{{Kind: OpReleaseClient, Client: "n"}}
+	for _, q := range []Quotas{
+		{MaxMappings: MaxMappingsLimit + 1},
+		{MaxMappingsPerClient: MaxMappingsLimit + 1},
+		{MaxDomainBytes: MaxDomainBytesLimit + 1},
+	} {
+		if _, err := DecodeEntry(rawV4(Entry{Time: t0, Quotas: q, Ops: ops})); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("quotas %+v: %v, want bad_command", q, err)
+		}
+	}
+	q := Quotas{MaxMappings: 1, MaxMappingsPerClient: 2, MaxDomainBytes: 3}
+	e, err := DecodeEntry(rawV4(Entry{Time: t0, MaxClients: 4, Quotas: q, Ops: ops}))
+	if err != nil || e.Quotas != q || e.MaxClients != 4 || e.Version != 4 {
+		t.Fatalf("decoded %+v, %v", e, err)
+	}
+}
+
 // Entries of versions 1 and 2 are read with the rules they were written
 // under: a time per op, no client bound, a pool configuration held only to
 // Validate.
@@ -104,7 +164,7 @@ func TestDecodeReadsVersions1And2(t *testing.T) {
 		if err != nil {
 			t.Fatalf("version %d entry: %v", b[0], err)
 		}
-		want := Entry{Time: ops[0].Time, Ops: ops}
+		want := Entry{Version: int(b[0]), Time: ops[0].Time, Ops: ops}
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("version %d entry:\n got %+v\nwant %+v", b[0], got, want)
 		}
@@ -373,6 +433,6 @@ func TestDecodeEntryTellsFutureVersionsFromBadOnes(t *testing.T) {
 		t.Errorf("version 0: %v, want bad_command", err)
 	}
 	if _, err := DecodeEntry([]byte{EntryVersion + 1, 1, 2, 3, 4, 5}); !errors.Is(err, ErrCorruptEntry) {
-		t.Errorf("version 4 without its checksum: %v, want corrupt_entry", err)
+		t.Errorf("version %d without its checksum: %v, want corrupt_entry", EntryVersion+1, err)
 	}
 }

@@ -21,7 +21,45 @@ type Entry struct {
 	// as in entries from before version 3. It travels in the entry so that
 	// every server applies the leader's bound alike.
 	MaxClients int
-	Ops        []Op
+	// Quotas bound the mappings and the domain text the state may hold;
+	// only version 4 carries them, and in older entries they are 0: no
+	// bound. Like MaxClients they are the leader's, so that every server
+	// refuses the same allocations.
+	Quotas Quotas
+	// Version is the entry version: EncodeEntry writes it (0 is
+	// EntryVersion), DecodeEntry says what it read. A leader writes an
+	// older version while some server of its cluster reads no newer one.
+	Version int
+	Ops     []Op
+}
+
+// Quotas bound what callers can make the state hold; 0 is no bound. A
+// mapping counts until it is released, reused or its client is forgotten;
+// domain text is counted once per distinct name held, since the state
+// stores each name once however many mappings share it.
+type Quotas struct {
+	// MaxMappings bounds the mappings of all clients together.
+	MaxMappings int
+	// MaxMappingsPerClient bounds the mappings of any one client.
+	MaxMappingsPerClient int
+	// MaxDomainBytes bounds the bytes of the distinct domain names held.
+	MaxDomainBytes int64
+}
+
+// IsZero reports whether q bounds nothing.
+func (q Quotas) IsZero() bool { return q == Quotas{} }
+
+// check refuses a bound outside what an entry may carry.
+func (q Quotas) check() error {
+	switch {
+	case q.MaxMappings < 0 || q.MaxMappings > MaxMappingsLimit:
+		return errorf(CodeBadCommand, "a mapping bound of %d is outside 0 to %d", q.MaxMappings, MaxMappingsLimit)
+	case q.MaxMappingsPerClient < 0 || q.MaxMappingsPerClient > MaxMappingsLimit:
+		return errorf(CodeBadCommand, "a per-client mapping bound of %d is outside 0 to %d", q.MaxMappingsPerClient, MaxMappingsLimit)
+	case q.MaxDomainBytes < 0 || q.MaxDomainBytes > MaxDomainBytesLimit:
+		return errorf(CodeBadCommand, "a domain bytes bound of %d is outside 0 to %d", q.MaxDomainBytes, int64(MaxDomainBytesLimit))
+	}
+	return nil
 }
 
 // entryVersion is the first byte of every log entry this package writes.
@@ -31,10 +69,14 @@ type Entry struct {
 // on one server's disk would be applied there, and that server alone would
 // hold another state. Version 3 carries one time and the client bound for
 // the whole entry, both the leader's, instead of a time per op, and holds
-// a pool configuration to the limits of Config.CheckNew. Versions 1 (no
-// checksum) and 2 are still read, with the rules they were written under.
+// a pool configuration to the limits of Config.CheckNew. Version 4 adds the
+// mapping quotas after the client bound: they change what applying does,
+// so a server that ignored them would hold another state. Versions 1 (no
+// checksum), 2 and 3 are still read, with the rules they were written
+// under.
 const (
-	entryVersion   = 3
+	entryVersion   = 4
+	entryVersionV3 = 3
 	entryVersionV2 = 2
 	entryVersionV1 = 1
 	checksumLen    = 4
@@ -64,8 +106,13 @@ func (e *FutureEntryError) Error() string {
 // decoder allocate without limit.
 const MaxOpsPerCommand = 1 << 16
 
-// MaxClientsLimit is the largest client bound an entry may carry.
-const MaxClientsLimit = 1 << 31
+// MaxClientsLimit is the largest client bound an entry may carry, and
+// MaxMappingsLimit and MaxDomainBytesLimit the largest mapping quotas.
+const (
+	MaxClientsLimit     = 1 << 31
+	MaxMappingsLimit    = 1 << 31
+	MaxDomainBytesLimit = 1 << 40
+)
 
 const (
 	flagHasID   = 0x80
@@ -77,22 +124,43 @@ const (
 // DecodeEntry would refuse, by the same checks (Op.check), so an entry that
 // reaches the log decodes on every server.
 //
-// Layout of version 3 (integers are unsigned varints unless said
+// Layout of version 4 (integers are unsigned varints unless said
 // otherwise):
 //
-//	version byte, time (signed varint, Unix ns), client bound, op count,
+//	version byte, time (signed varint, Unix ns), client bound, mapping
+//	bound, per-client mapping bound, domain bytes bound, op count,
 //	then per op: kind byte (|0x80 when a request ID follows), [origin
 //	uint64 LE, seq], then the kind's fields: strings as length+bytes,
 //	addresses as 4 bytes, a config as its range lists and lifetime; last,
 //	CRC-32C (Castagnoli) of all the entry's bytes before it, uint32 LE.
+//
+// Version 3 is the same without the three quotas; EncodeEntry writes it
+// when e.Version is 3, and then refuses quotas, which it cannot carry.
 func EncodeEntry(dst []byte, e Entry) ([]byte, error) {
 	start := len(dst)
-	if e.MaxClients < 0 || e.MaxClients > MaxClientsLimit {
-		return dst, errorf(CodeBadCommand, "a client bound of %d is outside 0 to %d", e.MaxClients, MaxClientsLimit)
+	v := e.Version
+	if v == 0 {
+		v = entryVersion
 	}
-	dst = append(dst, entryVersion)
+	switch {
+	case v != entryVersion && v != entryVersionV3:
+		return dst, errorf(CodeBadCommand, "this build writes log entry versions %d and %d, not %d", entryVersionV3, entryVersion, v)
+	case e.MaxClients < 0 || e.MaxClients > MaxClientsLimit:
+		return dst, errorf(CodeBadCommand, "a client bound of %d is outside 0 to %d", e.MaxClients, MaxClientsLimit)
+	case v < entryVersion && !e.Quotas.IsZero():
+		return dst, errorf(CodeBadCommand, "a version %d log entry carries no mapping quotas", v)
+	}
+	if err := e.Quotas.check(); err != nil {
+		return dst, err
+	}
+	dst = append(dst, byte(v))
 	dst = binary.AppendVarint(dst, e.Time.UnixNano())
 	dst = binary.AppendUvarint(dst, uint64(e.MaxClients))
+	if v >= entryVersion {
+		dst = binary.AppendUvarint(dst, uint64(e.Quotas.MaxMappings))
+		dst = binary.AppendUvarint(dst, uint64(e.Quotas.MaxMappingsPerClient))
+		dst = binary.AppendUvarint(dst, uint64(e.Quotas.MaxDomainBytes))
+	}
 	dst, err := encodeBody(dst, e.Ops)
 	if err != nil {
 		return dst[:start], err
@@ -114,8 +182,8 @@ func encodeBody(dst []byte, ops []Op) ([]byte, error) {
 	return appendOps(dst, ops), nil
 }
 
-// appendOps writes the op count and the ops of a version 3 entry as they
-// are; encodeBody checks them first.
+// appendOps writes the op count and the ops of a version 3 or 4 entry (the
+// two write ops alike) as they are; encodeBody checks them first.
 func appendOps(dst []byte, ops []Op) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(ops)))
 	for i := range ops {
@@ -177,7 +245,7 @@ func DecodeEntry(b []byte) (Entry, error) {
 	switch {
 	case d.err != nil:
 		return e, d.err
-	case v == entryVersion || v == entryVersionV2:
+	case v == entryVersion || v == entryVersionV3 || v == entryVersionV2:
 		if len(b) < 1+checksumLen {
 			return e, errorf(CodeBadCommand, "log entry of %d bytes is too short for its checksum", len(b))
 		}
@@ -199,13 +267,15 @@ func DecodeEntry(b []byte) (Entry, error) {
 		return e, errorf(CodeBadCommand, "log entry has version %d; this server reads versions %d to %d", v, entryVersionV1, entryVersion)
 	}
 	d.version = v
+	e.Version = int(v)
 	if v >= 3 {
 		e.Time = time.Unix(0, d.varint()).UTC()
-		if m := d.uvarint(); d.err == nil && m > MaxClientsLimit {
-			d.fail("client bound %d exceeds %d", m, MaxClientsLimit)
-		} else {
-			e.MaxClients = int(m)
-		}
+		e.MaxClients = int(d.bound("client bound", MaxClientsLimit))
+	}
+	if v >= 4 {
+		e.Quotas.MaxMappings = int(d.bound("mapping bound", MaxMappingsLimit))
+		e.Quotas.MaxMappingsPerClient = int(d.bound("per-client mapping bound", MaxMappingsLimit))
+		e.Quotas.MaxDomainBytes = int64(d.bound("domain bytes bound", MaxDomainBytesLimit))
 	}
 	n := d.uvarint()
 	if d.err == nil && (n == 0 || n > MaxOpsPerCommand) {
@@ -273,6 +343,16 @@ func (d *decoder) uvarint() uint64 {
 		return 0
 	}
 	d.b = d.b[n:]
+	return v
+}
+
+// bound reads a bound of at most limit.
+func (d *decoder) bound(what string, limit uint64) uint64 {
+	v := d.uvarint()
+	if d.err == nil && v > limit {
+		d.fail("%s %d exceeds %d", what, v, limit)
+		return 0
+	}
 	return v
 }
 

@@ -3,6 +3,7 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Code classifies an error so that front ends can map it to a status (HTTP,
@@ -56,6 +57,38 @@ const (
 	CodeRevisionMismatch Code = "revision_mismatch"
 	CodeDeniedByPolicy   Code = "denied_by_policy"
 )
+
+// The flags that set each quota, as quota_exceeded messages name them;
+// QuotaOf reads them back.
+const (
+	QuotaFlagClients           = "--max-clients"
+	QuotaFlagMappings          = "--max-mappings"
+	QuotaFlagMappingsPerClient = "--max-mappings-per-client"
+	QuotaFlagDomainBytes       = "--max-domain-bytes"
+)
+
+// QuotaOf names the quota a quota_exceeded error is about, for a metric
+// label: clients, mappings, mappings_per_client or domain_bytes; "" for
+// another error. It reads the message, which is what survives forwarding
+// from the leader.
+func QuotaOf(err error) string {
+	var e *Error
+	if !errors.As(err, &e) || e.Code != CodeQuotaExceeded {
+		return ""
+	}
+	// The longest flag first: one is a prefix of another.
+	for _, q := range []struct{ flag, name string }{
+		{QuotaFlagMappingsPerClient, "mappings_per_client"},
+		{QuotaFlagMappings, "mappings"},
+		{QuotaFlagDomainBytes, "domain_bytes"},
+		{QuotaFlagClients, "clients"},
+	} {
+		if strings.Contains(e.Msg, "("+q.flag+" ") {
+			return q.name
+		}
+	}
+	return "other"
+}
 
 // Error is the error type of every operation of this package. Its text is a
 // sentence meant for an operator; Code is meant for programs.

@@ -306,6 +306,13 @@ func (s *State) checkInvariants() error {
 	if total != s.mappings || len(s.idle) != len(s.clients) {
 		return fmt.Errorf("counted %d mappings and %d idle entries; state says %d and %d clients", total, len(s.idle), s.mappings, len(s.clients))
 	}
+	var domainBytes int64
+	for name := range s.domains.ids {
+		domainBytes += int64(len(name))
+	}
+	if domainBytes != s.domains.bytes {
+		return fmt.Errorf("domains hold %d bytes, table says %d", domainBytes, s.domains.bytes)
+	}
 	if len(refs) != len(s.domains.ids) {
 		return fmt.Errorf("%d domains in use, table holds %d", len(refs), len(s.domains.ids))
 	}

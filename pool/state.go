@@ -123,6 +123,10 @@ func (s *State) Counts() (clients, mappings, domains int) {
 	return len(s.clients), s.mappings, len(s.domains.ids)
 }
 
+// DomainBytes is the bytes of the distinct domain names held: what
+// Quotas.MaxDomainBytes bounds.
+func (s *State) DomainBytes() int64 { return s.domains.bytes }
+
 // Contains reports whether addr is in the pool.
 func (s *State) Contains(addr netip.Addr) bool {
 	return addr.Is4() && s.set.contains(addrToU32(addr))
@@ -270,7 +274,7 @@ func (s *State) Allocate(clientID, domain string, now time.Time) (netip.Addr, er
 	if err != nil {
 		return netip.Addr{}, err
 	}
-	a, _, err := s.allocate(clientID, domain, now.UnixNano(), 0)
+	a, _, err := s.allocate(clientID, domain, now.UnixNano(), 0, Quotas{})
 	if err != nil {
 		return netip.Addr{}, err
 	}
@@ -285,8 +289,9 @@ const (
 )
 
 // allocate is S1 and S2 at now. A client it would add past maxClients
-// clients (when not 0) is refused with quota_exceeded.
-func (s *State) allocate(clientID, domain string, now int64, maxClients int) (uint32, int, error) {
+// clients (when not 0), or a mapping or domain text past a quota, is
+// refused with quota_exceeded.
+func (s *State) allocate(clientID, domain string, now int64, maxClients int, q Quotas) (uint32, int, error) {
 	if !s.configured {
 		return 0, 0, errorf(CodeNotConfigured, "the pool is not configured yet")
 	}
@@ -300,7 +305,7 @@ func (s *State) allocate(clientID, domain string, now int64, maxClients int) (ui
 		// retry finds nothing more to forget.
 		s.forgetIdleClients(now)
 		if len(s.clients) >= maxClients {
-			return 0, 0, errorf(CodeQuotaExceeded, "client %q is new and the cluster already holds %d clients, its limit (--max-clients %d); it can be added once idle clients are forgotten (idle longer than %v) or the limit is raised", clientID, len(s.clients), maxClients, s.cfg.Lifetime+ReuseHold)
+			return 0, 0, s.clientsError(clientID, maxClients)
 		}
 	}
 	if !isNew {
@@ -311,10 +316,30 @@ func (s *State) allocate(clientID, domain string, now int64, maxClients int) (ui
 				return c.slab[i].addr, allocExisting, nil
 			}
 		}
-	} else {
+	}
+	reuseOnly := false
+	if !q.IsZero() && s.quotaError(c, domain, q) != nil {
+		// As for the client bound: what has gone idle at this time goes
+		// first, so that expiry frees quota even when every allocation is
+		// refused and nothing else writes.
+		s.forgetIdleClients(now)
+		c = s.clients[clientID]
+		isNew = c == nil
+		if err := s.quotaError(c, domain, q); err != nil {
+			// Past a quota only the client's own expired mapping may be
+			// taken, which adds no mapping; should even that add domain
+			// text past its bound, nothing is written.
+			if !s.canReuseWithin(c, domain, now, q) {
+				return 0, 0, err
+			}
+			reuseOnly = true
+		}
+	}
+	if isNew {
 		c = newClient(clientID)
 	}
-	if idx, ok := c.takeUnused(&s.set); ok {
+	// Past a quota takeUnused, which would add a mapping, is not asked.
+	if idx, ok := s.unusedUnless(c, reuseOnly); ok {
 		if isNew {
 			s.clients[clientID] = c
 			c.lastActivity = now
@@ -343,6 +368,93 @@ func (s *State) allocate(clientID, domain string, now int64, maxClients int) (ui
 		return 0, 0, errorf(CodePoolExhausted, "pool exhausted for client %q: of its %d addresses %d are mapped, none idle longer than %v, and %d were released less than %v ago", clientID, s.set.size, len(c.slab), s.cfg.Lifetime+ReuseHold, len(c.held), ReuseHold)
 	}
 	return 0, 0, errorf(CodePoolExhausted, "pool exhausted for client %q: all %d addresses are mapped and none has been idle longer than %v", clientID, s.set.size, s.cfg.Lifetime+ReuseHold)
+}
+
+func (s *State) clientsError(clientID string, maxClients int) error {
+	return errorf(CodeQuotaExceeded, "client %q is new and the cluster already holds %d clients, its limit (%s %d); it can be added once idle clients are forgotten (idle longer than %v) or the limit is raised", clientID, len(s.clients), QuotaFlagClients, maxClients, s.cfg.Lifetime+ReuseHold)
+}
+
+// QuotaRefusal returns the quota_exceeded error an allocation of domain
+// (in normal form) for the client at now would get under these bounds, or
+// nil when it might succeed. It changes nothing: a server asks it of its
+// own state before proposing, so that a refusal costs no log entry. It
+// answers nil whenever applying could decide otherwise: when an idle
+// client may be forgotten at now, or the client may take its own expired
+// mapping.
+func (s *State) QuotaRefusal(clientID, domain string, now time.Time, maxClients int, q Quotas) error {
+	if !s.configured {
+		return nil
+	}
+	at := now.UnixNano()
+	if len(s.idle) > 0 && s.expiredFor(s.idle[0].idleKey, at) {
+		return nil
+	}
+	c := s.clients[clientID]
+	if c == nil && maxClients > 0 && len(s.clients) >= maxClients {
+		return s.clientsError(clientID, maxClients)
+	}
+	if c != nil {
+		if d, ok := s.domains.ids[domain]; ok {
+			if _, ok := c.findDomain(d); ok {
+				return nil
+			}
+		}
+	}
+	if q.IsZero() {
+		return nil
+	}
+	if err := s.quotaError(c, domain, q); err != nil && !s.canReuseWithin(c, domain, at, q) {
+		return err
+	}
+	return nil
+}
+
+func (s *State) unusedUnless(c *client, reuseOnly bool) (uint32, bool) {
+	if reuseOnly {
+		return 0, false
+	}
+	return c.takeUnused(&s.set)
+}
+
+// quotaError says which quota a new mapping of domain for c (nil: a new
+// client) would pass, or nil when it would pass none.
+func (s *State) quotaError(c *client, domain string, q Quotas) error {
+	held := 0
+	id := "new client"
+	if c != nil {
+		held, id = len(c.slab), "client "+c.id
+	}
+	switch {
+	case q.MaxMappingsPerClient > 0 && held >= q.MaxMappingsPerClient:
+		return errorf(CodeQuotaExceeded, "%s already holds %d mappings, its limit (%s %d); it can map more once it releases some or they expire and are reused", id, held, QuotaFlagMappingsPerClient, q.MaxMappingsPerClient)
+	case q.MaxMappings > 0 && s.mappings >= q.MaxMappings:
+		return errorf(CodeQuotaExceeded, "the cluster already holds %d mappings, its limit (%s %d); more can be added once mappings are released or their clients go idle (longer than %v), or the limit is raised", s.mappings, QuotaFlagMappings, q.MaxMappings, s.cfg.Lifetime+ReuseHold)
+	case q.MaxDomainBytes > 0 && s.domains.bytes+s.domains.growth(domain) > q.MaxDomainBytes:
+		return errorf(CodeQuotaExceeded, "the cluster holds %d bytes of domain names and %q (%d bytes) would pass its limit (%s %d); more can be added once mappings are released or their clients go idle (longer than %v), or the limit is raised", s.domains.bytes, domain, len(domain), QuotaFlagDomainBytes, q.MaxDomainBytes, s.cfg.Lifetime+ReuseHold)
+	}
+	return nil
+}
+
+// canReuseWithin reports whether c may take its least recently used
+// mapping for domain at now without passing the domain text bound: the
+// mapping has expired, and the name it drops frees at least what the new
+// one adds, or the total stays within the bound.
+func (s *State) canReuseWithin(c *client, domain string, now int64, q Quotas) bool {
+	if c == nil || len(c.expiry) == 0 {
+		return false
+	}
+	m := &c.slab[c.expiry[0]]
+	if !s.expiredFor(m.lastUsed, now) {
+		return false
+	}
+	if q.MaxDomainBytes == 0 {
+		return true
+	}
+	freed := int64(0)
+	if s.domains.refs[m.domain] == 1 {
+		freed = int64(len(s.domains.names[m.domain]))
+	}
+	return s.domains.bytes+s.domains.growth(domain)-freed <= q.MaxDomainBytes
 }
 
 // takeUnused returns the lowest pool index that holds no mapping and is not
@@ -531,6 +643,16 @@ type domainTable struct {
 	names []string
 	refs  []uint32
 	free  []uint32
+	// bytes is the length of every name held, each counted once.
+	bytes int64
+}
+
+// growth is what interning name would add to bytes.
+func (t *domainTable) growth(name string) int64 {
+	if _, ok := t.ids[name]; ok {
+		return 0
+	}
+	return int64(len(name))
 }
 
 func newDomainTable() domainTable { return domainTable{ids: make(map[string]uint32)} }
@@ -553,6 +675,7 @@ func (t *domainTable) intern(name string) uint32 {
 		t.refs = append(t.refs, 1)
 	}
 	t.ids[name] = id
+	t.bytes += int64(len(name))
 	return id
 }
 
@@ -560,6 +683,7 @@ func (t *domainTable) release(id uint32) {
 	t.refs[id]--
 	if t.refs[id] == 0 {
 		delete(t.ids, t.names[id])
+		t.bytes -= int64(len(t.names[id]))
 		t.names[id] = ""
 		t.free = append(t.free, id)
 	}

@@ -84,8 +84,48 @@ type Status struct {
 	ClusterEntryVersion int    `json:"cluster_entry_version,omitempty"`
 	// CertificateExpires is when this server's cluster certificate
 	// expires (RFC 3339); empty without TLS on the cluster port.
-	CertificateExpires string         `json:"certificate_expires,omitempty"`
-	Servers            []ServerStatus `json:"servers"`
+	CertificateExpires string `json:"certificate_expires,omitempty"`
+	// QuotasEnforced says whether the cluster writes the log entry version
+	// that carries the mapping quotas (--max-mappings and the others), and
+	// QuotasReason why not. Usage is this server's state against Limits,
+	// its flags (the leader's apply); Alarms are the quotas reached, or
+	// that refused an allocation in the last minutes, like etcd's NOSPACE.
+	QuotasEnforced bool           `json:"quotas_enforced"`
+	QuotasReason   string         `json:"quotas_reason,omitempty"`
+	Usage          *QuotaUsage    `json:"usage,omitempty"`
+	Limits         *QuotaLimits   `json:"limits,omitempty"`
+	Alarms         []QuotaAlarm   `json:"alarms,omitempty"`
+	Servers        []ServerStatus `json:"servers"`
+}
+
+// QuotaUsage is what a server's state holds: DomainBytes counts each
+// distinct domain name once, as the state stores it.
+type QuotaUsage struct {
+	Clients     int   `json:"clients"`
+	Mappings    int   `json:"mappings"`
+	Domains     int   `json:"domains"`
+	DomainBytes int64 `json:"domain_bytes"`
+}
+
+// QuotaLimits are the bounds on the state; 0 is no bound.
+type QuotaLimits struct {
+	MaxClients           int   `json:"max_clients"`
+	MaxMappings          int   `json:"max_mappings"`
+	MaxMappingsPerClient int   `json:"max_mappings_per_client"`
+	MaxDomainBytes       int64 `json:"max_domain_bytes"`
+}
+
+// QuotaAlarm is a quota at its limit or that refused an allocation lately
+// (LastExceeded, RFC 3339, by the cluster's time). Quota is clients,
+// mappings, mappings_per_client or domain_bytes; Usage is absent for
+// mappings_per_client, which is per client.
+type QuotaAlarm struct {
+	Quota        string `json:"quota"`
+	Flag         string `json:"flag"`
+	Usage        int64  `json:"usage,omitempty"`
+	Limit        int64  `json:"limit"`
+	LastExceeded string `json:"last_exceeded,omitempty"`
+	Message      string `json:"message"`
 }
 
 // ServerStatus describes one member as this server sees it, with what the

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -252,6 +253,19 @@ func writeStatus(w io.Writer, st wire.Status) error {
 	if st.Pool != "" {
 		fmt.Fprintf(tw, "pool\t%s\n", st.Pool)
 	}
+	if u, l := st.Usage, st.Limits; u != nil && l != nil {
+		quotas := "enforced"
+		if !st.QuotasEnforced {
+			quotas = "mapping quotas not enforced: " + st.QuotasReason
+		}
+		fmt.Fprintf(tw, "quotas\t%s\n", quotas)
+		fmt.Fprintf(tw, "usage\tclients %s, mappings %s (%s a client), domain bytes %s\n",
+			ofLimit(int64(u.Clients), int64(l.MaxClients)), ofLimit(int64(u.Mappings), int64(l.MaxMappings)),
+			ofLimit(-1, int64(l.MaxMappingsPerClient)), ofLimit(u.DomainBytes, l.MaxDomainBytes))
+	}
+	for _, a := range st.Alarms {
+		fmt.Fprintf(tw, "alarm\t%s\n", a.Message)
+	}
 	if st.CertificateExpires != "" {
 		left := ""
 		if at, err := time.Parse(time.RFC3339, st.CertificateExpires); err == nil {
@@ -288,6 +302,20 @@ func writeStatus(w io.Writer, st wire.Status) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", s.ID, s.Addr, s.Role, yesNo(s.Voter), yesNo(s.Reachable), s.Term, s.Applied, version, reads, s.Error)
 	}
 	return tw.Flush()
+}
+
+// ofLimit is a usage against its bound (0: none); a usage of -1 is the
+// bound alone.
+func ofLimit(n, limit int64) string {
+	switch {
+	case n < 0 && limit == 0:
+		return "no bound"
+	case n < 0:
+		return "at most " + strconv.FormatInt(limit, 10)
+	case limit == 0:
+		return strconv.FormatInt(n, 10) + " (no bound)"
+	}
+	return strconv.FormatInt(n, 10) + " of " + strconv.FormatInt(limit, 10)
 }
 
 // entryVersionsText is a list of log entry versions as a range: "1-3".

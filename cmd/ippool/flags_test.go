@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/ippool/ippool/internal/cluster"
 )
 
 // flagEnvs is every flag of the command line with the environment
@@ -85,6 +88,9 @@ func TestFlagDefaultsFromConstants(t *testing.T) {
 	if got != want {
 		t.Errorf("serve's defaults %s, want %s", got, want)
 	}
+	if s.MaxMappings != cluster.DefaultMaxMappings || s.MaxMappingsPerClient != cluster.DefaultMaxMappingsPerClient || s.MaxDomainBytes != cluster.DefaultMaxDomainBytes {
+		t.Errorf("quota defaults %d %d %d", s.MaxMappings, s.MaxMappingsPerClient, s.MaxDomainBytes)
+	}
 }
 
 // A wrong pool flag is named alone.
@@ -138,5 +144,32 @@ func TestServeConfigFile(t *testing.T) {
 	p2, _ := newParser(&cli2)
 	if _, err := p2.Parse([]string{"serve", "--config", file}); err == nil || !strings.Contains(err.Error(), "http_adr names no flag") {
 		t.Errorf("a misspelt key: %v", err)
+	}
+}
+
+// The quota flags reach the cluster's configuration, 0 meaning no bound,
+// and a negative one is refused naming its flag.
+func TestQuotaFlagsReachTheCluster(t *testing.T) {
+	parse := func(args ...string) (cluster.Config, error) {
+		t.Helper()
+		var cli CLI
+		p, err := newParser(&cli)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Parse(append([]string{"serve", "--data-dir", t.TempDir()}, args...)); err != nil {
+			t.Fatal(err)
+		}
+		return cli.Serve.clusterConfig(slog.New(slog.DiscardHandler))
+	}
+	cfg, err := parse("--max-mappings", "7", "--max-mappings-per-client", "0", "--max-domain-bytes", "9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MaxMappings != 7 || cfg.MaxMappingsPerClient != -1 || cfg.MaxDomainBytes != 9 {
+		t.Fatalf("cluster config %d %d %d, want 7 -1 (no bound) 9", cfg.MaxMappings, cfg.MaxMappingsPerClient, cfg.MaxDomainBytes)
+	}
+	if _, err := parse("--max-domain-bytes=-5"); err == nil || !strings.Contains(err.Error(), "--max-domain-bytes -5") {
+		t.Fatalf("a negative bound: %v", err)
 	}
 }

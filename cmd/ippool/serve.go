@@ -31,34 +31,37 @@ import (
 type ServeCmd struct {
 	Config kong.ConfigFlag `help:"A JSON file of settings: serve's flag names with underscores as keys, like {\"http_addr\": \"0.0.0.0:7480\", \"join\": [\"10.0.0.2:7481\"]}; flags and IPPOOL_<NAME> variables override it." type:"existingfile" placeholder:"FILE" group:"server" env:"IPPOOL_CONFIG"`
 
-	ID                string        `help:"Server ID, unique in the cluster and fixed across restarts (default: the one recorded in the data dir, else the host name)." group:"server"`
-	DataDir           string        `help:"Directory for the Raft log, snapshots and the server's record." default:"ippool-data" group:"server"`
-	Pool              string        `help:"Addresses to hand out: comma-separated IPv4 prefixes, FIRST-LAST ranges or addresses (default: the cluster's, or 198.18.0.0/15 for a new one)." group:"pool"`
-	Exclude           string        `help:"Addresses never handed out, same syntax as --pool." group:"pool"`
-	Lifetime          time.Duration `help:"How long a mapping may sit unused before its address may be reused (default 48h)." group:"pool"`
-	HTTPAddr          string        `help:"Address of the HTTP API, metrics and health. One that is not loopback needs --acl and HTTPS (or --insecure); on loopback, requests naming another host are refused (DNS rebinding)." default:"${http_addr}" group:"http"`
-	DNSAddr           string        `help:"Address of the DNS server (UDP and TCP); empty: no DNS."`
-	ClusterAddr       string        `help:"Address for all server-to-server traffic; other servers dial it." default:"${cluster_addr}" group:"server"`
-	Join              []string      `help:"Cluster addresses of other servers to join or to bootstrap with." sep:"," group:"server"`
-	BootstrapExpect   int           `help:"Wait for this many servers (this one included, found through --join) and bootstrap them together." group:"server"`
-	TLSCA             string        `name:"tls-ca" help:"Cluster CA certificate (PEM); with --tls-cert and --tls-key turns on mutual TLS between servers." group:"tls"`
-	TLSCert           string        `name:"tls-cert" help:"This server's certificate (PEM), signed by the cluster CA." group:"tls"`
-	TLSKey            string        `name:"tls-key" help:"This server's private key (PEM)." group:"tls"`
-	Insecure          bool          `help:"Allow plain text where no TLS is configured: plain TCP between servers when the TLS flags are not given and the data dir holds no CA of its own (anyone who reaches the cluster address can then join, vote and write), and plain HTTP on a non-loopback --http-addr. Without it and without the TLS flags, a server starting a new cluster alone makes its own CA in DATA-DIR/tls, and one given --join or --bootstrap-expect refuses to start." group:"tls"`
-	ACL               bool          `name:"acl" help:"Require ACL tokens on the HTTP API even before 'ippool acl bootstrap' (then only bootstrap, /healthz and /readyz answer); once bootstrapped, tokens are required whatever this says." group:"http"`
-	HTTPTLSCert       string        `name:"http-tls-cert" help:"Certificate (PEM) for HTTPS on the HTTP address; reloaded on SIGHUP." group:"http"`
-	HTTPTLSKey        string        `name:"http-tls-key" help:"Private key (PEM) of --http-tls-cert." group:"http"`
-	HTTPClientCA      string        `name:"http-client-ca" help:"CA (PEM) whose client certificates HTTPS requires; reloaded on SIGHUP." group:"http"`
-	RaftTimeout       time.Duration `help:"Raft heartbeat and election timeout; failover takes one to two of it." default:"${raft_timeout}" group:"server"`
-	LinearizableReads bool          `help:"Confirm every lookup hit and known allocation with the leader (a read barrier) instead of answering from local state while it is at most one Raft timeout stale; about 4x the cost of a lookup." group:"server"`
-	SnapshotThreshold uint64        `help:"Log entries between snapshots." default:"${snapshot_threshold}" group:"server"`
-	SnapshotInterval  time.Duration `help:"How often to check whether a snapshot is due." default:"${snapshot_interval}" group:"server"`
-	WriteTimeout      time.Duration `help:"Longest a write may take, retries included, before it fails with no_quorum." default:"${write_timeout}" group:"server"`
-	MaxClients        int           `help:"Most clients the cluster holds; an allocation for a new client past it gets 429 quota_exceeded (DNS: SERVFAIL) until idle clients are forgotten. The leader's applies: give every server the same." default:"${max_clients}" group:"limits"`
-	HTTPWriteRate     float64       `name:"http-write-rate" help:"Writes a second each HTTP caller may make (its token, or without ACLs its source address): allocations that reach the log, releases, pool and token changes; past it 429 rate_limited with Retry-After (0: no limit)." default:"1000" group:"limits"`
-	HTTPWriteBurst    int           `name:"http-write-burst" help:"Burst of writes an HTTP caller may make above --http-write-rate." default:"2000" group:"limits"`
-	TestClockOffset   time.Duration `hidden:"" help:"For tests only: run this server's clock this far off." group:"server"`
-	MarkWindow        time.Duration `help:"A lookup writes a later last-used time only when the stored one is older than this (default min(5m, lifetime/10))." group:"server"`
+	ID                   string        `help:"Server ID, unique in the cluster and fixed across restarts (default: the one recorded in the data dir, else the host name)." group:"server"`
+	DataDir              string        `help:"Directory for the Raft log, snapshots and the server's record." default:"ippool-data" group:"server"`
+	Pool                 string        `help:"Addresses to hand out: comma-separated IPv4 prefixes, FIRST-LAST ranges or addresses (default: the cluster's, or 198.18.0.0/15 for a new one)." group:"pool"`
+	Exclude              string        `help:"Addresses never handed out, same syntax as --pool." group:"pool"`
+	Lifetime             time.Duration `help:"How long a mapping may sit unused before its address may be reused (default 48h)." group:"pool"`
+	HTTPAddr             string        `help:"Address of the HTTP API, metrics and health. One that is not loopback needs --acl and HTTPS (or --insecure); on loopback, requests naming another host are refused (DNS rebinding)." default:"${http_addr}" group:"http"`
+	DNSAddr              string        `help:"Address of the DNS server (UDP and TCP); empty: no DNS."`
+	ClusterAddr          string        `help:"Address for all server-to-server traffic; other servers dial it." default:"${cluster_addr}" group:"server"`
+	Join                 []string      `help:"Cluster addresses of other servers to join or to bootstrap with." sep:"," group:"server"`
+	BootstrapExpect      int           `help:"Wait for this many servers (this one included, found through --join) and bootstrap them together." group:"server"`
+	TLSCA                string        `name:"tls-ca" help:"Cluster CA certificate (PEM); with --tls-cert and --tls-key turns on mutual TLS between servers." group:"tls"`
+	TLSCert              string        `name:"tls-cert" help:"This server's certificate (PEM), signed by the cluster CA." group:"tls"`
+	TLSKey               string        `name:"tls-key" help:"This server's private key (PEM)." group:"tls"`
+	Insecure             bool          `help:"Allow plain text where no TLS is configured: plain TCP between servers when the TLS flags are not given and the data dir holds no CA of its own (anyone who reaches the cluster address can then join, vote and write), and plain HTTP on a non-loopback --http-addr. Without it and without the TLS flags, a server starting a new cluster alone makes its own CA in DATA-DIR/tls, and one given --join or --bootstrap-expect refuses to start." group:"tls"`
+	ACL                  bool          `name:"acl" help:"Require ACL tokens on the HTTP API even before 'ippool acl bootstrap' (then only bootstrap, /healthz and /readyz answer); once bootstrapped, tokens are required whatever this says." group:"http"`
+	HTTPTLSCert          string        `name:"http-tls-cert" help:"Certificate (PEM) for HTTPS on the HTTP address; reloaded on SIGHUP." group:"http"`
+	HTTPTLSKey           string        `name:"http-tls-key" help:"Private key (PEM) of --http-tls-cert." group:"http"`
+	HTTPClientCA         string        `name:"http-client-ca" help:"CA (PEM) whose client certificates HTTPS requires; reloaded on SIGHUP." group:"http"`
+	RaftTimeout          time.Duration `help:"Raft heartbeat and election timeout; failover takes one to two of it." default:"${raft_timeout}" group:"server"`
+	LinearizableReads    bool          `help:"Confirm every lookup hit and known allocation with the leader (a read barrier) instead of answering from local state while it is at most one Raft timeout stale; about 4x the cost of a lookup." group:"server"`
+	SnapshotThreshold    uint64        `help:"Log entries between snapshots." default:"${snapshot_threshold}" group:"server"`
+	SnapshotInterval     time.Duration `help:"How often to check whether a snapshot is due." default:"${snapshot_interval}" group:"server"`
+	WriteTimeout         time.Duration `help:"Longest a write may take, retries included, before it fails with no_quorum." default:"${write_timeout}" group:"server"`
+	MaxClients           int           `help:"Most clients the cluster holds; an allocation for a new client past it gets 429 quota_exceeded (DNS: SERVFAIL) until idle clients are forgotten. The leader's applies: give every server the same." default:"${max_clients}" group:"limits"`
+	MaxMappings          int           `help:"Most mappings the cluster holds, all clients together (0: no bound); past it an allocation that would add one gets 429 quota_exceeded (DNS: SERVFAIL) until mappings are released or their clients go idle. The default keeps a server within about 2 GB: 1M clients with a first mapping at ~0.9 KB (0.9 GB) + 4M further mappings at ~150 B (0.6 GB) + 256 MiB of domain text with its indexes (0.5 GB). Enforced once every server reads log entry version 4; the leader's applies: give every server the same." default:"${max_mappings}" group:"limits"`
+	MaxMappingsPerClient int           `help:"Most mappings one client holds (0: no bound beyond its pool); past it 429 quota_exceeded (DNS: SERVFAIL). Enforced like --max-mappings." default:"${max_mappings_per_client}" group:"limits"`
+	MaxDomainBytes       int64         `help:"Most bytes of domain names the cluster holds, each distinct name counted once as it is stored once (0: no bound); an allocation whose new name would pass it gets 429 quota_exceeded (DNS: SERVFAIL). Enforced like --max-mappings." default:"${max_domain_bytes}" group:"limits"`
+	HTTPWriteRate        float64       `name:"http-write-rate" help:"Writes a second each HTTP caller may make (its token, or without ACLs its source address): allocations that reach the log, releases, pool and token changes; past it 429 rate_limited with Retry-After (0: no limit)." default:"1000" group:"limits"`
+	HTTPWriteBurst       int           `name:"http-write-burst" help:"Burst of writes an HTTP caller may make above --http-write-rate." default:"2000" group:"limits"`
+	TestClockOffset      time.Duration `hidden:"" help:"For tests only: run this server's clock this far off." group:"server"`
+	MarkWindow           time.Duration `help:"A lookup writes a later last-used time only when the stored one is older than this (default min(5m, lifetime/10))." group:"server"`
 
 	MaxRestoreBytes         int64         `help:"Largest snapshot a restore may send (PUT /v1/snapshot, admins only); it is received into a file in the data dir, not memory." default:"${max_restore_bytes}" group:"limits"`
 	HTTPMaxConns            int           `name:"http-max-conns" help:"Open connections on the HTTP address at most; more are closed at once." default:"4096" group:"limits"`
@@ -155,7 +158,28 @@ func (c *ServeCmd) clusterConfig(log *slog.Logger) (cluster.Config, error) {
 	if c.HTTPWriteRate < 0 || c.HTTPWriteBurst < 0 {
 		return cfg, errors.New("--http-write-rate and --http-write-burst must be 0 (no limit) or more")
 	}
+	for _, q := range []struct {
+		flag   string
+		v, max int64
+	}{
+		{pool.QuotaFlagMappings, int64(c.MaxMappings), pool.MaxMappingsLimit},
+		{pool.QuotaFlagMappingsPerClient, int64(c.MaxMappingsPerClient), pool.MaxMappingsLimit},
+		{pool.QuotaFlagDomainBytes, c.MaxDomainBytes, pool.MaxDomainBytesLimit},
+	} {
+		if q.v < 0 || q.v > q.max {
+			return cfg, fmt.Errorf("%s %d is outside 0 (no bound) to %d", q.flag, q.v, q.max)
+		}
+	}
+	// 0 is no bound here, and the default in cluster.Config.
+	noBound := func(v int64) int64 {
+		if v == 0 {
+			return -1
+		}
+		return v
+	}
 	cfg.MaxClients, cfg.ClockOffset = c.MaxClients, c.TestClockOffset
+	cfg.MaxMappings, cfg.MaxMappingsPerClient = int(noBound(int64(c.MaxMappings))), int(noBound(int64(c.MaxMappingsPerClient)))
+	cfg.MaxDomainBytes = noBound(c.MaxDomainBytes)
 	files := ca.Files{CA: c.TLSCA, Cert: c.TLSCert, Key: c.TLSKey}
 	if files.Enabled() {
 		t, err := files.Load()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -164,13 +165,13 @@ func TestJoinReplacingALiveServerIsRefused(t *testing.T) {
 	}
 	// Another ID at a live server's address, asked of the leader directly
 	// (no second process can listen there).
-	body := []byte(`{"id":"other","addr":"` + addr + `"}`)
+	body := []byte(`{"id":"other","addr":"` + addr + `","entry_versions":[` + fmt.Sprint(pool.EntryVersion) + `]}`)
 	err = leader.rpc.call(context.Background(), leader.ClusterAddr(), rpcJoin, body, &Info{})
 	if !errors.Is(err, pool.ErrInvalidConfig) || !strings.Contains(err.Error(), "ippool cluster remove "+id) {
 		t.Fatalf("a join at a live server's address: %v", err)
 	}
 	// And the leader's own ID.
-	body = []byte(`{"id":"` + leader.ID() + `","addr":"127.0.0.1:1"}`)
+	body = []byte(`{"id":"` + leader.ID() + `","addr":"127.0.0.1:1","entry_versions":[` + fmt.Sprint(pool.EntryVersion) + `]}`)
 	if err := leader.rpc.call(context.Background(), leader.ClusterAddr(), rpcJoin, body, &Info{}); !errors.Is(err, pool.ErrInvalidConfig) {
 		t.Fatalf("a join with the leader's ID: %v", err)
 	}

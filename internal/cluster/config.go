@@ -67,6 +67,13 @@ type Config struct {
 	// entry it appends, so give every server the same. Default
 	// DefaultMaxClients.
 	MaxClients int
+	// MaxMappings, MaxMappingsPerClient and MaxDomainBytes are the mapping
+	// quotas (pool.Quotas), stamped by the leader like MaxClients once
+	// every server reads log entry version 4. 0 takes the default
+	// (DefaultMaxMappings and the others); -1 is no bound.
+	MaxMappings          int
+	MaxMappingsPerClient int
+	MaxDomainBytes       int64
 	// ClockOffset is added to this server's clock; for tests only, to
 	// show that a server whose clock is wrong cannot move the cluster's.
 	ClockOffset time.Duration
@@ -118,6 +125,20 @@ func DefaultPool() pool.Config {
 	return c
 }
 
+// quotaBound is a quota as Config gives it: 0 the default, -1 none (0 in
+// a log entry).
+func quotaBound(v, def, limit int64, flag string) (int64, error) {
+	switch {
+	case v == 0:
+		return def, nil
+	case v == -1:
+		return 0, nil
+	case v < 0 || v > limit:
+		return 0, fmt.Errorf("cluster: %s %d is outside 1 to %d (or -1: no bound)", flag, v, limit)
+	}
+	return v, nil
+}
+
 func (c *Config) setDefaults() error {
 	if c.ID == "" {
 		return errors.New("cluster: a server ID is required")
@@ -162,6 +183,17 @@ func (c *Config) setDefaults() error {
 	if c.MaxClients < 0 || c.MaxClients > pool.MaxClientsLimit {
 		return fmt.Errorf("cluster: a client limit of %d is outside 1 to %d", c.MaxClients, pool.MaxClientsLimit)
 	}
+	var mappings, perClient int64
+	if mappings, err = quotaBound(int64(c.MaxMappings), DefaultMaxMappings, pool.MaxMappingsLimit, pool.QuotaFlagMappings); err != nil {
+		return err
+	}
+	if perClient, err = quotaBound(int64(c.MaxMappingsPerClient), DefaultMaxMappingsPerClient, pool.MaxMappingsLimit, pool.QuotaFlagMappingsPerClient); err != nil {
+		return err
+	}
+	if c.MaxDomainBytes, err = quotaBound(c.MaxDomainBytes, DefaultMaxDomainBytes, pool.MaxDomainBytesLimit, pool.QuotaFlagDomainBytes); err != nil {
+		return err
+	}
+	c.MaxMappings, c.MaxMappingsPerClient = int(mappings), int(perClient)
 	if c.MaxConns == 0 {
 		c.MaxConns = DefaultMaxConns
 	}

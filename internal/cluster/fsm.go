@@ -55,8 +55,16 @@ type fsm struct {
 	// maxTime is the latest entry time applied (Unix ns), below which a
 	// leader never stamps. It is not in snapshots: a server that installs
 	// one knows only the times of the entries it applies after it.
-	maxTime  atomic.Int64
-	snapshot *snapshotStore
+	maxTime atomic.Int64
+	// lastEntryVersion is the version of the last pool entry applied: what
+	// the cluster writes, as a follower knows it. hits is when (the
+	// cluster's time) each quota last refused an allocation, at apply or
+	// before proposing on this server, by pool.QuotaOf's name. Neither is
+	// in snapshots: they are for status only.
+	lastEntryVersion atomic.Int32
+	hitsMu           sync.Mutex
+	hits             map[string]time.Time
+	snapshot         *snapshotStore
 	// progress is closed and replaced after every batch, to wake waiters.
 	progressMu sync.Mutex
 	progress   chan struct{}
@@ -71,7 +79,27 @@ type applyResponse struct {
 var _ raft.BatchingFSM = (*fsm)(nil)
 
 func newFSM(log *slog.Logger) *fsm {
-	return &fsm{state: pool.NewState(), log: log, onConfig: func(pool.Config) {}, badEntries: func() {}, onDamaged: func(error) {}, snapshotTook: func(time.Duration) {}, progress: make(chan struct{})}
+	return &fsm{state: pool.NewState(), log: log, hits: map[string]time.Time{}, onConfig: func(pool.Config) {}, badEntries: func() {}, onDamaged: func(error) {}, snapshotTook: func(time.Duration) {}, progress: make(chan struct{})}
+}
+
+// quotaHit records that quota refused an allocation at at.
+func (f *fsm) quotaHit(quota string, at time.Time) {
+	f.hitsMu.Lock()
+	defer f.hitsMu.Unlock()
+	if at.After(f.hits[quota]) {
+		f.hits[quota] = at
+	}
+}
+
+// quotaHits is when each quota last refused an allocation.
+func (f *fsm) quotaHits() map[string]time.Time {
+	f.hitsMu.Lock()
+	defer f.hitsMu.Unlock()
+	out := make(map[string]time.Time, len(f.hits))
+	for q, at := range f.hits {
+		out[q] = at
+	}
+	return out
 }
 
 // isDamaged reports whether the FSM stopped at a damaged entry.
@@ -175,7 +203,14 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		for j := range e.Ops {
 			configChanged = configChanged || e.Ops[j].Kind == pool.OpSetConfig
 		}
-		out[i] = applyResponse{results: f.state.ApplyEntry(e)}
+		results := f.state.ApplyEntry(e)
+		out[i] = applyResponse{results: results}
+		f.lastEntryVersion.Store(int32(e.Version))
+		for _, r := range results {
+			if q := pool.QuotaOf(r.Err); q != "" {
+				f.quotaHit(q, e.Time)
+			}
+		}
 		if t := e.Time.UnixNano(); t > f.maxTime.Load() {
 			f.maxTime.Store(t)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ippool/ippool/internal/acl"
 	"github.com/ippool/ippool/internal/buildinfo"
+	"github.com/ippool/ippool/internal/policy"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -82,7 +83,7 @@ func checkLog(store raft.LogStore, dataDir, walDir string) error {
 // applies it), and an error for one whose unknown version fails its
 // checksum: this server's damaged copy.
 func futureEntryVersion(l *raft.Log) (byte, error) {
-	if l.Type != raft.LogCommand || len(l.Data) == 0 || acl.IsCommand(l.Data) || l.Data[0] <= pool.EntryVersion {
+	if l.Type != raft.LogCommand || len(l.Data) == 0 || acl.IsCommand(l.Data) || policy.IsCommand(l.Data) || l.Data[0] <= pool.EntryVersion {
 		return 0, nil
 	}
 	_, err := pool.DecodeEntry(l.Data)

@@ -1,14 +1,22 @@
 package cluster
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
+
+	"github.com/ippool/ippool/internal/acl"
+	"github.com/ippool/ippool/internal/policy"
+	"github.com/ippool/ippool/pool"
 )
 
 // writeWAL stores n entries of size bytes in a raft-wal log in dir.
@@ -100,5 +108,39 @@ func BenchmarkCheckLog(b *testing.B) {
 		if err := checkLog(w, dir, dir); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// Every kind of entry this build writes is one it starts on: a pool entry
+// of its version, an ACL command and a policy command; a pool entry of a
+// newer version is not.
+func TestFutureEntryVersionKnowsEveryKind(t *testing.T) {
+	if policy.EntryVersion > pool.EntryVersion {
+		t.Fatalf("policy entries need entry version %d, past the %d this build says it reads", policy.EntryVersion, pool.EntryVersion)
+	}
+	poolEntry, err := pool.EncodeEntry(nil, pool.Entry{Ops: []pool.Op{{Kind: pool.OpReleaseClient, Client: "c1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, tok, _ := acl.NewToken(acl.RoleRead, "t", time.Unix(1e9, 0))
+	aclEntry, err := acl.EncodeCommand(acl.Command{Op: acl.OpCreate, Token: &tok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	policyEntry, err := policy.EncodeCommand(policy.Command{Text: `{"rules": []}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{"pool": poolEntry, "acl": aclEntry, "policy": policyEntry} {
+		if v, err := futureEntryVersion(&raft.Log{Type: raft.LogCommand, Data: data}); v != 0 || err != nil {
+			t.Errorf("a %s entry: version %d, %v; want one this build reads", name, v, err)
+		}
+	}
+	future := bytes.Clone(poolEntry)
+	future[0] = pool.EntryVersion + 1
+	body := len(future) - 4
+	binary.LittleEndian.PutUint32(future[body:], crc32.Checksum(future[:body], crc32.MakeTable(crc32.Castagnoli)))
+	if v, err := futureEntryVersion(&raft.Log{Type: raft.LogCommand, Data: future}); v != pool.EntryVersion+1 || err != nil {
+		t.Errorf("a newer pool entry: version %d, %v", v, err)
 	}
 }

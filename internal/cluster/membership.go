@@ -34,7 +34,7 @@ func (n *Node) info() Info {
 	}
 	inf.Bootstrapped = len(inf.Peers) > 0
 	bi := buildinfo.Get()
-	inf.Version, inf.EntryVersions, inf.WritesEntryVersion = bi.Version, bi.EntryVersions, bi.EntryVersionWrites
+	inf.Version, inf.EntryVersions, inf.WritesEntryVersion = bi.Version, bi.EntryVersions, n.writesEntryVersion()
 	return inf
 }
 
@@ -49,6 +49,9 @@ func (n *Node) watchLeadership() {
 		case isLeader := <-n.raft.LeaderCh():
 			n.cfg.Metrics.LeadershipChange(isLeader)
 			if !isLeader {
+				// Another leader may admit an older server meanwhile: what
+				// this one knew is not to be trusted when it leads again.
+				n.writes.reset()
 				continue
 			}
 			term := n.raft.CurrentTerm()
@@ -58,6 +61,10 @@ func (n *Node) watchLeadership() {
 			}
 			n.readyTerm.Store(term)
 			n.log.Info("this server is the leader", "term", term)
+			select {
+			case n.leaderGained <- struct{}{}:
+			default:
+			}
 			if _, ok := n.PoolConfig(); !ok {
 				cfg := DefaultPool()
 				if n.cfg.Pool != nil {

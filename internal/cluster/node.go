@@ -70,6 +70,10 @@ type Node struct {
 	logScans atomic.Uint64
 	// clock is the cluster's time as this server knows it (clock.go).
 	clock clockState
+	// writes is, on the leader, the log entry version it writes
+	// (quotas.go); leaderGained wakes its refresh on gaining leadership.
+	writes       *entryWrites
+	leaderGained chan struct{}
 
 	lock     *os.File
 	fatal    chan error
@@ -85,7 +89,7 @@ func Start(cfg Config) (*Node, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, fatal: make(chan error, 1), stop: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger, fatal: make(chan error, 1), stop: make(chan struct{}), writes: newEntryWrites(), leaderGained: make(chan struct{}, 1)}
 	var b [8]byte
 	rand.Read(b[:])
 	n.origin = binary.LittleEndian.Uint64(b[:]) | 1
@@ -261,6 +265,7 @@ func (n *Node) serve(addr net.Addr, bootstrap bool) {
 		}
 	})
 	n.goRun(n.watchLeadership)
+	n.goRun(n.watchEntryVersion)
 	n.goRun(func() { n.batcher.run(n.stop) })
 	n.goRun(n.keepCurrent)
 	n.goRun(n.watchContact)

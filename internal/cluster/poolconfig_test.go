@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -75,8 +76,8 @@ func TestJoinRequestWithOtherOrUnparsablePoolIsRefused(t *testing.T) {
 	n := startSolo(t, Config{ID: "solo", DataDir: t.TempDir(), ClusterAddr: freeAddr(t), Pool: &p, Logger: testLogger(t)})
 	defer n.Shutdown()
 	for body, want := range map[string]string{
-		`{"id":"x","addr":"127.0.0.1:1","pool_config":"pool 10.0.0.0/33 lifetime 1h"}`:     "does not decode",
-		`{"id":"x","addr":"127.0.0.1:1","pool_config":"pool 10.9.0.0/24 lifetime 1h0m0s"}`: "the cluster has pool 10.0.0.0/24",
+		`{"id":"x","addr":"127.0.0.1:1","pool_config":"pool 10.0.0.0/33 lifetime 1h"}`:                                                              "does not decode",
+		`{"id":"x","addr":"127.0.0.1:1","pool_config":"pool 10.9.0.0/24 lifetime 1h0m0s","entry_versions":[` + fmt.Sprint(pool.EntryVersion) + `]}`: "the cluster has pool 10.0.0.0/24",
 	} {
 		err := n.rpc.call(context.Background(), n.ClusterAddr(), rpcJoin, []byte(body), &Info{})
 		var re *rpcError

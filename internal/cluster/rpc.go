@@ -177,13 +177,15 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 		writeRPCError(w, errNotLeader)
 		return
 	}
-	if err := checkCanRead(req.ID, req.EntryVersions, pool.EntryVersion, req.Version); err != nil {
-		writeRPCError(w, err)
-		return
-	}
 	if ours, ok := n.PoolConfig(); ok && req.Pool != nil && !ours.Equal(*req.Pool) {
 		writeRPCError(w, &pool.Error{Code: pool.CodeInvalidConfig, Msg: fmt.Sprintf(
 			"server %s asks to join with %s, but the cluster has %s; start it without --pool, or with the cluster's", req.ID, req.Pool, ours)})
+		return
+	}
+	// Checked last, as it also counts the server in the entry version this
+	// leader writes from now on: none it cannot read (quotas.go).
+	if err := n.writes.admit(req.ID, req.EntryVersions, req.Version); err != nil {
+		writeRPCError(w, err)
 		return
 	}
 	f := n.raft.GetConfiguration()

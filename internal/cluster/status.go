@@ -35,6 +35,7 @@ func (n *Node) Local() Status {
 		s.Pool = c.String()
 	}
 	s.StaleBound, s.ReuseHold, s.LocalReads = n.StaleBound().String(), pool.ReuseHold.String(), n.LocalReadOK()
+	s.QuotasEnforced = n.writesEntryVersion() >= quotaEntryVersion
 	bi := buildinfo.Get()
 	s.Version, s.EntryVersions = bi.Version, bi.EntryVersions
 	if notAfter, ok := n.CertificateExpiry(); ok {
@@ -88,6 +89,10 @@ func (n *Node) Status(ctx context.Context) Status {
 	}
 	wg.Wait()
 	st.ClusterEntryVersion = clusterEntryVersion(st.Servers)
+	var usage wire.QuotaUsage
+	var limits wire.QuotaLimits
+	st.QuotasEnforced, st.QuotasReason, usage, limits, st.Alarms = n.QuotaStatus()
+	st.Usage, st.Limits = &usage, &limits
 	return st
 }
 

@@ -137,10 +137,11 @@ func failBadOps(batch []*proposal) ([]*proposal, int) {
 }
 
 // forwardEntry encodes ops to send to the leader, which decodes them and
-// stamps its own time on the entry it appends: this server's time in it is
-// never applied.
+// stamps its own time and bounds on the entry it appends: this server's
+// time in it is never applied. It is version 3, which writes ops as 4
+// does, so that a leader of any release since 0.2.0 reads it.
 func (n *Node) forwardEntry(ops []pool.Op) ([]byte, error) {
-	entry, err := pool.EncodeEntry(nil, pool.Entry{Time: n.Now(), Ops: ops})
+	entry, err := pool.EncodeEntry(nil, pool.Entry{Version: baselineEntryVersion, Time: n.Now(), Ops: ops})
 	if err != nil {
 		return nil, badOps{err}
 	}
@@ -300,14 +301,15 @@ func (e errRetry) Unwrap() error { return e.err }
 
 // applyOps appends ops as one entry on this server, which must lead. The
 // entry carries this leader's stamp (its time, never below the entry
-// before) and its client bound; stamping and appending happen under one
+// before), its client bound and, once every server reads the version that
+// carries them, its mapping quotas (entryFor); stamping and appending happen under one
 // lock, so entries reach the log in the order of their times.
 func (n *Node) applyOps(ctx context.Context, ops []pool.Op) ([]pool.Result, error) {
 	if err := n.waitReady(ctx); err != nil {
 		return nil, err
 	}
 	n.clock.stampMu.Lock()
-	entry, err := pool.EncodeEntry(nil, pool.Entry{Time: n.stamp(), MaxClients: n.cfg.MaxClients, Ops: ops})
+	entry, err := pool.EncodeEntry(nil, n.entryFor(ops, n.stamp()))
 	if err != nil {
 		n.clock.stampMu.Unlock()
 		return nil, badOps{err}

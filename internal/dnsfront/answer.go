@@ -246,8 +246,9 @@ func (s *Server) poolError(rep reply, client, domain string, err error) reply {
 		return s.fail(rep, dns.RcodeServerFailure, dns.ExtendedErrorCodeOther, "pool exhausted for client "+client)
 	case errors.Is(err, pool.ErrQuotaExceeded):
 		// Not logged: a flood of new sources would flood the log; the
-		// service counts these (ippool_quota_exceeded_total).
-		return s.fail(rep, dns.RcodeServerFailure, dns.ExtendedErrorCodeOther, "client limit reached")
+		// service counts these (ippool_quota_exceeded_total). The text
+		// names the quota, not the numbers: those are the operator's.
+		return s.fail(rep, dns.RcodeServerFailure, dns.ExtendedErrorCodeOther, "quota exceeded: "+pool.QuotaOf(err))
 	case errors.Is(err, pool.ErrNoQuorum), errors.Is(err, pool.ErrNoLeader),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		s.log.Warn("pool not ready", "client", client, "domain", domain, "err", err)

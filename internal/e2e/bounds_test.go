@@ -86,7 +86,7 @@ func TestMaxClientsOverHTTP(t *testing.T) {
 	if status, e, _ := do(t, s, "POST", "/v1/clients/a/domains/y.example", nil); status != 200 {
 		t.Fatalf("a known client's new domain: %d %+v", status, e)
 	}
-	for name, want := range map[string]float64{"ippool_clients": 3, "ippool_max_clients": 3, "ippool_quota_exceeded_total": 1,
+	for name, want := range map[string]float64{"ippool_clients": 3, "ippool_max_clients": 3, `ippool_quota_exceeded_total{quota="clients"}`: 1,
 		"ippool_acl_max_tokens": 1000, "ippool_http_write_limiters": 1, "ippool_http_write_limiters_max": 16384} {
 		if got := metric(t, s, name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)

@@ -201,7 +201,7 @@ func TestZeroFlagServerCLIAndAPI(t *testing.T) {
 	if out := mustCLI(t, bin, "list", "node1"); !strings.Contains(out, "other.example") || !strings.Contains(out, ip2) {
 		t.Fatalf("list:\n%s", out)
 	}
-	if out := mustCLI(t, bin, "cluster", "status"); !strings.Contains(out, "leader") || !strings.Contains(out, buildinfo.Version+", reads log entry versions 1-3") {
+	if out := mustCLI(t, bin, "cluster", "status"); !strings.Contains(out, "leader") || !strings.Contains(out, buildinfo.Version+", reads log entry versions "+buildinfo.Get().Reads()) {
 		t.Fatalf("cluster status:\n%s", out)
 	}
 	var status wire.Status
@@ -240,7 +240,7 @@ func TestZeroFlagServerCLIAndAPI(t *testing.T) {
 		}
 	}
 	for _, args := range [][]string{{"version"}, {"--version"}, {"-v"}} {
-		if out := mustCLI(t, bin, args...); !strings.HasPrefix(out, "ippool "+buildinfo.Version+" ") || !strings.Contains(out, "log entry versions 1-3, writes 3") {
+		if out := mustCLI(t, bin, args...); !strings.HasPrefix(out, "ippool "+buildinfo.Version+" ") || !strings.Contains(out, fmt.Sprintf("log entry versions %s, writes %d", buildinfo.Get().Reads(), pool.EntryVersion)) {
 			t.Errorf("ippool %s: %q", strings.Join(args, " "), out)
 		}
 	}

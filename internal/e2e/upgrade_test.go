@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/internal/testcluster"
+	"github.com/ippool/ippool/wire"
 )
 
 // upgradeFrom are the releases a rolling upgrade to this build is tested
@@ -48,6 +50,13 @@ func TestChangelogRecordsTheReleases(t *testing.T) {
 // followers first and the leader last; and the first upgraded server made
 // leader while the other two still run the old build. After every step,
 // every acknowledged mapping is answered alike, both ways, by every server.
+//
+// The upgraded servers run with a small --max-mappings-per-client, which
+// only log entry version 4 carries: while any server runs the old build the
+// cluster goes on writing version 3, which the old servers apply, and a
+// client maps past the quota; once every server runs this build the leader
+// writes version 4 and the quota refuses with 429 quota_exceeded, and a
+// server of the old release joining afresh is refused.
 func TestRollingUpgrade(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the previous release")
@@ -86,8 +95,14 @@ func rollingUpgrade(t *testing.T, old string, upgradedLeads bool) {
 	upgraded := map[string]bool{}
 	upgrade := func(s *testcluster.Server) {
 		t.Helper()
+		// Only this build knows the flag; an old server never runs again
+		// once upgraded.
+		s.Args = append(s.Args, "--max-mappings-per-client", fmt.Sprint(upgradeQuota))
 		restart(s, current, "upgrade "+s.ID)
 		upgraded[s.ID] = true
+		if len(upgraded) < len(c.Servers) {
+			quotaNotEnforcedWhileMixed(t, s, len(upgraded))
+		}
 	}
 
 	if upgradedLeads {
@@ -125,8 +140,12 @@ func rollingUpgrade(t *testing.T, old string, upgradedLeads bool) {
 		}
 		upgrade(next)
 	}
+	quotaEnforcedOnceUpgraded(t, c)
 	w.stop()
 	checkAcked(t, c, w)
+	if !upgradedLeads {
+		oldServerRefusedOnceVersion4(t, c, old)
+	}
 
 	rep := w.report()
 	t.Logf("acknowledged writes %d; failed attempts by code %v", rep.acked, rep.failures)
@@ -142,6 +161,107 @@ func rollingUpgrade(t *testing.T, old string, upgradedLeads bool) {
 		// a few elections is the stall the upgrade must not cause.
 		if s.gap > 6*time.Second {
 			t.Errorf("step %q: no write was acknowledged for %v", s.name, s.gap)
+		}
+	}
+}
+
+// upgradeQuota is the upgraded servers' --max-mappings-per-client; the
+// writers' clients each map fewer names (writerClientMappings), so that
+// the quota, once enforced, refuses only the probes below.
+const (
+	upgradeQuota         = 5
+	writerClientMappings = 4
+)
+
+// quotaNotEnforcedWhileMixed: with an old server still in the cluster, the
+// upgraded server s says the mapping quotas are not enforced, and why, and
+// a client maps past --max-mappings-per-client through it: the cluster
+// still writes version 3, which the old servers apply (checkAcked after
+// each step shows they hold every acknowledged mapping).
+func quotaNotEnforcedWhileMixed(t *testing.T, s *testcluster.Server, step int) {
+	t.Helper()
+	st := apiGet[wire.Status](t, s, "/v1/cluster")
+	if st.QuotasEnforced || st.QuotasReason == "" {
+		t.Fatalf("%s with an old server in the cluster: quotas_enforced %v, reason %q", s.ID, st.QuotasEnforced, st.QuotasReason)
+	}
+	client := fmt.Sprintf("mixed-%d", step)
+	for i := range upgradeQuota + 2 {
+		path := fmt.Sprintf("/v1/clients/%s/domains/m%d.mixed.example", client, i)
+		var status int
+		poll.Until(t, 30*time.Second, "an allocation through "+s.ID, func() bool {
+			status, _, _ = s.Do(context.Background(), http.MethodPost, path, nil)
+			return status != http.StatusServiceUnavailable
+		})
+		if status != http.StatusOK {
+			t.Fatalf("%s: mapping %d of %s in a mixed cluster: %d, want 200 (no quota before every server reads version 4)", s.ID, i+1, client, status)
+		}
+	}
+	t.Logf("%s: quotas not enforced while mixed (%s); %s mapped %d names past a quota of %d", s.ID, st.QuotasReason, client, upgradeQuota+2, upgradeQuota)
+}
+
+// quotaEnforcedOnceUpgraded: every server runs this build, so the leader
+// writes version 4 with its --max-mappings-per-client, and a client's
+// mapping past it is refused with 429 quota_exceeded on every server.
+func quotaEnforcedOnceUpgraded(t *testing.T, c *testcluster.Cluster) {
+	t.Helper()
+	poll.Until(t, 30*time.Second, "every server to say the quotas are enforced", func() bool {
+		for _, s := range c.Servers {
+			if st, err := s.Status(); err != nil || !st.QuotasEnforced {
+				return false
+			}
+		}
+		return true
+	})
+	for _, s := range c.Servers {
+		client := "final-" + s.ID
+		for i := range upgradeQuota {
+			status, e, _ := do(t, s, http.MethodPost, fmt.Sprintf("/v1/clients/%s/domains/f%d.final.example", client, i), nil)
+			if status != http.StatusOK {
+				t.Fatalf("%s: mapping %d of %s: %d %+v", s.ID, i+1, client, status, e)
+			}
+		}
+		status, e, _ := do(t, s, http.MethodPost, "/v1/clients/"+client+"/domains/over.final.example", nil)
+		if status != http.StatusTooManyRequests || e.Code != "quota_exceeded" || !strings.Contains(e.Message, fmt.Sprintf("--max-mappings-per-client %d", upgradeQuota)) {
+			t.Fatalf("%s: mapping %d of %s once every server is upgraded: %d %+v, want 429 quota_exceeded", s.ID, upgradeQuota+1, client, status, e)
+		}
+	}
+}
+
+// oldServerRefusedOnceVersion4: once the cluster writes log entry version
+// 4, a server of the old release that joins afresh (its data dir lost) is
+// refused, naming the version, instead of joining a log it could not
+// follow; the others go on.
+func oldServerRefusedOnceVersion4(t *testing.T, c *testcluster.Cluster, old string) {
+	t.Helper()
+	leader := c.WaitReady(30 * time.Second)
+	s := c.Servers[0]
+	if s == leader {
+		s = c.Servers[1]
+	}
+	s.Stop(30 * time.Second)
+	if err := os.RemoveAll(s.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	s.Args = slices.DeleteFunc(slices.Clone(s.Args), func(a string) bool { return a == "--max-mappings-per-client" || a == fmt.Sprint(upgradeQuota) })
+	s.SetBinary(old)
+	logged := len(s.Log())
+	s.Start()
+	// The old server says so itself (0.3.0 asks its peers first), or
+	// repeats the leader's refusal (0.2.0).
+	refusal := regexp.MustCompile(`writes (log entry )?version 4`)
+	var line string
+	poll.Until(t, 60*time.Second, s.ID+" (old release, empty data dir) to be refused", func() bool {
+		line = refusal.FindString(s.Log()[logged:])
+		return line != ""
+	})
+	s.Stop(30 * time.Second)
+	if ready := c.WaitReady(30 * time.Second); ready == s {
+		t.Fatalf("%s leads after it was refused", s.ID)
+	}
+	for _, l := range strings.Split(s.Log()[logged:], "\n") {
+		if refusal.MatchString(l) {
+			t.Logf("%s of the old release, joining afresh once the cluster writes version 4: %s", s.ID, l)
+			break
 		}
 	}
 }
@@ -195,8 +315,8 @@ func startWriters(t *testing.T, c *testcluster.Cluster, n int) *writers {
 			defer w.wg.Done()
 			tick := time.NewTicker(20 * time.Millisecond)
 			defer tick.Stop()
-			client := fmt.Sprintf("up-%d", i)
 			for k := 0; ; k++ {
+				client := fmt.Sprintf("up-%d-%d", i, k/writerClientMappings)
 				select {
 				case <-ctx.Done():
 					return

@@ -21,8 +21,8 @@ import (
 )
 
 // Node is a service.Node in memory. The fields say what the test set or
-// saw: Current for LocalReadOK, BarrierErr for ReadBarrier's answer, and the
-// number of barriers and proposals made.
+// saw: Current for LocalReadOK, BarrierErr for ReadBarrier's answer, Refuse
+// for QuotaRefusal's, and the number of barriers and proposals made.
 type Node struct {
 	mu    sync.RWMutex
 	state *pool.State
@@ -34,6 +34,7 @@ type Node struct {
 
 	Current    atomic.Bool
 	BarrierErr atomic.Pointer[error]
+	Refuse     func(client, domain string) error
 	Barriers   atomic.Int64
 	Proposals  atomic.Int64
 	seq        atomic.Uint64
@@ -68,7 +69,16 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 	return nil
 }
 
-func (n *Node) LocalReadOK() bool         { return n.Current.Load() }
+func (n *Node) LocalReadOK() bool { return n.Current.Load() }
+
+// QuotaRefusal answers what Refuse says, if the test set it (before
+// using the node), else nil: the fake stamps no bounds.
+func (n *Node) QuotaRefusal(client, domain string) error {
+	if n.Refuse == nil {
+		return nil
+	}
+	return n.Refuse(client, domain)
+}
 func (n *Node) StaleBound() time.Duration { return 300 * time.Millisecond }
 
 func (n *Node) Propose(ctx context.Context, ops []pool.Op) ([]pool.Result, error) {

@@ -156,7 +156,7 @@ func Run(ctx context.Context, cfg Config) error {
 		sopts.Identities = tn.node.Identity
 	}
 	svc := service.New(node, sopts)
-	service.RegisterBoundGauges(reg, svc, ccfg.MaxClients)
+	service.RegisterBoundGauges(reg, svc, node.QuotaLimits())
 	service.RegisterPolicyMetrics(reg, svc)
 	defer svc.Close()
 

@@ -17,6 +17,7 @@ import (
 	"github.com/ippool/ippool/internal/fakenode"
 	"github.com/ippool/ippool/internal/poll"
 	"github.com/ippool/ippool/pool"
+	"github.com/ippool/ippool/wire"
 )
 
 // TestWriteRateLimitPerCaller: a caller past its burst is refused with
@@ -144,7 +145,7 @@ func TestMaxClientsOnARealNode(t *testing.T) {
 		node.Shutdown()
 	})
 	RegisterClusterGauges(reg, node)
-	RegisterBoundGauges(reg, svc, 2)
+	RegisterBoundGauges(reg, svc, wire.QuotaLimits{MaxClients: 2})
 	ctx := WithCaller(context.Background(), "source 127.0.0.1")
 	for _, c := range []string{"a", "b"} {
 		var err error
@@ -158,7 +159,7 @@ func TestMaxClientsOnARealNode(t *testing.T) {
 	if _, err := svc.IPForDomain(ctx, "a", "y.example"); err != nil {
 		t.Fatalf("a known client: %v", err)
 	}
-	if got := testutil.ToFloat64(metrics.QuotaExceeded); got != 1 {
+	if got := testutil.ToFloat64(metrics.QuotaExceeded.WithLabelValues("clients")); got != 1 {
 		t.Fatalf("quota refusals counted %v times, want 1", got)
 	}
 	want := map[string]float64{"ippool_clients": 2, "ippool_max_clients": 2, "ippool_acl_tokens": 0, "ippool_acl_max_tokens": acl.MaxTokens,
@@ -177,5 +178,37 @@ func TestMaxClientsOnARealNode(t *testing.T) {
 	}
 	if len(want) > 0 {
 		t.Errorf("gauges missing: %v", want)
+	}
+}
+
+// An allocation the local state says is past a quota is refused without a
+// proposal only if a read barrier does not change that: the state may not
+// yet hold the caller's own release.
+func TestQuotaRefusalWaitsForTheBarrier(t *testing.T) {
+	svc, node, metrics, _ := newFakeService(t, "10.0.0.0/24", time.Hour)
+	quota := pool.Errorf(pool.CodeQuotaExceeded, "client a already holds 2 mappings, its limit (--max-mappings-per-client 2)")
+	node.Refuse = func(client, domain string) error {
+		if node.Barriers.Load() == 0 {
+			return quota
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := svc.IPForDomain(ctx, "a", "x.example"); err != nil {
+		t.Fatalf("refused before the barrier, allowed after: %v", err)
+	}
+	if node.Barriers.Load() != 1 || node.Proposals.Load() != 1 {
+		t.Fatalf("%d barriers, %d proposals; want 1 and 1", node.Barriers.Load(), node.Proposals.Load())
+	}
+	node.Refuse = func(client, domain string) error { return quota }
+	if _, err := svc.IPForDomain(ctx, "a", "y.example"); !errors.Is(err, pool.ErrQuotaExceeded) {
+		t.Fatalf("refused after the barrier too: %v, want quota_exceeded", err)
+	}
+	if node.Proposals.Load() != 1 {
+		t.Fatalf("a refusal was proposed: %d proposals", node.Proposals.Load())
+	}
+	if got := testutil.ToFloat64(metrics.QuotaExceeded.WithLabelValues("mappings_per_client")); got != 1 {
+		t.Fatalf("refusals counted %v times, want 1", got)
 	}
 }

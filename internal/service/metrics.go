@@ -8,6 +8,7 @@ import (
 
 	"github.com/ippool/ippool/internal/acl"
 	"github.com/ippool/ippool/pool"
+	"github.com/ippool/ippool/wire"
 )
 
 // Metrics are the service's and the cluster's Prometheus collectors, all
@@ -28,9 +29,10 @@ type Metrics struct {
 	BadEntries   prometheus.Counter
 	Leadership   prometheus.Counter
 	AuthFailures *prometheus.CounterVec
-	// The bounds' refusals: new clients past --max-clients, writes past a
-	// caller's rate.
-	QuotaExceeded prometheus.Counter
+	// The bounds' refusals: allocations past a quota (by quota: clients,
+	// mappings, mappings_per_client, domain_bytes), writes past a caller's
+	// rate.
+	QuotaExceeded *prometheus.CounterVec
 	RateLimited   prometheus.Counter
 }
 
@@ -83,12 +85,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Leadership: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ippool_leadership_changes_total", Help: "Times this server gained or lost leadership.",
 		}),
-		QuotaExceeded: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "ippool_quota_exceeded_total", Help: "Allocations refused because they would add a client past the cluster's limit (--max-clients).",
-		}),
+		QuotaExceeded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ippool_quota_exceeded_total", Help: "Allocations this server took that were refused by a quota, by quota: clients (--max-clients), mappings (--max-mappings), mappings_per_client (--max-mappings-per-client), domain_bytes (--max-domain-bytes).",
+		}, []string{"quota"}),
 		RateLimited: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ippool_http_rate_limited_total", Help: "HTTP writes refused because their caller (token, or source address without ACLs) was past its write rate (--http-write-rate).",
 		}),
+	}
+	for _, q := range []string{"clients", "mappings", "mappings_per_client", "domain_bytes"} {
+		m.QuotaExceeded.WithLabelValues(q)
 	}
 	reg.MustRegister(m.Allocations, m.Reuses, m.Exhaustions, m.Lookups, m.MarkBatches, m.MarksDropped,
 		m.Batches, m.BatchOps, m.ReadBarriers, m.Snapshots, m.BadEntries, m.Leadership, m.AuthFailures,
@@ -160,14 +165,29 @@ func RegisterClusterGauges(reg prometheus.Registerer, node Node) {
 }
 
 // RegisterBoundGauges exports how close the state and the callers are to
-// each bound: clients against maxClients (the --max-clients this server
-// stamps when it leads; ippool_clients is the count), tokens against
-// acl.MaxTokens, callers whose write rate is tracked against their limit.
-func RegisterBoundGauges(reg prometheus.Registerer, svc *Service, maxClients int) {
+// each bound: clients, mappings and domain text against the limits this
+// server stamps when it leads (ippool_clients and ippool_mappings are the
+// counts), tokens against acl.MaxTokens, callers whose write rate is
+// tracked against their limit.
+func RegisterBoundGauges(reg prometheus.Registerer, svc *Service, limits wire.QuotaLimits) {
 	gauge := func(name, help string, f func() float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 	}
-	gauge("ippool_max_clients", "The most clients the cluster may hold (--max-clients); compare ippool_clients.", func() float64 { return float64(maxClients) })
+	gauge("ippool_max_clients", "The most clients the cluster may hold (--max-clients); compare ippool_clients.", func() float64 { return float64(limits.MaxClients) })
+	gauge("ippool_max_mappings", "The most mappings the cluster may hold (--max-mappings; 0: no bound); compare ippool_mappings.", func() float64 { return float64(limits.MaxMappings) })
+	gauge("ippool_max_mappings_per_client", "The most mappings one client may hold (--max-mappings-per-client; 0: no bound).", func() float64 { return float64(limits.MaxMappingsPerClient) })
+	gauge("ippool_max_domain_bytes", "The most bytes of distinct domain names the cluster may hold (--max-domain-bytes; 0: no bound); compare ippool_domain_bytes.", func() float64 { return float64(limits.MaxDomainBytes) })
+	gauge("ippool_domain_bytes", "Bytes of the distinct domain names held, each counted once.", func() float64 {
+		var n int64
+		svc.node.Read(func(s *pool.State) { n = s.DomainBytes() })
+		return float64(n)
+	})
+	gauge("ippool_quotas_enforced", "1 while the cluster writes the log entry version that carries the mapping quotas (every server reads it), else 0: until then only --max-clients is enforced.", func() float64 {
+		if svc.node.Local().QuotasEnforced {
+			return 1
+		}
+		return 0
+	})
 	gauge("ippool_acl_tokens", "ACL tokens the cluster holds.", func() float64 { return float64(len(svc.node.ACL().Tokens())) })
 	gauge("ippool_acl_max_tokens", "The most ACL tokens the cluster may hold.", func() float64 { return acl.MaxTokens })
 	gauge("ippool_http_write_limiters", "HTTP callers whose write rate this server tracks.", func() float64 { n, _ := svc.WriteLimiters(); return float64(n) })

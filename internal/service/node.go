@@ -52,6 +52,10 @@ type Store interface {
 	// committed.
 	Local() wire.Status
 	CaughtUp() bool
+	// QuotaRefusal is the quota_exceeded error the leader would answer an
+	// allocation of domain (normalized) for client with, judged on the
+	// local state, or nil when it might succeed.
+	QuotaRefusal(client, domain string) error
 }
 
 // Admin is what operators do to the cluster through this server.

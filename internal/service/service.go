@@ -117,6 +117,22 @@ func (s *Service) markWindowOf(lifetime time.Duration) time.Duration {
 	return min(5*time.Minute, lifetime/10)
 }
 
+// quotaRefusal is the quota_exceeded error the allocation would get, or
+// nil to propose it. The local state may not yet hold the caller's own
+// release of a moment ago, so a refusal stands only once a read barrier
+// has brought it up to every committed write; the barrier is shared by
+// concurrent callers, so a flood past a quota costs a round now and then,
+// not one each. Should the barrier fail, the log decides.
+func (s *Service) quotaRefusal(ctx context.Context, client, domain string) error {
+	if s.node.QuotaRefusal(client, domain) == nil {
+		return nil
+	}
+	if s.node.ReadBarrier(ctx) != nil {
+		return nil
+	}
+	return s.node.QuotaRefusal(client, domain)
+}
+
 // IPForDomain returns the client's address for domain, allocating one if the
 // client has none (docs/design.md#s1-ipfordomain-allocates-or-refreshes).
 //
@@ -155,6 +171,14 @@ func (s *Service) IPForDomain(ctx context.Context, client, domain string) (netip
 	if err := s.admit(ctx); err != nil {
 		return netip.Addr{}, err
 	}
+	// Past a quota nothing is proposed: a flood of refused allocations
+	// costs no log entries.
+	if err := s.quotaRefusal(ctx, client, domain); err != nil {
+		if s.metrics != nil {
+			s.metrics.QuotaExceeded.WithLabelValues(pool.QuotaOf(err)).Inc()
+		}
+		return netip.Addr{}, err
+	}
 	op := pool.Op{Kind: pool.OpAllocate, ID: s.node.NextRequestID(), Time: now, Client: client, Domain: domain}
 	res, err := s.node.Propose(ctx, []pool.Op{op})
 	if err == nil {
@@ -165,7 +189,7 @@ func (s *Service) IPForDomain(ctx context.Context, client, domain string) (netip
 			s.metrics.Exhaustions.Inc()
 		}
 		if errors.Is(err, pool.ErrQuotaExceeded) && s.metrics != nil {
-			s.metrics.QuotaExceeded.Inc()
+			s.metrics.QuotaExceeded.WithLabelValues(pool.QuotaOf(err)).Inc()
 		}
 		return netip.Addr{}, err
 	}

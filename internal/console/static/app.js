@@ -941,7 +941,19 @@
       ['Held addresses', fmtInt(st.held_addresses)],
       ['Version', (st.version || 'before 0.3.0') + ', reads log entry versions ' + entryVersions(st)],
       ['Every server reads', st.cluster_entry_version ? 'log entry version ' + st.cluster_entry_version + ' and older' : 'unknown'],
+      ['Mapping quotas', st.quotas_enforced ? 'enforced' : h('span', { class: 'lag-bad', id: 'quotas-off' }, 'not enforced: ' + (st.quotas_reason || 'unknown'))],
     ];
+    const u = st.usage, l = st.limits;
+    if (u && l) {
+      const of = (n, max) => fmtInt(n) + (max ? ' of ' + fmtInt(max) : ' (no bound)');
+      rows.push(['Usage', 'clients ' + of(u.clients, l.max_clients) + '; mappings ' + of(u.mappings, l.max_mappings) +
+        ' (' + (l.max_mappings_per_client ? 'at most ' + fmtInt(l.max_mappings_per_client) + ' a client' : 'no bound a client') + '); domain bytes ' + of(u.domain_bytes, l.max_domain_bytes)]);
+    }
+    // Like etcd's NOSPACE alarm: a quota at its limit, or that refused an
+    // allocation lately, is said above everything, a line each.
+    const alarms = st.alarms || [];
+    $('alarms').replaceChildren(...alarms.map((a) => h('p', {}, a.message)));
+    $('alarms').hidden = !alarms.length;
     $('self').replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
   }
 
