@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/miekg/dns"
 
 	"github.com/ippool/ippool/internal/ca"
 	"github.com/ippool/ippool/internal/cluster"
@@ -83,6 +84,7 @@ type ServeCmd struct {
 	DNSCacheMinTTL     time.Duration `name:"dns-cache-min-ttl" help:"Upstream answers are cached at least this long." default:"${dns_cache_min_ttl}" group:"dns"`
 	DNSCacheMaxTTL     time.Duration `name:"dns-cache-max-ttl" help:"Upstream answers are cached at most this long." default:"${dns_cache_max_ttl}" group:"dns"`
 	DNSUnwantedReplies int           `name:"dns-unwanted-reply-threshold" help:"Unwanted upstream replies (wrong ID, question or case: forgery attempts) after which the upstream cache is cleared (0: never)." default:"${dns_unwanted_reply_threshold}" group:"dns"`
+	PolicyDenyRcode    string        `name:"policy-deny-rcode" help:"How DNS answers a name the policy denies the client: nxdomain (to the client it does not exist) or refused." enum:"nxdomain,refused" default:"nxdomain" group:"dns"`
 	DNSPrivateDomains  []string      `name:"dns-private-domains" help:"Names (and names under them) whose upstream answers may hold private addresses; other names' private addresses are dropped." sep:"," group:"dns"`
 	DNSClientMap       string        `name:"dns-client-map" help:"File of 'prefix client-id' lines mapping query sources to client IDs." group:"dns"`
 	DNSRateLimit       float64       `name:"dns-rate-limit" help:"Tokens per second per DNS client (0: no limit); a query takes one for each upstream lookup it needs and for a new allocation, and is REFUSED without." default:"100" group:"dns"`
@@ -240,6 +242,11 @@ func (c *ServeCmd) dnsConfig(log *slog.Logger) (dnsfront.Config, error) {
 	}
 	if c.DNSUnwantedReplies < 0 {
 		return cfg, errors.New("--dns-unwanted-reply-threshold must not be negative")
+	}
+	if c.PolicyDenyRcode == "refused" {
+		cfg.PolicyDenyRcode = dns.RcodeRefused
+	} else {
+		cfg.PolicyDenyRcode = dns.RcodeNameError
 	}
 	if c.DNSTCPMaxConns <= 0 || c.DNSTCPMaxPerSource <= 0 || c.DNSTCPTimeout <= 0 {
 		return cfg, errors.New("--dns-tcp-max-conns, --dns-tcp-max-conns-per-source and --dns-tcp-timeout must be positive")

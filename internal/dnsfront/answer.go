@@ -10,6 +10,8 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/ippool/ippool/internal/clientid"
+	"github.com/ippool/ippool/internal/policy"
 	"github.com/ippool/ippool/internal/resolver"
 	"github.com/ippool/ippool/pool"
 )
@@ -123,7 +125,8 @@ func (s *Server) address(rep reply, remote net.Addr, q dns.Question, norm, apex 
 		s.log.Debug("query from an unusable client address", "remote", remote, "err", err)
 		return s.refuse(rep, dns.ExtendedErrorCodeProhibited)
 	}
-	return s.addressReply(rep, q, apex, s.allocate(client, norm, q.Qtype))
+	src, _ := clientid.Source(remote)
+	return s.addressReply(rep, q, apex, s.allocate(client, src, norm, q.Qtype))
 }
 
 // allocation is what allocate decided for an A or AAAA query.
@@ -146,13 +149,22 @@ const (
 	allocNoData                        // AAAA without a v6 prefix, or a name whose every address is private
 	allocRefused                       // a rate limit refused the allocation
 	allocPoolFailed                    // the pool refused or could not allocate
+	allocDenied                        // the policy denies the client the name
 )
 
 // allocate does an A or AAAA query's work, up to the pool address; both the
 // DNS library's path (address) and the new names' own path (newname.go) run
 // it, so that they decide alike and only write their replies differently.
-func (s *Server) allocate(client, norm string, qtype uint16) allocation {
+func (s *Server) allocate(client string, src netip.Addr, norm string, qtype uint16) allocation {
 	a := allocation{client: client, domain: norm}
+	// Before the upstream lookup: a denied name costs no query upstream,
+	// no token and no mapping.
+	if s.policy != nil {
+		if err := s.policy.CheckName(&policy.Client{ID: client, Addr: src.Unmap()}, norm); err != nil {
+			a.kind, a.err = allocDenied, err
+			return a
+		}
+	}
 	paid := false
 	up, err := s.paidLookup(client, norm, dns.TypeA, &paid)
 	switch {
@@ -226,6 +238,17 @@ func (s *Server) addressReply(rep reply, q dns.Question, apex string, a allocati
 		return s.refuse(rep, 0)
 	case allocPoolFailed:
 		return s.poolError(rep, a.client, a.domain, a.err)
+	case allocDenied:
+		s.stats.policyDenied.Add(1)
+		s.log.Debug("denied by policy", "client", a.client, "domain", a.domain, "err", a.err)
+		if s.cfg.PolicyDenyRcode == dns.RcodeRefused {
+			// A REFUSED reply is cut to the query's size, which leaves no
+			// room for the text.
+			return s.refuse(rep, dns.ExtendedErrorCodeBlocked)
+		}
+		rep = s.negative(rep, apex, dns.RcodeNameError, s.ttl)
+		rep.ede = &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeBlocked, ExtraText: a.err.Error()}
+		return rep
 	}
 	hdr := dns.RR_Header{Name: q.Name, Rrtype: q.Qtype, Class: dns.ClassINET, Ttl: s.ttl}
 	if q.Qtype == dns.TypeA {

@@ -49,6 +49,10 @@ type Config struct {
 	// address and ClientMap (a tailnet names the node that sent it). The
 	// UDP fast path names clients by ClientMap only, so it is off then.
 	Clients clientid.Namer
+	// PolicyDenyRcode answers a name the policy denies: dns.RcodeNameError
+	// (the default: to the client the name does not exist) or
+	// dns.RcodeRefused.
+	PolicyDenyRcode int
 	// Allow lists the source prefixes that may query; any other source is
 	// answered REFUSED before any other work. Nil or empty means
 	// DefaultAllow. IPv4-mapped IPv6 sources match as IPv4.

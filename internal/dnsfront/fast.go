@@ -8,6 +8,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/ippool/ippool/internal/policy"
 	"github.com/ippool/ippool/internal/resolver"
 	"github.com/ippool/ippool/pool"
 )
@@ -219,6 +220,10 @@ func (s *Server) fastAnswer(f *fastState, b []byte, src netip.Addr, out []byte) 
 			clear(f.srcs)
 		}
 		f.srcs[src] = client
+	}
+	if s.policy != nil && s.policy.CheckName(&policy.Client{ID: client, Addr: src.Unmap()}, e.domain) != nil {
+		// ServeDNS writes the denial.
+		return out, false
 	}
 	addr, ok := f.lp.LocalIPForDomain(client, e.domain)
 	if !ok || !addr.Is4() && !addr.Is4In6() {

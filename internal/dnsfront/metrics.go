@@ -15,6 +15,7 @@ func (dns *Server) RegisterMetrics(reg prometheus.Registerer) {
 	counter("ippool_dns_answered_total", "DNS replies with NOERROR or NXDOMAIN.", func(s Stats) uint64 { return s.Answered })
 	counter("ippool_dns_refused_total", "DNS replies with REFUSED.", func(s Stats) uint64 { return s.Refused })
 	counter("ippool_dns_servfail_total", "DNS replies with SERVFAIL.", func(s Stats) uint64 { return s.ServFail })
+	counter("ippool_dns_policy_denied_total", "DNS A and AAAA queries for a name the policy denies the client (answered NXDOMAIN or REFUSED, --policy-deny-rcode).", func(s Stats) uint64 { return s.PolicyDenied })
 	counter("ippool_dns_rate_limited_total", "DNS allocations refused by the per-client rate limit.", func(s Stats) uint64 { return s.RateLimited })
 	counter("ippool_dns_upstream_errors_total", "Upstream lookups no upstream answered.", func(s Stats) uint64 { return s.UpstreamErrors })
 	counter("ippool_dns_cache_hits_total", "Upstream lookups answered from the cache.", func(s Stats) uint64 { return s.CacheHits })

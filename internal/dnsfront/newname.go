@@ -123,7 +123,7 @@ func (n *newNames) answer(j newNameJob, name, out []byte) ([]byte, []byte) {
 		return name, out
 	}
 	s.stats.queries.Add(1)
-	a := s.allocate(client, norm, q.qtype)
+	a := s.allocate(client, src, norm, q.qtype)
 	if a.kind == allocOK && (a.addr.Is4() || a.addr.Is4In6()) {
 		out = s.packAddress(out, b, q, a.addr)
 		s.stats.answered.Add(1)

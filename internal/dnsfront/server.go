@@ -56,6 +56,7 @@ import (
 
 	"github.com/ippool/ippool/internal/clientid"
 	"github.com/ippool/ippool/internal/connlimit"
+	"github.com/ippool/ippool/internal/policy"
 	"github.com/ippool/ippool/internal/resolver"
 	"github.com/ippool/ippool/pool"
 )
@@ -82,6 +83,16 @@ type Pool interface {
 	HasClient(client string) bool
 }
 
+// NamePolicy decides whether a client may have an address for a name;
+// service.Service implements it with the replicated policy. A Pool that
+// implements it has every A and AAAA query checked, mapped names included,
+// so that a policy change applies to mappings made before it.
+type NamePolicy interface {
+	// CheckName returns nil when c may have domain (normal form), else
+	// an error saying which rule denies it.
+	CheckName(c *policy.Client, domain string) error
+}
+
 // Stats are counters since the server was created.
 type Stats struct {
 	Queries        uint64 // messages handed to ServeDNS, responses excluded
@@ -90,6 +101,7 @@ type Stats struct {
 	ServFail       uint64 // replies with SERVFAIL
 	OtherErrors    uint64 // replies with FORMERR, NOTIMP or BADVERS
 	RateLimited    uint64 // queries refused by the per-client rate limit
+	PolicyDenied   uint64 // A and AAAA queries for a name the policy denies the client
 	UpstreamErrors uint64 // upstream lookups that no upstream answered
 	CacheHits      uint64 // upstream lookups answered from the cache
 	CacheMisses    uint64 // upstream lookups sent upstream
@@ -107,7 +119,7 @@ type Stats struct {
 
 type counters struct {
 	queries, answered, refused, servfail, other atomic.Uint64
-	rateLimited                                 atomic.Uint64
+	rateLimited, policyDenied                   atomic.Uint64
 	notAllowed, newClientLimited, dropped       atomic.Uint64
 	fast                                        atomic.Uint64 // answered by fastAnswer, for tests
 }
@@ -130,6 +142,8 @@ type Server struct {
 	// ownsResolver: New made res, and Shutdown closes it.
 	ownsResolver bool
 	stats        counters
+	// policy is the pool's NamePolicy, nil when it has none.
+	policy NamePolicy
 
 	// The UDP fast path's tables (fast.go) and its pool, nil when the
 	// pool cannot answer without waiting.
@@ -183,6 +197,7 @@ func New(cfg Config, p Pool) (*Server, error) {
 		limits:  newLimiters(cfg.RateLimit, cfg.Burst),
 	}
 	s.ownsResolver = owns
+	s.policy, _ = p.(NamePolicy)
 	s.newClients = newClientLimiter(cfg.NewClientRate, cfg.NewClientBurst)
 	s.local, _ = p.(LocalPool)
 	if cfg.ClientMap != "" {
@@ -218,6 +233,7 @@ func (s *Server) Stats() Stats {
 		ServFail:       c.servfail.Load(),
 		OtherErrors:    c.other.Load(),
 		RateLimited:    c.rateLimited.Load(),
+		PolicyDenied:   c.policyDenied.Load(),
 		UpstreamErrors: rs.UpstreamErrors,
 		CacheHits:      rs.CacheHits,
 		CacheMisses:    rs.CacheMisses,
