@@ -28,6 +28,11 @@ func (n *Node) SetPolicy(ctx context.Context, cmd policy.Command) (uint64, error
 	if n.IsLeader() {
 		return n.setPolicyLocal(ctx, cmd)
 	}
+	// Here too, not only on the leader: a leader of an older release
+	// has no policy RPC to refuse it with.
+	if err := n.RequireEntryVersion(ctx, policy.EntryVersion, "a policy"); err != nil {
+		return 0, err
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, n.cfg.WriteTimeout)

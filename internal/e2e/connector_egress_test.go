@@ -60,14 +60,14 @@ func refusedFlow(lab *netnsLab, ns, src, dst string) error {
 
 // TestConnectorRefusesPrivateDestinations is issue 28's finding 2: names
 // whose addresses are private (10.x), CGNAT (100.100.100.200, a cloud's
-// metadata address) or a mix of loopback and private are refused by
-// default: the flows are reset and counted refused. With --connector-allow
-// for those networks they are relayed, and the mixed name reaches its
-// private address only, never the gateway's loopback.
-//
-// The DNS front end does not filter private answers on this branch: the
-// client gets its pool address either way (the resolver's
-// --dns-private-domains comes with its own change).
+// metadata address) or a mix of loopback and private. By default the
+// resolver drops such answers, so DNS gives the client no pool address for
+// them. With --dns-private-domains for them (the operator trusts those
+// names, or a name rebinds between the answer and the dial) the client
+// gets its pool addresses, and the connector still refuses to dial: the
+// flows are reset and counted refused. With --connector-allow for those
+// networks they are relayed, and the mixed name reaches its private
+// address only, never the gateway's loopback.
 func TestConnectorRefusesPrivateDestinations(t *testing.T) {
 	lab := newLab(t)
 	n := subnet()
@@ -114,6 +114,20 @@ func TestConnectorRefusesPrivateDestinations(t *testing.T) {
 	t.Run("default", func(t *testing.T) {
 		gwp := startGateway(t, lab, "gateway-default", gw, gwC, upA+":53")
 		defer stopGateway(t, gwp)
+		for _, name := range names {
+			if a := dig(t, client, src, "A", name); a != "" {
+				t.Errorf("A for %s: %q, want none (its every address is private)", name, a)
+			}
+		}
+		dropped := `ippool_dns_private_answers_dropped_total`
+		if v := lab.metric(gw, guardHTTPAddr, dropped); v < 4 {
+			t.Errorf("%s = %v, want at least 4 (10.x, 100.100.100.200, 127.0.0.1 and 10.x)", dropped, v)
+		}
+	})
+
+	t.Run("--dns-private-domains", func(t *testing.T) {
+		gwp := startGateway(t, lab, "gateway-private-names", gw, gwC, upA+":53", "--dns-private-domains", "test")
+		defer stopGateway(t, gwp)
 		for name, pa := range poolAddrs() {
 			if err := refusedFlow(lab, client, src, pa+":8080"); err != nil {
 				t.Errorf("%s: %v", name, err)
@@ -128,6 +142,8 @@ func TestConnectorRefusesPrivateDestinations(t *testing.T) {
 		}
 	})
 
+	// The connector's allow list opens the resolver too: what it may
+	// dial, a name may point at.
 	t.Run("--connector-allow", func(t *testing.T) {
 		gwp := startGateway(t, lab, "gateway-allow", gw, gwC, upA+":53", "--connector-allow", sub("10.%d.2.0/24")+",100.64.0.0/10")
 		defer stopGateway(t, gwp)

@@ -102,6 +102,7 @@ func rollingUpgrade(t *testing.T, old string, upgradedLeads bool) {
 		upgraded[s.ID] = true
 		if len(upgraded) < len(c.Servers) {
 			quotaNotEnforcedWhileMixed(t, s, len(upgraded))
+			policyRefusedWhileMixed(t, s)
 		}
 	}
 
@@ -141,6 +142,7 @@ func rollingUpgrade(t *testing.T, old string, upgradedLeads bool) {
 		upgrade(next)
 	}
 	quotaEnforcedOnceUpgraded(t, c)
+	policyTakenOnceUpgraded(t, c)
 	w.stop()
 	checkAcked(t, c, w)
 	if !upgradedLeads {
@@ -197,6 +199,49 @@ func quotaNotEnforcedWhileMixed(t *testing.T, s *testcluster.Server, step int) {
 		}
 	}
 	t.Logf("%s: quotas not enforced while mixed (%s); %s mapped %d names past a quota of %d", s.ID, st.QuotasReason, client, upgradeQuota+2, upgradeQuota)
+}
+
+// upgradePolicy is the policy the upgrade sets once it may: it denies
+// nothing the writers map.
+const upgradePolicy = `{
+	// set by TestRollingUpgrade
+	"rules": [{"name": "no-upgrade-probe", "clients": ["*"], "domains": ["probe.upgrade.example"], "action": "deny"}],
+}`
+
+// policyRefusedWhileMixed: with an old server in the cluster, which would
+// stop at a policy entry, PUT /v1/policy is refused with 503
+// feature_unavailable naming the older servers, and no policy is set.
+func policyRefusedWhileMixed(t *testing.T, s *testcluster.Server) {
+	t.Helper()
+	status, e, _ := do(t, s, http.MethodPut, "/v1/policy", []byte(upgradePolicy))
+	if status != http.StatusServiceUnavailable || e.Code != "feature_unavailable" || !strings.Contains(e.Message, "reads up to 3") {
+		t.Fatalf("%s: PUT /v1/policy with an old server in the cluster: %d %+v, want 503 feature_unavailable naming it", s.ID, status, e)
+	}
+	if p := apiGet[wire.Policy](t, s, "/v1/policy"); p.Revision != 0 {
+		t.Fatalf("%s: a refused policy is at revision %d", s.ID, p.Revision)
+	}
+}
+
+// policyTakenOnceUpgraded: every server reads version 4, so a policy set
+// through one server reaches every server at the same revision, and each
+// denies what it says.
+func policyTakenOnceUpgraded(t *testing.T, c *testcluster.Cluster) {
+	t.Helper()
+	var set wire.Policy
+	poll.Until(t, 30*time.Second, "PUT /v1/policy to be taken", func() bool {
+		status, body, err := c.Servers[0].Do(context.Background(), http.MethodPut, "/v1/policy", []byte(upgradePolicy))
+		return err == nil && status == http.StatusOK && json.Unmarshal(body, &set) == nil
+	})
+	for _, s := range c.Servers {
+		poll.Until(t, 30*time.Second, s.ID+" to hold the policy", func() bool {
+			p := apiGet[wire.Policy](t, s, "/v1/policy")
+			return p.Revision == set.Revision && p.Text == upgradePolicy
+		})
+		status, e, _ := do(t, s, http.MethodPost, "/v1/clients/probe-"+s.ID+"/domains/probe.upgrade.example", nil)
+		if status != http.StatusForbidden || e.Code != "denied_by_policy" {
+			t.Fatalf("%s: a denied allocation: %d %+v, want 403 denied_by_policy", s.ID, status, e)
+		}
+	}
 }
 
 // quotaEnforcedOnceUpgraded: every server runs this build, so the leader
