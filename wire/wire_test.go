@@ -37,7 +37,7 @@ func TestBytes(t *testing.T) {
 		{Pool{Pool: "10.0.0.0/8", Lifetime: 48 * time.Hour, ReuseHold: "5s", StaleBound: "2s"}, `{"pool":"10.0.0.0/8","exclude":"","lifetime":"48h0m0s","reuse_hold":"5s","stale_bound":"2s"}`},
 		{Pool{Pool: "10.0.0.0/8", Exclude: "10.0.0.1", Lifetime: time.Hour, Released: &n}, `{"pool":"10.0.0.0/8","exclude":"10.0.0.1","lifetime":"1h0m0s","released":3}`},
 		{Status{ID: "s1", Servers: []ServerStatus{{ID: "s2", Error: "down"}}},
-			`{"id":"s1","addr":"","state":"","leader_id":"","leader_addr":"","term":0,"commit_index":0,"applied_index":0,"last_index":0,"stale_bound":"","reuse_hold":"","local_reads":false,"held_addresses":0,"servers":[{"id":"s2","addr":"","voter":false,"role":"","reachable":false,"error":"down"}]}`},
+			`{"id":"s1","addr":"","state":"","leader_id":"","leader_addr":"","term":0,"commit_index":0,"applied_index":0,"last_index":0,"stale_bound":"","reuse_hold":"","local_reads":false,"held_addresses":0,"quotas_enforced":false,"servers":[{"id":"s2","addr":"","voter":false,"role":"","reachable":false,"error":"down"}]}`},
 	} {
 		b, err := json.Marshal(c.v)
 		if err != nil || string(b) != c.want {
