@@ -476,6 +476,35 @@ func TestTailnetConnectorHA(t *testing.T) {
 		}
 	}
 
+	// A policy by tag: tag:ops (A) may have app1.test, no other node may.
+	// A's DNS and flow go on; B, untagged, gets NXDOMAIN for it. The tags
+	// come from WhoIs, as the client IDs do.
+	setTailnetPolicy := func(doc string) {
+		t.Helper()
+		poll.Until(t, 30*time.Second, "PUT /v1/policy", func() bool {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+follower.httpAddr+"/v1/policy", strings.NewReader(doc))
+			resp, err := tailnetHTTP.Do(req)
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		})
+	}
+	setTailnetPolicy(`{"rules": [
+		{"name": "ops-app1", "clients": ["` + tailnetOpsTag + `"], "domains": ["app1.test"], "action": "allow"},
+		{"name": "no-app1", "clients": ["*"], "domains": ["app1.test"], "action": "deny"},
+	]}`)
+	poll.Until(t, 30*time.Second, "B to get NXDOMAIN for app1.test", func() bool {
+		_, err := resolve(ctx, clientB, tailIP(follower.id), "app1.test")
+		return err != nil && strings.Contains(err.Error(), "NXDOMAIN")
+	})
+	if got := ask(clientA, follower, "app1.test"); got != a1 {
+		t.Fatalf("A's app1.test under the policy: %v, want %v", got, a1)
+	}
+	flow(clientA, a1, "app1", "client A's (tag:ops) flow to app1 under the policy")
+	setTailnetPolicy(`{}`)
+
 	// Kill the leader (SIGKILL); the routes move to a survivor, and both
 	// clients' next flows, and their DNS, go through the survivors.
 	leader.kill()
