@@ -90,12 +90,15 @@ type Status struct {
 	// QuotasReason why not. Usage is this server's state against Limits,
 	// its flags (the leader's apply); Alarms are the quotas reached, or
 	// that refused an allocation in the last minutes, like etcd's NOSPACE.
-	QuotasEnforced bool           `json:"quotas_enforced"`
-	QuotasReason   string         `json:"quotas_reason,omitempty"`
-	Usage          *QuotaUsage    `json:"usage,omitempty"`
-	Limits         *QuotaLimits   `json:"limits,omitempty"`
-	Alarms         []QuotaAlarm   `json:"alarms,omitempty"`
-	Servers        []ServerStatus `json:"servers"`
+	QuotasEnforced bool         `json:"quotas_enforced"`
+	QuotasReason   string       `json:"quotas_reason,omitempty"`
+	Usage          *QuotaUsage  `json:"usage,omitempty"`
+	Limits         *QuotaLimits `json:"limits,omitempty"`
+	Alarms         []QuotaAlarm `json:"alarms,omitempty"`
+	// EgressMissing are the policy's egress addresses that the answering
+	// server runs a connector without: its flows from them are refused.
+	EgressMissing []string       `json:"egress_missing,omitempty"`
+	Servers       []ServerStatus `json:"servers"`
 }
 
 // QuotaUsage is what a server's state holds: DomainBytes counts each

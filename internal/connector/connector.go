@@ -45,6 +45,8 @@ type Pool interface {
 // replicated policy, so a change applies to mappings made before it.
 type Policy interface {
 	CheckFlow(c *policy.Client, domain string, proto policy.Proto, port uint16) policy.Decision
+	// EgressAddrs are every egress rule's source addresses.
+	EgressAddrs() []netip.Addr
 }
 
 // Resolver gives a domain's addresses. dnsfront.Server implements it with
@@ -242,6 +244,8 @@ type Connector struct {
 	plat   platform // the system's listeners, flows and rules
 	// attemptDelay is connectionAttemptDelay, shorter in tests.
 	attemptDelay time.Duration
+	// lastMissing is what logMissingEgress last logged; watchPool's only.
+	lastMissing string
 }
 
 // New checks cfg and returns a Connector that is not yet listening.
@@ -258,6 +262,7 @@ func New(cfg Config, p Pool, r Resolver) (*Connector, error) {
 		limits: newLimits(cfg.MaxFlows, cfg.MaxClientFlows, cfg.ClientRate, cfg.ClientBurst),
 	}
 	c.m.watch(c.limits)
+	c.m.watchEgress(c)
 	c.guard = newGuard(p, cfg.V6Prefix, cfg.IgnoreDestinations)
 	for _, pr := range cfg.Allow {
 		if pr.Addr().Is4In6() && pr.Bits() >= 96 {
@@ -458,4 +463,37 @@ func (c *Connector) checkPolicy(f *flowInfo) bool {
 		f.egress = e
 	}
 	return true
+}
+
+// MissingEgress are the policy's egress addresses that no interface of this
+// host has: flows the policy sends from one of them are refused here
+// (no_egress). With several connectors, each should hold them all, or hand
+// them over as a floating address (docs/policy.md).
+func (c *Connector) MissingEgress() []netip.Addr {
+	if c.cfg.Policy == nil {
+		return nil
+	}
+	var missing []netip.Addr
+	for _, a := range c.cfg.Policy.EgressAddrs() {
+		if !c.guard.own.IsOwnAddress(a) {
+			missing = append(missing, a)
+		}
+	}
+	return missing
+}
+
+// logMissingEgress logs the egress addresses this host lacks when they
+// change: at start, on a policy change, and when an address comes or goes.
+func (c *Connector) logMissingEgress() {
+	missing := c.MissingEgress()
+	key := fmt.Sprint(missing)
+	if key == c.lastMissing {
+		return
+	}
+	c.lastMissing = key
+	if len(missing) > 0 {
+		c.log.Warn("connector: the policy's egress addresses are not assigned on this host; their flows are refused (no_egress)", "missing", missing)
+	} else if key != "[]" {
+		c.log.Info("connector: every egress address of the policy is assigned on this host")
+	}
 }

@@ -17,6 +17,8 @@ type Metrics struct {
 	// timeouts counts flows ended by a timeout, by which.
 	timeouts *prometheus.CounterVec
 	clients  *clientCollector
+	// conn is the connector whose missing egress addresses are counted.
+	conn atomic.Pointer[Connector]
 	// The series a flow touches, looked up once rather than hashed per flow.
 	byFlow   map[string]map[Result]prometheus.Counter
 	byActive map[string]prometheus.Gauge
@@ -67,7 +69,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.byActive[p] = m.active.WithLabelValues(p)
 		m.byBytes[p] = [2]prometheus.Counter{m.bytes.WithLabelValues(p, "upstream"), m.bytes.WithLabelValues(p, "downstream")}
 	}
-	reg.MustRegister(m.flows, m.active, m.bytes, m.dial, m.timeouts, m.clients)
+	egress := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ippool_connector_egress_missing",
+		Help: "Egress addresses of the policy that no interface of this host has; flows the policy sends from them are refused (no_egress).",
+	}, func() float64 {
+		if c := m.conn.Load(); c != nil {
+			return float64(len(c.MissingEgress()))
+		}
+		return 0
+	})
+	reg.MustRegister(m.flows, m.active, m.bytes, m.dial, m.timeouts, m.clients, egress)
 	return m
 }
 
@@ -106,6 +117,14 @@ func (m *Metrics) timedOut(kind string) {
 func (m *Metrics) watch(l *limits) {
 	if m != nil {
 		m.clients.limits.Store(l)
+	}
+}
+
+// watchEgress exports how many of the policy's egress addresses this host
+// lacks, read at each scrape.
+func (m *Metrics) watchEgress(c *Connector) {
+	if m != nil {
+		m.conn.Store(c)
 	}
 }
 

@@ -2,6 +2,7 @@ package connector
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,16 @@ import (
 )
 
 type compiledPolicy struct{ p *policy.Policy }
+
+func (c compiledPolicy) EgressAddrs() []netip.Addr {
+	var out []netip.Addr
+	for _, r := range c.p.Document().Rules {
+		for _, e := range r.Egress {
+			out = append(out, netip.MustParseAddr(e))
+		}
+	}
+	return out
+}
 
 func (c compiledPolicy) CheckFlow(cl *policy.Client, d string, proto policy.Proto, port uint16) policy.Decision {
 	return c.p.CheckFlow(cl, d, proto, port)
@@ -29,7 +40,8 @@ func TestFlowsFollowThePolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := NewMetrics(prometheus.NewRegistry())
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
 	c, fp := newTest(t, Config{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, Policy: compiledPolicy{p}, Metrics: m})
 	fp.mappings["nodeA 198.18.0.30"] = "echo.test"
 	fp.mappings["nodeB 198.18.0.30"] = "echo.test"
@@ -37,6 +49,15 @@ func TestFlowsFollowThePolicy(t *testing.T) {
 	c.res.(fakeResolver)["echo.test"] = []netip.Addr{echo.Addr()}
 	c.res.(fakeResolver)["away.test"] = []netip.Addr{echo.Addr()}
 
+	if missing := c.MissingEgress(); len(missing) != 1 || missing[0] != netip.MustParseAddr("203.0.113.77") {
+		t.Errorf("missing egress addresses %v, want 203.0.113.77", missing)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`# HELP ippool_connector_egress_missing Egress addresses of the policy that no interface of this host has; flows the policy sends from them are refused (no_egress).
+# TYPE ippool_connector_egress_missing gauge
+ippool_connector_egress_missing 1
+`), "ippool_connector_egress_missing"); err != nil {
+		t.Error(err)
+	}
 	for _, f := range []struct {
 		client string
 		dst    string

@@ -102,6 +102,7 @@ func (c *Connector) watchPool() {
 			every = poolEvery
 			t.Reset(every)
 		}
+		c.logMissingEgress()
 		if !c.guard.refreshPool() || !c.cfg.Rules {
 			continue
 		}

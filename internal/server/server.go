@@ -210,6 +210,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("starting the tailnet's connector: %w", err)
 		}
 		defer conn.Close()
+		svc.ReportMissingEgress(conn.MissingEgress)
 		tn.serveFlows(conn, svc.PoolConfig, cfg.DNS.V6Prefix)
 		if len(cfg.Tailnet.HTTPAllow) > 0 {
 			_, port, _ := net.SplitHostPort(cfg.HTTP.Addr)
@@ -234,6 +235,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("starting the connector: %w", err)
 		}
 		defer conn.Close()
+		svc.ReportMissingEgress(conn.MissingEgress)
 	}
 
 	hopts := cfg.HTTP.API

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"time"
 
@@ -74,7 +75,19 @@ type Admin interface {
 }
 
 // Status is every member's state as this server sees it.
-func (s *Service) Status(ctx context.Context) wire.Status { return s.node.Status(ctx) }
+func (s *Service) Status(ctx context.Context) wire.Status {
+	st := s.node.Status(ctx)
+	if f := s.egressMissing.Load(); f != nil {
+		for _, a := range (*f)() {
+			st.EgressMissing = append(st.EgressMissing, a.String())
+		}
+	}
+	return st
+}
+
+// ReportMissingEgress has Status list the egress addresses missing gives:
+// those of the connectors this server runs.
+func (s *Service) ReportMissingEgress(missing func() []netip.Addr) { s.egressMissing.Store(&missing) }
 
 // Local is this server's own state.
 func (s *Service) Local() wire.Status { return s.node.Local() }

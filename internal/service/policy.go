@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"net/netip"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -120,4 +121,22 @@ func (c policyCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(policyHitsDesc, prometheus.CounterValue, float64(h.Hits), h.Name, action)
 	}
+}
+
+// EgressAddrs are the policy's egress addresses, every rule's, for the
+// connector to check it has them.
+func (s *Service) EgressAddrs() []netip.Addr {
+	st := s.node.Policy()
+	if st == nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, r := range st.Policy.Document().Rules {
+		for _, e := range r.Egress {
+			if a, err := netip.ParseAddr(e); err == nil {
+				out = append(out, a.Unmap())
+			}
+		}
+	}
+	return out
 }

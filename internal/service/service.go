@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,15 +51,17 @@ type Options struct {
 
 // Service is safe for concurrent use.
 type Service struct {
-	node      Node
-	opts      Options
-	marks     *markBuffer
-	limiter   *writeLimiter
-	metrics   *Metrics
-	log       *slog.Logger
-	stop      chan struct{}
-	done      chan struct{}
-	closeOnce sync.Once
+	node Node
+	// egressMissing is ReportMissingEgress's function.
+	egressMissing atomic.Pointer[func() []netip.Addr]
+	opts          Options
+	marks         *markBuffer
+	limiter       *writeLimiter
+	metrics       *Metrics
+	log           *slog.Logger
+	stop          chan struct{}
+	done          chan struct{}
+	closeOnce     sync.Once
 
 	localCount   sync.Once
 	localCounter prometheus.Counter
