@@ -199,3 +199,37 @@ func nsDigStatus(t testing.TB, ns, src, name string) string {
 	status, _, _ := strings.Cut(rest, ",")
 	return status
 }
+
+// TestPolicyInConsole: the console's policy page lists the rules with their
+// hits on this server and tests a request against the live policy.
+func TestPolicyInConsole(t *testing.T) {
+	chromiumPath(t)
+	s := testcluster.Start(t, 1, testcluster.Options{FirstIP: 128}).Servers[0]
+	doc := `{
+	// the console test's
+	"rules": [
+		{"name": "no-ssh", "clients": ["*"], "domains": ["*"], "ports": ["tcp:22"], "action": "deny"},
+		{"name": "no-secret", "clients": ["id-prefix:guest-"], "domains": ["secret.example"], "action": "deny"},
+	],
+}`
+	poll.Until(t, 30*time.Second, "PUT /v1/policy", func() bool {
+		status, _, err := s.Do(t.Context(), http.MethodPut, "/v1/policy", []byte(doc))
+		return err == nil && status == http.StatusOK
+	})
+	if status, e, _ := do(t, s, http.MethodPost, "/v1/clients/guest-1/domains/secret.example", nil); status != http.StatusForbidden {
+		t.Fatalf("a denied allocation: %d %+v", status, e)
+	}
+	b := newBrowser(t, artifactDir(t, "policy-console"))
+	b.open(s.URL() + "/ui/policy")
+	b.waitFor("the rules with their hits", `(() => {
+		const rows = [...document.querySelectorAll('#rules tbody tr')].map(r => [...r.cells].map(c => c.textContent).join('|'));
+		return rows.length === 3 && rows[1] === '2|no-secret|deny|1' && rows[2] === '|default|allow|0' &&
+			document.getElementById('policy-text').textContent.includes('// the console test');
+	})()`, 15*time.Second)
+	b.fill("#pt-client", "alice")
+	b.fill("#pt-domain", "git.example")
+	b.fill("#pt-port", "22")
+	b.click("#policy-test button[type=submit]")
+	b.waitFor("the test's answer", `document.getElementById('pt-result').textContent.startsWith('no-ssh: deny')`, 15*time.Second)
+	b.shot("policy")
+}

@@ -112,13 +112,18 @@
     }
   }
 
-  async function api(method, path) {
+  async function api(method, path, payload) {
     const headers = { Accept: 'application/json' };
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (token) headers.Authorization = 'Bearer ' + token;
+    const init = { method, headers, cache: 'no-store' };
+    if (payload !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(payload);
+    }
     let resp;
     try {
-      resp = await fetch(path, { method, headers, cache: 'no-store' });
+      resp = await fetch(path, init);
     } catch (e) {
       connLost();
       throw new ApiError(0, 'unreachable', 'This server (' + location.host + ') did not answer: ' + e.message);
@@ -888,6 +893,47 @@
 
   // ---- Cluster ----
 
+  // ---- policy: the rules, their hits on this server, and a test ----
+
+  function policyPage() {
+    every(SAMPLE_EVERY, async () => {
+      const p = await api('GET', '/v1/policy');
+      clearBanner();
+      $('content').hidden = false;
+      renderPolicy(p);
+    });
+    const form = $('policy-test');
+    if (form.dataset.wired) return;
+    form.dataset.wired = '1';
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const out = $('pt-result');
+      const req = { client: $('pt-client').value.trim(), domain: $('pt-domain').value.trim() };
+      const port = $('pt-port').value.trim();
+      if (port !== '') {
+        req.port = Number(port);
+        req.proto = $('pt-proto').value;
+      }
+      try {
+        const d = await api('POST', '/v1/policy/test', req);
+        out.textContent = d.rule + ': ' + d.action + (d.egress ? ' from ' + d.egress : '') + ' (revision ' + d.revision + ')';
+        out.dataset.action = d.action;
+      } catch (e) {
+        out.textContent = e.message;
+        out.dataset.action = 'error';
+      }
+    });
+  }
+
+  function renderPolicy(p) {
+    $('policy-sub').textContent = p.revision ? 'revision ' + p.revision + ', ' + p.rules + ' rules' : 'no policy set: every client may reach every domain';
+    const rows = (p.hits || []).map((r, i) =>
+      h('tr', {}, h('td', { class: 'num' }, i < p.rules ? String(i + 1) : ''), h('td', {}, r.rule),
+        h('td', {}, h('span', { class: 'action action-' + r.action }, r.action)), h('td', { class: 'num' }, String(r.hits))));
+    $('rules').tBodies[0].replaceChildren(...rows);
+    $('policy-text').textContent = p.text || '';
+  }
+
   function cluster() {
     every(SAMPLE_EVERY, async () => {
       const st = await api('GET', '/v1/cluster');
@@ -992,6 +1038,9 @@
         break;
       case 'cluster':
         cluster();
+        break;
+      case 'policy':
+        policyPage();
         break;
     }
   }
