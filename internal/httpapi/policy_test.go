@@ -215,3 +215,34 @@ func mustGet(t *testing.T, addr, target string) []byte {
 	}
 	return b
 }
+
+// A rule's max_mappings bounds the mappings each client it allows may hold;
+// a mapping the client holds already is answered still.
+func TestRuleMaxMappings(t *testing.T) {
+	svc := startService(t)
+	if _, err := svc.SetPolicy(t.Context(), policy.Command{Text: `{"rules": [{"name": "guests", "clients": ["id-prefix:guest-"], "domains": ["*"], "action": "allow", "max_mappings": 2}]}`}); err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(svc, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Shutdown()
+	for i, c := range []struct {
+		client, domain string
+		status         int
+	}{
+		{"guest-1", "a.example", 200},
+		{"guest-1", "b.example", 200},
+		{"guest-1", "c.example", 429},
+		{"guest-1", "a.example", 200},
+		{"staff-1", "c.example", 200},
+	} {
+		resp, b := rawRequest(t, ln.Addr().String(), "POST", "/v1/clients/"+c.client+"/domains/"+c.domain, nil)
+		if resp.StatusCode != c.status || (c.status == 429 && !strings.Contains(string(b), "max_mappings 2")) {
+			t.Errorf("%d: %s %s: %d %s, want %d", i, c.client, c.domain, resp.StatusCode, b, c.status)
+		}
+	}
+}

@@ -50,10 +50,30 @@ func (s *Service) CheckName(c *policy.Client, domain string) error {
 	s.identify(c)
 	d := st.Policy.CheckName(c, domain)
 	st.Policy.Count(d)
-	if d.Allowed() {
-		return nil
+	if !d.Allowed() {
+		return deniedError(d, c, domain)
 	}
-	return deniedError(d, c, domain)
+	if max := d.MaxMappings(); max > 0 {
+		return s.ruleQuota(d, c.ID, domain, max)
+	}
+	return nil
+}
+
+// ruleQuota refuses a new mapping past the max_mappings of the rule that
+// allowed it. The server that takes the request checks its own state, not
+// the log, so allocations through several servers at once may pass it by
+// a few; the cluster's --max-mappings-per-client holds at apply.
+func (s *Service) ruleQuota(d policy.Decision, client, domain string, max int) error {
+	var err error
+	s.node.Read(func(st *pool.State) {
+		if _, ok := st.Get(client, domain); ok {
+			return
+		}
+		if _, total, _ := st.MappingsPage(client, netip.Addr{}, 0, 0); total >= max {
+			err = pool.Errorf(pool.CodeQuotaExceeded, "client %q holds %d mappings, the most the policy's rule %q allows it (max_mappings %d); release some or let them expire", client, total, d.RuleName(), max)
+		}
+	})
+	return err
 }
 
 // CheckFlow is the policy's decision on a flow from c to domain's port:
