@@ -162,6 +162,11 @@ func (s *Server) allocate(client string, src netip.Addr, norm string, qtype uint
 	if s.policy != nil {
 		if err := s.policy.CheckName(&policy.Client{ID: client, Addr: src.Unmap()}, norm); err != nil {
 			a.kind, a.err = allocDenied, err
+			if errors.Is(err, pool.ErrQuotaExceeded) {
+				// A rule's max_mappings: answered as the cluster's
+				// quotas are.
+				a.kind = allocPoolFailed
+			}
 			return a
 		}
 	}
