@@ -2,7 +2,7 @@
 # dns-vs-unbound.sh: ippool's DNS front end against unbound on this machine,
 # side by side, in alternating runs (issue 18).
 #
-#   bench/dns-vs-unbound.sh [single] [follower] [new]   # default: all three
+#   bench/dns-vs-unbound.sh [single] [follower] [new] [policy]   # default: the first three
 #
 # unbound (2 threads) answers 1,000 names under bench.test from local-data.
 # ippool answers the same names with pool addresses, after one pass of
@@ -17,6 +17,9 @@
 #   new       first queries: a fresh single server, every query a name it
 #             has never seen (upstream lookup and allocation through the
 #             log), -n 1 over 400,000 names, $RUNS runs on fresh state.
+#   policy    one server's mapped names with an empty policy against one of
+#             $POLICY_RULES (default 1,000) rules that reads every index,
+#             alternating on the same server, $RUNS runs each; ippool only.
 # ippool runs with --dns-rate-limit 0 and --dns-new-clients-rate 0: the
 # limits are per source and dnsperf is one source; a mapped name with a
 # cached upstream answer takes no token anyway, but its upstream refresh
@@ -199,6 +202,25 @@ compare() { # compare CASE: alternating runs, unbound first
 		'BEGIN { printf "%s: ippool/unbound q/s %.2fx (median), avg latency %.2fx, CPU per query %.2fx\n", c, a / b, la / lb, ua / ub }'
 }
 
+# policy_doc N: a policy of N rules of several selector kinds, none of which
+# matches dnsperf's client (127.0.0.1) or names before the last, which
+# allows them, so that each check reads every index; the default denies.
+policy_doc() {
+	printf '{"rules": ['
+	for i in $(seq 1 $(($1 - 1))); do
+		case $((i % 4)) in
+		0) printf '{"name":"r%d","clients":["id:host-%d"],"domains":["*.svc%d.example"],"action":"allow"},' "$i" "$i" "$i" ;;
+		1) printf '{"name":"r%d","clients":["cidr:10.%d.%d.0/24"],"domains":["*"],"ports":["tcp:%d"],"action":"deny"},' "$i" $((i / 256)) $((i % 256)) $((1 + i % 60000)) ;;
+		2) printf '{"name":"r%d","clients":["id-prefix:team%d-"],"domains":["app%d.example"],"action":"deny"},' "$i" "$i" "$i" ;;
+		3) printf '{"name":"r%d","clients":["tag:t%d"],"domains":["*.bench.test"],"action":"deny"},' "$i" "$i" ;;
+		esac
+	done
+	printf '{"name":"bench","clients":["cidr:127.0.0.0/8"],"domains":["*.bench.test"],"action":"allow"}],"default":"deny"}\n'
+}
+
+# put_policy HTTP-ADDR FILE: set the policy, or fail.
+put_policy() { curl -sf -X PUT --data-binary @"$2" "http://$1/v1/policy" >/dev/null; }
+
 map_names() { # one pass to map the 1,000 names; every answer must be NOERROR
 	local out
 	out=$(dnsperf -s "$DNS" -p 7853 -d "$work/q.txt" -n 1 -c 1 -q 20 2>&1)
@@ -223,6 +245,28 @@ for c in "${cases[@]}"; do
 		compare follower
 		stop "${ippool_pids[@]}"
 		;;
+	policy)
+		rules=${POLICY_RULES:-1000}
+		echo "== single server, 1,000 mapped names: an empty policy ({}) against one of $rules rules, alternating"
+		start_single "$work/policy"
+		map_names
+		policy_doc "$rules" >"$work/policy.hujson"
+		echo '{}' >"$work/empty.hujson"
+		: >"$work/empty.runs"
+		: >"$work/rules.runs"
+		for r in $(seq "$RUNS"); do
+			put_policy 127.0.0.152:7850 "$work/empty.hujson"
+			perf "$DNS" "$DNS_PID" "$work/q.txt" -l "$SECS" | tee -a "$work/empty.runs" | sed "s/^/  run $r empty policy: /"
+			put_policy 127.0.0.152:7850 "$work/policy.hujson"
+			perf "$DNS" "$DNS_PID" "$work/q.txt" -l "$SECS" | tee -a "$work/rules.runs" | sed "s/^/  run $r $rules rules:    /"
+		done
+		summary empty "$work/empty.runs"
+		summary rules "$work/rules.runs"
+		awk -v a="$(median "$work/rules.runs")" -v b="$(median "$work/empty.runs")" \
+			-v ua="$(mean 4 "$work/rules.runs")" -v ub="$(mean 4 "$work/empty.runs")" -v n="$rules" \
+			'BEGIN { printf "policy: %d rules / empty q/s %.3fx (median), CPU per query %.3fx\n", n, a / b, ua / ub }'
+		stop "${ippool_pids[@]}"
+		;;
 	new)
 		echo "== new names (first query of each), fresh single server per run, -n 1 over 400,000 names"
 		: >"$work/new.runs"
@@ -237,7 +281,7 @@ for c in "${cases[@]}"; do
 		summary new "$work/new.runs"
 		;;
 	*)
-		echo "unknown case $c (single, follower, new)" >&2
+		echo "unknown case $c (single, follower, new, policy)" >&2
 		exit 2
 		;;
 	esac
