@@ -149,6 +149,9 @@ type fastState struct {
 	// asked: the last query fastAnswer did not answer was an A or AAAA
 	// query in the form it reads, from an allowed source.
 	asked bool
+	// client is the policy's view of the query's client, reused so that
+	// a check allocates nothing.
+	client policy.Client
 }
 
 // fastName is a domain ServeDNS has answered and its upstream A answer,
@@ -221,7 +224,8 @@ func (s *Server) fastAnswer(f *fastState, b []byte, src netip.Addr, out []byte) 
 		}
 		f.srcs[src] = client
 	}
-	if s.policy != nil && s.policy.CheckName(&policy.Client{ID: client, Addr: src.Unmap()}, e.domain) != nil {
+	f.client = policy.Client{ID: client, Addr: src.Unmap()}
+	if s.policy != nil && s.policy.CheckName(&f.client, e.domain) != nil {
 		// ServeDNS writes the denial.
 		return out, false
 	}
