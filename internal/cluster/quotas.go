@@ -274,7 +274,7 @@ func (n *Node) QuotaStatus() (enforced bool, reason string, usage wire.QuotaUsag
 		if n.IsLeader() {
 			_, reason = n.writes.current()
 		} else {
-			reason = fmt.Sprintf("the last log entry applied here is version %d, which carries no mapping quotas: some server of the cluster reads no newer version (the leader's /v1/cluster says which)", v)
+			reason = fmt.Sprintf("the last pool entry applied here is version %d, which carries no mapping quotas: the leader writes version %d once every server reads it, and this server has applied none of those since (the leader's /v1/cluster says why)", v, quotaEntryVersion)
 		}
 	}
 	limits = n.QuotaLimits()

@@ -306,7 +306,9 @@ func holds(history []porcupine.Operation) []ackHold {
 	var out []ackHold
 	for _, a := range history {
 		in, o := a.Input.(Input), a.Output.(Output)
-		if in.Kind != Alloc || o.Outcome != OK {
+		if in.Kind != Alloc || o.Outcome != OK || o.Addr < 0 {
+			// An answer that named no pool address already failed the
+			// run (Harness.fail); it holds nothing.
 			continue
 		}
 		hold := ackHold{client: in.Client, domain: in.Domain, addr: o.Addr, from: a.Return, to: infinity, server: a.Metadata}

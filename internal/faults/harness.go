@@ -185,7 +185,9 @@ func upstream(w dns.ResponseWriter, r *dns.Msg) {
 		m.Rcode = dns.RcodeNameError
 	case q.Qtype == dns.TypeA:
 		m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300},
-			A: net.IPv4(192, 0, 2, 1)})
+			// A documentation address (RFC 5737) outside this host's
+			// networks: the resolver drops private and local answers.
+			A: net.IPv4(203, 0, 113, 1)})
 	}
 	w.WriteMsg(m)
 }
