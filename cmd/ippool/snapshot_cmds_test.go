@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ippool/ippool/internal/acl"
+	"github.com/ippool/ippool/internal/snapshot"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -137,7 +138,7 @@ func TestInspectCountsTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	var section bytes.Buffer
-	if err := acl.WriteSection(&section, tokens); err != nil {
+	if err := snapshot.WriteSections(&section, tokens, nil); err != nil {
 		t.Fatal(err)
 	}
 	res, err := inspect(bytes.NewReader(append(section.Bytes(), testSnapshot(t)...)))

@@ -1,12 +1,10 @@
 package acl
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"hash/crc32"
-	"io"
 
 	"github.com/ippool/ippool/pool"
 )
@@ -89,65 +87,33 @@ func strictJSON(b []byte, v any) error {
 	return nil
 }
 
-// A snapshot of a cluster whose ACLs were bootstrapped starts with the ACL
-// section: SectionMagic, the section's length (u32 LE), the tokens as JSON,
-// and a CRC-32C of the JSON (u32 LE); the pool's snapshot follows. A cluster
+// A snapshot of a cluster whose ACLs were bootstrapped holds an ACL section
+// (framed by internal/snapshot) whose body is the tokens as JSON. A cluster
 // without ACLs writes no section, so its snapshots are byte for byte what
 // they were before access control existed, and old backups still restore.
 const (
 	SectionMagic = "IPPOOLA1"
-	// maxSection holds MaxTokens tokens with the longest descriptions.
-	maxSection = 4 << 20
+	// MaxSection holds MaxTokens tokens with the longest descriptions.
+	MaxSection = 4 << 20
 )
 
 type section struct {
 	Tokens []Token `json:"tokens"`
 }
 
-// WriteSection writes s's section to w, nothing when s was never
-// bootstrapped.
-func WriteSection(w io.Writer, s *State) error {
+// SectionBody is s's section body, nil when s was never bootstrapped (and
+// so has no section).
+func SectionBody(s *State) ([]byte, error) {
 	if !s.Bootstrapped() {
-		return nil
-	}
-	body, err := json.Marshal(section{Tokens: s.Tokens()})
-	if err != nil {
-		return err
-	}
-	b := append([]byte(SectionMagic), binary.LittleEndian.AppendUint32(nil, uint32(len(body)))...)
-	b = append(b, body...)
-	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(body, castagnoli))
-	_, err = w.Write(b)
-	return err
-}
-
-// ReadSection reads the ACL section at the start of a snapshot, if it has
-// one, and leaves r at the pool's snapshot. A snapshot without one gives a
-// nil State.
-func ReadSection(r *bufio.Reader) (*State, error) {
-	head, err := r.Peek(len(SectionMagic))
-	if err != nil || string(head) != SectionMagic {
-		// Not ours: the pool's reader says what it is.
 		return nil, nil
 	}
-	r.Discard(len(SectionMagic))
-	var n [4]byte
-	if _, err := io.ReadFull(r, n[:]); err != nil {
-		return nil, pool.Errorf(pool.CodeBadSnapshot, "snapshot ends inside its ACL section")
-	}
-	size := binary.LittleEndian.Uint32(n[:])
-	if size > maxSection {
-		return nil, pool.Errorf(pool.CodeBadSnapshot, "the snapshot's ACL section claims %d bytes, over the limit of %d", size, maxSection)
-	}
-	body := make([]byte, size+4)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return nil, pool.Errorf(pool.CodeBadSnapshot, "snapshot ends inside its ACL section")
-	}
-	if crc32.Checksum(body[:size], castagnoli) != binary.LittleEndian.Uint32(body[size:]) {
-		return nil, pool.Errorf(pool.CodeBadSnapshot, "the snapshot's ACL section fails its checksum")
-	}
+	return json.Marshal(section{Tokens: s.Tokens()})
+}
+
+// ParseSection reads an ACL section's body.
+func ParseSection(body []byte) (*State, error) {
 	var sec section
-	if err := strictJSON(body[:size], &sec); err != nil {
+	if err := strictJSON(body, &sec); err != nil {
 		return nil, pool.Errorf(pool.CodeBadSnapshot, "the snapshot's ACL section does not decode: %v", err)
 	}
 	if len(sec.Tokens) > MaxTokens {

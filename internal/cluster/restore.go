@@ -48,15 +48,16 @@ func (n *Node) restoreLocal(ctx context.Context, snapshot io.ReaderAt, size int6
 	// (or from a cluster without them) keeps the cluster's: restoring an
 	// old backup must not turn access control or the policy off.
 	var keep bytes.Buffer
+	var keepACL *acl.State
+	var keepPolicy *policy.Stored
 	if !hasACL {
-		if err := acl.WriteSection(&keep, n.ACL()); err != nil {
-			return err
-		}
+		keepACL = n.ACL()
 	}
 	if !hasPolicy {
-		if err := policy.WriteSection(&keep, n.Policy()); err != nil {
-			return err
-		}
+		keepPolicy = n.Policy()
+	}
+	if err := snapshotpkg.WriteSections(&keep, keepACL, keepPolicy); err != nil {
+		return err
 	}
 	if keep.Len() > 0 {
 		size += int64(keep.Len())

@@ -1,13 +1,11 @@
 package policy
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"hash/crc32"
-	"io"
 
 	"github.com/ippool/ippool/pool"
 )
@@ -130,13 +128,13 @@ func strictJSON(b []byte, v any) error {
 	return nil
 }
 
-// A snapshot of a cluster with a policy holds the policy section before
-// the pool's snapshot: sectionMagic, the section's length (u32 LE), the
-// text and revision as JSON, and a CRC-32C of the JSON (u32 LE). A cluster
+// A snapshot of a cluster with a policy holds a policy section (framed by
+// internal/snapshot) whose body is the text and revision as JSON. A cluster
 // without a policy writes none, so its snapshots read as before.
 const (
 	SectionMagic = "IPPOOLP1"
-	maxSection   = MaxCommand
+	// MaxSection holds the largest document, JSON-escaped.
+	MaxSection = MaxCommand
 )
 
 type section struct {
@@ -144,47 +142,18 @@ type section struct {
 	Revision uint64 `json:"revision"`
 }
 
-// WriteSection writes s's section, nothing when s is nil.
-func WriteSection(w io.Writer, s *Stored) error {
+// SectionBody is s's section body, nil when s is nil (no section).
+func SectionBody(s *Stored) ([]byte, error) {
 	if s == nil {
-		return nil
+		return nil, nil
 	}
-	body, err := json.Marshal(section{Text: s.Text, Revision: s.Revision})
-	if err != nil {
-		return err
-	}
-	b := append([]byte(SectionMagic), binary.LittleEndian.AppendUint32(nil, uint32(len(body)))...)
-	b = append(b, body...)
-	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(body, castagnoli))
-	_, err = w.Write(b)
-	return err
+	return json.Marshal(section{Text: s.Text, Revision: s.Revision})
 }
 
-// ReadSection reads the policy section at r, which must start with
-// SectionMagic, and compiles it.
-func ReadSection(r *bufio.Reader) (*Stored, error) {
-	head, err := r.Peek(len(SectionMagic))
-	if err != nil || string(head) != SectionMagic {
-		return nil, pool.Errorf(pool.CodeBadSnapshot, "not a policy section")
-	}
-	r.Discard(len(SectionMagic))
-	var n [4]byte
-	if _, err := io.ReadFull(r, n[:]); err != nil {
-		return nil, pool.Errorf(pool.CodeBadSnapshot, "snapshot ends inside its policy section")
-	}
-	size := binary.LittleEndian.Uint32(n[:])
-	if size > maxSection {
-		return nil, pool.Errorf(pool.CodeBadSnapshot, "the snapshot's policy section claims %d bytes, over the limit of %d", size, maxSection)
-	}
-	body := make([]byte, size+4)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return nil, pool.Errorf(pool.CodeBadSnapshot, "snapshot ends inside its policy section")
-	}
-	if crc32.Checksum(body[:size], castagnoli) != binary.LittleEndian.Uint32(body[size:]) {
-		return nil, pool.Errorf(pool.CodeBadSnapshot, "the snapshot's policy section fails its checksum")
-	}
+// ParseSection reads a policy section's body and compiles the policy.
+func ParseSection(body []byte) (*Stored, error) {
 	var sec section
-	if err := strictJSON(body[:size], &sec); err != nil {
+	if err := strictJSON(body, &sec); err != nil {
 		return nil, pool.Errorf(pool.CodeBadSnapshot, "the snapshot's policy section does not decode: %v", err)
 	}
 	p, err := Parse([]byte(sec.Text))

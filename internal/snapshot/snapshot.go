@@ -1,14 +1,17 @@
 // Package snapshot reads and writes the whole replicated state as one
-// stream: the optional sections (access control, policy), each
-// "IPPOOL?1", a u32 length, its body and a CRC-32C, then the pool's own
-// snapshot ("IPPOOLS1"). A state without tokens or a policy writes no
-// section for them, so its snapshot is what releases before them wrote and
-// read.
+// stream: the optional sections (access control, policy), then the pool's
+// own snapshot ("IPPOOLS1"). A section is its magic ("IPPOOL?1"), its
+// body's length (u32 LE), the body (the owning package's JSON) and a
+// CRC-32C of the body (u32 LE); this package frames them, and acl and
+// policy say what a body holds. A state without tokens or a policy writes
+// no section for them, so its snapshot is what releases before them wrote
+// and read.
 package snapshot
 
 import (
 	"bufio"
 	"encoding/binary"
+	"hash/crc32"
 	"io"
 
 	"github.com/ippool/ippool/internal/acl"
@@ -31,6 +34,8 @@ const (
 	magicLen    = 8
 )
 
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
 // Read reads a whole snapshot. Each section may appear once, in any order,
 // before the pool's snapshot.
 func Read(r io.Reader) (Contents, error) {
@@ -43,20 +48,24 @@ func Read(r io.Reader) (Contents, error) {
 			if c.ACL != nil {
 				return Contents{}, pool.Errorf(pool.CodeBadSnapshot, "the snapshot holds two ACL sections")
 			}
-			a, err := acl.ReadSection(br)
+			body, err := readSection(br, "ACL", acl.MaxSection)
+			if err == nil {
+				c.ACL, err = acl.ParseSection(body)
+			}
 			if err != nil {
 				return Contents{}, err
 			}
-			c.ACL = a
 		case policyMagic:
 			if c.Policy != nil {
 				return Contents{}, pool.Errorf(pool.CodeBadSnapshot, "the snapshot holds two policy sections")
 			}
-			p, err := policy.ReadSection(br)
+			body, err := readSection(br, "policy", policy.MaxSection)
+			if err == nil {
+				c.Policy, err = policy.ParseSection(body)
+			}
 			if err != nil {
 				return Contents{}, err
 			}
-			c.Policy = p
 		default:
 			s, err := pool.ReadSnapshot(br)
 			if err != nil {
@@ -70,13 +79,60 @@ func Read(r io.Reader) (Contents, error) {
 
 // Write writes what Read reads.
 func Write(w io.Writer, c Contents) error {
-	if err := acl.WriteSection(w, c.ACL); err != nil {
-		return err
-	}
-	if err := policy.WriteSection(w, c.Policy); err != nil {
+	if err := WriteSections(w, c.ACL, c.Policy); err != nil {
 		return err
 	}
 	return c.Pool.WriteSnapshot(w)
+}
+
+// WriteSections writes the sections of a and p, none for a state never
+// bootstrapped or a nil policy: a restore puts the cluster's own in front
+// of a backup that has none, so that an old backup does not turn access
+// control or the policy off.
+func WriteSections(w io.Writer, a *acl.State, p *policy.Stored) error {
+	body, err := acl.SectionBody(a)
+	if err == nil && body != nil {
+		err = writeSection(w, aclMagic, body)
+	}
+	if err != nil {
+		return err
+	}
+	if body, err = policy.SectionBody(p); err == nil && body != nil {
+		err = writeSection(w, policyMagic, body)
+	}
+	return err
+}
+
+func writeSection(w io.Writer, magic string, body []byte) error {
+	b := make([]byte, 0, magicLen+4+len(body)+4)
+	b = append(b, magic...)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(body)))
+	b = append(b, body...)
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(body, castagnoli))
+	_, err := w.Write(b)
+	return err
+}
+
+// readSection reads the section at r, whose magic Read has seen, and
+// returns its body once its length and checksum hold.
+func readSection(r *bufio.Reader, what string, max uint32) ([]byte, error) {
+	r.Discard(magicLen)
+	var n [4]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return nil, pool.Errorf(pool.CodeBadSnapshot, "snapshot ends inside its %s section", what)
+	}
+	size := binary.LittleEndian.Uint32(n[:])
+	if size > max {
+		return nil, pool.Errorf(pool.CodeBadSnapshot, "the snapshot's %s section claims %d bytes, over the limit of %d", what, size, max)
+	}
+	body := make([]byte, size+4)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, pool.Errorf(pool.CodeBadSnapshot, "snapshot ends inside its %s section", what)
+	}
+	if crc32.Checksum(body[:size], castagnoli) != binary.LittleEndian.Uint32(body[size:]) {
+		return nil, pool.Errorf(pool.CodeBadSnapshot, "the snapshot's %s section fails its checksum", what)
+	}
+	return body[:size], nil
 }
 
 // Sections says which sections a snapshot of size bytes holds, reading
