@@ -8,7 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ippool/ippool/internal/poll"
+	"github.com/ippool/ippool/internal/snapgen"
 	"github.com/ippool/ippool/internal/testcluster"
+	"github.com/ippool/ippool/pool"
+	"github.com/ippool/ippool/wire"
 )
 
 // TestOfflineRestoreSeedsANewServer backs up a running server, seeds a new
@@ -56,5 +60,57 @@ func TestOfflineRestoreSeedsANewServer(t *testing.T) {
 	}
 	if _, taken := want[ip]; taken {
 		t.Fatalf("restored server handed out %s, which the backup maps", ip)
+	}
+}
+
+// TestGeneratedSnapshotRestores: `snapshot generate` writes a state that a
+// running cluster takes through `snapshot restore` and answers, both ways,
+// for a sample of its mappings: the ones the same generator, seed and pool
+// give in this process.
+func TestGeneratedSnapshotRestores(t *testing.T) {
+	bin := testcluster.Binary(t)
+	c := testcluster.Start(t, 3, testcluster.Options{FirstIP: 53})
+	leader := c.WaitReady(30 * time.Second)
+	file := filepath.Join(t.TempDir(), "generated.snap")
+	out := mustCLI(t, bin, "snapshot", "generate", "--clients", "200", "--mappings-per-client", "30", "--domain-bytes", "64",
+		"--pool", "198.18.0.0/15", "--seed", "7", "--out", file)
+	if !strings.Contains(out, "200 clients, 6000 mappings") {
+		t.Fatalf("generate printed %q", out)
+	}
+	mustCLI(t, bin, "--addr", leader.HTTPAddr, "snapshot", "restore", file)
+
+	cfg, err := pool.ParseConfig("198.18.0.0/15", "", pool.DefaultLifetime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := snapgen.Generate(snapgen.Config{Pool: cfg, Clients: 200, MappingsPerClient: 30, DomainBytes: 64, Seed: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	checked := 0
+	for _, client := range []string{"10.0.0.0", "10.0.0.57", "10.0.0.199"} {
+		for _, m := range want.Mappings(client) {
+			s := c.Servers[checked%len(c.Servers)]
+			var got string
+			poll.Until(t, 30*time.Second, "a restored mapping on "+s.ID, func() bool {
+				var err error
+				got, _, err = lookup(ctx, s, client, m.Addr.String())
+				return err == nil && got != ""
+			})
+			if got != m.Domain {
+				t.Fatalf("%s: %s %v -> %q, want %s", s.ID, client, m.Addr, got, m.Domain)
+			}
+			checked++
+		}
+	}
+	if checked != 90 {
+		t.Fatalf("checked %d mappings, want 90", checked)
+	}
+	for _, s := range c.Servers {
+		st := apiGet[wire.Status](t, s, "/v1/cluster")
+		if st.Usage == nil || st.Usage.Mappings != 6000 || st.Usage.Clients != 200 {
+			t.Fatalf("%s after the restore: usage %+v", s.ID, st.Usage)
+		}
 	}
 }

@@ -1,0 +1,95 @@
+package snapgen
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/ippool/ippool/pool"
+)
+
+func testPool(t testing.TB) pool.Config {
+	cfg, err := pool.ParseConfig("100.64.0.0/20", "", 48*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// A generated state holds what was asked: every client with its mappings,
+// names of the asked length, half of them shared, nothing expired at Now,
+// and its snapshot reads back the same.
+func TestGenerate(t *testing.T) {
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	st, err := Generate(Config{Pool: testPool(t), Clients: 300, MappingsPerClient: 40, DomainBytes: 120, Now: now, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clients, mappings, domains := st.Counts()
+	if clients != 300 || mappings != 12_000 {
+		t.Fatalf("%d clients, %d mappings; want 300 and 12,000", clients, mappings)
+	}
+	// 20 shared names a client from 10,000, 20 of its own.
+	if own := 300 * 20; domains < own || domains > own+10_000 {
+		t.Fatalf("%d domains, want %d own and up to 10,000 shared", domains, own)
+	}
+	ms := st.Mappings("10.0.1.7")
+	if len(ms) != 40 {
+		t.Fatalf("client 10.0.1.7 has %d mappings", len(ms))
+	}
+	oldest, newest := now, time.Time{}
+	for _, m := range ms {
+		if n := len(m.Domain); n < 115 || n > 125 {
+			t.Errorf("%s: %d bytes, want about 120", m.Domain, n)
+		}
+		if _, err := pool.NormalizeDomain(m.Domain); err != nil {
+			t.Errorf("%s: %v", m.Domain, err)
+		}
+		if st.Expired(m.LastUsed, now) {
+			t.Errorf("%s expired at Now", m.Domain)
+		}
+		if m.LastUsed.Before(oldest) {
+			oldest = m.LastUsed
+		}
+		if m.LastUsed.After(newest) {
+			newest = m.LastUsed
+		}
+	}
+	if span := newest.Sub(oldest); span < 24*time.Hour {
+		t.Errorf("one client's mappings span %v, want most of the 43h the generator spreads them over", span)
+	}
+	var b bytes.Buffer
+	if err := st.WriteSnapshot(&b); err != nil {
+		t.Fatal(err)
+	}
+	back, err := pool.ReadSnapshot(bytes.NewReader(b.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, m, d := back.Counts(); c != clients || m != mappings || d != domains {
+		t.Fatalf("read back %d/%d/%d", c, m, d)
+	}
+}
+
+func TestGenerateRefuses(t *testing.T) {
+	for _, cfg := range []Config{
+		{Pool: testPool(t), Clients: 0, MappingsPerClient: 1, DomainBytes: 20},
+		{Pool: testPool(t), Clients: 1, MappingsPerClient: 1, DomainBytes: 5},
+		{Pool: testPool(t), Clients: 1, MappingsPerClient: 5000, DomainBytes: 20},
+		{Pool: testPool(t), Clients: 1, MappingsPerClient: 10, DomainBytes: 20, Shared: 1, SharedNames: 5},
+	} {
+		if _, err := Generate(cfg); err == nil {
+			t.Errorf("%+v: generated", cfg)
+		}
+	}
+}
+
+func BenchmarkGenerate(b *testing.B) {
+	cfg := Config{Pool: testPool(b), Clients: 1000, MappingsPerClient: 100, DomainBytes: 40, Seed: 1}
+	for b.Loop() {
+		if _, err := Generate(cfg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*cfg.Clients*cfg.MappingsPerClient), "ns/mapping")
+}
