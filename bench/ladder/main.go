@@ -1,0 +1,344 @@
+// Command ladder measures a three-server ippool cluster on this machine
+// (mutual TLS, default flags but the quotas) at growing states, each made
+// by `ippool snapshot generate` and loaded with `snapshot restore`, and
+// appends a CSV row per rung (issue 32; docs/scale.md):
+//
+//	go run ./bench/ladder -rungs 1000000,3000000 -out bench/scale.csv
+//
+// At each rung: the time to generate and restore, every server's RSS and
+// Go heap and their bytes per mapping, the data dir, `snapshot save`, a
+// follower's restart to ready, new allocations a second with p50 and p99
+// at 64 callers over the three servers, and lookups on a follower. The
+// servers listen on 127.0.0.161-163 (HTTP 7860, cluster 7861); every
+// process it starts it stops, by PID.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io/fs"
+	"log"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type server struct {
+	id, ip, dir string
+	args        []string
+	cmd         *exec.Cmd
+	log         *os.File
+}
+
+func (s *server) http() string { return s.ip + ":7860" }
+
+func main() {
+	rungs := flag.String("rungs", "1000000,3000000,10000000,30000000", "mappings at each rung, comma-separated")
+	perClient := flag.Int("per-client", 100, "mappings a client")
+	domainBytes := flag.Int("domain-bytes", 40, "length of each name")
+	bin := flag.String("bin", "", "ippool binary (default: built from this checkout)")
+	out := flag.String("out", "bench/scale.csv", "CSV to append a row per rung to")
+	benchFor := flag.Duration("bench", 10*time.Second, "length of each load run")
+	flag.Parse()
+
+	work, err := os.MkdirTemp("", "ippool-ladder-")
+	check(err)
+	log.Printf("work dir %s (servers' logs there; removed when the ladder ends well)", work)
+	defer os.RemoveAll(work)
+	if *bin == "" {
+		*bin = filepath.Join(work, "ippool")
+		run(exec.Command("go", "build", "-o", *bin, "./cmd/ippool"))
+	}
+	run(exec.Command(*bin, "tls", "init", "--dir", filepath.Join(work, "tls"), "--servers", "3"))
+
+	servers := make([]*server, 3)
+	var joins []string
+	for i := range servers {
+		ip := fmt.Sprintf("127.0.0.%d", 161+i)
+		joins = append(joins, ip+":7861")
+		servers[i] = &server{id: fmt.Sprintf("s%d", i+1), ip: ip, dir: filepath.Join(work, fmt.Sprintf("s%d", i+1))}
+	}
+	for i, s := range servers {
+		tls := filepath.Join(work, "tls", fmt.Sprintf("server-%d", i+1))
+		s.args = []string{"serve", "--id", s.id, "--data-dir", s.dir, "--http-addr", s.http(), "--cluster-addr", s.ip + ":7861",
+			"--join", strings.Join(joins, ","), "--bootstrap-expect", "3",
+			"--tls-ca", filepath.Join(tls, "ca.pem"), "--tls-cert", filepath.Join(tls, "cert.pem"), "--tls-key", filepath.Join(tls, "key.pem"),
+			// The rungs are past the default quotas, which exist to bound
+			// what strangers make the cluster hold, not what it can.
+			"--max-clients", "2147483648", "--max-mappings", "0", "--max-mappings-per-client", "0", "--max-domain-bytes", "0",
+			"--log-level", "warn"}
+		s.start(*bin)
+	}
+	stopAll := func() {
+		for _, s := range servers {
+			s.stop()
+		}
+	}
+	defer stopAll()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() { <-sig; stopAll(); os.Exit(1) }()
+	for _, s := range servers {
+		waitReady(s, 2*time.Minute)
+	}
+
+	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	check(err)
+	defer f.Close()
+	w := csv.NewWriter(f)
+	if fi, _ := f.Stat(); fi.Size() == 0 {
+		w.Write(header)
+	}
+	for _, r := range strings.Split(*rungs, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(r))
+		check(err)
+		row := rung(*bin, work, servers, n, *perClient, *domainBytes, *benchFor)
+		w.Write(row)
+		w.Flush()
+		check(w.Error())
+	}
+}
+
+var header = []string{"time", "mappings", "clients", "domain_bytes", "generate_s", "snapshot_bytes", "restore_s", "applied_everywhere_s",
+	"rss_mb_max", "heap_mb_max", "rss_bytes_per_mapping", "heap_bytes_per_mapping", "data_dir_mb", "save_s", "restart_ready_s",
+	"new_per_s", "new_p50_ms", "new_p99_ms", "lookup_follower_per_s", "lookup_p99_ms"}
+
+func rung(bin, work string, servers []*server, n, perClient, domainBytes int, benchFor time.Duration) []string {
+	clients := max(1, n/perClient)
+	n = clients * perClient
+	log.Printf("rung %d mappings (%d clients)", n, clients)
+	file := filepath.Join(work, fmt.Sprintf("rung-%d.snap", n))
+	t0 := time.Now()
+	run(exec.Command(bin, "snapshot", "generate", "--clients", strconv.Itoa(clients), "--mappings-per-client", strconv.Itoa(perClient),
+		"--domain-bytes", strconv.Itoa(domainBytes), "--out", file))
+	gen := time.Since(t0)
+	fi, err := os.Stat(file)
+	check(err)
+
+	leader := leaderOf(servers)
+	t0 = time.Now()
+	run(exec.Command(bin, "--addr", leader.http(), "--timeout", "10m", "snapshot", "restore", file))
+	restore := time.Since(t0)
+	for _, s := range servers {
+		waitFor(10*time.Minute, s.id+" to hold the rung", func() bool { return usageMappings(s) == n })
+	}
+	applied := time.Since(t0)
+	os.Remove(file)
+
+	var rss, heap float64
+	for _, s := range servers {
+		rss = max(rss, float64(vmRSS(s.cmd.Process.Pid)))
+		heap = max(heap, metric(s, "go_memstats_heap_inuse_bytes"))
+	}
+	dataDir := dirSize(servers[0].dir)
+
+	var follower *server
+	for _, s := range servers {
+		if s != leader {
+			follower = s
+		}
+	}
+	t0 = time.Now()
+	run(exec.Command(bin, "--addr", follower.http(), "--timeout", "10m", "snapshot", "save", filepath.Join(work, "save.snap")))
+	save := time.Since(t0)
+	os.Remove(filepath.Join(work, "save.snap"))
+
+	follower.stop()
+	t0 = time.Now()
+	follower.start(bin)
+	waitReady(follower, 10*time.Minute)
+	restart := time.Since(t0)
+
+	addrs := make([]string, len(servers))
+	for i, s := range servers {
+		addrs[i] = s.http()
+	}
+	newRun := bench(bin, strings.Join(addrs, ","), "new=100", benchFor)
+	lookupRun := bench(bin, follower.http(), "new=5,lookup=95", benchFor)
+	mb := func(b float64) string { return strconv.FormatFloat(b/1e6, 'f', 1, 64) }
+	sec := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', 2, 64) }
+	return []string{time.Now().UTC().Format(time.RFC3339), strconv.Itoa(n), strconv.Itoa(clients), strconv.Itoa(domainBytes),
+		sec(gen), strconv.FormatInt(fi.Size(), 10), sec(restore), sec(applied),
+		mb(rss), mb(heap), strconv.Itoa(int(rss / float64(n))), strconv.Itoa(int(heap / float64(n))), mb(float64(dataDir)),
+		sec(save), sec(restart),
+		fmt.Sprintf("%.0f", newRun.Kinds["new"].OpsPerSec), fmt.Sprintf("%.2f", newRun.Kinds["new"].P50), fmt.Sprintf("%.2f", newRun.Kinds["new"].P99),
+		fmt.Sprintf("%.0f", lookupRun.Kinds["lookup"].OpsPerSec), fmt.Sprintf("%.2f", lookupRun.Kinds["lookup"].P99)}
+}
+
+type benchKind struct {
+	OpsPerSec float64 `json:"ops_per_second"`
+	P50       float64 `json:"p50_ms"`
+	P99       float64 `json:"p99_ms"`
+}
+
+type benchSummary struct {
+	Kinds map[string]benchKind `json:"ops"`
+}
+
+func bench(bin, addrs, mix string, d time.Duration) benchSummary {
+	b, err := exec.Command(bin, "--addr", addrs, "bench", "--duration", d.String(), "--concurrency", "64",
+		"--clients", "1000", "--domains", "1000", "--mix", mix, "--json").Output()
+	check(err)
+	var s benchSummary
+	check(json.Unmarshal(b, &s))
+	return s
+}
+
+func (s *server) start(bin string) {
+	var err error
+	s.log, err = os.OpenFile(s.dir+".log", os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	check(err)
+	s.cmd = exec.Command(bin, s.args...)
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	// The servers die with the ladder, however it ends.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	check(s.cmd.Start())
+}
+
+func (s *server) stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		s.cmd.Process.Kill()
+		<-done
+	}
+	s.log.Close()
+	s.cmd = nil
+}
+
+var httpClient = &http.Client{Timeout: 10 * time.Second}
+
+func get(s *server, path string) ([]byte, int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.http()+path, nil)
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return nil, 0
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		b.WriteString(sc.Text())
+		b.WriteByte('\n')
+	}
+	return []byte(b.String()), resp.StatusCode
+}
+
+func waitReady(s *server, within time.Duration) {
+	waitFor(within, s.id+" to be ready", func() bool { _, code := get(s, "/readyz"); return code == 200 })
+}
+
+func leaderOf(servers []*server) *server {
+	var id string
+	waitFor(time.Minute, "a leader", func() bool {
+		b, _ := get(servers[0], "/v1/cluster")
+		var st struct {
+			Leader string `json:"leader_id"`
+		}
+		json.Unmarshal(b, &st)
+		id = st.Leader
+		return id != ""
+	})
+	for _, s := range servers {
+		if s.id == id {
+			return s
+		}
+	}
+	log.Fatalf("leader %s is not one of the servers", id)
+	return nil
+}
+
+func usageMappings(s *server) int {
+	b, _ := get(s, "/v1/cluster")
+	var st struct {
+		Usage struct {
+			Mappings int `json:"mappings"`
+		} `json:"usage"`
+	}
+	json.Unmarshal(b, &st)
+	return st.Usage.Mappings
+}
+
+func metric(s *server, name string) float64 {
+	b, _ := get(s, "/metrics")
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return 0
+}
+
+// vmRSS is a process's resident set, in bytes.
+func vmRSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	check(err)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+func waitFor(within time.Duration, what string, ok func() bool) {
+	deadline := time.Now().Add(within)
+	for !ok() {
+		if time.Now().After(deadline) {
+			log.Fatalf("waited %v for %s", within, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func run(cmd *exec.Cmd) {
+	if out, err := cmd.CombinedOutput(); err != nil {
+		log.Fatalf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, out)
+	}
+}
+
+func check(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+func init() {
+	// Fatal errors skip deferred calls; the servers die with the ladder
+	// (Pdeathsig), and its logs stay in the work dir, which it names.
+	log.SetFlags(log.LstdFlags)
+}
