@@ -6,7 +6,7 @@
 //	go run ./bench/ladder -rungs 1000000,3000000 -out bench/scale.csv
 //
 // At each rung: the time to generate and restore, every server's RSS and
-// Go heap and their bytes per mapping, the data dir, `snapshot save`, a
+// Go heap (live, after a collection) and their bytes per mapping, the data dir, `snapshot save`, a
 // follower's restart to ready, new allocations a second with p50 and p99
 // at 64 callers over the three servers, and lookups on a follower. The
 // servers listen on 127.0.0.161-163 (HTTP 7860, cluster 7861); every
@@ -76,7 +76,7 @@ func main() {
 			// The rungs are past the default quotas, which exist to bound
 			// what strangers make the cluster hold, not what it can.
 			"--max-clients", "2147483648", "--max-mappings", "0", "--max-mappings-per-client", "0", "--max-domain-bytes", "0",
-			"--log-level", "warn"}
+			"--pprof", "--log-level", "warn"}
 		s.start(*bin)
 	}
 	stopAll := func() {
@@ -137,8 +137,11 @@ func rung(bin, work string, servers []*server, n, perClient, domainBytes int, be
 
 	var rss, heap float64
 	for _, s := range servers {
+		// A collection first, so that the heap is what the state holds,
+		// not the garbage of the restore.
+		get(s, "/debug/pprof/heap?gc=1")
 		rss = max(rss, float64(vmRSS(s.cmd.Process.Pid)))
-		heap = max(heap, metric(s, "go_memstats_heap_inuse_bytes"))
+		heap = max(heap, metric(s, "go_memstats_heap_alloc_bytes"))
 	}
 	dataDir := dirSize(servers[0].dir)
 
