@@ -7,7 +7,9 @@
 //
 // At each rung: the time to generate and restore, every server's RSS and
 // Go heap (live, after a collection) and their bytes per mapping, the data dir, `snapshot save`, a
-// follower's restart to ready, new allocations a second with p50 and p99
+// follower's restart to ready, a fourth server's join and catch-up by
+// snapshot install, the elections the rung caused, the longest GC pause,
+// new allocations a second with p50 and p99
 // at 64 callers over the three servers, and lookups on a follower. The
 // servers listen on 127.0.0.161-163 (HTTP 7860, cluster 7861); every
 // process it starts it stops, by PID.
@@ -59,16 +61,20 @@ func main() {
 		*bin = filepath.Join(work, "ippool")
 		run(exec.Command("go", "build", "-o", *bin, "./cmd/ippool"))
 	}
-	run(exec.Command(*bin, "tls", "init", "--dir", filepath.Join(work, "tls"), "--servers", "3"))
+	run(exec.Command(*bin, "tls", "init", "--dir", filepath.Join(work, "tls"), "--servers", "4"))
 
-	servers := make([]*server, 3)
+	// Three servers, and a fourth that joins at each rung and leaves.
+	all := make([]*server, 4)
 	var joins []string
-	for i := range servers {
+	for i := range all {
 		ip := fmt.Sprintf("127.0.0.%d", 161+i)
-		joins = append(joins, ip+":7861")
-		servers[i] = &server{id: fmt.Sprintf("s%d", i+1), ip: ip, dir: filepath.Join(work, fmt.Sprintf("s%d", i+1))}
+		if i < 3 {
+			joins = append(joins, ip+":7861")
+		}
+		all[i] = &server{id: fmt.Sprintf("s%d", i+1), ip: ip, dir: filepath.Join(work, fmt.Sprintf("s%d", i+1))}
 	}
-	for i, s := range servers {
+	servers, joiner := all[:3], all[3]
+	for i, s := range all {
 		tls := filepath.Join(work, "tls", fmt.Sprintf("server-%d", i+1))
 		s.args = []string{"serve", "--id", s.id, "--data-dir", s.dir, "--http-addr", s.http(), "--cluster-addr", s.ip + ":7861",
 			"--join", strings.Join(joins, ","), "--bootstrap-expect", "3",
@@ -77,10 +83,12 @@ func main() {
 			// what strangers make the cluster hold, not what it can.
 			"--max-clients", "2147483648", "--max-mappings", "0", "--max-mappings-per-client", "0", "--max-domain-bytes", "0",
 			"--pprof", "--log-level", "warn"}
-		s.start(*bin)
+		if i < 3 {
+			s.start(*bin)
+		}
 	}
 	stopAll := func() {
-		for _, s := range servers {
+		for _, s := range all {
 			s.stop()
 		}
 	}
@@ -102,7 +110,7 @@ func main() {
 	for _, r := range strings.Split(*rungs, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(r))
 		check(err)
-		row := rung(*bin, work, servers, n, *perClient, *domainBytes, *benchFor)
+		row := rung(*bin, work, servers, joiner, n, *perClient, *domainBytes, *benchFor)
 		w.Write(row)
 		w.Flush()
 		check(w.Error())
@@ -111,9 +119,10 @@ func main() {
 
 var header = []string{"time", "mappings", "clients", "domain_bytes", "generate_s", "snapshot_bytes", "restore_s", "applied_everywhere_s",
 	"rss_mb_max", "heap_mb_max", "rss_bytes_per_mapping", "heap_bytes_per_mapping", "data_dir_mb", "save_s", "restart_ready_s",
-	"new_per_s", "new_p50_ms", "new_p99_ms", "lookup_follower_per_s", "lookup_p99_ms"}
+	"new_per_s", "new_p50_ms", "new_p99_ms", "lookup_follower_per_s", "lookup_p99_ms",
+	"join_caught_up_s", "elections", "gc_pause_max_ms"}
 
-func rung(bin, work string, servers []*server, n, perClient, domainBytes int, benchFor time.Duration) []string {
+func rung(bin, work string, servers []*server, joiner *server, n, perClient, domainBytes int, benchFor time.Duration) []string {
 	clients := max(1, n/perClient)
 	n = clients * perClient
 	log.Printf("rung %d mappings (%d clients)", n, clients)
@@ -126,6 +135,7 @@ func rung(bin, work string, servers []*server, n, perClient, domainBytes int, be
 	check(err)
 
 	leader := leaderOf(servers)
+	term0 := termOf(leader)
 	t0 = time.Now()
 	run(exec.Command(bin, "--addr", leader.http(), "--timeout", "10m", "snapshot", "restore", file))
 	restore := time.Since(t0)
@@ -133,7 +143,20 @@ func rung(bin, work string, servers []*server, n, perClient, domainBytes int, be
 		waitFor(10*time.Minute, s.id+" to hold the rung", func() bool { return usageMappings(s) == n })
 	}
 	applied := time.Since(t0)
+	step := func(what string) { log.Printf("  %s: term %d (started at %d)", what, termOf(leaderOf(servers)), term0) }
+	step("restored")
 	os.Remove(file)
+
+	// A fourth server with an empty data dir joins and catches up by a
+	// snapshot sent over the network, then leaves for the next rung.
+	os.RemoveAll(joiner.dir)
+	t0 = time.Now()
+	joiner.start(bin)
+	waitFor(10*time.Minute, joiner.id+" to join and catch up", func() bool { return usageMappings(joiner) == n })
+	joined := time.Since(t0)
+	joiner.stop()
+	run(exec.Command(bin, "--addr", leaderOf(servers).http(), "cluster", "remove", joiner.id))
+	step("a fourth server joined, caught up and left")
 
 	var rss, heap float64
 	for _, s := range servers {
@@ -161,6 +184,7 @@ func rung(bin, work string, servers []*server, n, perClient, domainBytes int, be
 	follower.start(bin)
 	waitReady(follower, 10*time.Minute)
 	restart := time.Since(t0)
+	step("saved, and a follower restarted")
 
 	addrs := make([]string, len(servers))
 	for i, s := range servers {
@@ -168,6 +192,11 @@ func rung(bin, work string, servers []*server, n, perClient, domainBytes int, be
 	}
 	newRun := bench(bin, strings.Join(addrs, ","), "new=100", benchFor)
 	lookupRun := bench(bin, follower.http(), "new=5,lookup=95", benchFor)
+	elections := termOf(leaderOf(servers)) - term0
+	var pause float64
+	for _, s := range servers {
+		pause = max(pause, metric(s, `go_gc_duration_seconds{quantile="1"}`))
+	}
 	mb := func(b float64) string { return strconv.FormatFloat(b/1e6, 'f', 1, 64) }
 	sec := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', 2, 64) }
 	return []string{time.Now().UTC().Format(time.RFC3339), strconv.Itoa(n), strconv.Itoa(clients), strconv.Itoa(domainBytes),
@@ -175,7 +204,8 @@ func rung(bin, work string, servers []*server, n, perClient, domainBytes int, be
 		mb(rss), mb(heap), strconv.Itoa(int(rss / float64(n))), strconv.Itoa(int(heap / float64(n))), mb(float64(dataDir)),
 		sec(save), sec(restart),
 		fmt.Sprintf("%.0f", newRun.Kinds["new"].OpsPerSec), fmt.Sprintf("%.2f", newRun.Kinds["new"].P50), fmt.Sprintf("%.2f", newRun.Kinds["new"].P99),
-		fmt.Sprintf("%.0f", lookupRun.Kinds["lookup"].OpsPerSec), fmt.Sprintf("%.2f", lookupRun.Kinds["lookup"].P99)}
+		fmt.Sprintf("%.0f", lookupRun.Kinds["lookup"].OpsPerSec), fmt.Sprintf("%.2f", lookupRun.Kinds["lookup"].P99),
+		sec(joined), strconv.FormatUint(elections, 10), fmt.Sprintf("%.1f", pause*1000)}
 }
 
 type benchKind struct {
@@ -268,6 +298,16 @@ func leaderOf(servers []*server) *server {
 	}
 	log.Fatalf("leader %s is not one of the servers", id)
 	return nil
+}
+
+// termOf is the Raft term s is in: each election moves it on.
+func termOf(s *server) uint64 {
+	b, _ := get(s, "/v1/cluster")
+	var st struct {
+		Term uint64 `json:"term"`
+	}
+	json.Unmarshal(b, &st)
+	return st.Term
 }
 
 func usageMappings(s *server) int {
