@@ -233,11 +233,15 @@ func TestServeConnHalfClosedFlowLivesWhileDataMoves(t *testing.T) {
 		}
 		defer up.Close()
 		io.Copy(io.Discard, up)
+		// An answer that trickles for longer than the timeout: the pace
+		// of the upstream, not a wait for any state of the test's.
+		tick := time.NewTicker(gap)
+		defer tick.Stop()
 		for range chunks {
 			if _, err := up.Write([]byte{'x'}); err != nil {
 				return
 			}
-			time.Sleep(gap)
+			<-tick.C
 		}
 	}()
 	stream := ln.Addr().(*net.TCPAddr).AddrPort()

@@ -186,8 +186,10 @@ func slowForgedUpstream(pc net.PacketConn, realA, evilA string, floods *atomic.I
 				binary.BigEndian.PutUint16(fb, uint16(id))
 				pc.WriteTo(fb, from)
 			}
-			// The upstream is slow, which is the forger's window.
-			time.Sleep(time.Until(asked.Add(time.Second)))
+			// The upstream is slow, which is the forger's window: its
+			// answer comes a second after the question, whatever the test
+			// is doing.
+			<-time.After(time.Until(asked.Add(time.Second)))
 			real := new(dns.Msg)
 			real.SetReply(q)
 			real.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300}, A: net.ParseIP(realA)}}
