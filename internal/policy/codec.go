@@ -1,12 +1,9 @@
 package policy
 
 import (
-	"bytes"
-	"encoding/binary"
 	"encoding/json"
-	"errors"
-	"hash/crc32"
 
+	"github.com/ippool/ippool/internal/jsonentry"
 	"github.com/ippool/ippool/pool"
 )
 
@@ -35,22 +32,16 @@ type Command struct {
 	IfRevision uint64 `json:"if_revision,omitempty"`
 }
 
-// A command's log entry is commandMarker, a version byte, the command as
-// JSON, and a CRC-32C of everything before it (little endian), as an ACL
-// command's is. The marker is a byte no pool or ACL entry starts with; a
-// server that does not know it takes it for a pool entry of a future
-// version and stops rather than skip it.
-const (
-	commandMarker  = 'P'
-	commandVersion = 1
-	// MaxCommand holds the largest document, JSON-escaped.
-	MaxCommand = 8 << 20
-)
+// A command's log entry is a jsonentry of marker 'P', a byte no pool or ACL
+// entry starts with: a server that does not know it takes it for a pool
+// entry of a future version and stops rather than skip it.
+var entries = jsonentry.Kind{Marker: 'P', Version: 1, Max: MaxCommand, Name: "policy", TooLarge: pool.CodeInvalidPolicy}
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+// MaxCommand holds the largest document, JSON-escaped.
+const MaxCommand = 8 << 20
 
 // IsCommand reports whether a log entry is a policy command.
-func IsCommand(entry []byte) bool { return len(entry) > 0 && entry[0] == commandMarker }
+func IsCommand(entry []byte) bool { return entries.Is(entry) }
 
 // EncodeCommand makes a command's log entry; it refuses a document Parse
 // refuses, so that every entry in the log compiles on every server.
@@ -58,16 +49,7 @@ func EncodeCommand(c Command) ([]byte, error) {
 	if _, err := Parse([]byte(c.Text)); err != nil {
 		return nil, invalid(err)
 	}
-	body, err := json.Marshal(c)
-	if err != nil {
-		return nil, err
-	}
-	b := append([]byte{commandMarker, commandVersion}, body...)
-	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
-	if len(b) > MaxCommand {
-		return nil, pool.Errorf(pool.CodeInvalidPolicy, "the policy entry takes %d bytes, over the limit of %d", len(b), MaxCommand)
-	}
-	return b, nil
+	return entries.Encode(c)
 }
 
 // invalid is a document refused, as the API's invalid_policy.
@@ -79,21 +61,8 @@ func invalid(err error) error {
 // pool.ErrCorruptEntry; anything else it cannot read is pool.ErrBadCommand.
 func DecodeCommand(b []byte) (Command, error) {
 	var c Command
-	if len(b) > MaxCommand {
-		return c, pool.Errorf(pool.CodeBadCommand, "policy entry of %d bytes is over the limit of %d", len(b), MaxCommand)
-	}
-	if len(b) < 6 || b[0] != commandMarker {
-		return c, pool.Errorf(pool.CodeBadCommand, "not a policy entry")
-	}
-	body := len(b) - 4
-	if crc32.Checksum(b[:body], castagnoli) != binary.LittleEndian.Uint32(b[body:]) {
-		return c, pool.Errorf(pool.CodeCorruptEntry, "policy entry fails its checksum")
-	}
-	if b[1] != commandVersion {
-		return c, pool.Errorf(pool.CodeBadCommand, "policy entry has version %d; this server reads version %d", b[1], commandVersion)
-	}
-	if err := strictJSON(b[2:body], &c); err != nil {
-		return Command{}, pool.Errorf(pool.CodeBadCommand, "policy entry does not decode: %v", err)
+	if err := entries.Decode(b, &c); err != nil {
+		return Command{}, err
 	}
 	return c, nil
 }
@@ -114,18 +83,6 @@ func Apply(cur *Stored, c Command, index uint64) (*Stored, error) {
 		return cur, invalid(err)
 	}
 	return &Stored{Text: c.Text, Revision: index, Policy: p}, nil
-}
-
-func strictJSON(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if dec.More() {
-		return errors.New("trailing data")
-	}
-	return nil
 }
 
 // A snapshot of a cluster with a policy holds a policy section (framed by
@@ -153,7 +110,7 @@ func SectionBody(s *Stored) ([]byte, error) {
 // ParseSection reads a policy section's body and compiles the policy.
 func ParseSection(body []byte) (*Stored, error) {
 	var sec section
-	if err := strictJSON(body, &sec); err != nil {
+	if err := jsonentry.Strict(body, &sec); err != nil {
 		return nil, pool.Errorf(pool.CodeBadSnapshot, "the snapshot's policy section does not decode: %v", err)
 	}
 	p, err := Parse([]byte(sec.Text))
