@@ -20,16 +20,6 @@ import (
 // The tests in this file turn each way the DNS front end could be turned
 // against its clients (issue 17) into the bound that now holds.
 
-func (u *fakeUpstream) total() int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	n := 0
-	for _, c := range u.hits {
-		n += c
-	}
-	return n
-}
-
 // frozen is a clock that stands still, so that token buckets never refill
 // and a bound can be asserted exactly.
 func frozen() func() time.Time {
@@ -72,7 +62,7 @@ func TestAllowList(t *testing.T) {
 			t.Fatalf("%s from 127.0.0.6: %v", network, r)
 		}
 	}
-	if n := e.up.total(); n != 0 {
+	if n := e.up.Total(); n != 0 {
 		t.Fatalf("refused sources made %d upstream queries", n)
 	}
 	if ms := e.pool.Mappings("127.0.0.6"); len(ms) != 0 {
@@ -122,7 +112,7 @@ func TestRateLimitBoundsUpstreamLookups(t *testing.T) {
 			t.Fatalf("name %d: %v", i, r)
 		}
 	}
-	if n := e.up.total(); n != burst {
+	if n := e.up.Total(); n != burst {
 		t.Fatalf("400 new names made %d upstream queries; the bucket holds %d", n, burst)
 	}
 	if refused != 400-burst {
@@ -141,7 +131,7 @@ func TestRateLimitPaysEachLookup(t *testing.T) {
 	if r := e.query(t, "direct.example.test.", dns.TypeAAAA, qopts{}); r.Rcode != dns.RcodeRefused {
 		t.Fatalf("AAAA with one token: %v", r)
 	}
-	if n := e.up.total(); n != 1 {
+	if n := e.up.Total(); n != 1 {
 		t.Fatalf("%d upstream queries for one token", n)
 	}
 }
@@ -197,7 +187,7 @@ func TestNewClientFloodBounded(t *testing.T) {
 			sources, clients, answered.Load(), refused.Load(), burst)
 	}
 	// One upstream query per admitted source.
-	if n := e.up.total(); n != burst {
+	if n := e.up.Total(); n != burst {
 		t.Fatalf("%d upstream queries", n)
 	}
 	// The known client is not held back by the empty new-client bucket.

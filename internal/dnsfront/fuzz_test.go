@@ -41,7 +41,7 @@ func fuzzServer(tb testing.TB, domains ...string) (*Server, *localpool.Pool) {
 	}
 	s, err := New(Config{
 		Domains:            domains,
-		Upstreams:          []string{up.addr},
+		Upstreams:          []string{up.Addr},
 		AllowPrivate:       docRanges,
 		IgnoreDestinations: []netip.Prefix{ignorePrefix},
 		V6Prefix:           netip.MustParsePrefix("fd7a:115c:a1e0::/96"),

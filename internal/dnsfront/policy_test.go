@@ -11,6 +11,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/ippool/ippool/internal/policy"
+	"github.com/ippool/ippool/internal/testdns"
 	"github.com/ippool/ippool/localpool"
 	"github.com/ippool/ippool/pool"
 )
@@ -33,7 +34,7 @@ func (pp *policedPool) CheckName(c *policy.Client, d string) error {
 	return nil
 }
 
-func policedServer(t *testing.T, rcode int) (*Server, *policedPool, *fakeUpstream) {
+func policedServer(t *testing.T, rcode int) (*Server, *policedPool, *testdns.Upstream) {
 	t.Helper()
 	up := startUpstream(t)
 	pc, err := pool.ParseConfig("100.64.0.0/28", "", time.Hour)
@@ -45,7 +46,7 @@ func policedServer(t *testing.T, rcode int) (*Server, *policedPool, *fakeUpstrea
 		t.Fatal(err)
 	}
 	pp := &policedPool{Pool: lp}
-	s, err := New(Config{Domains: []string{"example.test"}, Upstreams: []string{up.addr}, AllowPrivate: docRanges, PolicyDenyRcode: rcode}, pp)
+	s, err := New(Config{Domains: []string{"example.test"}, Upstreams: []string{up.Addr}, AllowPrivate: docRanges, PolicyDenyRcode: rcode}, pp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +96,7 @@ func TestPolicyDeniesNames(t *testing.T) {
 	if _, ok := pp.Get(client, "x.denied.example.test"); ok {
 		t.Error("a denied name was mapped")
 	}
-	if n := up.count("x.denied.example.test", dns.TypeA); n != 0 {
+	if n := up.Count("x.denied.example.test", dns.TypeA); n != 0 {
 		t.Errorf("a denied name was asked upstream %d times", n)
 	}
 	if r := ask("other.example.test."); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
@@ -128,7 +129,7 @@ func BenchmarkFastAnswerPolicy(b *testing.B) {
 		b.Fatal(err)
 	}
 	pp := &policedPool{Pool: lp}
-	s, err := New(Config{Domains: []string{"example.test"}, Upstreams: []string{up.addr}, AllowPrivate: docRanges, RateLimit: 1000}, pp)
+	s, err := New(Config{Domains: []string{"example.test"}, Upstreams: []string{up.Addr}, AllowPrivate: docRanges, RateLimit: 1000}, pp)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -20,7 +20,7 @@ func TestQuotaExceededIsServfailWithEDE(t *testing.T) {
 		pool.QuotaFlagMappingsPerClient: "mappings_per_client",
 		pool.QuotaFlagDomainBytes:       "domain_bytes",
 	} {
-		s, err := New(Config{Domains: []string{"example.test"}, Upstreams: []string{up.addr}, AllowPrivate: docRanges},
+		s, err := New(Config{Domains: []string{"example.test"}, Upstreams: []string{up.Addr}, AllowPrivate: docRanges},
 			&fakePool{err: pool.Errorf(pool.CodeQuotaExceeded, "the cluster holds its limit (%s 3)", flag)})
 		if err != nil {
 			t.Fatal(err)

@@ -45,7 +45,7 @@ func TestServeOnGivenSocketsWithAnotherNamer(t *testing.T) {
 		}
 		return "", errors.New("not a node of the tailnet")
 	})
-	s, err := New(Config{Domains: []string{"example.test"}, Upstreams: []string{up.addr}, AllowPrivate: docRanges, Clients: names,
+	s, err := New(Config{Domains: []string{"example.test"}, Upstreams: []string{up.Addr}, AllowPrivate: docRanges, Clients: names,
 		V6Prefix: netip.MustParsePrefix("fd7a:115c:a1e0::/96")}, lp)
 	if err != nil {
 		t.Fatal(err)

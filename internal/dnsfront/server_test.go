@@ -14,6 +14,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/ippool/ippool/internal/testdns"
 	"github.com/ippool/ippool/localpool"
 	"github.com/ippool/ippool/pool"
 )
@@ -23,7 +24,7 @@ var ignorePrefix = netip.MustParsePrefix("10.99.0.0/16")
 type env struct {
 	srv  *Server
 	pool *localpool.Pool
-	up   *fakeUpstream
+	up   *testdns.Upstream
 	addr string
 }
 
@@ -43,7 +44,7 @@ func start(t *testing.T, poolText string, mod func(*Config)) *env {
 	cfg := Config{
 		Addr:               "127.0.0.1:0",
 		Domains:            []string{"example.test"},
-		Upstreams:          []string{up.addr},
+		Upstreams:          []string{up.Addr},
 		AllowPrivate:       docRanges,
 		IgnoreDestinations: []netip.Prefix{ignorePrefix},
 		V6Prefix:           netip.MustParsePrefix("fd7a:115c:a1e0::/96"),
@@ -157,8 +158,8 @@ func TestANewNameAndAAAA(t *testing.T) {
 	if m, ok := e.pool.Get("127.0.0.1", "a.example.test"); !ok || m.Addr != a1 {
 		t.Fatalf("pool mapping for a: %v %v", m, ok)
 	}
-	if e.up.count("a.example.test.", dns.TypeA) != 1 {
-		t.Fatalf("upstream asked %d times for a, want 1 (cache)", e.up.count("a.example.test.", dns.TypeA))
+	if e.up.Count("a.example.test.", dns.TypeA) != 1 {
+		t.Fatalf("upstream asked %d times for a, want 1 (cache)", e.up.Count("a.example.test.", dns.TypeA))
 	}
 	st := e.srv.Stats()
 	if st.Queries != 5 || st.Answered != 5 || st.CacheHits < 2 {
@@ -214,7 +215,7 @@ func TestNXDOMAIN(t *testing.T) {
 	if _, ok := e.pool.Get("127.0.0.1", "nx.example.test"); ok {
 		t.Fatal("NXDOMAIN name got an address")
 	}
-	if n := e.up.count("nx.example.test.", dns.TypeA); n != 1 {
+	if n := e.up.Count("nx.example.test.", dns.TypeA); n != 1 {
 		t.Fatalf("negative answer asked upstream %d times, want 1", n)
 	}
 }
@@ -247,7 +248,7 @@ func TestRefusedOutsideDomains(t *testing.T) {
 			t.Fatalf("%s: %v", n, r)
 		}
 	}
-	if e.up.count("www.outside.test.", dns.TypeA) != 0 {
+	if e.up.Count("www.outside.test.", dns.TypeA) != 0 {
 		t.Fatal("asked upstream for a name outside the domains")
 	}
 }
@@ -427,7 +428,7 @@ func TestUpstreamFailure(t *testing.T) {
 	if r.Rcode != dns.RcodeServerFailure || ede(r) == nil || ede(r).InfoCode != dns.ExtendedErrorCodeNoReachableAuthority {
 		t.Fatalf("upstream SERVFAIL: %v", r)
 	}
-	e.up.stop()
+	e.up.Stop()
 	t0 := time.Now()
 	r = e.query(t, "down.example.test.", dns.TypeA, qopts{edns: true})
 	if r.Rcode != dns.RcodeServerFailure || ede(r) == nil {
@@ -461,18 +462,18 @@ func TestCacheExpiryAndCoalescing(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n := e.up.count("co.example.test.", dns.TypeA); n != 1 {
+	if n := e.up.Count("co.example.test.", dns.TypeA); n != 1 {
 		t.Fatalf("20 concurrent queries asked upstream %d times", n)
 	}
 	// Upstream TTL is 300s, capped at 100s.
 	now.Add(int64(99 * time.Second))
 	e.query(t, "co.example.test.", dns.TypeA, qopts{})
-	if n := e.up.count("co.example.test.", dns.TypeA); n != 1 {
+	if n := e.up.Count("co.example.test.", dns.TypeA); n != 1 {
 		t.Fatalf("before expiry: %d upstream queries", n)
 	}
 	now.Add(int64(2 * time.Second))
 	e.query(t, "co.example.test.", dns.TypeA, qopts{})
-	if n := e.up.count("co.example.test.", dns.TypeA); n != 2 {
+	if n := e.up.Count("co.example.test.", dns.TypeA); n != 2 {
 		t.Fatalf("after expiry: %d upstream queries", n)
 	}
 	// Negative answers live for the SOA minimum (30s).
@@ -481,7 +482,7 @@ func TestCacheExpiryAndCoalescing(t *testing.T) {
 	e.query(t, "nx.example.test.", dns.TypeA, qopts{})
 	now.Add(int64(2 * time.Second))
 	e.query(t, "nx.example.test.", dns.TypeA, qopts{})
-	if n := e.up.count("nx.example.test.", dns.TypeA); n != 2 {
+	if n := e.up.Count("nx.example.test.", dns.TypeA); n != 2 {
 		t.Fatalf("negative cache: %d upstream queries, want 2", n)
 	}
 }
@@ -511,7 +512,7 @@ func TestNoQuorumAnswersQuickly(t *testing.T) {
 		{err: pool.Errorf(pool.CodeNoLeader, "no leader")},
 		{block: true},
 	} {
-		s, err := New(Config{Domains: []string{"example.test"}, Upstreams: []string{up.addr}, AllowPrivate: docRanges, WriteTimeout: 200 * time.Millisecond}, p)
+		s, err := New(Config{Domains: []string{"example.test"}, Upstreams: []string{up.Addr}, AllowPrivate: docRanges, WriteTimeout: 200 * time.Millisecond}, p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -529,7 +530,7 @@ func TestNoQuorumAnswersQuickly(t *testing.T) {
 
 func TestMalformedQueries(t *testing.T) {
 	up := startUpstream(t)
-	s, err := New(Config{Domains: []string{"example.test"}, Upstreams: []string{up.addr}}, &fakePool{err: errors.New("unused")})
+	s, err := New(Config{Domains: []string{"example.test"}, Upstreams: []string{up.Addr}}, &fakePool{err: errors.New("unused")})
 	if err != nil {
 		t.Fatal(err)
 	}

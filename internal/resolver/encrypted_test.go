@@ -16,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/ippool/ippool/internal/testcerts"
+	"github.com/ippool/ippool/internal/testdns"
 )
 
 // countingListener counts the connections it accepts.
@@ -45,7 +46,7 @@ func startDoT(t *testing.T) (string, string, *atomic.Int64) {
 		t.Fatal(err)
 	}
 	cl := &countingListener{Listener: ln}
-	u := &fakeUpstream{hits: make(map[string]int)}
+	u := testdns.New(zone)
 	srv := &dns.Server{Listener: cl, Net: "tcp-tls", Handler: u}
 	up := make(chan struct{})
 	srv.NotifyStartedFunc = func() { close(up) }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/ippool/ippool/internal/testdns"
 )
 
 var ignorePrefix = netip.MustParsePrefix("10.99.0.0/16")
@@ -16,11 +18,11 @@ var ignorePrefix = netip.MustParsePrefix("10.99.0.0/16")
 func notOwn(netip.Addr) bool { return false }
 
 // newTest is a resolver asking a fake upstream, with cfg edited by mod.
-func newTest(t testing.TB, mod func(*Config)) (*Resolver, *fakeUpstream) {
+func newTest(t testing.TB, mod func(*Config)) (*Resolver, *testdns.Upstream) {
 	t.Helper()
 	up := startUpstream(t)
 	cfg := Config{
-		Upstreams:          []string{up.addr},
+		Upstreams:          []string{up.Addr},
 		IgnoreDestinations: []netip.Prefix{ignorePrefix},
 		UpstreamTimeout:    2 * time.Second,
 	}
@@ -48,7 +50,7 @@ func TestLookupA(t *testing.T) {
 	if _, _, err := r.LookupA("a.example.test"); err != nil {
 		t.Fatal(err)
 	}
-	if n := up.count("a.example.test.", dns.TypeA); n != 1 {
+	if n := up.Count("a.example.test.", dns.TypeA); n != 1 {
 		t.Fatalf("upstream asked %d times for a cached name, want 1", n)
 	}
 	addrs, ignored, err = r.LookupA("alias.example.test")
@@ -86,7 +88,7 @@ func TestLookupTruncatedUpstreamAsksOverTCP(t *testing.T) {
 	if err != nil || len(addrs) != 1 || addrs[0] != netip.MustParseAddr("192.0.2.77") {
 		t.Fatalf("tc: %v %v", addrs, err)
 	}
-	if n := up.count("tc.example.test.", dns.TypeA); n != 2 {
+	if n := up.Count("tc.example.test.", dns.TypeA); n != 2 {
 		t.Fatalf("upstream asked %d times, want 2 (UDP, then TCP)", n)
 	}
 }

@@ -1,53 +1,20 @@
 package resolver
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/miekg/dns"
-)
 
-// fakeUpstream is a real DNS server on loopback (UDP and TCP on one port)
-// serving fixed records, and counting the questions it gets so tests can see
-// caching and coalescing.
-type fakeUpstream struct {
-	addr string
-	mu   sync.Mutex
-	hits map[string]int // "name/type" -> count
-	udp  *dns.Server
-	tcp  *dns.Server
-}
+	"github.com/ippool/ippool/internal/testdns"
+)
 
 const upstreamSOAMin = 30
 
-func startUpstream(tb testing.TB) *fakeUpstream {
-	tb.Helper()
-	pc, ln := listenBoth(tb)
-	u := &fakeUpstream{addr: pc.LocalAddr().String(), hits: make(map[string]int)}
-	u.udp = &dns.Server{PacketConn: pc, Handler: u}
-	u.tcp = &dns.Server{Listener: ln, Handler: u}
-	for _, srv := range []*dns.Server{u.udp, u.tcp} {
-		up := make(chan struct{})
-		srv.NotifyStartedFunc = func() { close(up) }
-		go func() { _ = srv.ActivateAndServe() }()
-		<-up
-	}
-	tb.Cleanup(func() {
-		_ = u.udp.Shutdown()
-		_ = u.tcp.Shutdown()
-	})
-	return u
-}
-
-func (u *fakeUpstream) count(name string, qtype uint16) int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.hits[strings.ToLower(name)+"/"+dns.TypeToString[qtype]]
-}
+// startUpstream runs the fake upstream (package testdns) with this
+// package's zone.
+func startUpstream(tb testing.TB) *testdns.Upstream { return testdns.Start(tb, zone) }
 
 func rrs(tb testing.TB, lines ...string) []dns.RR {
 	var out []dns.RR
@@ -61,15 +28,8 @@ func rrs(tb testing.TB, lines ...string) []dns.RR {
 	return out
 }
 
-func (u *fakeUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
-	q := r.Question[0]
-	name := strings.ToLower(q.Name)
-	u.mu.Lock()
-	u.hits[name+"/"+dns.TypeToString[q.Qtype]]++
-	u.mu.Unlock()
-
-	m := new(dns.Msg)
-	m.SetReply(r)
+// zone is the fake upstream's: fixed records for the names the tests ask.
+func zone(name string, q dns.Question, m *dns.Msg, udp bool) {
 	soa, _ := dns.NewRR(fmt.Sprintf("example.test. 300 IN SOA ns.example.test. h.example.test. 1 1 1 1 %d", upstreamSOAMin))
 	add := func(s string) {
 		rr, err := dns.NewRR(s)
@@ -139,24 +99,9 @@ func (u *fakeUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 			m.Ns = append(m.Ns, soa)
 		}
 	}
-	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
-		if name == "tc.example.test." {
-			// Truncated over UDP whatever the size: the answer is over
-			// TCP only.
-			m.Answer, m.Truncated = nil, true
-		}
-		size := dns.MinMsgSize
-		if opt := r.IsEdns0(); opt != nil {
-			size = int(opt.UDPSize())
-			m.SetEdns0(opt.UDPSize(), false)
-		}
-		m.Truncate(size)
+	if udp && name == "tc.example.test." {
+		// Truncated over UDP whatever the size: the answer is over TCP
+		// only.
+		m.Answer, m.Truncated = nil, true
 	}
-	_ = w.WriteMsg(m)
-}
-
-// stop shuts the fake down early, for tests of upstream failure.
-func (u *fakeUpstream) stop() {
-	_ = u.udp.ShutdownContext(context.Background())
-	_ = u.tcp.ShutdownContext(context.Background())
 }
