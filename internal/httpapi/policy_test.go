@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ippool/ippool/internal/policy"
+	"github.com/ippool/ippool/internal/service"
 	"github.com/ippool/ippool/wire"
 )
 
@@ -36,14 +37,7 @@ const issuePolicy = `{
 // against the live policy.
 func TestPolicyEndpoints(t *testing.T) {
 	svc := startService(t)
-	srv := NewServer(svc, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer srv.Shutdown()
-	addr := ln.Addr().String()
+	addr := serveFast(t, svc)
 	do := func(method, target, ifMatch, body string) (int, http.Header, []byte) {
 		t.Helper()
 		c, err := net.Dial("tcp", addr)
@@ -165,13 +159,7 @@ func TestAllocationDeniedByPolicy(t *testing.T) {
 	if _, err := svc.SetPolicy(t.Context(), policy.Command{Text: issuePolicy}); err != nil {
 		t.Fatal(err)
 	}
-	srv := NewServer(svc, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer srv.Shutdown()
+	addr := serveFast(t, svc)
 	for _, c := range []struct {
 		client, domain string
 		status         int
@@ -183,7 +171,7 @@ func TestAllocationDeniedByPolicy(t *testing.T) {
 		{"bob", "git.corp.example", 403, "default is deny"},
 		{"10.2.7.7", "api.github.com", 403, "default is deny"},
 	} {
-		resp, b := rawRequest(t, ln.Addr().String(), "POST", "/v1/clients/"+c.client+"/domains/"+c.domain, nil)
+		resp, b := rawRequest(t, addr, "POST", "/v1/clients/"+c.client+"/domains/"+c.domain, nil)
 		if resp.StatusCode != c.status || (c.status == 403 && (!strings.Contains(string(b), "denied_by_policy") || !strings.Contains(string(b), c.rule))) {
 			t.Errorf("%s %s: %d %s, want %d", c.client, c.domain, resp.StatusCode, b, c.status)
 		}
@@ -194,12 +182,12 @@ func TestAllocationDeniedByPolicy(t *testing.T) {
 	if _, err := svc.SetPolicy(t.Context(), policy.Command{Text: `{"rules": [{"name": "no-git", "clients": ["*"], "domains": ["git.corp.example"], "action": "deny"}]}`}); err != nil {
 		t.Fatal(err)
 	}
-	resp, b := rawRequest(t, ln.Addr().String(), "POST", "/v1/clients/alice-laptop/domains/GIT.corp.example", nil)
+	resp, b := rawRequest(t, addr, "POST", "/v1/clients/alice-laptop/domains/GIT.corp.example", nil)
 	if resp.StatusCode != 403 || !strings.Contains(string(b), `rule \"no-git\"`) {
 		t.Errorf("after the change: %d %s", resp.StatusCode, b)
 	}
 	var got wire.Policy
-	if err := json.Unmarshal(mustGet(t, ln.Addr().String(), "/v1/policy"), &got); err != nil {
+	if err := json.Unmarshal(mustGet(t, addr, "/v1/policy"), &got); err != nil {
 		t.Fatal(err)
 	}
 	if want := []wire.PolicyRuleHits{{Rule: "no-git", Action: "deny", Hits: 1}, {Rule: "default", Action: "allow"}}; !slices.Equal(got.Hits, want) {
@@ -223,13 +211,7 @@ func TestRuleMaxMappings(t *testing.T) {
 	if _, err := svc.SetPolicy(t.Context(), policy.Command{Text: `{"rules": [{"name": "guests", "clients": ["id-prefix:guest-"], "domains": ["*"], "action": "allow", "max_mappings": 2}]}`}); err != nil {
 		t.Fatal(err)
 	}
-	srv := NewServer(svc, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer srv.Shutdown()
+	addr := serveFast(t, svc)
 	for i, c := range []struct {
 		client, domain string
 		status         int
@@ -240,9 +222,23 @@ func TestRuleMaxMappings(t *testing.T) {
 		{"guest-1", "a.example", 200},
 		{"staff-1", "c.example", 200},
 	} {
-		resp, b := rawRequest(t, ln.Addr().String(), "POST", "/v1/clients/"+c.client+"/domains/"+c.domain, nil)
+		resp, b := rawRequest(t, addr, "POST", "/v1/clients/"+c.client+"/domains/"+c.domain, nil)
 		if resp.StatusCode != c.status || (c.status == 429 && !strings.Contains(string(b), "max_mappings 2")) {
 			t.Errorf("%d: %s %s: %d %s, want %d", i, c.client, c.domain, resp.StatusCode, b, c.status)
 		}
 	}
+}
+
+// serveFast runs the server `ippool serve` runs over svc on loopback until
+// the test ends, and returns its address.
+func serveFast(t *testing.T, svc *service.Service) string {
+	t.Helper()
+	srv := NewServer(svc, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown() })
+	return ln.Addr().String()
 }
