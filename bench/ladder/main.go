@@ -13,6 +13,13 @@
 // at 64 callers over the three servers, and lookups on a follower. The
 // servers listen on 127.0.0.161-163 (HTTP 7860, cluster 7861); every
 // process it starts it stops, by PID.
+//
+// Each rung also measures DNS mapped names on a follower (dnsperf, from
+// Debian's package), and the collector's share of CPU and its pause p99
+// over the load runs. After the rungs, the expiry step (-expiry) restores
+// a batch that goes idle at once and times its forgetting under load; its
+// row goes to the CSV named like -out with -expiry.
+// `go run ./bench/plot` draws docs/scale-*.png from the CSVs.
 package main
 
 import (
@@ -43,6 +50,7 @@ type server struct {
 }
 
 func (s *server) http() string { return s.ip + ":7860" }
+func (s *server) dns() string  { return s.ip + ":7863" }
 
 func main() {
 	rungs := flag.String("rungs", "1000000,3000000,10000000,30000000", "mappings at each rung, comma-separated")
@@ -51,12 +59,18 @@ func main() {
 	bin := flag.String("bin", "", "ippool binary (default: built from this checkout)")
 	out := flag.String("out", "bench/scale.csv", "CSV to append a row per rung to")
 	benchFor := flag.Duration("bench", 10*time.Second, "length of each load run")
+	expiry := flag.Int("expiry", 1_000_000, "mappings that go idle at once in the expiry step after the rungs (0: no such step)")
+	keep := flag.Bool("keep", false, "keep the work dir (servers' logs) even when the ladder ends well")
 	flag.Parse()
 
 	work, err := os.MkdirTemp("", "ippool-ladder-")
 	check(err)
-	log.Printf("work dir %s (servers' logs there; removed when the ladder ends well)", work)
-	defer os.RemoveAll(work)
+	log.Printf("work dir %s (servers' logs there; removed when the ladder ends well, unless -keep)", work)
+	if !*keep {
+		defer os.RemoveAll(work)
+	}
+	upstream := startUpstream(upstreamAddr)
+	defer upstream.Shutdown()
 	if *bin == "" {
 		*bin = filepath.Join(work, "ippool")
 		run(exec.Command("go", "build", "-o", *bin, "./cmd/ippool"))
@@ -82,6 +96,9 @@ func main() {
 			// The rungs are past the default quotas, which exist to bound
 			// what strangers make the cluster hold, not what it can.
 			"--max-clients", "2147483648", "--max-mappings", "0", "--max-mappings-per-client", "0", "--max-domain-bytes", "0",
+			// DNS as bench/dns-vs-unbound.sh runs it: dnsperf is one source.
+			"--dns-addr", s.dns(), "--dns-domains", "ladder.test", "--dns-upstream", upstreamAddr,
+			"--dns-rate-limit", "0", "--dns-new-clients-rate", "0",
 			"--pprof", "--log-level", "warn"}
 		if i < 3 {
 			s.start(*bin)
@@ -115,12 +132,16 @@ func main() {
 		w.Flush()
 		check(w.Error())
 	}
+	if *expiry > 0 {
+		expiryStep(*bin, work, strings.TrimSuffix(*out, ".csv")+"-expiry.csv", servers, *expiry, *perClient, *domainBytes)
+	}
 }
 
 var header = []string{"time", "mappings", "clients", "domain_bytes", "generate_s", "snapshot_bytes", "restore_s", "applied_everywhere_s",
 	"rss_mb_max", "heap_mb_max", "rss_bytes_per_mapping", "heap_bytes_per_mapping", "data_dir_mb", "save_s", "restart_ready_s",
 	"new_per_s", "new_p50_ms", "new_p99_ms", "lookup_follower_per_s", "lookup_p99_ms",
-	"join_caught_up_s", "elections", "gc_pause_max_ms"}
+	"join_caught_up_s", "elections", "gc_pause_max_ms",
+	"rss_peak_mb", "dns_follower_qps", "gc_cpu_share", "gc_pause_p99_ms", "snapshot_encode_mean_s"}
 
 func rung(bin, work string, servers []*server, joiner *server, n, perClient, domainBytes int, benchFor time.Duration) []string {
 	clients := max(1, n/perClient)
@@ -158,12 +179,18 @@ func rung(bin, work string, servers []*server, joiner *server, n, perClient, dom
 	run(exec.Command(bin, "--addr", leaderOf(servers).http(), "cluster", "remove", joiner.id))
 	step("a fourth server joined, caught up and left")
 
-	var rss, heap float64
+	var rss, heap, peak, encodeSum, encodeCount float64
+	for _, s := range servers {
+		// Before the follower's restart, which starts its count again.
+		peak = max(peak, float64(procStatus(s.cmd.Process.Pid, "VmHWM:")))
+		encodeSum += metric(s, "ippool_snapshot_encode_seconds_sum")
+		encodeCount += metric(s, "ippool_snapshot_encode_seconds_count")
+	}
 	for _, s := range servers {
 		// A collection first, so that the heap is what the state holds,
 		// not the garbage of the restore.
 		get(s, "/debug/pprof/heap?gc=1")
-		rss = max(rss, float64(vmRSS(s.cmd.Process.Pid)))
+		rss = max(rss, float64(procStatus(s.cmd.Process.Pid, "VmRSS:")))
 		heap = max(heap, metric(s, "go_memstats_heap_alloc_bytes"))
 	}
 	dataDir := dirSize(servers[0].dir)
@@ -190,8 +217,18 @@ func rung(bin, work string, servers []*server, joiner *server, n, perClient, dom
 	for i, s := range servers {
 		addrs[i] = s.http()
 	}
-	newRun := bench(bin, strings.Join(addrs, ","), "new=100", benchFor)
-	lookupRun := bench(bin, follower.http(), "new=5,lookup=95", benchFor)
+	gc0 := make([]gcSample, len(servers))
+	for i, s := range servers {
+		gc0[i] = sampleGC(s)
+	}
+	newRun := bench(bin, strings.Join(addrs, ","), "new=100", benchFor, 1000, 1000)
+	lookupRun := bench(bin, follower.http(), "new=5,lookup=95", benchFor, 1000, 1000)
+	dnsQPS := dnsperf(work, follower, benchFor)
+	var gcShare, pauseP99 float64
+	for i := range servers {
+		share, p99 := gc0[i].since()
+		gcShare, pauseP99 = max(gcShare, share), max(pauseP99, p99)
+	}
 	elections := termOf(leaderOf(servers)) - term0
 	var pause float64
 	for _, s := range servers {
@@ -205,22 +242,25 @@ func rung(bin, work string, servers []*server, joiner *server, n, perClient, dom
 		sec(save), sec(restart),
 		fmt.Sprintf("%.0f", newRun.Kinds["new"].OpsPerSec), fmt.Sprintf("%.2f", newRun.Kinds["new"].P50), fmt.Sprintf("%.2f", newRun.Kinds["new"].P99),
 		fmt.Sprintf("%.0f", lookupRun.Kinds["lookup"].OpsPerSec), fmt.Sprintf("%.2f", lookupRun.Kinds["lookup"].P99),
-		sec(joined), strconv.FormatUint(elections, 10), fmt.Sprintf("%.1f", pause*1000)}
+		sec(joined), strconv.FormatUint(elections, 10), fmt.Sprintf("%.1f", pause*1000),
+		mb(peak), fmt.Sprintf("%.0f", dnsQPS), fmt.Sprintf("%.3f", gcShare), fmt.Sprintf("%.2f", pauseP99*1000),
+		fmt.Sprintf("%.3f", encodeSum/max(encodeCount, 1))}
 }
 
 type benchKind struct {
 	OpsPerSec float64 `json:"ops_per_second"`
 	P50       float64 `json:"p50_ms"`
 	P99       float64 `json:"p99_ms"`
+	Max       float64 `json:"max_ms"`
 }
 
 type benchSummary struct {
 	Kinds map[string]benchKind `json:"ops"`
 }
 
-func bench(bin, addrs, mix string, d time.Duration) benchSummary {
+func bench(bin, addrs, mix string, d time.Duration, clients, domains int) benchSummary {
 	b, err := exec.Command(bin, "--addr", addrs, "bench", "--duration", d.String(), "--concurrency", "64",
-		"--clients", "1000", "--domains", "1000", "--mix", mix, "--json").Output()
+		"--clients", strconv.Itoa(clients), "--domains", strconv.Itoa(domains), "--mix", mix, "--json").Output()
 	check(err)
 	var s benchSummary
 	check(json.Unmarshal(b, &s))
@@ -233,6 +273,8 @@ func (s *server) start(bin string) {
 	check(err)
 	s.cmd = exec.Command(bin, s.args...)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	// A line per collection in the log, for the pauses (gcSample).
+	s.cmd.Env = append(os.Environ(), "GODEBUG=gctrace=1")
 	// The servers die with the ladder, however it ends.
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	check(s.cmd.Start())
@@ -332,12 +374,13 @@ func metric(s *server, name string) float64 {
 	return 0
 }
 
-// vmRSS is a process's resident set, in bytes.
-func vmRSS(pid int) int64 {
+// procStatus is a size from a process's /proc status (VmRSS: its resident
+// set, VmHWM: the most it has held), in bytes.
+func procStatus(pid int, field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	check(err)
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return kb << 10
 		}

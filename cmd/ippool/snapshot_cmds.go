@@ -113,6 +113,7 @@ type SnapshotGenerateCmd struct {
 	Pool              string        `default:"198.18.0.0/15" help:"The state's pool (serve's --pool)."`
 	Exclude           string        `help:"Addresses the pool leaves out (serve's --exclude)."`
 	Lifetime          time.Duration `default:"48h" help:"The pool's lifetime; last-used times lie within it before now, so nothing has expired when the snapshot is restored at once."`
+	UsedWithin        time.Duration `name:"used-within" help:"Span before now that last-used times lie in (default: 90% of the lifetime); a short one makes a batch that goes idle at once."`
 	Seed              uint64        `default:"1" help:"Makes the state reproducible."`
 	Out               string        `required:"" type:"path" help:"File to write; replaced only once complete."`
 }
@@ -133,7 +134,7 @@ func (c *SnapshotGenerateCmd) Run() error {
 	}
 	start := time.Now()
 	st, err := snapgen.Generate(snapgen.Config{Pool: cfg, Clients: c.Clients, MappingsPerClient: c.MappingsPerClient,
-		DomainBytes: c.DomainBytes, Shared: c.Shared, SharedNames: c.SharedNames, Seed: c.Seed})
+		DomainBytes: c.DomainBytes, Shared: c.Shared, SharedNames: c.SharedNames, UsedWithin: c.UsedWithin, Seed: c.Seed})
 	if err != nil {
 		return err
 	}

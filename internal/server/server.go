@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"regexp"
 	"syscall"
 	"time"
 
@@ -127,7 +128,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(gcCost)),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	buildinfo.RegisterMetrics(reg)
 	metrics := service.NewMetrics(reg)
 	ccfg.Metrics = metrics
@@ -306,4 +308,14 @@ func tailnetConnector(t *Tailnet) *connector.Config {
 		return nil
 	}
 	return &t.Connector
+}
+
+// gcCost adds the collector's share of CPU and its stop-the-world pauses
+// (runtime/metrics) to the default Go metrics: at tens of millions of
+// mappings the heap is gigabytes, and these say what marking it costs
+// (docs/scale.md): go_cpu_classes_gc_total_cpu_seconds_total against
+// go_cpu_classes_total_cpu_seconds_total less go_cpu_classes_idle_cpu_seconds_total, and the histogram
+// go_sched_pauses_total_gc_seconds.
+var gcCost = collectors.GoRuntimeMetricsRule{
+	Matcher: regexp.MustCompile(`^(/cpu/classes/gc/total:cpu-seconds|/cpu/classes/idle:cpu-seconds|/cpu/classes/total:cpu-seconds|/sched/pauses/total/gc:seconds)$`),
 }

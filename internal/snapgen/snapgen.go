@@ -35,6 +35,11 @@ type Config struct {
 	// Now is the state's time: last-used times lie within the lifetime
 	// before it, so nothing has expired at Now. Default: the time now.
 	Now time.Time
+	// UsedWithin is the span before Now that last-used times lie in,
+	// at most the lifetime. Default: 90% of the lifetime. A short span
+	// makes a batch that goes idle at once, as clients do after an outage
+	// (the ladder's expiry step).
+	UsedWithin time.Duration
 	// Seed makes the state reproducible.
 	Seed uint64
 }
@@ -64,9 +69,15 @@ func Generate(cfg Config) (*pool.State, error) {
 	if shared > cfg.SharedNames {
 		return nil, fmt.Errorf("snapgen: %d shared names a client, but only %d shared names", shared, cfg.SharedNames)
 	}
-	st := pool.NewState()
 	lifetime := cfg.Pool.Lifetime
-	start := cfg.Now.Add(-lifetime * 9 / 10)
+	if cfg.UsedWithin == 0 {
+		cfg.UsedWithin = lifetime * 9 / 10
+	}
+	if cfg.UsedWithin < 0 || cfg.UsedWithin > lifetime {
+		return nil, fmt.Errorf("snapgen: last-used span %v is not within the lifetime %v", cfg.UsedWithin, lifetime)
+	}
+	st := pool.NewState()
+	start := cfg.Now.Add(-cfg.UsedWithin)
 	if _, err := st.SetConfig(cfg.Pool, start); err != nil {
 		return nil, err
 	}
@@ -75,7 +86,7 @@ func Generate(cfg Config) (*pool.State, error) {
 	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))
 	total := cfg.Clients * cfg.MappingsPerClient
-	step := lifetime * 9 / 10 / time.Duration(total)
+	step := cfg.UsedWithin / time.Duration(total)
 	// Rounds over the clients, so that each client's mappings spread over
 	// the whole span, as a client's names do, and times only go forward.
 	picks := make([][]int, cfg.Clients)

@@ -71,12 +71,33 @@ func TestGenerate(t *testing.T) {
 	}
 }
 
+// A short UsedWithin makes a batch that goes idle at once: every mapping
+// last used within it, all expired a lifetime later.
+func TestGenerateUsedWithin(t *testing.T) {
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	st, err := Generate(Config{Pool: testPool(t), Clients: 50, MappingsPerClient: 20, DomainBytes: 30, Now: now, UsedWithin: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range st.Clients() {
+		for _, m := range st.Mappings(id) {
+			if m.LastUsed.Before(now.Add(-time.Second)) || m.LastUsed.After(now) {
+				t.Fatalf("%s %s last used %v, want within the second before %v", id, m.Domain, m.LastUsed, now)
+			}
+			if !st.Expired(m.LastUsed, now.Add(48*time.Hour+time.Second)) {
+				t.Fatalf("%s %s not expired a lifetime later", id, m.Domain)
+			}
+		}
+	}
+}
+
 func TestGenerateRefuses(t *testing.T) {
 	for _, cfg := range []Config{
 		{Pool: testPool(t), Clients: 0, MappingsPerClient: 1, DomainBytes: 20},
 		{Pool: testPool(t), Clients: 1, MappingsPerClient: 1, DomainBytes: 5},
 		{Pool: testPool(t), Clients: 1, MappingsPerClient: 5000, DomainBytes: 20},
 		{Pool: testPool(t), Clients: 1, MappingsPerClient: 10, DomainBytes: 20, Shared: 1, SharedNames: 5},
+		{Pool: testPool(t), Clients: 1, MappingsPerClient: 1, DomainBytes: 20, UsedWithin: 49 * time.Hour},
 	} {
 		if _, err := Generate(cfg); err == nil {
 			t.Errorf("%+v: generated", cfg)

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bufio"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"log"
+	"math"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// upstreamAddr is the ladder's own upstream resolver: every name under
+// ladder.test has one public address, so the DNS front end maps it.
+const upstreamAddr = "127.0.0.160:7869"
+
+func startUpstream(addr string) *dns.Server {
+	srv := &dns.Server{Addr: addr, Net: "udp", Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		if len(q.Question) == 1 && q.Question[0].Qtype == dns.TypeA {
+			h := fnv.New32a()
+			h.Write([]byte(q.Question[0].Name))
+			ip := netip.AddrFrom4([4]byte{203, 0, 113, byte(h.Sum32()%250 + 1)})
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 3600}, A: ip.AsSlice()})
+		}
+		w.WriteMsg(m)
+	})}
+	up := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(up) }
+	go func() {
+		if err := srv.ListenAndServe(); err != nil {
+			log.Fatalf("upstream resolver: %v", err)
+		}
+	}()
+	<-up
+	return srv
+}
+
+// dnsperf measures mapped names on s as bench/dns-vs-unbound.sh does: one
+// pass maps 1,000 names (one client, dnsperf's source), then dnsperf -c 8
+// -T 1 asks them for d. It returns queries a second, 0 when dnsperf is not
+// installed (apt-get install dnsperf).
+func dnsperf(work string, s *server, d time.Duration) float64 {
+	if _, err := exec.LookPath("dnsperf"); err != nil {
+		log.Printf("  no dnsperf: DNS not measured")
+		return 0
+	}
+	file := filepath.Join(work, "names.txt")
+	var b strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&b, "n%d.ladder.test A\n", i)
+	}
+	check(os.WriteFile(file, []byte(b.String()), 0o600))
+	host, port, _ := net.SplitHostPort(s.dns())
+	out, err := exec.Command("dnsperf", "-s", host, "-p", port, "-d", file, "-n", "1", "-c", "1", "-q", "20").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "NOERROR 1000 ") {
+		log.Fatalf("mapping the names over DNS: %v\n%s", err, out)
+	}
+	out, err = exec.Command("dnsperf", "-s", host, "-p", port, "-d", file, "-c", "8", "-T", "1",
+		"-l", strconv.Itoa(int(d.Seconds()))).CombinedOutput()
+	check(err)
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Queries per second:"); ok {
+			q, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return q
+		}
+	}
+	log.Fatalf("no rate in dnsperf's output:\n%s", out)
+	return 0
+}
+
+// gcSample is where a server's collector stood at one moment: its CPU
+// counters (runtime/metrics, as its /metrics exports them) and how far its
+// log (where GODEBUG=gctrace=1 writes a line per collection) had grown.
+type gcSample struct {
+	server          *server
+	gc, total, idle float64
+	logAt           int64
+}
+
+func sampleGC(s *server) gcSample {
+	b, _ := get(s, "/metrics")
+	var g gcSample
+	for _, line := range strings.Split(string(b), "\n") {
+		name, v, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		f, _ := strconv.ParseFloat(v, 64)
+		switch name {
+		case "go_cpu_classes_gc_total_cpu_seconds_total":
+			g.gc = f
+		case "go_cpu_classes_total_cpu_seconds_total":
+			g.total = f
+		case "go_cpu_classes_idle_cpu_seconds_total":
+			g.idle = f
+		}
+	}
+	if fi, err := os.Stat(s.dir + ".log"); err == nil {
+		g.logAt = fi.Size()
+	}
+	g.server = s
+	return g
+}
+
+// since is the collector's share of the CPU the server used between
+// before and now, and the 99th percentile of its stop-the-world pauses
+// then, from the gctrace lines ("gc 7 @1.2s 3%: 0.02+4.1+0.03 ms clock,
+// ..."; the first and last of the three are the pauses). The exported
+// pause histogram has buckets a decade wide, too coarse for a p99.
+func (before gcSample) since() (share, p99 float64) {
+	g := sampleGC(before.server)
+	if used := (g.total - before.total) - (g.idle - before.idle); used > 0 {
+		share = (g.gc - before.gc) / used
+	}
+	f, err := os.Open(before.server.dir + ".log")
+	check(err)
+	defer f.Close()
+	var pauses []float64
+	sc := bufio.NewScanner(io.NewSectionReader(f, before.logAt, g.logAt-before.logAt))
+	for sc.Scan() {
+		line := sc.Text()
+		i := strings.Index(line, "%: ")
+		j := strings.Index(line, " ms clock")
+		if !strings.HasPrefix(line, "gc ") || i < 0 || j < i {
+			continue
+		}
+		parts := strings.Split(line[i+3:j], "+")
+		if len(parts) != 3 {
+			continue
+		}
+		for _, p := range []string{parts[0], parts[2]} {
+			if ms, err := strconv.ParseFloat(p, 64); err == nil {
+				pauses = append(pauses, ms/1000)
+			}
+		}
+	}
+	if len(pauses) == 0 {
+		return share, 0
+	}
+	sort.Float64s(pauses)
+	return share, pauses[min(len(pauses)-1, int(math.Ceil(0.99*float64(len(pauses))))-1)]
+}
+
+// expiryStep restores n mappings last used within one second, with a
+// lifetime of 30 s, so that all of them go idle at once, and measures
+// what forgetting them costs a load of new allocations that runs across
+// that moment: its rate and latencies, and how long until every server
+// has forgotten them. A row goes to the CSV out.
+func expiryStep(bin, work, out string, servers []*server, n, perClient, domainBytes int) {
+	const lifetime = 30 * time.Second
+	const reuseHold = 5 * time.Second // pool.ReuseHold
+	clients := max(101, n/perClient)
+	n = clients * perClient
+	log.Printf("expiry step: %d mappings (%d clients) idle at once", n, clients)
+	file := filepath.Join(work, "expiry.snap")
+	t0 := time.Now()
+	run(exec.Command(bin, "snapshot", "generate", "--clients", strconv.Itoa(clients), "--mappings-per-client", strconv.Itoa(perClient),
+		"--domain-bytes", strconv.Itoa(domainBytes), "--lifetime", lifetime.String(), "--used-within", "1s", "--out", file))
+	// The generator's now is at or after t0, so the batch is forgettable
+	// from idleAt on.
+	idleAt := t0.Add(lifetime + reuseHold)
+	run(exec.Command(bin, "--addr", leaderOf(servers).http(), "--timeout", "10m", "snapshot", "restore", file))
+	for _, s := range servers {
+		waitFor(time.Minute, s.id+" to hold the batch", func() bool { return usageMappings(s) == n })
+	}
+	os.Remove(file)
+	if time.Until(idleAt) < 5*time.Second {
+		log.Fatalf("the batch was restored too late to watch it go idle (%v before)", time.Until(idleAt))
+	}
+	var heapBefore float64
+	for _, s := range servers {
+		get(s, "/debug/pprof/heap?gc=1")
+		heapBefore = max(heapBefore, metric(s, "go_memstats_heap_alloc_bytes"))
+	}
+	time.Sleep(time.Until(idleAt.Add(-5 * time.Second)))
+	addrs := make([]string, len(servers))
+	for i, s := range servers {
+		addrs[i] = s.http()
+	}
+	load := make(chan benchSummary, 1)
+	go func() { load <- bench(bin, strings.Join(addrs, ","), "new=100", 15*time.Second, 100, 10_000) }()
+	// Forgotten on every server: none of the batch's clients is left
+	// (the load's own are 100).
+	waitFor(2*time.Minute, "the batch to be forgotten", func() bool {
+		for _, s := range servers {
+			if usageClients(s) > 100 {
+				return false
+			}
+		}
+		return true
+	})
+	forgotten := time.Since(idleAt)
+	during := (<-load).Kinds["new"]
+	var heapAfter float64
+	for _, s := range servers {
+		get(s, "/debug/pprof/heap?gc=1")
+		heapAfter = max(heapAfter, metric(s, "go_memstats_heap_alloc_bytes"))
+	}
+	log.Printf("  forgotten everywhere %.2f s after going idle; new allocations meanwhile %.0f/s, p50 %.2f, p99 %.2f, max %.1f ms",
+		forgotten.Seconds(), during.OpsPerSec, during.P50, during.P99, during.Max)
+
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	check(err)
+	defer f.Close()
+	w := csv.NewWriter(f)
+	if fi, _ := f.Stat(); fi.Size() == 0 {
+		w.Write([]string{"time", "mappings", "clients", "forgotten_s", "new_per_s", "new_p50_ms", "new_p99_ms", "new_max_ms", "heap_mb_before", "heap_mb_after"})
+	}
+	w.Write([]string{time.Now().UTC().Format(time.RFC3339), strconv.Itoa(n), strconv.Itoa(clients),
+		fmt.Sprintf("%.2f", forgotten.Seconds()), fmt.Sprintf("%.0f", during.OpsPerSec), fmt.Sprintf("%.2f", during.P50),
+		fmt.Sprintf("%.2f", during.P99), fmt.Sprintf("%.1f", during.Max), fmt.Sprintf("%.1f", heapBefore/1e6), fmt.Sprintf("%.1f", heapAfter/1e6)})
+	w.Flush()
+	check(w.Error())
+}
+
+func usageClients(s *server) int {
+	b, _ := get(s, "/v1/cluster")
+	var st struct {
+		Usage struct {
+			Clients int `json:"clients"`
+		} `json:"usage"`
+	}
+	json.Unmarshal(b, &st)
+	return st.Usage.Clients
+}
