@@ -44,7 +44,7 @@ import (
 
 type server struct {
 	id, ip, dir string
-	args        []string
+	args, env   []string
 	cmd         *exec.Cmd
 	log         *os.File
 }
@@ -60,6 +60,7 @@ func main() {
 	out := flag.String("out", "bench/scale.csv", "CSV to append a row per rung to")
 	benchFor := flag.Duration("bench", 10*time.Second, "length of each load run")
 	expiry := flag.Int("expiry", 1_000_000, "mappings that go idle at once in the expiry step after the rungs (0: no such step)")
+	memLimit := flag.String("memlimit", "5GiB", "each server's GOMEMLIMIT: four servers share this machine, so each is given what a machine of about 6 GB would give it (serve's --memory-limit-ratio 0.9 of a cgroup's limit); empty: none")
 	keep := flag.Bool("keep", false, "keep the work dir (servers' logs) even when the ladder ends well")
 	flag.Parse()
 
@@ -100,6 +101,9 @@ func main() {
 			"--dns-addr", s.dns(), "--dns-domains", "ladder.test", "--dns-upstream", upstreamAddr,
 			"--dns-rate-limit", "0", "--dns-new-clients-rate", "0",
 			"--pprof", "--log-level", "warn"}
+		if *memLimit != "" {
+			s.env = []string{"GOMEMLIMIT=" + *memLimit}
+		}
 		if i < 3 {
 			s.start(*bin)
 		}
@@ -274,7 +278,7 @@ func (s *server) start(bin string) {
 	s.cmd = exec.Command(bin, s.args...)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	// A line per collection in the log, for the pauses (gcSample).
-	s.cmd.Env = append(os.Environ(), "GODEBUG=gctrace=1")
+	s.cmd.Env = append(append(os.Environ(), "GODEBUG=gctrace=1"), s.env...)
 	// The servers die with the ladder, however it ends.
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	check(s.cmd.Start())

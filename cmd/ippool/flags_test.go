@@ -173,3 +173,20 @@ func TestQuotaFlagsReachTheCluster(t *testing.T) {
 		t.Fatalf("a negative bound: %v", err)
 	}
 }
+
+func TestMemoryLimitRatioIsAShare(t *testing.T) {
+	for ratio, ok := range map[string]bool{"0": true, "0.9": true, "1": true, "1.5": false, "-0.1": false} {
+		var cli CLI
+		p, err := newParser(&cli)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Parse([]string{"serve", "--data-dir", t.TempDir(), "--memory-limit-ratio=" + ratio}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = cli.Serve.config()
+		if refused := err != nil && strings.Contains(err.Error(), "--memory-limit-ratio"); refused == ok {
+			t.Errorf("--memory-limit-ratio %s: %v", ratio, err)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/KimMachineGun/automemlimit/memlimit"
 
 	"github.com/alecthomas/kong"
 	"github.com/miekg/dns"
@@ -64,6 +67,7 @@ type ServeCmd struct {
 	TestClockOffset      time.Duration `hidden:"" help:"For tests only: run this server's clock this far off." group:"server"`
 	MarkWindow           time.Duration `help:"A lookup writes a later last-used time only when the stored one is older than this (default min(5m, lifetime/10))." group:"server"`
 
+	MemoryLimitRatio        float64       `name:"memory-limit-ratio" help:"Share of this process's cgroup memory limit (a container's) given to the Go runtime as its soft limit, so that the collector works harder before the kernel would kill the server; 0: off. GOMEMLIMIT, when set, wins; with no cgroup limit nothing is set (docs/scale.md)." default:"0.9" group:"limits"`
 	MaxRestoreBytes         int64         `help:"Largest snapshot a restore may send (PUT /v1/snapshot, admins only); it is received into a file in the data dir, not memory." default:"${max_restore_bytes}" group:"limits"`
 	HTTPMaxConns            int           `name:"http-max-conns" help:"Open connections on the HTTP address at most; more are closed at once." default:"4096" group:"limits"`
 	HTTPMaxConnsPerIP       int           `name:"http-max-conns-per-ip" help:"Open connections on the HTTP address from one IP address at most." default:"256" group:"limits"`
@@ -288,15 +292,36 @@ func (c *ServeCmd) Run(cli *CLI) error {
 	if err != nil {
 		return err
 	}
+	setMemoryLimit(cfg.Logger, c.MemoryLimitRatio)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return server.Run(ctx, cfg)
+}
+
+// setMemoryLimit gives the runtime a soft memory limit of ratio times the
+// cgroup's, as Prometheus does by default (--auto-gomemlimit): at tens of
+// millions of mappings the heap is gigabytes and the collector's default
+// headroom (GOGC 100, twice the live heap) would pass a container's limit.
+func setMemoryLimit(log *slog.Logger, ratio float64) {
+	if ratio == 0 {
+		return
+	}
+	limit, err := memlimit.Set(memlimit.WithRatio(ratio), memlimit.WithProvider(memlimit.FromCgroup))
+	switch {
+	case err != nil && !errors.Is(err, memlimit.ErrNoLimit) && !errors.Is(err, memlimit.ErrNoCgroup):
+		log.Warn("could not read the cgroup's memory limit; no soft memory limit set", "err", err)
+	case err == nil && limit > 0 && limit < math.MaxInt64:
+		log.Info("soft memory limit set", "bytes", limit, "ratio", ratio)
+	}
 }
 
 // config checks the flags and turns them into the server's configuration.
 func (c *ServeCmd) config() (server.Config, error) {
 	log := c.logger()
 	cfg := server.Config{Logger: log}
+	if c.MemoryLimitRatio < 0 || c.MemoryLimitRatio > 1 {
+		return cfg, fmt.Errorf("--memory-limit-ratio %v is not 0 to 1", c.MemoryLimitRatio)
+	}
 	httpsTLS, httpLoopback, err := c.httpSetup()
 	if err != nil {
 		return cfg, err

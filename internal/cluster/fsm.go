@@ -1,11 +1,13 @@
 package cluster
 
 import (
-	"bytes"
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,6 +67,9 @@ type fsm struct {
 	hitsMu           sync.Mutex
 	hits             map[string]time.Time
 	snapshot         *snapshotStore
+	// spool returns an empty file with no name for a snapshot's encoding
+	// (Node.SpoolFile; a temporary directory's in unit tests).
+	spool func() (*os.File, error)
 	// progress is closed and replaced after every batch, to wake waiters.
 	progressMu sync.Mutex
 	progress   chan struct{}
@@ -79,7 +84,7 @@ type applyResponse struct {
 var _ raft.BatchingFSM = (*fsm)(nil)
 
 func newFSM(log *slog.Logger) *fsm {
-	return &fsm{state: pool.NewState(), log: log, hits: map[string]time.Time{}, onConfig: func(pool.Config) {}, badEntries: func() {}, onDamaged: func(error) {}, snapshotTook: func(time.Duration) {}, progress: make(chan struct{})}
+	return &fsm{state: pool.NewState(), log: log, hits: map[string]time.Time{}, onConfig: func(pool.Config) {}, badEntries: func() {}, onDamaged: func(error) {}, snapshotTook: func(time.Duration) {}, spool: tempSpool, progress: make(chan struct{})}
 }
 
 // quotaHit records that quota refused an allocation at at.
@@ -231,8 +236,10 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 }
 
 // Snapshot encodes the state while Raft holds off applies, so the copy is a
-// point in time; the encoding is fast (tens of ms for a million mappings)
-// and Persist then only writes bytes.
+// point in time, into an unnamed file in the data dir (spool); Persist then
+// only copies bytes. A file, not memory: at 30M mappings the encoding is a
+// gigabyte, which on the heap would raise the collector's goal, and the
+// server's resident memory, by twice that at every snapshot.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	damaged := f.damaged
@@ -242,16 +249,24 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		// snapshot would record a state that lacks them as if it had them.
 		return nil, damaged
 	}
-	var buf bytes.Buffer
+	file, err := f.spool()
+	if err != nil {
+		return nil, fmt.Errorf("a file for the snapshot: %w", err)
+	}
+	w := bufio.NewWriterSize(file, 1<<20)
 	start := time.Now()
 	f.mu.RLock()
-	err := snapshot.Write(&buf, snapshot.Contents{Pool: f.state, ACL: f.acl.Load(), Policy: f.policy.Load()})
+	err = snapshot.Write(w, snapshot.Contents{Pool: f.state, ACL: f.acl.Load(), Policy: f.policy.Load()})
 	f.mu.RUnlock()
+	if err == nil {
+		err = w.Flush()
+	}
 	f.snapshotTook(time.Since(start))
 	if err != nil {
+		file.Close()
 		return nil, err
 	}
-	return &fsmSnapshot{data: buf.Bytes()}, nil
+	return &fsmSnapshot{file: file}, nil
 }
 
 // Restore replaces the state with a snapshot's. A corrupt snapshot is refused
@@ -268,6 +283,11 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.policy.Store(c.Policy)
 	cfg, ok := c.Pool.Config()
 	f.mu.Unlock()
+	// The replaced state and the decoding's garbage go now, in the
+	// background: the last collection during the decoding found the old
+	// state and the new one both live, and left to its pace the heap would
+	// grow to twice both before the next (docs/scale.md).
+	go runtime.GC()
 	if f.snapshot != nil {
 		f.setApplied(f.snapshot.opened.Load())
 	}
@@ -284,14 +304,20 @@ func (f *fsm) read(fn func(s *pool.State)) {
 	fn(f.state)
 }
 
-type fsmSnapshot struct{ data []byte }
+type fsmSnapshot struct{ file *os.File }
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := sink.Write(s.data); err != nil {
+	_, err := io.Copy(sink, io.NewSectionReader(s.file, 0, 1<<62))
+	if err != nil {
 		sink.Cancel()
 		return err
 	}
 	return sink.Close()
 }
 
-func (s *fsmSnapshot) Release() {}
+// Release frees the spooled encoding: its file has no name, so closing it
+// gives its space back.
+func (s *fsmSnapshot) Release() { s.file.Close() }
+
+// tempSpool is spool outside a node: a file in the temporary directory.
+func tempSpool() (*os.File, error) { return unnamedFile("") }

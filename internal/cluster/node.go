@@ -197,6 +197,7 @@ func (n *Node) openLog() error {
 	n.fsm.badEntries = n.cfg.Metrics.BadEntry
 	n.fsm.onDamaged = n.fail
 	n.fsm.snapshotTook = n.cfg.Metrics.Snapshot
+	n.fsm.spool = n.SpoolFile
 	return nil
 }
 

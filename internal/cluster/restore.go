@@ -92,7 +92,7 @@ func (n *Node) restoreUpload(ctx context.Context, body io.Reader, declared int64
 	if size > limit {
 		return tooLarge
 	}
-	if _, err := snapshotpkg.Read(io.NewSectionReader(f, 0, size)); err != nil {
+	if err := snapshotpkg.Check(io.NewSectionReader(f, 0, size)); err != nil {
 		return err
 	}
 	return n.restoreLocal(ctx, f, size)
@@ -103,8 +103,12 @@ func (n *Node) restoreUpload(ctx context.Context, body io.Reader, declared int64
 // not hold gigabytes a client sent. The file is owner-only and has no
 // name (it is removed as soon as it is made), so a crash leaves nothing
 // behind and closing it frees its space.
-func (n *Node) SpoolFile() (*os.File, error) {
-	f, err := os.CreateTemp(n.cfg.DataDir, "spool-*")
+func (n *Node) SpoolFile() (*os.File, error) { return unnamedFile(n.cfg.DataDir) }
+
+// unnamedFile makes a file in dir (the temporary directory when "") and
+// removes its name at once.
+func unnamedFile(dir string) (*os.File, error) {
+	f, err := os.CreateTemp(dir, "spool-*")
 	if err != nil {
 		return nil, err
 	}

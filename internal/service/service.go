@@ -4,7 +4,7 @@
 package service
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -485,15 +485,24 @@ func (s *Service) Snapshot(ctx context.Context, w io.Writer) error {
 	if err := s.node.ReadBarrier(ctx); err != nil {
 		return err
 	}
-	var buf bytes.Buffer
-	var err error
-	s.node.Read(func(st *pool.State) {
-		err = snapshotpkg.Write(&buf, snapshotpkg.Contents{Pool: st, ACL: s.node.ACL(), Policy: s.node.Policy()})
-	})
+	// Encoded under the read lock into a file, not memory (a gigabyte at
+	// 30M mappings), then sent at the reader's pace outside it.
+	f, err := s.node.SpoolFile()
 	if err != nil {
 		return err
 	}
-	_, err = w.Write(buf.Bytes())
+	defer f.Close()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	s.node.Read(func(st *pool.State) {
+		err = snapshotpkg.Write(bw, snapshotpkg.Contents{Pool: st, ACL: s.node.ACL(), Policy: s.node.Policy()})
+	})
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(w, io.NewSectionReader(f, 0, 1<<62))
 	return err
 }
 
@@ -501,7 +510,7 @@ func (s *Service) Snapshot(ctx context.Context, w io.Writer) error {
 // in snapshot (a file SpoolFile gave, for an upload). The backup is checked
 // whole before anything changes.
 func (s *Service) Restore(ctx context.Context, snapshot io.ReaderAt, size int64) error {
-	if _, err := snapshotpkg.Read(io.NewSectionReader(snapshot, 0, size)); err != nil {
+	if err := snapshotpkg.Check(io.NewSectionReader(snapshot, 0, size)); err != nil {
 		return err
 	}
 	return s.node.Restore(ctx, snapshot, size)
