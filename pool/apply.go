@@ -31,6 +31,8 @@ func (s *State) Apply(entry []byte) ([]Result, error) {
 // ApplyEntry applies a decoded entry's ops in order, each at its time and
 // under the entry's client bound and quotas, and returns one Result per op.
 func (s *State) ApplyEntry(e Entry) []Result {
+	s.forgetBound = forgetBoundFor(e.Version)
+	defer func() { s.forgetBound = 0 }()
 	results := make([]Result, len(e.Ops))
 	for i := range e.Ops {
 		results[i] = s.applyOp(&e.Ops[i], e.MaxClients, e.Quotas)

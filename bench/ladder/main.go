@@ -162,7 +162,12 @@ func rung(bin, work string, servers []*server, joiner *server, n, perClient, dom
 	leader := leaderOf(servers)
 	term0 := termOf(leader)
 	t0 = time.Now()
-	run(exec.Command(bin, "--addr", leader.http(), "--timeout", "10m", "snapshot", "restore", file))
+	if out, err := exec.Command(bin, "--addr", leader.http(), "--timeout", "10m", "snapshot", "restore", file).CombinedOutput(); err != nil {
+		// Recorded (the elections column counts it), and tried once more,
+		// so that one lost leadership does not lose the rung.
+		log.Printf("  restore failed, trying again: %v: %s", err, out)
+		run(exec.Command(bin, "--addr", leaderOf(servers).http(), "--timeout", "10m", "snapshot", "restore", file))
+	}
 	restore := time.Since(t0)
 	for _, s := range servers {
 		waitFor(10*time.Minute, s.id+" to hold the rung", func() bool { return usageMappings(s) == n })

@@ -226,7 +226,12 @@ func (n *Node) raftConfig() *raft.Config {
 	rc.LocalID = raft.ServerID(n.cfg.ID)
 	rc.HeartbeatTimeout = n.cfg.RaftTimeout
 	rc.ElectionTimeout = n.cfg.RaftTimeout
-	rc.LeaderLeaseTimeout = n.cfg.RaftTimeout / 2
+	// The lease only makes a leader that hears from no quorum step down
+	// (reads confirm leadership with a round of heartbeats, read.go), so
+	// it may be the whole timeout: at half of it, a leader restoring 10M
+	// mappings on a loaded machine missed 250 ms of heartbeat answers and
+	// stepped down mid-restore (docs/scale.md).
+	rc.LeaderLeaseTimeout = n.cfg.RaftTimeout
 	// Followers learn the commit index from the next AppendEntries, sent
 	// within one to two commit timeouts of the last: that bounds how long a
 	// read barrier on a follower waits after a quiet write. A shorter one
@@ -272,6 +277,7 @@ func (n *Node) serve(addr net.Addr, bootstrap bool) {
 	n.goRun(n.watchContact)
 	n.goRun(n.liftHolds)
 	n.goRun(n.sampleClocks)
+	n.goRun(n.tuneSnapshots)
 	if bootstrap {
 		n.goRun(n.bootstrapOrJoin)
 	}

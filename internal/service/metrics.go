@@ -76,7 +76,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ippool_read_barrier_seconds", Help: "Time of read barriers (S4), by result.", Buckets: latencyBuckets,
 		}, []string{"result"}),
 		Snapshots: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "ippool_snapshot_encode_seconds", Help: "Time to encode the state for a Raft snapshot (applies wait meanwhile).",
+			Name: "ippool_snapshot_encode_seconds", Help: "Time to encode the state for a Raft snapshot or a backup (snapshot save); applies wait meanwhile.",
 			Buckets: latencyBuckets,
 		}),
 		BadEntries: prometheus.NewCounter(prometheus.CounterOpts{

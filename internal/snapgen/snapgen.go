@@ -105,7 +105,7 @@ func Generate(cfg Config) (*pool.State, error) {
 			if round == cfg.MappingsPerClient-1 {
 				picks[c] = nil
 			}
-			if _, err := st.Allocate(clientID(c), name, at); err != nil {
+			if _, err := st.Allocate(ClientID(c), name, at); err != nil {
 				return nil, fmt.Errorf("snapgen: client %d name %q: %w", c, name, err)
 			}
 			at = at.Add(step)
@@ -114,8 +114,8 @@ func Generate(cfg Config) (*pool.State, error) {
 	return st, nil
 }
 
-// clientID names client c as a DNS client is named, by its address.
-func clientID(c int) string {
+// ClientID names client c as a DNS client is named, by its address.
+func ClientID(c int) string {
 	if c < 1<<24 {
 		return fmt.Sprintf("10.%d.%d.%d", c>>16, c>>8&0xff, c&0xff)
 	}
