@@ -82,77 +82,87 @@ func dnsperf(work string, s *server, d time.Duration) float64 {
 	return 0
 }
 
-// gcSample is where a server's collector stood at one moment: its CPU
-// counters (runtime/metrics, as its /metrics exports them) and how far its
-// log (where GODEBUG=gctrace=1 writes a line per collection) had grown.
+// gcSample is where a server's collector stood at one moment: the CPU the
+// process had used and how far its log, where GODEBUG=gctrace=1 writes a
+// line per collection, had grown.
 type gcSample struct {
-	server          *server
-	gc, total, idle float64
-	logAt           int64
+	server *server
+	ticks  int64 // user and system CPU, in clock ticks
+	logAt  int64
 }
 
 func sampleGC(s *server) gcSample {
-	b, _ := get(s, "/metrics")
-	var g gcSample
-	for _, line := range strings.Split(string(b), "\n") {
-		name, v, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		f, _ := strconv.ParseFloat(v, 64)
-		switch name {
-		case "go_cpu_classes_gc_total_cpu_seconds_total":
-			g.gc = f
-		case "go_cpu_classes_total_cpu_seconds_total":
-			g.total = f
-		case "go_cpu_classes_idle_cpu_seconds_total":
-			g.idle = f
-		}
-	}
+	g := gcSample{server: s, ticks: cpuTicks(s.cmd.Process.Pid)}
 	if fi, err := os.Stat(s.dir + ".log"); err == nil {
 		g.logAt = fi.Size()
 	}
-	g.server = s
 	return g
 }
 
-// since is the collector's share of the CPU the server used between
-// before and now, and the 99th percentile of its stop-the-world pauses
-// then, from the gctrace lines ("gc 7 @1.2s 3%: 0.02+4.1+0.03 ms clock,
-// ..."; the first and last of the three are the pauses). The exported
-// pause histogram has buckets a decade wide, too coarse for a p99.
+// since is the collector's share of the CPU the server used between the
+// sample and now, and the 99th percentile of its stop-the-world pauses
+// then, both from the gctrace lines of the collections in between:
+//
+//	gc 7 @1.2s 3%: 0.02+4.1+0.03 ms clock, 0.04+0.5/2.0/1.1+0.06 ms cpu, ...
+//
+// The clock triple's first and last are the pauses; the CPU fields sum to
+// the cycle's CPU. (runtime/metrics' /cpu/classes/gc counts a cycle when
+// it ends, and its pause histogram has buckets a decade wide: too coarse
+// for a window of seconds.)
 func (before gcSample) since() (share, p99 float64) {
-	g := sampleGC(before.server)
-	if used := (g.total - before.total) - (g.idle - before.idle); used > 0 {
-		share = (g.gc - before.gc) / used
-	}
+	ticks := cpuTicks(before.server.cmd.Process.Pid) - before.ticks
 	f, err := os.Open(before.server.dir + ".log")
 	check(err)
 	defer f.Close()
+	fi, err := f.Stat()
+	check(err)
 	var pauses []float64
-	sc := bufio.NewScanner(io.NewSectionReader(f, before.logAt, g.logAt-before.logAt))
+	gcCPU := 0.0
+	sc := bufio.NewScanner(io.NewSectionReader(f, before.logAt, fi.Size()-before.logAt))
 	for sc.Scan() {
 		line := sc.Text()
-		i := strings.Index(line, "%: ")
-		j := strings.Index(line, " ms clock")
-		if !strings.HasPrefix(line, "gc ") || i < 0 || j < i {
+		head, rest, ok := strings.Cut(line, "%: ")
+		clock, rest2, ok2 := strings.Cut(rest, " ms clock, ")
+		cpu, _, ok3 := strings.Cut(rest2, " ms cpu")
+		if !strings.HasPrefix(head, "gc ") || !ok || !ok2 || !ok3 {
 			continue
 		}
-		parts := strings.Split(line[i+3:j], "+")
-		if len(parts) != 3 {
-			continue
-		}
-		for _, p := range []string{parts[0], parts[2]} {
-			if ms, err := strconv.ParseFloat(p, 64); err == nil {
-				pauses = append(pauses, ms/1000)
+		if parts := strings.Split(clock, "+"); len(parts) == 3 {
+			for _, p := range []string{parts[0], parts[2]} {
+				if ms, err := strconv.ParseFloat(p, 64); err == nil {
+					pauses = append(pauses, ms/1000)
+				}
 			}
 		}
+		for _, p := range strings.FieldsFunc(cpu, func(r rune) bool { return r == '+' || r == '/' }) {
+			if ms, err := strconv.ParseFloat(p, 64); err == nil {
+				gcCPU += ms / 1000
+			}
+		}
+	}
+	if ticks > 0 {
+		share = min(1, gcCPU/(float64(ticks)/clockTicks))
 	}
 	if len(pauses) == 0 {
 		return share, 0
 	}
 	sort.Float64s(pauses)
 	return share, pauses[min(len(pauses)-1, int(math.Ceil(0.99*float64(len(pauses))))-1)]
+}
+
+// clockTicks is the kernel's USER_HZ, the unit of /proc's CPU times: 100
+// on every Linux this runs on.
+const clockTicks = 100
+
+// cpuTicks is the CPU a process has used, user and system.
+func cpuTicks(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	check(err)
+	// The command name, in parentheses, may hold spaces: count from after it.
+	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return utime + stime
 }
 
 // expiryStep restores n mappings last used within one second, with a

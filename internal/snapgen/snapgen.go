@@ -96,7 +96,7 @@ func Generate(cfg Config) (*pool.State, error) {
 			var name string
 			if round < shared {
 				if picks[c] == nil {
-					picks[c] = rng.Perm(cfg.SharedNames)[:shared]
+					picks[c] = pickDistinct(rng, cfg.SharedNames, shared)
 				}
 				name = sharedName(picks[c][round], cfg.DomainBytes)
 			} else {
@@ -112,6 +112,24 @@ func Generate(cfg Config) (*pool.State, error) {
 		}
 	}
 	return st, nil
+}
+
+// pickDistinct is k distinct numbers below n, in random order, by Floyd's
+// sampling: O(k), where a permutation of n held until the client's last
+// round cost 80 KB a client (24 GB at 300,000 clients).
+func pickDistinct(rng *rand.Rand, n, k int) []int {
+	seen := make(map[int]struct{}, k)
+	out := make([]int, 0, k)
+	for j := n - k; j < n; j++ {
+		t := rng.IntN(j + 1)
+		if _, dup := seen[t]; dup {
+			t = j
+		}
+		seen[t] = struct{}{}
+		out = append(out, t)
+	}
+	rng.Shuffle(len(out), func(a, b int) { out[a], out[b] = out[b], out[a] })
+	return out
 }
 
 // ClientID names client c as a DNS client is named, by its address.

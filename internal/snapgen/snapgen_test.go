@@ -2,6 +2,7 @@ package snapgen
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -113,4 +114,21 @@ func BenchmarkGenerate(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*cfg.Clients*cfg.MappingsPerClient), "ns/mapping")
+}
+
+func TestPickDistinct(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, tc := range [][2]int{{10_000, 50}, {10, 10}, {5, 1}, {1, 1}} {
+		got := pickDistinct(rng, tc[0], tc[1])
+		seen := map[int]bool{}
+		for _, v := range got {
+			if v < 0 || v >= tc[0] || seen[v] {
+				t.Fatalf("pickDistinct(%d, %d) = %v: out of range or repeated", tc[0], tc[1], got)
+			}
+			seen[v] = true
+		}
+		if len(got) != tc[1] {
+			t.Fatalf("pickDistinct(%d, %d) gave %d", tc[0], tc[1], len(got))
+		}
+	}
 }
