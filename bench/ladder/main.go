@@ -61,6 +61,7 @@ func main() {
 	benchFor := flag.Duration("bench", 10*time.Second, "length of each load run")
 	expiry := flag.Int("expiry", 1_000_000, "mappings that go idle at once in the expiry step after the rungs (0: no such step)")
 	memLimit := flag.String("memlimit", "5GiB", "each server's GOMEMLIMIT: four servers share this machine, so each is given what a machine of about 6 GB would give it (serve's --memory-limit-ratio 0.9 of a cgroup's limit); empty: none")
+	replaceFrom := flag.Int("replace-join-from", 20_000_000, "from this many mappings on, the join step wipes a follower instead of adding a fourth server (memory)")
 	keep := flag.Bool("keep", false, "keep the work dir (servers' logs) even when the ladder ends well")
 	flag.Parse()
 
@@ -129,9 +130,12 @@ func main() {
 		w.Write(header)
 	}
 	for _, r := range strings.Split(*rungs, ",") {
+		if strings.TrimSpace(r) == "" {
+			continue // -rungs "": the expiry step alone
+		}
 		n, err := strconv.Atoi(strings.TrimSpace(r))
 		check(err)
-		row := rung(*bin, work, servers, joiner, n, *perClient, *domainBytes, *benchFor)
+		row := rung(*bin, work, servers, joiner, n >= *replaceFrom, n, *perClient, *domainBytes, *benchFor)
 		w.Write(row)
 		w.Flush()
 		check(w.Error())
@@ -147,7 +151,7 @@ var header = []string{"time", "mappings", "clients", "domain_bytes", "generate_s
 	"join_caught_up_s", "elections", "gc_pause_max_ms",
 	"rss_peak_mb", "dns_follower_qps", "gc_cpu_share", "gc_pause_p99_ms", "snapshot_encode_mean_s"}
 
-func rung(bin, work string, servers []*server, joiner *server, n, perClient, domainBytes int, benchFor time.Duration) []string {
+func rung(bin, work string, servers []*server, joiner *server, replaceJoin bool, n, perClient, domainBytes int, benchFor time.Duration) []string {
 	clients := max(1, n/perClient)
 	n = clients * perClient
 	log.Printf("rung %d mappings (%d clients)", n, clients)
@@ -177,16 +181,38 @@ func rung(bin, work string, servers []*server, joiner *server, n, perClient, dom
 	step("restored")
 	os.Remove(file)
 
-	// A fourth server with an empty data dir joins and catches up by a
-	// snapshot sent over the network, then leaves for the next rung.
-	os.RemoveAll(joiner.dir)
-	t0 = time.Now()
-	joiner.start(bin)
-	waitFor(10*time.Minute, joiner.id+" to join and catch up", func() bool { return usageMappings(joiner) == n })
-	joined := time.Since(t0)
-	joiner.stop()
-	run(exec.Command(bin, "--addr", leaderOf(servers).http(), "cluster", "remove", joiner.id))
-	step("a fourth server joined, caught up and left")
+	var joined time.Duration
+	if replaceJoin {
+		// A follower loses its disk: removed, wiped and started again, it
+		// joins as a new server and catches up by a snapshot sent over the
+		// network. Four servers of tens of millions of mappings do not fit
+		// this machine's memory; three do.
+		var lost *server
+		for _, s := range servers {
+			if s != leaderOf(servers) {
+				lost = s
+			}
+		}
+		lost.stop()
+		run(exec.Command(bin, "--addr", leaderOf(servers).http(), "cluster", "remove", lost.id))
+		os.RemoveAll(lost.dir)
+		t0 = time.Now()
+		lost.start(bin)
+		waitFor(10*time.Minute, lost.id+" to join afresh and catch up", func() bool { return usageMappings(lost) == n })
+		joined = time.Since(t0)
+		step("a follower lost its disk, joined afresh and caught up")
+	} else {
+		// A fourth server with an empty data dir joins and catches up by a
+		// snapshot sent over the network, then leaves for the next rung.
+		os.RemoveAll(joiner.dir)
+		t0 = time.Now()
+		joiner.start(bin)
+		waitFor(10*time.Minute, joiner.id+" to join and catch up", func() bool { return usageMappings(joiner) == n })
+		joined = time.Since(t0)
+		joiner.stop()
+		run(exec.Command(bin, "--addr", leaderOf(servers).http(), "cluster", "remove", joiner.id))
+		step("a fourth server joined, caught up and left")
+	}
 
 	var rss, heap, peak, encodeSum, encodeCount float64
 	for _, s := range servers {

@@ -213,12 +213,23 @@ func (n *Node) newTransport(ln net.Listener) (raft.Transport, error) {
 		n.cfg.ClusterAddr = advertise.String()
 	}
 	layer := &raftLayer{chanListener: newChanListener(n.mux, n.mux.raftCh, ln.Addr()), advertise: advertise}
-	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  layer,
-		MaxPool: 4,
-		Timeout: 5 * time.Second,
-		Logger:  newHCLog(n.log, "raft-net"),
-	}), nil
+	// The heartbeats' transport only dials: its listener is fed by nothing,
+	// since every connection a peer opens reaches the main transport.
+	beats := &raftLayer{chanListener: newChanListener(n.mux, make(chan net.Conn), ln.Addr()), advertise: advertise}
+	return &heartbeatTransport{
+		NetworkTransport: raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream:  layer,
+			MaxPool: 4,
+			Timeout: 5 * time.Second,
+			Logger:  newHCLog(n.log, "raft-net"),
+		}),
+		beats: raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream:  beats,
+			MaxPool: 2,
+			Timeout: 5 * time.Second,
+			Logger:  newHCLog(n.log, "raft-net-heartbeat"),
+		}),
+	}, nil
 }
 
 func (n *Node) raftConfig() *raft.Config {
