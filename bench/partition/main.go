@@ -9,7 +9,7 @@
 //	go run ./bench/partition -clients 1000000
 //
 // Clients are named as `snapshot generate` names them; their mappings
-// follow a Zipf law (a few clients hold thousands, most a few), which is
+// follow a Zipf law (exponent 1.5) (a few clients hold thousands, most a few), which is
 // what makes balance a question.
 package main
 
@@ -58,7 +58,7 @@ func main() {
 	most := flag.Int("max", 8, "most clusters")
 	flag.Parse()
 	rng := rand.New(rand.NewPCG(1, 2))
-	zipf := rand.NewZipf(rng, 1.2, 1, 65_535)
+	zipf := rand.NewZipf(rng, 1.5, 1, 65_535)
 	ids := make([]string, *clients)
 	weight := make([]int, *clients)
 	total := 0
@@ -67,7 +67,7 @@ func main() {
 		weight[c] = int(zipf.Uint64()) + 1
 		total += weight[c]
 	}
-	fmt.Printf("%d clients, %d mappings (Zipf 1.2: the busiest client holds %d)\n\n", *clients, total, maxOf(weight))
+	fmt.Printf("%d clients, %d mappings (Zipf 1.5: a mean of %d a client, the busiest %d)\n\n", *clients, total, total / *clients, maxOf(weight))
 	fmt.Println("| clusters | largest / mean mappings | clients moved by adding one (rendezvous) | mappings moved | clients moved (modulo) |")
 	fmt.Println("| ---: | ---: | ---: | ---: | ---: |")
 	for k := 1; k <= *most; k++ {

@@ -50,7 +50,7 @@ var figures = []figure{
 	{"scale-times.png", "Restore, restart, catch-up, save", "seconds", true, []series{
 		{"restore, applied everywhere", "applied_everywhere_s", 1},
 		{"restart to ready", "restart_ready_s", 1},
-		{"4th server joins and catches up", "join_caught_up_s", 1},
+		{"a new server joins and catches up", "join_caught_up_s", 1},
 		{"snapshot save", "save_s", 1},
 	}},
 	{"scale-writes.png", "New allocations, 64 callers over 3 servers", "ms", false, []series{

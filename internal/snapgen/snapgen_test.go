@@ -3,6 +3,7 @@ package snapgen
 import (
 	"bytes"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 	"time"
 
@@ -130,5 +131,28 @@ func TestPickDistinct(t *testing.T) {
 		if len(got) != tc[1] {
 			t.Fatalf("pickDistinct(%d, %d) gave %d", tc[0], tc[1], len(got))
 		}
+	}
+}
+
+// BenchmarkStateHeap is the engine's heap per mapping for the ladder's
+// state (docs/scale.md): 10,000 clients of 100 mappings, 40-byte names, half
+// of them shared. A cluster's servers hold this plus what serving costs;
+// the ladder compares their RSS with it.
+func BenchmarkStateHeap(b *testing.B) {
+	cfg := Config{Pool: testPool(b), Clients: 10_000, MappingsPerClient: 100, DomainBytes: 40, Seed: 1}
+	cfg.Pool.Lifetime = 48 * time.Hour
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		st, err := Generate(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		_, n, _ := st.Counts()
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(n), "heapB/mapping")
+		runtime.KeepAlive(st)
 	}
 }
