@@ -178,8 +178,8 @@ func BenchmarkSnapshot(b *testing.B) {
 	}
 	snap := buf.Bytes()
 	domainText := 0
-	for _, d := range s.domains.ids {
-		domainText += len(s.domains.names[d])
+	for d := range s.domains.refs {
+		domainText += len(s.domains.name(uint32(d)))
 	}
 	b.Run("encode", func(b *testing.B) {
 		var w bytes.Buffer

@@ -307,18 +307,28 @@ func (s *State) checkInvariants() error {
 		return fmt.Errorf("counted %d mappings and %d idle entries; state says %d and %d clients", total, len(s.idle), s.mappings, len(s.clients))
 	}
 	var domainBytes int64
-	for name := range s.domains.ids {
+	held := 0
+	var bad error
+	s.domains.forEach(func(id uint32) {
+		name := s.domains.name(id)
 		domainBytes += int64(len(name))
+		held++
+		if got, ok := s.domains.lookup(name); (!ok || got != id) && bad == nil {
+			bad = fmt.Errorf("domain %q (index %d) looks up as %d, %v", name, id, got, ok)
+		}
+	})
+	if bad != nil {
+		return bad
 	}
 	if domainBytes != s.domains.bytes {
 		return fmt.Errorf("domains hold %d bytes, table says %d", domainBytes, s.domains.bytes)
 	}
-	if len(refs) != len(s.domains.ids) {
-		return fmt.Errorf("%d domains in use, table holds %d", len(refs), len(s.domains.ids))
+	if len(refs) != held || held != s.domains.count() {
+		return fmt.Errorf("%d domains in use, table holds %d and counts %d", len(refs), held, s.domains.count())
 	}
 	for d, n := range refs {
 		if s.domains.refs[d] != n {
-			return fmt.Errorf("domain %q: %d references, table says %d", s.domains.names[d], n, s.domains.refs[d])
+			return fmt.Errorf("domain %q: %d references, table says %d", s.domains.name(d), n, s.domains.refs[d])
 		}
 	}
 	return nil

@@ -73,16 +73,14 @@ func (s *State) WriteSnapshot(w io.Writer) error {
 	}
 
 	// Domains by text; rank maps an internal index to its place in that order.
-	order := make([]uint32, 0, len(s.domains.ids))
-	for _, id := range s.domains.ids {
-		order = append(order, id)
-	}
-	slices.SortFunc(order, func(a, b uint32) int { return cmp.Compare(s.domains.names[a], s.domains.names[b]) })
-	rank := make([]uint32, len(s.domains.names))
+	order := make([]uint32, 0, s.domains.count())
+	s.domains.forEach(func(id uint32) { order = append(order, id) })
+	slices.SortFunc(order, func(a, b uint32) int { return cmp.Compare(s.domains.name(a), s.domains.name(b)) })
+	rank := make([]uint32, len(s.domains.spans))
 	fw.uvarint(uint64(len(order)))
 	for r, id := range order {
 		rank[id] = uint32(r)
-		fw.str(s.domains.names[id])
+		fw.str(s.domains.name(id))
 		fw.maybeFlush()
 	}
 
@@ -490,7 +488,7 @@ func (r *snapReader) client(s *State, domainIDs []uint32) *client {
 		addr = uint32(next)
 		d := domainIDs[rank]
 		if _, dup := c.findDomain(d); dup {
-			r.fail("snapshot client %q maps domain %q twice", id, s.domains.names[d])
+			r.fail("snapshot client %q maps domain %q twice", id, s.domains.name(d))
 			break
 		}
 		s.domains.refs[d]++

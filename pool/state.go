@@ -123,7 +123,7 @@ func (s *State) PoolSize() int { return int(s.set.size) }
 
 // Counts returns the number of clients, mappings and distinct domains held.
 func (s *State) Counts() (clients, mappings, domains int) {
-	return len(s.clients), s.mappings, len(s.domains.ids)
+	return len(s.clients), s.mappings, s.domains.count()
 }
 
 // DomainBytes is the bytes of the distinct domain names held: what
@@ -136,7 +136,8 @@ func (s *State) Contains(addr netip.Addr) bool {
 }
 
 // Lookup returns the mapping of the client's address (S3), without marking
-// it used. It allocates nothing.
+// it used. It allocates only a copy of the domain's text: the table's own
+// lives in an arena that a caller keeping the string would pin.
 func (s *State) Lookup(clientID string, addr netip.Addr) (Mapping, bool) {
 	c := s.clients[clientID]
 	if c == nil || !addr.Is4() {
@@ -156,7 +157,7 @@ func (s *State) Get(clientID, domain string) (Mapping, bool) {
 	if c == nil {
 		return Mapping{}, false
 	}
-	d, ok := s.domains.ids[domain]
+	d, ok := s.domains.lookup(domain)
 	if !ok {
 		return Mapping{}, false
 	}
@@ -164,7 +165,9 @@ func (s *State) Get(clientID, domain string) (Mapping, bool) {
 	if !ok {
 		return Mapping{}, false
 	}
-	return s.mappingOf(c, i), true
+	m := s.mappingAt(c, i)
+	m.Domain = domain
+	return m, true
 }
 
 // HasClient reports whether the state holds anything of the client: a
@@ -204,9 +207,18 @@ func (s *State) Expired(lastUsed, now time.Time) bool {
 	return now.UnixNano()-lastUsed.UnixNano() > int64(s.cfg.Lifetime)
 }
 
+// mappingOf is the mapping at c's slab index i, its domain copied out of
+// the table's arena.
 func (s *State) mappingOf(c *client, i int32) Mapping {
+	m := s.mappingAt(c, i)
+	m.Domain = strings.Clone(s.domains.name(c.slab[i].domain))
+	return m
+}
+
+// mappingAt is the mapping without its domain.
+func (s *State) mappingAt(c *client, i int32) Mapping {
 	m := &c.slab[i]
-	return Mapping{Client: c.id, Domain: s.domains.names[m.domain], Addr: u32ToAddr(m.addr), LastUsed: time.Unix(0, m.lastUsed).UTC()}
+	return Mapping{Client: c.id, Addr: u32ToAddr(m.addr), LastUsed: time.Unix(0, m.lastUsed).UTC()}
 }
 
 // SetConfig installs a pool configuration. Mappings whose address is outside
@@ -312,7 +324,7 @@ func (s *State) allocate(clientID, domain string, now int64, maxClients int, q Q
 		}
 	}
 	if !isNew {
-		if d, ok := s.domains.ids[domain]; ok {
+		if d, ok := s.domains.lookup(domain); ok {
 			if i, ok := c.findDomain(d); ok {
 				s.touch(c, i, now)
 				s.forgetIdleClients(now)
@@ -397,7 +409,7 @@ func (s *State) QuotaRefusal(clientID, domain string, now time.Time, maxClients 
 		return s.clientsError(clientID, maxClients)
 	}
 	if c != nil {
-		if d, ok := s.domains.ids[domain]; ok {
+		if d, ok := s.domains.lookup(domain); ok {
 			if _, ok := c.findDomain(d); ok {
 				return nil
 			}
@@ -455,7 +467,7 @@ func (s *State) canReuseWithin(c *client, domain string, now int64, q Quotas) bo
 	}
 	freed := int64(0)
 	if s.domains.refs[m.domain] == 1 {
-		freed = int64(len(s.domains.names[m.domain]))
+		freed = int64(len(s.domains.name(m.domain)))
 	}
 	return s.domains.bytes+s.domains.growth(domain)-freed <= q.MaxDomainBytes
 }
@@ -607,7 +619,7 @@ func (s *State) markUsed(clientID string, addr uint32, domain string, at int64) 
 		return false
 	}
 	i, ok := c.findAddr(addr)
-	if !ok || s.domains.names[c.slab[i].domain] != domain || c.slab[i].lastUsed >= at {
+	if !ok || s.domains.name(c.slab[i].domain) != domain || c.slab[i].lastUsed >= at {
 		return false
 	}
 	s.touch(c, i, at)
@@ -632,7 +644,7 @@ func (s *State) release(clientID, domain string, now int64) bool {
 	if c == nil {
 		return false
 	}
-	d, ok := s.domains.ids[domain]
+	d, ok := s.domains.lookup(domain)
 	if !ok {
 		return false
 	}
@@ -666,57 +678,4 @@ func (s *State) releaseClient(clientID string, now int64) int {
 	s.noteActivity(c, now)
 	s.dropIfEmpty(c)
 	return n
-}
-
-// domainTable interns domain names so that a name shared by many clients is
-// stored once; mappings hold its index.
-type domainTable struct {
-	ids   map[string]uint32
-	names []string
-	refs  []uint32
-	free  []uint32
-	// bytes is the length of every name held, each counted once.
-	bytes int64
-}
-
-// growth is what interning name would add to bytes.
-func (t *domainTable) growth(name string) int64 {
-	if _, ok := t.ids[name]; ok {
-		return 0
-	}
-	return int64(len(name))
-}
-
-func newDomainTable() domainTable { return domainTable{ids: make(map[string]uint32)} }
-
-func (t *domainTable) intern(name string) uint32 {
-	if id, ok := t.ids[name]; ok {
-		t.refs[id]++
-		return id
-	}
-	// Copy so the table never pins a caller's larger buffer (a decoded log
-	// entry, a request body).
-	name = strings.Clone(name)
-	var id uint32
-	if n := len(t.free); n > 0 {
-		id, t.free = t.free[n-1], t.free[:n-1]
-		t.names[id], t.refs[id] = name, 1
-	} else {
-		id = uint32(len(t.names))
-		t.names = append(t.names, name)
-		t.refs = append(t.refs, 1)
-	}
-	t.ids[name] = id
-	t.bytes += int64(len(name))
-	return id
-}
-
-func (t *domainTable) release(id uint32) {
-	t.refs[id]--
-	if t.refs[id] == 0 {
-		delete(t.ids, t.names[id])
-		t.bytes -= int64(len(t.names[id]))
-		t.names[id] = ""
-		t.free = append(t.free, id)
-	}
 }

@@ -60,6 +60,7 @@ func main() {
 	out := flag.String("out", "bench/scale.csv", "CSV to append a row per rung to")
 	benchFor := flag.Duration("bench", 10*time.Second, "length of each load run")
 	expiry := flag.Int("expiry", 1_000_000, "mappings that go idle at once in the expiry step after the rungs (0: no such step)")
+	online := flag.String("online-restore", "", "sizes (mappings, comma-separated) of the online-restore step after the rungs: a restore while new allocations run")
 	memLimit := flag.String("memlimit", "5GiB", "each server's GOMEMLIMIT: four servers share this machine, so each is given what a machine of about 6 GB would give it (serve's --memory-limit-ratio 0.9 of a cgroup's limit); empty: none")
 	replaceFrom := flag.Int("replace-join-from", 20_000_000, "from this many mappings on, the join step wipes a follower instead of adding a fourth server (memory)")
 	keep := flag.Bool("keep", false, "keep the work dir (servers' logs) even when the ladder ends well")
@@ -140,6 +141,14 @@ func main() {
 		w.Flush()
 		check(w.Error())
 	}
+	for _, r := range strings.Split(*online, ",") {
+		if strings.TrimSpace(r) == "" {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(r))
+		check(err)
+		onlineRestoreStep(*bin, work, strings.TrimSuffix(*out, ".csv")+"-online-restore.csv", servers, n, *perClient, *domainBytes)
+	}
 	if *expiry > 0 {
 		expiryStep(*bin, work, strings.TrimSuffix(*out, ".csv")+"-expiry.csv", servers, *expiry, *perClient, *domainBytes)
 	}
@@ -214,12 +223,10 @@ func rung(bin, work string, servers []*server, joiner *server, replaceJoin bool,
 		step("a fourth server joined, caught up and left")
 	}
 
-	var rss, heap, peak, encodeSum, encodeCount float64
+	var rss, heap, peak float64
 	for _, s := range servers {
 		// Before the follower's restart, which starts its count again.
 		peak = max(peak, float64(procStatus(s.cmd.Process.Pid, "VmHWM:")))
-		encodeSum += metric(s, "ippool_snapshot_encode_seconds_sum")
-		encodeCount += metric(s, "ippool_snapshot_encode_seconds_count")
 	}
 	for _, s := range servers {
 		// A collection first, so that the heap is what the state holds,
@@ -239,6 +246,10 @@ func rung(bin, work string, servers []*server, joiner *server, replaceJoin bool,
 	t0 = time.Now()
 	run(exec.Command(bin, "--addr", follower.http(), "--timeout", "10m", "snapshot", "save", filepath.Join(work, "save.snap")))
 	save := time.Since(t0)
+	// The save's encoding (applies wait meanwhile), with any Raft
+	// snapshot's, read before the restart below starts the count again.
+	encodeSum := metric(follower, "ippool_snapshot_encode_seconds_sum")
+	encodeCount := metric(follower, "ippool_snapshot_encode_seconds_count")
 	os.Remove(filepath.Join(work, "save.snap"))
 
 	follower.stop()
@@ -283,10 +294,13 @@ func rung(bin, work string, servers []*server, joiner *server, replaceJoin bool,
 }
 
 type benchKind struct {
-	OpsPerSec float64 `json:"ops_per_second"`
-	P50       float64 `json:"p50_ms"`
-	P99       float64 `json:"p99_ms"`
-	Max       float64 `json:"max_ms"`
+	Count     int64            `json:"count"`
+	Errors    int64            `json:"errors"`
+	ErrorCode map[string]int64 `json:"errors_by_code"`
+	OpsPerSec float64          `json:"ops_per_second"`
+	P50       float64          `json:"p50_ms"`
+	P99       float64          `json:"p99_ms"`
+	Max       float64          `json:"max_ms"`
 }
 
 type benchSummary struct {

@@ -247,3 +247,54 @@ func usageClients(s *server) int {
 	json.Unmarshal(b, &st)
 	return st.Usage.Clients
 }
+
+// onlineRestoreStep restores n mappings while new allocations run at 64
+// callers over the three servers, and records what the restore did to them:
+// their rate, latencies and errors by code over the load run, which spans
+// the restore. Writes a restore cuts off fail with aborted_by_restore; the
+// others wait for it. A row goes to the CSV out.
+func onlineRestoreStep(bin, work, out string, servers []*server, n, perClient, domainBytes int) {
+	clients := max(1, n/perClient)
+	n = clients * perClient
+	log.Printf("online restore: %d mappings under load", n)
+	file := filepath.Join(work, "online.snap")
+	run(exec.Command(bin, "snapshot", "generate", "--clients", strconv.Itoa(clients), "--mappings-per-client", strconv.Itoa(perClient),
+		"--domain-bytes", strconv.Itoa(domainBytes), "--seed", "7", "--out", file))
+	defer os.Remove(file)
+	addrs := make([]string, len(servers))
+	for i, s := range servers {
+		addrs[i] = s.http()
+	}
+	quiet := bench(bin, strings.Join(addrs, ","), "new=100", 5*time.Second, 1000, 1000).Kinds["new"]
+	// Long enough to start before the restore and end after it: the
+	// restore's time at this size, from the rungs, is about 4 s a million.
+	span := 10*time.Second + time.Duration(n/1_000_000)*5*time.Second
+	load := make(chan benchSummary, 1)
+	go func() { load <- bench(bin, strings.Join(addrs, ","), "new=100", span, 1000, 1000) }()
+	time.Sleep(3 * time.Second)
+	term0 := termOf(leaderOf(servers))
+	t0 := time.Now()
+	run(exec.Command(bin, "--addr", leaderOf(servers).http(), "--timeout", "10m", "snapshot", "restore", file))
+	for _, s := range servers {
+		waitFor(10*time.Minute, s.id+" to hold the restored state", func() bool { return usageMappings(s) >= n })
+	}
+	restored := time.Since(t0)
+	during := (<-load).Kinds["new"]
+	elections := termOf(leaderOf(servers)) - term0
+	log.Printf("  restored in %.1f s under load; allocations %.0f/s (quiet: %.0f/s), p99 %.1f ms (quiet %.1f), max %.0f ms, %d of %d failed %v; elections %d",
+		restored.Seconds(), during.OpsPerSec, quiet.OpsPerSec, during.P99, quiet.P99, during.Max, during.Errors, during.Count, during.ErrorCode, elections)
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	check(err)
+	defer f.Close()
+	w := csv.NewWriter(f)
+	if fi, _ := f.Stat(); fi.Size() == 0 {
+		w.Write([]string{"time", "mappings", "restore_s", "quiet_per_s", "quiet_p99_ms", "during_per_s", "during_p50_ms", "during_p99_ms", "during_max_ms", "errors", "ops", "errors_by_code", "elections"})
+	}
+	codes, _ := json.Marshal(during.ErrorCode)
+	w.Write([]string{time.Now().UTC().Format(time.RFC3339), strconv.Itoa(n), fmt.Sprintf("%.2f", restored.Seconds()),
+		fmt.Sprintf("%.0f", quiet.OpsPerSec), fmt.Sprintf("%.2f", quiet.P99), fmt.Sprintf("%.0f", during.OpsPerSec),
+		fmt.Sprintf("%.2f", during.P50), fmt.Sprintf("%.2f", during.P99), fmt.Sprintf("%.1f", during.Max),
+		strconv.FormatInt(during.Errors, 10), strconv.FormatInt(during.Count, 10), string(codes), strconv.FormatUint(elections, 10)})
+	w.Flush()
+	check(w.Error())
+}
