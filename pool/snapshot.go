@@ -372,8 +372,11 @@ func (r *snapReader) state() *State {
 		s.dedup.remember(id, res)
 	}
 
+	// Interned as read, so that the names are held once, in the table's
+	// arena, not also as 15M strings until the last is read (30M mappings).
 	ndomains := r.count("domains", 1<<32-1)
-	names := make([]string, 0, min(ndomains, 1<<16))
+	ids := make([]uint32, 0, min(ndomains, 1<<16))
+	prev := ""
 	for i := 0; i < ndomains && r.err == nil; i++ {
 		d := r.str(maxDomainSz)
 		if r.err != nil {
@@ -381,14 +384,13 @@ func (r *snapReader) state() *State {
 		}
 		if n, err := NormalizeDomain(d); err != nil || n != d {
 			r.fail("snapshot has an invalid domain %q", d)
-		} else if i > 0 && d <= names[i-1] {
+			break
+		} else if i > 0 && d <= prev {
 			r.fail("snapshot domains are not sorted at %q", d)
+			break
 		}
-		names = append(names, d)
-	}
-	ids := make([]uint32, len(names))
-	for i, d := range names {
-		ids[i] = s.domains.intern(d)
+		prev = d
+		ids = append(ids, s.domains.intern(d))
 	}
 
 	nclients := r.count("clients", 1<<32-1)
@@ -408,9 +410,9 @@ func (r *snapReader) state() *State {
 	}
 	// Each domain was interned once above, so a count of 1 means no mapping
 	// uses it: such a snapshot was not written by WriteSnapshot.
-	for i, id := range ids {
+	for _, id := range ids {
 		if s.domains.refs[id] == 1 {
-			r.fail("snapshot lists domain %q that no mapping uses", names[i])
+			r.fail("snapshot lists domain %q that no mapping uses", s.domains.name(id))
 			return nil
 		}
 		s.domains.release(id)
