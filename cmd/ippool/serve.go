@@ -322,7 +322,9 @@ func setMemoryLimit(log *slog.Logger, ratio float64) {
 	limit, err := memlimit.Set(memlimit.WithRatio(ratio), memlimit.WithProvider(memlimit.FromCgroup))
 	switch {
 	case err != nil && !errors.Is(err, memlimit.ErrNoLimit) && !errors.Is(err, memlimit.ErrNoCgroup):
-		log.Warn("could not read the cgroup's memory limit; no soft memory limit set", "err", err)
+		// Common and harmless (a container without the cgroup's files
+		// mounted): said at debug level, not at every start.
+		log.Debug("could not read the cgroup's memory limit; no soft memory limit set", "err", err)
 	case err == nil && limit > 0 && limit < math.MaxInt64:
 		log.Info("soft memory limit set", "bytes", limit, "ratio", ratio)
 	}

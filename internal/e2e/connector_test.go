@@ -305,7 +305,16 @@ func TestConnector(t *testing.T) {
 
 	// alice's two UDP flows (IPv4 and IPv6) live until their idle timeout;
 	// with two TCP flows held she is at her limit of four: a fifth is
-	// refused, bob is served.
+	// refused, bob is served. The TCP flows above are over for the client
+	// once it has read their answers, but the connector counts one until
+	// both of its halves are done: wait for that, or a slow teardown on a
+	// loaded machine takes a place of the four.
+	if !poll.Wait(10*time.Second, func() bool {
+		out, _ := testcluster.Command(t, 10*time.Second, "ip", "netns", "exec", gw, "curl", "-s", "http://127.0.0.1:7480/metrics").Output()
+		return strings.Contains(string(out), `ippool_connector_active_flows{proto="tcp"} 0`+"\n")
+	}) {
+		t.Fatal("the connector still counts TCP flows the client has finished")
+	}
 	var held []net.Conn
 	for range 2 {
 		c, err := lab.dial(client, "tcp", alice, poolA+":8080", 2*time.Second)

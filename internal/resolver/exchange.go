@@ -43,22 +43,47 @@ var errOtherQuestion = errors.New("reply is for another question")
 // truncated.
 //
 // The name goes out in random case (0x20), and only a reply echoing that
-// case is taken. Some upstreams write the question back in their own case;
-// when the only replies with our ID and question were such, the name is
-// asked once more in the case it came in, and the upstream is asked in that
-// case from then on (a warning says so once), as unbound falls back for
-// such servers. The fallback gives an attacker nothing a right guess of port
-// and ID would not already: the case-only reply had to carry both.
+// case is taken. A reply with the query's port and ID that differs only in
+// the name's case means one of two things: the upstream writes names back
+// in its own case (some do; unbound falls back for them), or an attacker
+// who guessed port and ID did not guess the case. Only the upstream itself
+// can tell, and over TCP nobody off the path can answer for it: the
+// question is asked again there, in a fresh random case. If that reply
+// echoes the case, the UDP one was forged and the TCP answer is taken; if
+// not, the upstream does not echo case, and it is asked in plain case from
+// then on (a warning says so once). Deciding on a timed-out UDP try alone,
+// as before, let a flood of case-only forgeries turn 0x20 off and then
+// poison the plain-case retry (TestResolverResistsSpoofedReplies, on a
+// loaded machine).
 func (r *Resolver) exchange(name string, qtype uint16, up *upstream) (*dns.Msg, error) {
 	caps := !up.noCaps.Load() && up.kind == kindPlain
 	m, caseOnly, err := r.exchangeOnce(name, qtype, up, caps)
 	if err != nil && caps && caseOnly {
-		if m, _, err = r.exchangeOnce(name, qtype, up, false); err == nil && up.noCaps.CompareAndSwap(false, true) {
-			r.log.Warn("upstream does not echo the case of a question's name; asking it without random case (0x20) from now on",
+		var echoed bool
+		if m, echoed, err = r.exchangeTCPCase(name, qtype, up); err == nil && !echoed && up.noCaps.CompareAndSwap(false, true) {
+			r.log.Warn("upstream does not echo the case of a question's name (checked over TCP); asking it without random case (0x20) from now on",
 				"upstream", up.addr)
 		}
 	}
 	return m, err
+}
+
+// exchangeTCPCase asks q over TCP in a fresh random case and reports
+// whether the reply echoed that case.
+func (r *Resolver) exchangeTCPCase(name string, qtype uint16, up *upstream) (*dns.Msg, bool, error) {
+	rng := rngs.Get().(*rand.ChaCha8)
+	q := question{name: randomCase(strings.TrimSuffix(name, "."), rng), qtype: qtype, id: uint16(rng.Uint64())}
+	rngs.Put(rng)
+	ctx, cancel := context.WithDeadline(r.ctx, time.Now().Add(r.cfg.UpstreamTimeout))
+	defer cancel()
+	m, _, err := r.tcpClient.ExchangeContext(ctx, q.msg(), up.addr)
+	if err != nil {
+		return nil, false, err
+	}
+	if len(m.Question) != 1 || m.Question[0].Qtype != q.qtype || !strings.EqualFold(strings.TrimSuffix(m.Question[0].Name, "."), q.name) {
+		return nil, false, errOtherQuestion
+	}
+	return m, strings.TrimSuffix(m.Question[0].Name, ".") == q.name, nil
 }
 
 // exchangeOnce is one try of exchange, with a fresh ID and socket. The

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/ippool/ippool/internal/testdns"
 )
 
 // listenBoth binds UDP and TCP on one loopback port, for a fake upstream
@@ -290,22 +292,54 @@ func TestUnwantedThresholdClearsCache(t *testing.T) {
 }
 
 // TestCaseFallback: an upstream that answers in lower case whatever it was
-// asked is asked without random case after the first wait, and its replies
-// are taken.
+// asked is asked again over TCP, where its reply (also in lower case) is
+// taken and shows that it does not echo case; from then on it is asked in
+// plain case over UDP.
 func TestCaseFallback(t *testing.T) {
-	up := startScripted(t, func(pc *net.UDPConn, q seenQuery) {
-		pc.WriteToUDP(answer(t, q.raw, q.id, strings.ToLower(q.name), "192.0.2.1"), q.from)
+	up := testdns.Start(t, func(name string, q dns.Question, m *dns.Msg, udp bool) {
+		m.Question[0].Name = strings.ToLower(m.Question[0].Name)
+		m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: m.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IPv4(192, 0, 2, 1)})
 	})
-	r := newScriptedResolver(t, up.addr, func(c *Config) { c.UpstreamTimeout = 300 * time.Millisecond })
+	r := newScriptedResolver(t, up.Addr, func(c *Config) { c.UpstreamTimeout = 300 * time.Millisecond })
 	for _, name := range []string{"first.example.test", "second.example.test"} {
 		if addrs, _, err := r.LookupA(name); err != nil || len(addrs) != 1 {
 			t.Fatalf("%s: %v %v", name, addrs, err)
 		}
 	}
-	qs := up.queries()
-	// first: random case (not echoed), then lower; second: lower at once.
-	if len(qs) != 3 || qs[1].name != "first.example.test." || qs[2].name != "second.example.test." {
-		t.Fatalf("queries %v", qs)
+	if !r.upstreams[0].noCaps.Load() {
+		t.Fatal("the upstream is still asked in random case")
+	}
+	// first: UDP (not echoed) and TCP; second: UDP in plain case at once.
+	if got := up.Count("first.example.test.", dns.TypeA); got != 2 {
+		t.Fatalf("first.example.test asked %d times, want 2 (UDP, then TCP)", got)
+	}
+	if got := up.Count("second.example.test.", dns.TypeA); got != 1 {
+		t.Fatalf("second.example.test asked %d times, want 1", got)
+	}
+}
+
+// TestForgedCaseOnlyReplyKeepsCase: a reply with the query's port and ID
+// but not its case, from a forger, while the upstream does echo case: the
+// question is asked over TCP, the upstream's answer there is taken, and
+// random case stays on.
+func TestForgedCaseOnlyReplyKeepsCase(t *testing.T) {
+	up := testdns.Start(t, func(name string, q dns.Question, m *dns.Msg, udp bool) {
+		if udp {
+			// The forger's reply, in place of the upstream's own: the
+			// right ID and port, the name in lower case, its address.
+			m.Question[0].Name = strings.ToLower(m.Question[0].Name)
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: m.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IPv4(203, 0, 113, 66)})
+			return
+		}
+		m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IPv4(192, 0, 2, 1)})
+	})
+	r := newScriptedResolver(t, up.Addr, func(c *Config) { c.UpstreamTimeout = 300 * time.Millisecond })
+	addrs, _, err := r.LookupA("victim.example.test")
+	if err != nil || len(addrs) != 1 || addrs[0] != netip.MustParseAddr("192.0.2.1") {
+		t.Fatalf("got %v %v, want the upstream's 192.0.2.1 from TCP", addrs, err)
+	}
+	if r.upstreams[0].noCaps.Load() {
+		t.Fatal("a forged case-only reply turned random case off")
 	}
 }
 
