@@ -99,6 +99,10 @@ func main() {
 			// The rungs are past the default quotas, which exist to bound
 			// what strangers make the cluster hold, not what it can.
 			"--max-clients", "2147483648", "--max-mappings", "0", "--max-mappings-per-client", "0", "--max-domain-bytes", "0",
+			// Nor the write rate a caller may make: the load generator is
+			// one caller, and at 1,000 writes a second (the default) nearly
+			// all of its allocations were refused, and counted as done.
+			"--http-write-rate", "0",
 			// DNS as bench/dns-vs-unbound.sh runs it: dnsperf is one source.
 			"--dns-addr", s.dns(), "--dns-domains", "ladder.test", "--dns-upstream", upstreamAddr,
 			"--dns-rate-limit", "0", "--dns-new-clients-rate", "0",
@@ -158,7 +162,7 @@ var header = []string{"time", "mappings", "clients", "domain_bytes", "generate_s
 	"rss_mb_max", "heap_mb_max", "rss_bytes_per_mapping", "heap_bytes_per_mapping", "data_dir_mb", "save_s", "restart_ready_s",
 	"new_per_s", "new_p50_ms", "new_p99_ms", "lookup_follower_per_s", "lookup_p99_ms",
 	"join_caught_up_s", "elections", "gc_pause_max_ms",
-	"rss_peak_mb", "dns_follower_qps", "gc_cpu_share", "gc_pause_p99_ms", "snapshot_encode_mean_s"}
+	"rss_peak_mb", "dns_follower_qps", "gc_cpu_share", "gc_pause_p99_ms", "snapshot_encode_mean_s", "load_errors"}
 
 func rung(bin, work string, servers []*server, joiner *server, replaceJoin bool, n, perClient, domainBytes int, benchFor time.Duration) []string {
 	clients := max(1, n/perClient)
@@ -290,7 +294,7 @@ func rung(bin, work string, servers []*server, joiner *server, replaceJoin bool,
 		fmt.Sprintf("%.0f", lookupRun.Kinds["lookup"].OpsPerSec), fmt.Sprintf("%.2f", lookupRun.Kinds["lookup"].P99),
 		sec(joined), strconv.FormatUint(elections, 10), fmt.Sprintf("%.1f", pause*1000),
 		mb(peak), fmt.Sprintf("%.0f", dnsQPS), fmt.Sprintf("%.3f", gcShare), fmt.Sprintf("%.2f", pauseP99*1000),
-		fmt.Sprintf("%.3f", encodeSum/max(encodeCount, 1))}
+		fmt.Sprintf("%.3f", encodeSum/max(encodeCount, 1)), strconv.FormatInt(newRun.Total.Errors+lookupRun.Total.Errors, 10)}
 }
 
 type benchKind struct {
@@ -304,6 +308,7 @@ type benchKind struct {
 }
 
 type benchSummary struct {
+	Total benchKind            `json:"total"`
 	Kinds map[string]benchKind `json:"ops"`
 }
 
@@ -313,6 +318,9 @@ func bench(bin, addrs, mix string, d time.Duration, clients, domains int) benchS
 	check(err)
 	var s benchSummary
 	check(json.Unmarshal(b, &s))
+	if s.Total.Errors > 0 {
+		log.Printf("  bench %s: %d of %d operations failed: %v", mix, s.Total.Errors, s.Total.Count, s.Total.ErrorCode)
+	}
 	return s
 }
 
