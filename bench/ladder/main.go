@@ -127,30 +127,10 @@ func main() {
 		waitReady(s, 2*time.Minute)
 	}
 
-	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	check(err)
-	defer f.Close()
-	w := csv.NewWriter(f)
-	if fi, _ := f.Stat(); fi.Size() == 0 {
-		w.Write(header)
+	for _, n := range sizes(*rungs) {
+		appendCSV(*out, header, rung(*bin, work, servers, joiner, n >= *replaceFrom, n, *perClient, *domainBytes, *benchFor))
 	}
-	for _, r := range strings.Split(*rungs, ",") {
-		if strings.TrimSpace(r) == "" {
-			continue // -rungs "": the expiry step alone
-		}
-		n, err := strconv.Atoi(strings.TrimSpace(r))
-		check(err)
-		row := rung(*bin, work, servers, joiner, n >= *replaceFrom, n, *perClient, *domainBytes, *benchFor)
-		w.Write(row)
-		w.Flush()
-		check(w.Error())
-	}
-	for _, r := range strings.Split(*online, ",") {
-		if strings.TrimSpace(r) == "" {
-			continue
-		}
-		n, err := strconv.Atoi(strings.TrimSpace(r))
-		check(err)
+	for _, n := range sizes(*online) {
 		onlineRestoreStep(*bin, work, strings.TrimSuffix(*out, ".csv")+"-online-restore.csv", servers, n, *perClient, *domainBytes)
 	}
 	if *expiry > 0 {
@@ -409,15 +389,51 @@ func termOf(s *server) uint64 {
 	return st.Term
 }
 
-func usageMappings(s *server) int {
+// usage is what s holds: its clients and mappings.
+func usage(s *server) (clients, mappings int) {
 	b, _ := get(s, "/v1/cluster")
 	var st struct {
 		Usage struct {
+			Clients  int `json:"clients"`
 			Mappings int `json:"mappings"`
 		} `json:"usage"`
 	}
 	json.Unmarshal(b, &st)
-	return st.Usage.Mappings
+	return st.Usage.Clients, st.Usage.Mappings
+}
+
+func usageMappings(s *server) int {
+	_, m := usage(s)
+	return m
+}
+
+// sizes parses a comma-separated list of mappings; "" is none (the
+// expiry step alone).
+func sizes(list string) []int {
+	var out []int
+	for _, r := range strings.Split(list, ",") {
+		if strings.TrimSpace(r) == "" {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(r))
+		check(err)
+		out = append(out, n)
+	}
+	return out
+}
+
+// appendCSV adds row to the CSV at path, with header first in a new file.
+func appendCSV(path string, header, row []string) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	check(err)
+	defer f.Close()
+	w := csv.NewWriter(f)
+	if fi, _ := f.Stat(); fi.Size() == 0 {
+		w.Write(header)
+	}
+	w.Write(row)
+	w.Flush()
+	check(w.Error())
 }
 
 func metric(s *server, name string) float64 {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
@@ -223,29 +222,15 @@ func expiryStep(bin, work, out string, servers []*server, n, perClient, domainBy
 	log.Printf("  forgotten everywhere %.2f s after going idle; new allocations meanwhile %.0f/s, p50 %.2f, p99 %.2f, max %.1f ms",
 		forgotten.Seconds(), during.OpsPerSec, during.P50, during.P99, during.Max)
 
-	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	check(err)
-	defer f.Close()
-	w := csv.NewWriter(f)
-	if fi, _ := f.Stat(); fi.Size() == 0 {
-		w.Write([]string{"time", "mappings", "clients", "forgotten_s", "new_per_s", "new_p50_ms", "new_p99_ms", "new_max_ms", "heap_mb_before", "heap_mb_after"})
-	}
-	w.Write([]string{time.Now().UTC().Format(time.RFC3339), strconv.Itoa(n), strconv.Itoa(clients),
-		fmt.Sprintf("%.2f", forgotten.Seconds()), fmt.Sprintf("%.0f", during.OpsPerSec), fmt.Sprintf("%.2f", during.P50),
-		fmt.Sprintf("%.2f", during.P99), fmt.Sprintf("%.1f", during.Max), fmt.Sprintf("%.1f", heapBefore/1e6), fmt.Sprintf("%.1f", heapAfter/1e6)})
-	w.Flush()
-	check(w.Error())
+	appendCSV(out, []string{"time", "mappings", "clients", "forgotten_s", "new_per_s", "new_p50_ms", "new_p99_ms", "new_max_ms", "heap_mb_before", "heap_mb_after"},
+		[]string{time.Now().UTC().Format(time.RFC3339), strconv.Itoa(n), strconv.Itoa(clients),
+			fmt.Sprintf("%.2f", forgotten.Seconds()), fmt.Sprintf("%.0f", during.OpsPerSec), fmt.Sprintf("%.2f", during.P50),
+			fmt.Sprintf("%.2f", during.P99), fmt.Sprintf("%.1f", during.Max), fmt.Sprintf("%.1f", heapBefore/1e6), fmt.Sprintf("%.1f", heapAfter/1e6)})
 }
 
 func usageClients(s *server) int {
-	b, _ := get(s, "/v1/cluster")
-	var st struct {
-		Usage struct {
-			Clients int `json:"clients"`
-		} `json:"usage"`
-	}
-	json.Unmarshal(b, &st)
-	return st.Usage.Clients
+	c, _ := usage(s)
+	return c
 }
 
 // onlineRestoreStep restores n mappings while new allocations run at 64
@@ -283,18 +268,10 @@ func onlineRestoreStep(bin, work, out string, servers []*server, n, perClient, d
 	elections := termOf(leaderOf(servers)) - term0
 	log.Printf("  restored in %.1f s under load; allocations %.0f/s (quiet: %.0f/s), p99 %.1f ms (quiet %.1f), max %.0f ms, %d of %d failed %v; elections %d",
 		restored.Seconds(), during.OpsPerSec, quiet.OpsPerSec, during.P99, quiet.P99, during.Max, during.Errors, during.Count, during.ErrorCode, elections)
-	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	check(err)
-	defer f.Close()
-	w := csv.NewWriter(f)
-	if fi, _ := f.Stat(); fi.Size() == 0 {
-		w.Write([]string{"time", "mappings", "restore_s", "quiet_per_s", "quiet_p99_ms", "during_per_s", "during_p50_ms", "during_p99_ms", "during_max_ms", "errors", "ops", "errors_by_code", "elections"})
-	}
 	codes, _ := json.Marshal(during.ErrorCode)
-	w.Write([]string{time.Now().UTC().Format(time.RFC3339), strconv.Itoa(n), fmt.Sprintf("%.2f", restored.Seconds()),
-		fmt.Sprintf("%.0f", quiet.OpsPerSec), fmt.Sprintf("%.2f", quiet.P99), fmt.Sprintf("%.0f", during.OpsPerSec),
-		fmt.Sprintf("%.2f", during.P50), fmt.Sprintf("%.2f", during.P99), fmt.Sprintf("%.1f", during.Max),
-		strconv.FormatInt(during.Errors, 10), strconv.FormatInt(during.Count, 10), string(codes), strconv.FormatUint(elections, 10)})
-	w.Flush()
-	check(w.Error())
+	appendCSV(out, []string{"time", "mappings", "restore_s", "quiet_per_s", "quiet_p99_ms", "during_per_s", "during_p50_ms", "during_p99_ms", "during_max_ms", "errors", "ops", "errors_by_code", "elections"},
+		[]string{time.Now().UTC().Format(time.RFC3339), strconv.Itoa(n), fmt.Sprintf("%.2f", restored.Seconds()),
+			fmt.Sprintf("%.0f", quiet.OpsPerSec), fmt.Sprintf("%.2f", quiet.P99), fmt.Sprintf("%.0f", during.OpsPerSec),
+			fmt.Sprintf("%.2f", during.P50), fmt.Sprintf("%.2f", during.P99), fmt.Sprintf("%.1f", during.Max),
+			strconv.FormatInt(during.Errors, 10), strconv.FormatInt(during.Count, 10), string(codes), strconv.FormatUint(elections, 10)})
 }
