@@ -17,24 +17,6 @@ import (
 	"github.com/ippool/ippool/internal/testdns"
 )
 
-// listenBoth binds UDP and TCP on one loopback port, for a fake upstream
-// that answers truncated replies over TCP.
-func listenBoth(tb testing.TB) (net.PacketConn, net.Listener) {
-	for range 16 {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err == nil {
-			return pc, ln
-		}
-		pc.Close()
-	}
-	tb.Fatal("no port free for both UDP and TCP")
-	return nil, nil
-}
-
 // TestPackQuery: packQuery packs what the DNS library packs of the same
 // question, with or without the trailing dot, or declines.
 func TestPackQuery(t *testing.T) {

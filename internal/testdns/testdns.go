@@ -37,7 +37,7 @@ func New(zone Zone) *Upstream { return &Upstream{zone: zone, hits: make(map[stri
 func Start(tb testing.TB, zone Zone) *Upstream {
 	tb.Helper()
 	u := New(zone)
-	pc, ln := listenBoth(tb)
+	pc, ln := ListenBoth(tb)
 	u.Addr = pc.LocalAddr().String()
 	u.udp = &dns.Server{PacketConn: pc, Handler: u}
 	u.tcp = &dns.Server{Listener: ln, Handler: u}
@@ -51,8 +51,9 @@ func Start(tb testing.TB, zone Zone) *Upstream {
 	return u
 }
 
-// listenBoth finds a loopback port free for both UDP and TCP.
-func listenBoth(tb testing.TB) (net.PacketConn, net.Listener) {
+// ListenBoth finds a loopback port free for both UDP and TCP, for a
+// test's own fake upstream.
+func ListenBoth(tb testing.TB) (net.PacketConn, net.Listener) {
 	for range 16 {
 		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 		if err != nil {
