@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -253,14 +252,10 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("a file for the snapshot: %w", err)
 	}
-	w := bufio.NewWriterSize(file, 1<<20)
 	start := time.Now()
 	f.mu.RLock()
-	err = snapshot.Write(w, snapshot.Contents{Pool: f.state, ACL: f.acl.Load(), Policy: f.policy.Load()})
+	err = snapshot.WriteFile(file, snapshot.Contents{Pool: f.state, ACL: f.acl.Load(), Policy: f.policy.Load()})
 	f.mu.RUnlock()
-	if err == nil {
-		err = w.Flush()
-	}
 	f.snapshotTook(time.Since(start))
 	if err != nil {
 		file.Close()

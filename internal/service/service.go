@@ -4,7 +4,6 @@
 package service
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -492,17 +491,13 @@ func (s *Service) Snapshot(ctx context.Context, w io.Writer) error {
 		return err
 	}
 	defer f.Close()
-	bw := bufio.NewWriterSize(f, 1<<20)
 	start := time.Now()
 	s.node.Read(func(st *pool.State) {
-		err = snapshotpkg.Write(bw, snapshotpkg.Contents{Pool: st, ACL: s.node.ACL(), Policy: s.node.Policy()})
+		err = snapshotpkg.WriteFile(f, snapshotpkg.Contents{Pool: st, ACL: s.node.ACL(), Policy: s.node.Policy()})
 	})
 	if s.metrics != nil {
 		// Applies waited as long as for a Raft snapshot's encoding.
 		s.metrics.Snapshot(time.Since(start))
-	}
-	if err == nil {
-		err = bw.Flush()
 	}
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 	"io"
+	"os"
 	"runtime"
 
 	"github.com/ippool/ippool/internal/acl"
@@ -88,6 +89,17 @@ func Check(r io.Reader) error {
 	_, err := Read(r)
 	runtime.GC()
 	return err
+}
+
+// WriteFile writes c to a spool file through a buffer: Raft snapshots and
+// backups are encoded so (a gigabyte at 30M mappings is not held in memory),
+// then copied from the file.
+func WriteFile(f *os.File, c Contents) error {
+	w := bufio.NewWriterSize(f, 1<<20)
+	if err := Write(w, c); err != nil {
+		return err
+	}
+	return w.Flush()
 }
 
 // Write writes what Read reads.
