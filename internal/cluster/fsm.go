@@ -53,6 +53,11 @@ type fsm struct {
 	// index runs ahead of it: Raft counts an entry applied once it is queued
 	// for the FSM.
 	applied atomic.Uint64
+
+	// restoresDecoded counts the restores whose bytes this FSM decoded (a
+	// follower's installs and startup), not the leader's own restores,
+	// which it installs as decoded (decodedBody). Tests read it.
+	restoresDecoded atomic.Uint64
 	// maxTime is the latest entry time applied (Unix ns), below which a
 	// leader never stamps. It is not in snapshots: a server that installs
 	// one knows only the times of the entries it applies after it.
@@ -268,9 +273,15 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 // and the current state stays as it was.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	c, err := snapshot.Read(rc)
-	if err != nil {
-		return err
+	var c snapshot.Contents
+	if decoded := f.decodedRestore(); decoded != nil {
+		c = *decoded
+	} else {
+		var err error
+		if c, err = snapshot.Read(rc); err != nil {
+			return err
+		}
+		f.restoresDecoded.Add(1)
 	}
 	f.mu.Lock()
 	f.state = c.Pool
@@ -318,3 +329,13 @@ func (s *fsmSnapshot) Release() { s.file.Close() }
 
 // tempSpool is spool outside a node: a file in the temporary directory.
 func tempSpool() (*os.File, error) { return unnamedFile("") }
+
+// decodedRestore is the state a restore on this leader decoded from the
+// snapshot Raft is about to restore, or nil when Raft restores one that
+// was not decoded so (on a follower, or at startup).
+func (f *fsm) decodedRestore() *snapshot.Contents {
+	if f.snapshot == nil {
+		return nil
+	}
+	return f.snapshot.takeDecoded()
+}

@@ -3,7 +3,6 @@ package cluster
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -30,16 +29,13 @@ func (n *Node) Restore(ctx context.Context, snapshot io.ReaderAt, size int64) er
 	return n.restoreLocal(ctx, snapshot, size)
 }
 
-// restoreLocal is Restore's leader side.
+// restoreLocal is Restore's leader side. The snapshot is decoded here,
+// once: a corrupt one is refused before Raft stores it, and the decoded
+// state is what the FSM installs (decodedBody), not a second decoding.
 func (n *Node) restoreLocal(ctx context.Context, snapshot io.ReaderAt, size int64) error {
 	if !n.IsLeader() {
 		return errNotLeader
 	}
-	head := make([]byte, min(size, 16))
-	if _, err := snapshot.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
-		return err
-	}
-	body := io.Reader(io.NewSectionReader(snapshot, 0, size))
 	hasACL, hasPolicy, err := snapshotpkg.Sections(snapshot, size)
 	if err != nil {
 		return err
@@ -59,17 +55,20 @@ func (n *Node) restoreLocal(ctx context.Context, snapshot io.ReaderAt, size int6
 	if err := snapshotpkg.WriteSections(&keep, keepACL, keepPolicy); err != nil {
 		return err
 	}
-	if keep.Len() > 0 {
-		size += int64(keep.Len())
-		body = io.MultiReader(&keep, body)
+	body := func() io.Reader {
+		return io.MultiReader(bytes.NewReader(keep.Bytes()), io.NewSectionReader(snapshot, 0, size))
 	}
-	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: size}
-	return n.raft.Restore(meta, body, timeLeft(ctx, time.Minute))
+	contents, err := snapshotpkg.Read(body())
+	if err != nil {
+		return err
+	}
+	defer n.snaps.forgetDecoded()
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: size + int64(keep.Len())}
+	return n.raft.Restore(meta, &decodedBody{Reader: body(), contents: &contents}, timeLeft(ctx, time.Minute))
 }
 
 // restoreUpload is the restore RPC's leader side: the snapshot another
-// server sends is spooled to a file, checked there and installed from
-// there.
+// server sends is spooled to a file, and checked and installed from there.
 func (n *Node) restoreUpload(ctx context.Context, body io.Reader, declared int64) error {
 	if !n.IsLeader() {
 		// Before reading what may be gigabytes.
@@ -91,9 +90,6 @@ func (n *Node) restoreUpload(ctx context.Context, body io.Reader, declared int64
 	}
 	if size > limit {
 		return tooLarge
-	}
-	if err := snapshotpkg.Check(io.NewSectionReader(f, 0, size)); err != nil {
-		return err
 	}
 	return n.restoreLocal(ctx, f, size)
 }

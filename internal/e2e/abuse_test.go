@@ -319,8 +319,8 @@ func TestClusterPortStallsAreClosedAndCapped(t *testing.T) {
 }
 
 // A restore through a follower with ACLs on, by the CLI: the follower
-// spools the backup to a file and streams it to the leader, which spools
-// and checks it again and installs it; every server then answers from it.
+// spools the backup to a file and streams it to the leader, which spools it,
+// decodes it once and installs it; every server then answers from it.
 // A restore over --max-restore-bytes is refused at once, and so is one
 // from a caller who may not restore.
 func TestStreamedRestoreThroughAFollowerWithACLs(t *testing.T) {

@@ -14,7 +14,6 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
-	"runtime"
 
 	"github.com/ippool/ippool/internal/acl"
 	"github.com/ippool/ippool/internal/policy"
@@ -77,18 +76,6 @@ func Read(r io.Reader) (Contents, error) {
 			return c, nil
 		}
 	}
-}
-
-// Check reads a whole snapshot, as Read does, and keeps nothing: a
-// restore checks what it was sent before Raft stores it. The state it
-// built is collected before Check returns, so that the restore's own
-// decoding reuses that memory rather than adding to it: at 30M mappings
-// each copy is gigabytes, and a copy left to the collector's pace would
-// raise the heap's goal, and the server's resident memory, by as much.
-func Check(r io.Reader) error {
-	_, err := Read(r)
-	runtime.GC()
-	return err
 }
 
 // WriteFile writes c to a spool file through a buffer: Raft snapshots and
