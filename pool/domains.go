@@ -11,15 +11,18 @@ import (
 // It holds no pointers but its slices' own, so the collector does not trace
 // it: at 30M mappings it holds 15M names, and as a Go map of strings with a
 // slice of them it was 30M pointers that every collection followed, half the
-// servers' CPU under load (docs/scale.md). Names live in one byte arena,
-// found by an open-addressing index of name hashes.
+// servers' CPU under load (docs/scale.md). Names live in an arena of
+// fixed-size chunks, found by an open-addressing index of name hashes.
 type domainTable struct {
-	// arena holds every name's bytes, back to back. Bytes once written are
-	// never changed: growing it copies into a new array and compacting
-	// writes a new one, so the strings name returns, which point into it,
-	// stay valid.
-	arena []byte
-	// spans is each index's place in arena: offset<<16 | length.
+	// chunks hold every name's bytes, back to back, chunkSize bytes each
+	// (a name never straddles two). A chunk is never moved or written over:
+	// the strings name returns point into it. One arena slice grown by
+	// append copied all of it at each growth, 1.1 GB of garbage and copies
+	// of hundreds of megabytes that nothing could preempt while 10M
+	// mappings were decoded; compacting writes new chunks.
+	chunks [][]byte
+	// spans is each index's place in the arena: offset<<16 | length, where
+	// offset is the chunk's number times chunkSize plus the place in it.
 	spans []uint64
 	refs  []uint32
 	free  []uint32
@@ -33,6 +36,11 @@ type domainTable struct {
 	bytes, holes int64
 }
 
+// chunkSize is the arena's unit: a megabyte, so that a name's bytes (253
+// at most) waste little at a chunk's end and the arena's growth costs one
+// allocation a megabyte, with no copy.
+const chunkSize = 1 << 20
+
 func newDomainTable() domainTable {
 	return domainTable{slots: make([]uint64, 1024), seed: maphash.MakeSeed()}
 }
@@ -44,7 +52,30 @@ func (t *domainTable) name(id uint32) string {
 	if n == 0 {
 		return ""
 	}
-	return unsafe.String(&t.arena[sp>>16], n)
+	off := sp >> 16
+	return unsafe.String(&t.chunks[off/chunkSize][off%chunkSize], n)
+}
+
+// place copies name into the arena's last chunk, or a new one when it
+// does not fit, and returns its span.
+func place(chunks *[][]byte, name string) uint64 {
+	c := *chunks
+	if len(c) == 0 || len(c[len(c)-1])+len(name) > chunkSize {
+		c = append(c, make([]byte, 0, chunkSize))
+		*chunks = c
+	}
+	last := &c[len(c)-1]
+	off := uint64(len(c)-1)*chunkSize + uint64(len(*last))
+	*last = append(*last, name...)
+	return off<<16 | uint64(len(name))
+}
+
+// arenaBytes is the size of the chunks' contents, holes included.
+func (t *domainTable) arenaBytes() int64 {
+	if len(t.chunks) == 0 {
+		return 0
+	}
+	return int64(len(t.chunks)-1)*chunkSize + int64(len(t.chunks[len(t.chunks)-1]))
 }
 
 // count is how many names the table holds.
@@ -101,8 +132,7 @@ func (t *domainTable) intern(name string) uint32 {
 		t.grow()
 		_, slot, _ = t.find(name, h)
 	}
-	sp := uint64(len(t.arena))<<16 | uint64(len(name))
-	t.arena = append(t.arena, name...)
+	sp := place(&t.chunks, name)
 	if n := len(t.free); n > 0 {
 		id, t.free = t.free[n-1], t.free[:n-1]
 		t.spans[id], t.refs[id] = sp, 1
@@ -130,7 +160,7 @@ func (t *domainTable) release(id uint32) {
 	t.spans[id] = 0
 	t.free = append(t.free, id)
 	t.live--
-	if t.holes > 1<<20 && t.holes*2 > int64(len(t.arena)) {
+	if t.holes > chunkSize && t.holes*2 > t.arenaBytes() {
 		t.compact()
 	}
 }
@@ -177,20 +207,15 @@ func (t *domainTable) grow() {
 	}
 }
 
-// compact copies the names held into a new arena once released names are
-// half of it: amortized over the releases that made the holes, a constant
-// cost each.
+// compact copies the names held into new chunks once released names are
+// half of the arena: amortized over the releases that made the holes, a
+// constant cost each.
 func (t *domainTable) compact() {
-	arena := make([]byte, 0, t.bytes+t.bytes/4)
+	var chunks [][]byte
 	for id, r := range t.refs {
-		if r == 0 {
-			continue
+		if r > 0 {
+			t.spans[id] = place(&chunks, t.name(uint32(id)))
 		}
-		sp := t.spans[id]
-		n := sp & 0xffff
-		off := uint64(len(arena))
-		arena = append(arena, t.arena[sp>>16:sp>>16+n]...)
-		t.spans[id] = off<<16 | n
 	}
-	t.arena, t.holes = arena, 0
+	t.chunks, t.holes = chunks, 0
 }

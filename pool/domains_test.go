@@ -23,7 +23,13 @@ func TestDomainTableAgainstAMap(t *testing.T) {
 		names = append(names, fmt.Sprintf("n%d.%s.example", i, strings.Repeat("x", rng.IntN(120))))
 	}
 	kept := map[string]string{} // a name -> the string name() gave for it
+	maxChunks, compactions, chunks := 0, 0, 0
 	for step := range 400_000 {
+		if len(tab.chunks) < chunks {
+			compactions++
+		}
+		chunks = len(tab.chunks)
+		maxChunks = max(maxChunks, chunks)
 		name := names[rng.IntN(len(names))]
 		if model[name] > 0 && rng.IntN(3) > 0 {
 			tab.release(ids[name])
@@ -70,8 +76,11 @@ func TestDomainTableAgainstAMap(t *testing.T) {
 			t.Fatalf("a string handed out for %q now reads %q", name, got)
 		}
 	}
-	if tab.holes*2 > int64(len(tab.arena)) && tab.holes > 1<<20 {
-		t.Fatalf("arena %d bytes, %d of them holes: not compacted", len(tab.arena), tab.holes)
+	if tab.holes*2 > tab.arenaBytes() && tab.holes > chunkSize {
+		t.Fatalf("arena %d bytes, %d of them holes: not compacted", tab.arenaBytes(), tab.holes)
+	}
+	if maxChunks < 3 || compactions == 0 {
+		t.Fatalf("the arena reached %d chunks and was compacted %d times: the test should fill several and compact", maxChunks, compactions)
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"io"
 	"math"
 	"slices"
+	"strings"
+	"unsafe"
 )
 
 // A snapshot is a stream of frames, each [length u32 LE][payload][CRC-32C of
@@ -220,6 +222,7 @@ type snapReader struct {
 	fr      *frameReader
 	err     error
 	version uint64
+	scratch [max(maxDomainSz, MaxClientIDLen)]byte
 }
 
 func (r *snapReader) fail(format string, args ...any) {
@@ -274,15 +277,39 @@ func (r *snapReader) bytes(n int) []byte {
 	return b
 }
 
-func (r *snapReader) uint32() uint32 {
-	b := r.bytes(4)
-	if b == nil {
-		return 0
+// fill reads len(p) bytes into p.
+func (r *snapReader) fill(p []byte) bool {
+	if r.err != nil {
+		return false
 	}
-	return binary.BigEndian.Uint32(b)
+	if _, err := io.ReadFull(r.fr, p); err != nil {
+		r.setErr(err)
+		return false
+	}
+	return true
 }
 
-func (r *snapReader) str(max int) string {
+func (r *snapReader) uint32() uint32 {
+	var b [4]byte
+	if !r.fill(b[:]) {
+		return 0
+	}
+	return binary.BigEndian.Uint32(b[:])
+}
+
+func (r *snapReader) uint64LE() uint64 {
+	var b [8]byte
+	if !r.fill(b[:]) {
+		return 0
+	}
+	return binary.LittleEndian.Uint64(b[:])
+}
+
+// scratchStr reads a string of at most max bytes into the reader's own
+// buffer and returns it without a copy: it is valid until the next read.
+// A domain name is interned from it (the table copies it into its arena),
+// so the millions a snapshot holds are not each allocated and dropped.
+func (r *snapReader) scratchStr(max int) string {
 	n := r.uvarint()
 	if r.err == nil && n > uint64(max) {
 		r.fail("snapshot has a string of %d bytes; the limit is %d", n, max)
@@ -290,8 +317,14 @@ func (r *snapReader) str(max int) string {
 	if r.err != nil {
 		return ""
 	}
-	return string(r.bytes(int(n)))
+	b := r.scratch[:n]
+	if !r.fill(b) {
+		return ""
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
+
+func (r *snapReader) str(max int) string { return strings.Clone(r.scratchStr(max)) }
 
 // count reads a length and caps it, so a corrupt count fails at the limit
 // rather than allocating.
@@ -356,11 +389,7 @@ func (r *snapReader) state() *State {
 
 	nids := r.count("request IDs", defaultDedupSize)
 	for i := 0; i < nids && r.err == nil; i++ {
-		var origin uint64
-		if b := r.bytes(8); b != nil {
-			origin = binary.LittleEndian.Uint64(b)
-		}
-		id := RequestID{Origin: origin, Seq: r.uvarint()}
+		id := RequestID{Origin: r.uint64LE(), Seq: r.uvarint()}
 		addr, countFlag := r.uint32(), r.uvarint()
 		if r.err == nil && countFlag>>1 > math.MaxUint32 {
 			r.fail("snapshot has a request result count of %d", countFlag>>1)
@@ -378,7 +407,7 @@ func (r *snapReader) state() *State {
 	ids := make([]uint32, 0, min(ndomains, 1<<16))
 	prev := ""
 	for i := 0; i < ndomains && r.err == nil; i++ {
-		d := r.str(maxDomainSz)
+		d := r.scratchStr(maxDomainSz)
 		if r.err != nil {
 			break
 		}
@@ -389,8 +418,10 @@ func (r *snapReader) state() *State {
 			r.fail("snapshot domains are not sorted at %q", d)
 			break
 		}
-		prev = d
-		ids = append(ids, s.domains.intern(d))
+		id := s.domains.intern(d)
+		// The table's copy: d is the reader's buffer, read over next.
+		prev = s.domains.name(id)
+		ids = append(ids, id)
 	}
 
 	nclients := r.count("clients", 1<<32-1)
