@@ -172,6 +172,15 @@ func TestQuotaFlagsReachTheCluster(t *testing.T) {
 	if _, err := parse("--max-domain-bytes=-5"); err == nil || !strings.Contains(err.Error(), "--max-domain-bytes -5") {
 		t.Fatalf("a negative bound: %v", err)
 	}
+	if cfg, err = parse("--max-clients", "0"); err != nil || cfg.MaxClients != -1 {
+		t.Fatalf("--max-clients 0: %d, %v; want -1 (no bound)", cfg.MaxClients, err)
+	}
+	if cfg, err = parse("--max-clients", "12"); err != nil || cfg.MaxClients != 12 {
+		t.Fatalf("--max-clients 12: %d, %v", cfg.MaxClients, err)
+	}
+	if _, err := parse("--max-clients=-1"); err == nil || !strings.Contains(err.Error(), "--max-clients -1") {
+		t.Fatalf("a negative client bound: %v", err)
+	}
 }
 
 func TestMemoryLimitRatioIsAShare(t *testing.T) {

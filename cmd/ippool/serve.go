@@ -59,7 +59,7 @@ type ServeCmd struct {
 	SnapshotThreshold    uint64        `help:"Log entries between snapshots." default:"${snapshot_threshold}" group:"server"`
 	SnapshotInterval     time.Duration `help:"How often to check whether a snapshot is due." default:"${snapshot_interval}" group:"server"`
 	WriteTimeout         time.Duration `help:"Longest a write may take, retries included, before it fails with no_quorum." default:"${write_timeout}" group:"server"`
-	MaxClients           int           `help:"Most clients the cluster holds; an allocation for a new client past it gets 429 quota_exceeded (DNS: SERVFAIL) until idle clients are forgotten. The leader's applies: give every server the same." default:"${max_clients}" group:"limits"`
+	MaxClients           int           `help:"Most clients the cluster holds (0: no bound); an allocation for a new client past it gets 429 quota_exceeded (DNS: SERVFAIL) until idle clients are forgotten. The leader's applies: give every server the same." default:"${max_clients}" group:"limits"`
 	MaxMappings          int           `help:"Most mappings the cluster holds, all clients together (0: no bound); past it an allocation that would add one gets 429 quota_exceeded (DNS: SERVFAIL) until mappings are released or their clients go idle. The default keeps a server within about 2 GB: 1M clients with a first mapping at ~0.9 KB (0.9 GB) + 4M further mappings at ~150 B (0.6 GB) + 256 MiB of domain text with its indexes (0.5 GB). Enforced once every server reads log entry version 4; the leader's applies: give every server the same." default:"${max_mappings}" group:"limits"`
 	MaxMappingsPerClient int           `help:"Most mappings one client holds (0: no bound beyond its pool); past it 429 quota_exceeded (DNS: SERVFAIL). Enforced like --max-mappings." default:"${max_mappings_per_client}" group:"limits"`
 	MaxDomainBytes       int64         `help:"Most bytes of domain names the cluster holds, each distinct name counted once as it is stored once (0: no bound); an allocation whose new name would pass it gets 429 quota_exceeded (DNS: SERVFAIL). Enforced like --max-mappings." default:"${max_domain_bytes}" group:"limits"`
@@ -159,9 +159,6 @@ func (c *ServeCmd) clusterConfig(log *slog.Logger) (cluster.Config, error) {
 	} else if c.Exclude != "" || c.Lifetime != 0 {
 		return cfg, errors.New("--exclude and --lifetime describe a pool: give --pool with them")
 	}
-	if c.MaxClients < 1 || c.MaxClients > pool.MaxClientsLimit {
-		return cfg, fmt.Errorf("--max-clients %d is outside 1 to %d", c.MaxClients, pool.MaxClientsLimit)
-	}
 	if c.HTTPWriteRate < 0 || c.HTTPWriteBurst < 0 {
 		return cfg, errors.New("--http-write-rate and --http-write-burst must be 0 (no limit) or more")
 	}
@@ -169,6 +166,7 @@ func (c *ServeCmd) clusterConfig(log *slog.Logger) (cluster.Config, error) {
 		flag   string
 		v, max int64
 	}{
+		{pool.QuotaFlagClients, int64(c.MaxClients), pool.MaxClientsLimit},
 		{pool.QuotaFlagMappings, int64(c.MaxMappings), pool.MaxMappingsLimit},
 		{pool.QuotaFlagMappingsPerClient, int64(c.MaxMappingsPerClient), pool.MaxMappingsLimit},
 		{pool.QuotaFlagDomainBytes, c.MaxDomainBytes, pool.MaxDomainBytesLimit},
@@ -184,7 +182,7 @@ func (c *ServeCmd) clusterConfig(log *slog.Logger) (cluster.Config, error) {
 		}
 		return v
 	}
-	cfg.MaxClients, cfg.ClockOffset = c.MaxClients, c.TestClockOffset
+	cfg.MaxClients, cfg.ClockOffset = int(noBound(int64(c.MaxClients))), c.TestClockOffset
 	cfg.MaxMappings, cfg.MaxMappingsPerClient = int(noBound(int64(c.MaxMappings))), int(noBound(int64(c.MaxMappingsPerClient)))
 	cfg.MaxDomainBytes = noBound(c.MaxDomainBytes)
 	files := ca.Files{CA: c.TLSCA, Cert: c.TLSCert, Key: c.TLSKey}

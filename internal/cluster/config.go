@@ -64,8 +64,9 @@ type Config struct {
 	LinearizableReads bool
 	// MaxClients bounds the clients the cluster holds: a new client past it
 	// is refused with quota_exceeded. The leader puts its own in every
-	// entry it appends, so give every server the same. Default
-	// DefaultMaxClients.
+	// entry it appends, so give every server the same. 0 takes
+	// DefaultMaxClients; -1 is no bound (0 after setDefaults, as in the
+	// entry).
 	MaxClients int
 	// MaxMappings, MaxMappingsPerClient and MaxDomainBytes are the mapping
 	// quotas (pool.Quotas), stamped by the leader like MaxClients once
@@ -177,13 +178,11 @@ func (c *Config) setDefaults() error {
 	if c.MaxBatch == 0 {
 		c.MaxBatch = DefaultMaxBatch
 	}
-	if c.MaxClients == 0 {
-		c.MaxClients = DefaultMaxClients
+	var clients, mappings, perClient int64
+	if clients, err = quotaBound(int64(c.MaxClients), DefaultMaxClients, pool.MaxClientsLimit, pool.QuotaFlagClients); err != nil {
+		return err
 	}
-	if c.MaxClients < 0 || c.MaxClients > pool.MaxClientsLimit {
-		return fmt.Errorf("cluster: a client limit of %d is outside 1 to %d", c.MaxClients, pool.MaxClientsLimit)
-	}
-	var mappings, perClient int64
+	c.MaxClients = int(clients)
 	if mappings, err = quotaBound(int64(c.MaxMappings), DefaultMaxMappings, pool.MaxMappingsLimit, pool.QuotaFlagMappings); err != nil {
 		return err
 	}
