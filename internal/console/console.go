@@ -12,14 +12,22 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
+	"html/template"
 	"io/fs"
 	"net/http"
+	"path"
 	"strings"
 	"time"
 )
 
 //go:embed static
 var static embed.FS
+
+// pages are the console's pages, as html/template files that share one
+// frame (pages/layout.html); each is rendered once, when the binary starts.
+//
+//go:embed pages
+var pages embed.FS
 
 // Prefix is where the console is served.
 const Prefix = "/ui/"
@@ -44,13 +52,41 @@ var files = func() map[string]file {
 		if err != nil {
 			return nil
 		}
-		sum := sha256.Sum256(b)
-		name := strings.TrimPrefix(p, "static/")
-		out[name] = file{name: name, body: b, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
+		add(out, strings.TrimPrefix(p, "static/"), b)
 		return nil
 	})
+	names, _ := fs.Glob(pages, "pages/*.html")
+	for _, p := range names {
+		if path.Base(p) == "layout.html" {
+			continue
+		}
+		if b, err := render(path.Base(p)); err == nil {
+			add(out, path.Base(p), b)
+		}
+	}
 	return out
 }()
+
+func add(files map[string]file, name string, body []byte) {
+	sum := sha256.Sum256(body)
+	files[name] = file{name: name, body: body, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
+}
+
+// render makes the page of file name in pages: the layout, filled in by
+// the page's own templates.
+func render(name string) ([]byte, error) {
+	t, err := template.ParseFS(pages, "pages/layout.html", "pages/"+name)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	page := strings.TrimSuffix(name, ".html")
+	if page == "index" {
+		page = "overview" // app.js's name for it, from <body data-page>
+	}
+	err = t.ExecuteTemplate(&b, "layout", struct{ Page string }{page})
+	return b.Bytes(), err
+}
 
 // securityHeaders keep the pages to this server's own scripts and styles,
 // out of other sites' frames, and from leaking their URLs (which may name

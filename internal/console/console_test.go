@@ -1,8 +1,11 @@
 package console
 
 import (
+	"bytes"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"path"
 	"regexp"
 	"strings"
 	"testing"
@@ -57,6 +60,36 @@ func TestPagesHaveOneAddressEach(t *testing.T) {
 		h.ServeHTTP(w, httptest.NewRequest("GET", p, nil))
 		if w.Code != http.StatusNotFound {
 			t.Errorf("%s: %d", p, w.Code)
+		}
+	}
+}
+
+// Every page template renders in the shared frame, with its own entry in
+// the navigation marked current, and is served: a template that failed
+// to parse would be left out of files and its page would answer 404.
+func TestEveryPageRenders(t *testing.T) {
+	names, err := fs.Glob(pages, "pages/*.html")
+	if err != nil || len(names) < 6 {
+		t.Fatalf("page templates %v, %v", names, err)
+	}
+	for _, p := range names {
+		name := path.Base(p)
+		if name == "layout.html" {
+			continue
+		}
+		b, err := render(name)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !bytes.Equal(files[name].body, b) {
+			t.Errorf("%s is not served as rendered", name)
+		}
+		href := "/ui/" + strings.TrimSuffix(name, ".html")
+		if name == "index.html" {
+			href = "/ui/"
+		}
+		if current := regexp.MustCompile(`<a href="([^"]*)" aria-current="page">`).FindAllStringSubmatch(string(b), -1); len(current) != 1 || current[0][1] != href {
+			t.Errorf("%s marks %v current in the navigation, want %s alone", name, current, href)
 		}
 	}
 }
