@@ -168,7 +168,7 @@ func routeCases(t *testing.T, c *Connector, cases []routeCase) {
 			t.Fatalf("%s: not admitted: %v", tc.src, f.err)
 		}
 		addrs := c.route(&f)
-		c.limits.release(f.client)
+		c.limits.release(f.client, nil)
 		if f.result == "" {
 			f.result = Relayed
 		}
@@ -220,14 +220,14 @@ func TestLimits(t *testing.T) {
 	if why := l.admit("a", now); !strings.Contains(why, "per client") {
 		t.Fatalf("third concurrent flow: %q", why)
 	}
-	l.release("a")
+	l.release("a", nil)
 	// A flow refused for concurrency took no token: the third of the
 	// bucket's three is still there.
 	if why := l.admit("a", now); why != "" {
 		t.Fatalf("after a release: %q", why)
 	}
-	l.release("a")
-	l.release("a")
+	l.release("a", nil)
+	l.release("a", nil)
 	if why := l.admit("a", now); !strings.Contains(why, "per second") {
 		t.Fatalf("fourth new flow in the same instant: %q", why)
 	}
@@ -243,7 +243,7 @@ func TestLimits(t *testing.T) {
 		t.Fatalf("sixth flow in all: %q", why)
 	}
 	for _, id := range []string{"a", "b", "c", "d", "e"} {
-		l.release(id)
+		l.release(id, nil)
 	}
 	if total, _ := l.open(); total != 0 {
 		t.Fatalf("%d open", total)
@@ -251,7 +251,7 @@ func TestLimits(t *testing.T) {
 	// Without a rate limit, a client with no flow is forgotten at once.
 	nl := newLimits(5, 2, 0, 0)
 	nl.admit("x", now)
-	nl.release("x")
+	nl.release("x", nil)
 	if _, tracked := nl.open(); tracked != 0 {
 		t.Fatalf("%d clients tracked with no flow", tracked)
 	}
@@ -317,7 +317,7 @@ func TestLimitsBounded(t *testing.T) {
 		if why := l.admit(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String(), now); why != "" {
 			t.Fatal(why)
 		}
-		l.release(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String())
+		l.release(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String(), nil)
 	}
 	if why := l.admit("new", now); why != "too many clients tracked" {
 		t.Fatalf("a new client with every bucket empty: %q", why)
@@ -399,5 +399,84 @@ ippool_connector_clients 2
 	}
 	if n, err := testutil.GatherAndCount(reg, "ippool_connector_client_flows"); err != nil || n != 1 {
 		t.Fatalf("%d client_flows series, %v; want one histogram", n, err)
+	}
+}
+
+// TestLimitsReclaim: with every place taken, a client under its share
+// gets the place of the quietest held flow of the client furthest over its
+// share, which is ended; that flow's release then gives back nothing. With
+// no client over its share, or none of its flows relaying yet, the table
+// stays full.
+func TestLimitsReclaim(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l := newLimits(4, 4, 0, 0)
+	type flow struct {
+		h     *heldFlow
+		ended bool
+	}
+	var flows []*flow
+	admitHeld := func(id string, quiet time.Duration) *flow {
+		t.Helper()
+		if why := l.admit(id, now); why != "" {
+			t.Fatalf("%s: %q", id, why)
+		}
+		f := &flow{}
+		f.h = l.hold(id, func() time.Duration { return quiet }, func() { f.ended = true })
+		flows = append(flows, f)
+		return f
+	}
+	// a takes half the table, then b and c their shares: full.
+	a1, a2 := admitHeld("a", 5*time.Second), admitHeld("a", 50*time.Second)
+	b := admitHeld("b", time.Hour)
+	if why := l.admit("c", now); why != "" {
+		t.Fatal(why)
+	}
+	if total, _ := l.open(); total != 4 {
+		t.Fatalf("%d open, want the table's 4", total)
+	}
+	// d is under its share (1), a over it (2 > 1): a's quietest goes.
+	if why := l.admit("d", now); why != "" {
+		t.Fatalf("d with the table full and a over its share: %q", why)
+	}
+	if !a2.ended || a1.ended {
+		t.Fatalf("ended: a's 5 s-quiet flow %v, its 50 s-quiet flow %v; want the quieter one alone", a1.ended, a2.ended)
+	}
+	if total, _ := l.open(); total != 4 {
+		t.Fatalf("%d open after the reclaim, want 4", total)
+	}
+	l.release("a", a2.h) // the reclaimed flow's goroutine ends
+	if total, _ := l.open(); total != 4 {
+		t.Fatalf("%d open after the reclaimed flow's release, want still 4", total)
+	}
+	// a, b, c and d hold one flow each, none over the share of 1: e is
+	// refused, and nothing more is ended.
+	if why := l.admit("e", now); !strings.Contains(why, "all clients") {
+		t.Fatalf("e with every client at its share: %q", why)
+	}
+	for i, f := range flows {
+		if f.ended && f != a2 {
+			t.Fatalf("flow %d ended", i)
+		}
+	}
+	l.release("a", a1.h)
+	l.release("b", b.h)
+	l.release("c", nil)
+	l.release("d", nil)
+	if total, tracked := l.open(); total != 0 || tracked != 0 || len(l.over) != 0 {
+		t.Fatalf("after every release: %d open, %d tracked, %d over the floor", total, tracked, len(l.over))
+	}
+	// A client over its share whose flows are not relaying yet (not held)
+	// gives no place.
+	l2 := newLimits(4, 4, 0, 0)
+	for _, id := range []string{"x", "x", "y", "z"} {
+		if why := l2.admit(id, now); why != "" {
+			t.Fatalf("%s: %q", id, why)
+		}
+	}
+	if why := l2.admit("w", now); !strings.Contains(why, "all clients") {
+		t.Fatalf("no held flow to reclaim: %q", why)
+	}
+	if _, tracked := l2.open(); tracked != 3 {
+		t.Fatalf("%d clients tracked, want x, y and z (a refused client with no flow is not kept)", tracked)
 	}
 }

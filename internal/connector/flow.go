@@ -54,7 +54,8 @@ func (c *Connector) ServeConn(conn net.Conn, client string, dst netip.AddrPort) 
 		c.done(&f)
 		return
 	}
-	defer c.limits.release(client)
+	var held *heldFlow
+	defer func() { c.limits.release(client, held) }()
 	c.m.open("tcp", 1)
 	defer c.m.open("tcp", -1)
 	start := time.Now()
@@ -77,7 +78,8 @@ func (c *Connector) ServeConn(conn net.Conn, client string, dst netip.AddrPort) 
 	stopUp := context.AfterFunc(c.ctx, func() { up.Close() })
 	defer stopUp()
 	f.result = Relayed
-	upBytes, downBytes := c.relayConns(conn, up)
+	var upBytes, downBytes int64
+	upBytes, downBytes, held = c.relayConns(client, conn, up)
 	c.m.relayed("tcp", upBytes, downBytes)
 	c.done(&f, "up_bytes", upBytes, "down_bytes", downBytes, "duration", time.Since(start).Round(time.Millisecond))
 }
@@ -119,7 +121,8 @@ func (c *Connector) dialUp(addrs []netip.Addr, f *flowInfo) (net.Conn, error) {
 // relayConns copies both ways until both directions have ended, passing a
 // FIN on as a half-close where the connection can, and closing both sides
 // on an error or once neither has received a byte for the idle timeout.
-func (c *Connector) relayConns(client, up net.Conn) (upBytes, downBytes int64) {
+// The flow is held for who while it relays, as relay's.
+func (c *Connector) relayConns(who string, client, up net.Conn) (upBytes, downBytes int64, held *heldFlow) {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
 	ca, ua := &activeReader{Conn: client, last: &last}, &activeReader{Conn: up, last: &last}
@@ -145,6 +148,12 @@ func (c *Connector) relayConns(client, up net.Conn) (upBytes, downBytes int64) {
 	}()
 	var half halfClose
 	quiet := func() time.Duration { return time.Since(time.Unix(0, last.Load())) }
+	held = c.limits.hold(who, quiet, func() {
+		c.m.reclaimed()
+		c.log.Debug("flow reclaimed for a client under its share", "src", client.RemoteAddr(), "dst", client.LocalAddr(), "client", who)
+		client.Close()
+		up.Close()
+	})
 	end := func() {
 		c.m.timedOut("half_close")
 		c.log.Debug("flow half-closed and quiet too long", "src", client.RemoteAddr(), "dst", client.LocalAddr(), "timeout", c.cfg.HalfCloseTimeout)
@@ -168,7 +177,7 @@ func (c *Connector) relayConns(client, up net.Conn) (upBytes, downBytes int64) {
 	half.stop()
 	client.Close()
 	up.Close()
-	return upBytes, downBytes
+	return upBytes, downBytes, held
 }
 
 // pipeConns copies src to dst; at src's EOF it half-closes dst where it

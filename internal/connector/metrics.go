@@ -16,6 +16,8 @@ type Metrics struct {
 	dial   prometheus.Histogram
 	// timeouts counts flows ended by a timeout, by which.
 	timeouts *prometheus.CounterVec
+	// reclaims counts flows ended to give their place to another client.
+	reclaims prometheus.Counter
 	clients  *clientCollector
 	// conn is the connector whose missing egress addresses are counted.
 	conn atomic.Pointer[Connector]
@@ -49,6 +51,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "TCP flows ended by a timeout: idle (no byte either way for --connector-idle-timeout), half_close (one side finished, then no byte either way for --connector-half-close-timeout).",
 		}, []string{"kind"}),
 	}
+	m.reclaims = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ippool_connector_reclaimed_flows_total",
+		Help: "Flows ended to give their place to a client under its fair share while all of --connector-max-flows were taken: the quietest of the client furthest over its share.",
+	})
 	m.clients = &clientCollector{
 		active: prometheus.NewDesc("ippool_connector_clients", "Clients holding one flow or more.", nil, nil),
 		busiest: prometheus.NewDesc("ippool_connector_busiest_client_flows",
@@ -78,7 +84,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}
 		return 0
 	})
-	reg.MustRegister(m.flows, m.active, m.bytes, m.dial, m.timeouts, m.clients, egress)
+	reg.MustRegister(m.flows, m.active, m.bytes, m.dial, m.timeouts, m.reclaims, m.clients, egress)
 	return m
 }
 
@@ -110,6 +116,12 @@ func (m *Metrics) dialed(d time.Duration) {
 func (m *Metrics) timedOut(kind string) {
 	if m != nil {
 		m.timeouts.WithLabelValues(kind).Inc()
+	}
+}
+
+func (m *Metrics) reclaimed() {
+	if m != nil {
+		m.reclaims.Inc()
 	}
 }
 

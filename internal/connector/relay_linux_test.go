@@ -40,7 +40,7 @@ func relayed(t *testing.T, c *Connector) (client, server *net.TCPConn, done chan
 	out, server := tcpPair(t)
 	done = make(chan [2]int64, 1)
 	go func() {
-		u, d := c.relay(in, out)
+		u, d, _ := c.relay("t", in, out)
 		done <- [2]int64{u, d}
 	}()
 	return client, server, done

@@ -50,7 +50,8 @@ func reset(conn *net.TCPConn) {
 
 func (c *Connector) serveTCP(conn *net.TCPConn, f flowInfo) {
 	defer c.plat.wg.Done()
-	defer c.limits.release(f.client)
+	var held *heldFlow
+	defer func() { c.limits.release(f.client, held) }()
 	c.m.open("tcp", 1)
 	defer c.m.open("tcp", -1)
 	start := time.Now()
@@ -74,7 +75,8 @@ func (c *Connector) serveTCP(conn *net.TCPConn, f flowInfo) {
 	stopUp := context.AfterFunc(c.ctx, func() { reset(up) })
 	defer stopUp()
 	f.result = Relayed
-	upBytes, downBytes := c.relay(conn, up)
+	var upBytes, downBytes int64
+	upBytes, downBytes, held = c.relay(f.client, conn, up)
 	c.m.relayed("tcp", upBytes, downBytes)
 	c.done(&f, "up_bytes", upBytes, "down_bytes", downBytes, "duration", time.Since(start).Round(time.Millisecond))
 }
@@ -94,8 +96,9 @@ func (c *Connector) dialTCP(addrs []netip.Addr, f *flowInfo) (*net.TCPConn, erro
 // passes its end on as it came: a FIN as a half-close, so a client that
 // shuts its write side after a request still reads the whole answer; a reset
 // or an error as a reset of both sides. io.Copy between two *net.TCPConn
-// splices on Linux.
-func (c *Connector) relay(client, up *net.TCPConn) (upBytes, downBytes int64) {
+// splices on Linux. The flow is held for who (limits.hold) while it
+// relays; the hold is returned for the caller's release.
+func (c *Connector) relay(who string, client, up *net.TCPConn) (upBytes, downBytes int64, held *heldFlow) {
 	stopIdle := c.watchIdle(client, up)
 	defer stopIdle()
 	var half halfClose
@@ -108,6 +111,12 @@ func (c *Connector) relay(client, up *net.TCPConn) (upBytes, downBytes int64) {
 		}
 		return min(qc, qu)
 	}
+	held = c.limits.hold(who, quiet, func() {
+		c.m.reclaimed()
+		c.log.Debug("flow reclaimed for a client under its share", "src", client.RemoteAddr(), "dst", client.LocalAddr(), "client", who)
+		reset(client)
+		reset(up)
+	})
 	end := func() {
 		c.m.timedOut("half_close")
 		c.log.Debug("flow half-closed and quiet too long", "src", client.RemoteAddr(), "dst", client.LocalAddr(), "timeout", c.cfg.HalfCloseTimeout)
@@ -131,7 +140,7 @@ func (c *Connector) relay(client, up *net.TCPConn) (upBytes, downBytes int64) {
 	half.stop()
 	client.Close()
 	up.Close()
-	return upBytes, downBytes
+	return upBytes, downBytes, held
 }
 
 // pipe copies src to dst and reports whether src finished (a FIN, passed

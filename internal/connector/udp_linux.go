@@ -43,6 +43,8 @@ type udpFlow struct {
 	pending [][]byte
 	failed  bool
 
+	held *heldFlow // set and read by the flow's own goroutine
+
 	last      atomic.Int64 // unix nanoseconds of the last datagram either way
 	upBytes   atomic.Int64
 	downBytes atomic.Int64
@@ -168,6 +170,10 @@ func (c *Connector) serveUDP(fl *udpFlow) {
 		}
 	}
 	fl.touch()
+	fl.held = c.limits.hold(f.client, func() time.Duration { return time.Since(time.Unix(0, fl.last.Load())) }, func() {
+		c.m.reclaimed()
+		up.Close()
+	})
 
 	buf := make([]byte, udpBufSize)
 	idle := c.cfg.UDPIdleTimeout
@@ -212,7 +218,7 @@ func (c *Connector) endUDP(fl *udpFlow) {
 		}
 	}
 	u.mu.Unlock()
-	c.limits.release(fl.f.client)
+	c.limits.release(fl.f.client, fl.held)
 }
 
 // dialUDP opens a socket to the flow's port on the first address that takes

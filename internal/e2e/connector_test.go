@@ -387,15 +387,17 @@ func TestConnector(t *testing.T) {
 // TestConnectorFairFlows is issue 28's finding 4: with
 // --connector-client-flows 4 --connector-max-flows 6, attackers from two
 // addresses holding every flow the gateway lets them open (the upstream
-// never closes them) leave a third client room for its flow.
+// never closes them) leave a third client room for its flow. A third
+// attacker then takes the last place; the client still gets a flow, in
+// the place of the quietest flow of the attacker furthest over its share.
 func TestConnectorFairFlows(t *testing.T) {
 	lab := newLab(t)
 	n := subnet()
 	sub := func(format string, a ...any) string { return fmt.Sprintf(format, append([]any{n}, a...)...) }
 	client, gw, up := lab.ns("client"), lab.ns("gw"), lab.ns("up")
-	atk1, atk2, victim, gwC := sub("10.%d.1.2"), sub("10.%d.1.3"), sub("10.%d.1.4"), sub("10.%d.1.1")
+	atk1, atk2, atk3, victim, gwC := sub("10.%d.1.2"), sub("10.%d.1.3"), sub("10.%d.1.5"), sub("10.%d.1.4"), sub("10.%d.1.1")
 	upA := sub("10.%d.2.2")
-	lab.link(client, gw, []string{atk1 + "/24", atk2 + "/24", victim + "/24"}, []string{gwC + "/24"})
+	lab.link(client, gw, []string{atk1 + "/24", atk2 + "/24", atk3 + "/24", victim + "/24"}, []string{gwC + "/24"})
 	lab.link(gw, up, []string{sub("10.%d.2.1/24")}, []string{upA + "/24"})
 	lab.ip("-n", client, "route", "add", "default", "via", gwC)
 	lab.resolvConf(client, gwC)
@@ -405,13 +407,13 @@ func TestConnectorFairFlows(t *testing.T) {
 	defer stopGateway(t, gwp)
 
 	pa := make(map[string]string)
-	for _, src := range []string{atk1, atk2, victim} {
+	for _, src := range []string{atk1, atk2, atk3, victim} {
 		pa[src] = dig(t, client, src, "A", "a.test")
 	}
 	// Each attacker in turn opens flows until one is refused and keeps
 	// those relayed (greeted by the upstream) open.
-	held := make(map[string]int)
-	for _, atk := range []string{atk1, atk2} {
+	held := make(map[string][]net.Conn)
+	hold := func(atk string) {
 		for range 8 {
 			c, err := lab.dial(client, "tcp", atk, pa[atk]+":8080", 2*time.Second)
 			if err != nil {
@@ -425,22 +427,52 @@ func TestConnectorFairFlows(t *testing.T) {
 				}
 				break
 			}
-			held[atk]++
-			defer c.Close()
+			held[atk] = append(held[atk], c)
+			t.Cleanup(func() { c.Close() })
 		}
 	}
-	t.Logf("the attackers hold %v flows", held)
-	if held[atk1]+held[atk2] >= 6 {
-		t.Fatalf("the attackers hold %v flows, the whole table", held)
+	hold(atk1)
+	hold(atk2)
+	n1, n2 := len(held[atk1]), len(held[atk2])
+	t.Logf("the attackers hold %d and %d flows", n1, n2)
+	if n1+n2 >= 6 {
+		t.Fatalf("the attackers hold %d and %d flows, the whole table", n1, n2)
 	}
 	if g, err := tcpExchange(lab, client, victim, pa[victim]+":8080", []byte("victim")); err != nil || g != "hello "+upA+":8080" {
-		t.Fatalf("the third client while the attackers hold %v: %q %v", held, g, err)
+		t.Fatalf("the third client while the attackers hold %d and %d: %q %v", n1, n2, g, err)
 	}
 	if v := lab.metric(gw, guardHTTPAddr, `ippool_connector_flows_total{proto="tcp",result="limited"}`); v < 2 {
 		t.Errorf("%v flows counted limited, want one per attacker", v)
 	}
-	if v := lab.metric(gw, guardHTTPAddr, "ippool_connector_busiest_client_flows"); v != float64(max(held[atk1], held[atk2])) {
-		t.Errorf("busiest client's flows %v, want %d", v, max(held[atk1], held[atk2]))
+	if v := lab.metric(gw, guardHTTPAddr, "ippool_connector_busiest_client_flows"); v != float64(max(n1, n2)) {
+		t.Errorf("busiest client's flows %v, want %d", v, max(n1, n2))
+	}
+
+	// The third attacker's flows and the first two's fill the table.
+	poll.Until(t, 10*time.Second, "the client's flow to end", func() bool {
+		return lab.metric(gw, guardHTTPAddr, `ippool_connector_active_flows{proto="tcp"}`) == float64(n1+n2)
+	})
+	hold(atk3)
+	if total := n1 + n2 + len(held[atk3]); total != 6 {
+		t.Fatalf("three attackers hold %d, %d and %d flows; want the table's 6 taken", n1, n2, len(held[atk3]))
+	}
+	if g, err := tcpExchange(lab, client, victim, pa[victim]+":8080", []byte("victim")); err != nil || g != "hello "+upA+":8080" {
+		t.Fatalf("the client with the table full: %q %v, want its flow in a reclaimed place", g, err)
+	}
+	if v := lab.metric(gw, guardHTTPAddr, "ippool_connector_reclaimed_flows_total"); v != 1 {
+		t.Errorf("%v flows reclaimed, want 1", v)
+	}
+	// The place came from the attacker holding the most: one of its flows
+	// was reset.
+	resets := 0
+	for _, c := range held[atk1] {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); isReset(err) || errors.Is(err, io.EOF) {
+			resets++
+		}
+	}
+	if resets != 1 {
+		t.Errorf("%d of the first attacker's %d flows ended, want 1", resets, n1)
 	}
 }
 
