@@ -47,6 +47,19 @@ func find[K keyer](t *slotIndex, key uint32, k K) (int32, bool) {
 	}
 }
 
+// reserve sizes an empty index for n entries: the size n inserts would
+// grow it to, without the copies on the way.
+func (t *slotIndex) reserve(n int) {
+	size := 8
+	for n*4 > size*3 {
+		size *= 2
+	}
+	t.slots = make([]int32, size)
+	for p := range t.slots {
+		t.slots[p] = emptySlot
+	}
+}
+
 // insert adds slab index i, whose key must not be present yet.
 func insert[K keyer](t *slotIndex, i int32, k K) {
 	if (t.n+1)*4 > len(t.slots)*3 {

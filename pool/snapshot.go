@@ -481,6 +481,9 @@ func (r *snapReader) config(s *State) {
 	s.cfg, s.set, s.configured = cfg, set, true
 }
 
+// maxReserve caps the mappings reserved for a client before they are read.
+const maxReserve = 1 << 16
+
 func (r *snapReader) client(s *State, domainIDs []uint32) *client {
 	id := r.str(MaxClientIDLen)
 	if r.err == nil {
@@ -497,6 +500,13 @@ func (r *snapReader) client(s *State, domainIDs []uint32) *client {
 		return nil
 	}
 	c := newClient(id)
+	if n > 0 {
+		// n is what the snapshot claims, up to the pool's size: a claim
+		// larger than the mappings that follow fails the read at this
+		// client, so it can waste at most one reservation, and that is
+		// capped.
+		c.reserve(min(n, maxReserve))
+	}
 	c.lastActivity = lastActivity
 	s.clients[id] = c
 	s.pushIdle(c)

