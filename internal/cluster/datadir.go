@@ -172,9 +172,15 @@ func syncDir(dir string) error {
 // CA's key and every client's mappings, and a directory made by someone else
 // (systemd's StateDirectory makes 0755) or files from an older binary or a
 // library that creates them 0644 would be readable by every local user.
-// Files created later are kept owner-only by `ippool serve`'s umask.
+// Files created later are kept owner-only by `ippool serve`'s umask. Other
+// parts of the server may be writing in the data dir meanwhile (the
+// tailnet's state replaces and removes its cache files), so a file gone
+// by the time the walk reaches it is skipped.
 func restrictDataDir(dir string) error {
 	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) && path != dir {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -188,13 +194,16 @@ func restrictDataDir(dir string) error {
 			return nil
 		}
 		info, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
 		if info.Mode().Perm() == mode {
 			return nil
 		}
-		if err := os.Chmod(path, mode); err != nil {
+		if err := os.Chmod(path, mode); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("making %s owner-only: %w", path, err)
 		}
 		return nil
