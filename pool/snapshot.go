@@ -270,8 +270,7 @@ func (r *snapReader) bytes(n int) []byte {
 		return nil
 	}
 	b := make([]byte, n)
-	if _, err := io.ReadFull(r.fr, b); err != nil {
-		r.setErr(err)
+	if !r.fill(b) {
 		return nil
 	}
 	return b
